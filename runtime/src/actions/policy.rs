@@ -1,0 +1,126 @@
+//! The policy gate every run request passes, whoever asks: the command must be on the
+//! allow-list, not already running, and out of its cooldown. The host enforces this whatever a
+//! rule decides.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use crate::config::{Command, Config};
+
+#[derive(Debug, PartialEq, thiserror::Error)]
+pub enum Refusal {
+    #[error("no services are configured")]
+    NoServices,
+    #[error("unknown service `{0}`")]
+    UnknownService(String),
+    #[error("service `{service}` has no command `{command}`")]
+    UnknownCommand { service: String, command: String },
+    #[error("`{service}`/`{command}` is already running; refused a second run")]
+    AlreadyRunning { service: String, command: String },
+    #[error("`{service}`/`{command}` is cooling down for another {remaining:?}")]
+    CoolingDown { service: String, command: String, remaining: Duration },
+}
+
+type Key = (String, String);
+
+#[derive(Default)]
+pub struct Gate {
+    running: HashSet<Key>,
+    last_start: HashMap<Key, Instant>,
+}
+
+/// Proof that a run was admitted; hand it back with [`Gate::finish`].
+#[derive(Debug)]
+pub struct Admitted {
+    key: Key,
+}
+
+impl Gate {
+    /// Admit a run now or say why not. Admission marks it running and starts its cooldown.
+    pub fn admit<'c>(
+        &mut self,
+        config: &'c Config,
+        service: &str,
+        command: &str,
+        now: Instant,
+    ) -> Result<(&'c Command, Admitted), Refusal> {
+        if config.services.is_empty() {
+            return Err(Refusal::NoServices);
+        }
+        let svc = config
+            .services
+            .get(service)
+            .ok_or_else(|| Refusal::UnknownService(service.into()))?;
+        let spec = svc.commands.get(command).ok_or_else(|| Refusal::UnknownCommand {
+            service: service.into(),
+            command: command.into(),
+        })?;
+        let key = (service.to_string(), command.to_string());
+        if self.running.contains(&key) {
+            return Err(Refusal::AlreadyRunning { service: key.0, command: key.1 });
+        }
+        if let Some(last) = self.last_start.get(&key) {
+            let since = now.saturating_duration_since(*last);
+            if since < spec.cooldown {
+                return Err(Refusal::CoolingDown {
+                    service: key.0,
+                    command: key.1,
+                    remaining: spec.cooldown - since,
+                });
+            }
+        }
+        self.running.insert(key.clone());
+        self.last_start.insert(key.clone(), now);
+        Ok((spec, Admitted { key }))
+    }
+
+    pub fn finish(&mut self, admitted: Admitted) {
+        self.running.remove(&admitted.key);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn config(text: &str) -> Config {
+        Config::parse(text, Path::new("t.toml"), Path::new("/")).unwrap()
+    }
+
+    #[test]
+    fn allow_list_concurrency_and_cooldown() {
+        let c = config(
+            "[services.web.commands]\nrestart = { run = \"true\", cooldown = \"10s\" }\nping = \"true\"\n",
+        );
+        let mut g = Gate::default();
+        let t0 = Instant::now();
+        assert_eq!(
+            g.admit(&c, "db", "restart", t0).unwrap_err(),
+            Refusal::UnknownService("db".into())
+        );
+        assert!(matches!(
+            g.admit(&c, "web", "stop", t0).unwrap_err(),
+            Refusal::UnknownCommand { .. }
+        ));
+        let (_, first) = g.admit(&c, "web", "restart", t0).unwrap();
+        assert!(matches!(
+            g.admit(&c, "web", "restart", t0).unwrap_err(),
+            Refusal::AlreadyRunning { .. }
+        ));
+        let (_, ping) = g.admit(&c, "web", "ping", t0).expect("other commands are independent");
+        g.finish(ping);
+        g.finish(first);
+        let err = g.admit(&c, "web", "restart", t0 + Duration::from_secs(4)).unwrap_err();
+        assert_eq!(err.to_string(), "`web`/`restart` is cooling down for another 6s");
+        assert!(g.admit(&c, "web", "restart", t0 + Duration::from_secs(10)).is_ok());
+        let (_, again) = g.admit(&c, "web", "ping", t0).unwrap();
+        g.finish(again);
+    }
+
+    #[test]
+    fn no_services() {
+        let c = config("");
+        assert_eq!(Gate::default().admit(&c, "a", "b", Instant::now()).unwrap_err(), Refusal::NoServices);
+    }
+}

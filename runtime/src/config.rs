@@ -1,0 +1,426 @@
+//! The one TOML file an operator writes. Parse errors carry `file:line:col`; relative paths are
+//! resolved against the config file's directory so a config works from any working directory.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub daemon: Daemon,
+    #[serde(default)]
+    pub rules: Rules,
+    #[serde(default)]
+    pub ingest: Ingest,
+    /// The allow-list: `[services.<service>.commands]`. Nothing outside it can ever run.
+    #[serde(default)]
+    pub services: BTreeMap<String, Service>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Daemon {
+    /// This machine's name for remote commands and logs; default: the hostname.
+    pub node: String,
+    /// Rule state, compiled-rule cache, and (later) history and MQTT outbox live here.
+    pub state_dir: PathBuf,
+}
+
+impl Default for Daemon {
+    fn default() -> Self {
+        Self { node: hostname(), state_dir: PathBuf::from("/var/lib/medic") }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Rules {
+    /// Directory watched for `*.wasm` rules; a rule's name is its file stem.
+    pub dir: PathBuf,
+    /// Wall-clock budget of one call into a rule; past it the rule is marked faulted.
+    #[serde(with = "humantime_serde")]
+    pub call_timeout: Duration,
+    /// Linear-memory cap of one rule instance.
+    pub memory_limit_mib: u64,
+    /// Events waiting for one rule; past it new events for that rule are dropped and counted.
+    pub queue_capacity: usize,
+    /// Most events handed to a rule in one call.
+    pub max_batch: usize,
+    /// First wait before re-instantiating a faulted rule; doubles up to `max_backoff`.
+    #[serde(with = "humantime_serde")]
+    pub fault_backoff: Duration,
+    #[serde(with = "humantime_serde")]
+    pub max_backoff: Duration,
+    /// Per-rule config tables, `[rules.config.<file stem>]`, handed to the rule's `init`.
+    pub config: BTreeMap<String, toml::Table>,
+}
+
+impl Default for Rules {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::from("/etc/medic/rules"),
+            call_timeout: Duration::from_millis(50),
+            memory_limit_mib: 64,
+            queue_capacity: 16_384,
+            max_batch: 256,
+            fault_backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(60),
+            config: BTreeMap::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Ingest {
+    /// collectd types.db files, as collectd's `TypesDB`; later files override earlier ones.
+    pub types_db: Vec<PathBuf>,
+    /// Interval assumed for values that do not state one (collectd's default `Interval`).
+    #[serde(with = "humantime_serde")]
+    pub default_interval: Duration,
+    pub putval: Option<Putval>,
+}
+
+impl Default for Ingest {
+    fn default() -> Self {
+        Self {
+            types_db: vec![PathBuf::from("/usr/share/collectd/types.db")],
+            default_interval: Duration::from_secs(10),
+            putval: None,
+        }
+    }
+}
+
+/// A unix socket speaking collectd's text protocol (PUTVAL, PUTNOTIF).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Putval {
+    pub socket: PathBuf,
+    /// Octal file mode of the socket, as collectd's unixsock `SocketPerms`.
+    #[serde(default = "default_socket_mode")]
+    pub mode: String,
+}
+
+fn default_socket_mode() -> String {
+    "0660".into()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Service {
+    pub commands: BTreeMap<String, Command>,
+}
+
+/// One allow-listed command. Written as an argv array (run without a shell), a string (run by
+/// `/bin/sh -c` exactly as written), or a table with `run` and per-command limits.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Command {
+    pub program: Program,
+    pub timeout: Duration,
+    /// Minimum time between two starts, whoever asks.
+    pub cooldown: Duration,
+    /// Bytes of stdout + stderr kept; the rest is drained and dropped.
+    pub output_cap: usize,
+    /// Time between SIGTERM and SIGKILL on timeout.
+    pub kill_grace: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Program {
+    Argv(Vec<String>),
+    Shell(String),
+}
+
+impl fmt::Display for Program {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Program::Argv(argv) => write!(f, "{argv:?}"),
+            Program::Shell(s) => write!(f, "sh -c {s:?}"),
+        }
+    }
+}
+
+impl Command {
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+    pub const DEFAULT_OUTPUT_CAP: usize = 64 * 1024;
+    pub const DEFAULT_KILL_GRACE: Duration = Duration::from_secs(5);
+
+    pub fn new(program: Program) -> Self {
+        Self {
+            program,
+            timeout: Self::DEFAULT_TIMEOUT,
+            cooldown: Duration::ZERO,
+            output_cap: Self::DEFAULT_OUTPUT_CAP,
+            kill_grace: Self::DEFAULT_KILL_GRACE,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Command {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(CommandVisitor)
+    }
+}
+
+struct CommandVisitor;
+
+impl<'de> Visitor<'de> for CommandVisitor {
+    type Value = Command;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a command: an argv array, a shell string, or a table with `run`")
+    }
+
+    fn visit_str<E: de::Error>(self, s: &str) -> Result<Command, E> {
+        Ok(Command::new(shell(s)?))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Command, A::Error> {
+        let argv = Vec::<String>::deserialize(de::value::SeqAccessDeserializer::new(seq))?;
+        Ok(Command::new(argv_program(argv)?))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Command, A::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Table {
+            run: RunField,
+            #[serde(default, with = "humantime_serde")]
+            timeout: Option<Duration>,
+            #[serde(default, with = "humantime_serde")]
+            cooldown: Option<Duration>,
+            #[serde(default)]
+            output_cap: Option<usize>,
+            #[serde(default, with = "humantime_serde")]
+            kill_grace: Option<Duration>,
+        }
+        #[derive(Deserialize)]
+        #[serde(untagged, expecting = "`run` must be an argv array or a shell string")]
+        enum RunField {
+            Argv(Vec<String>),
+            Shell(String),
+        }
+        let t = Table::deserialize(de::value::MapAccessDeserializer::new(map))?;
+        let program = match t.run {
+            RunField::Argv(argv) => argv_program(argv)?,
+            RunField::Shell(s) => shell(&s)?,
+        };
+        let mut c = Command::new(program);
+        if let Some(timeout) = t.timeout {
+            if timeout.is_zero() {
+                return Err(de::Error::custom("`timeout` must be more than 0"));
+            }
+            c.timeout = timeout;
+        }
+        c.cooldown = t.cooldown.unwrap_or(c.cooldown);
+        c.output_cap = t.output_cap.unwrap_or(c.output_cap);
+        c.kill_grace = t.kill_grace.unwrap_or(c.kill_grace);
+        Ok(c)
+    }
+}
+
+fn shell<E: de::Error>(s: &str) -> Result<Program, E> {
+    if s.trim().is_empty() {
+        return Err(E::custom("a shell command must not be empty"));
+    }
+    Ok(Program::Shell(s.to_string()))
+}
+
+fn argv_program<E: de::Error>(argv: Vec<String>) -> Result<Program, E> {
+    match argv.first() {
+        None => Err(E::custom("an argv array needs at least the program")),
+        Some(p) if p.is_empty() => Err(E::custom("the program (argv[0]) must not be empty")),
+        Some(_) => Ok(Program::Argv(argv)),
+    }
+}
+
+/// A config error an operator can act on: where, and what is wrong, in plain words.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: cannot read the config: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}:{line}:{col}: {message}")]
+    Parse { path: PathBuf, line: usize, col: usize, message: String },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Self::parse(&text, path, base)
+    }
+
+    /// Parse `text` (read from `path`, used in messages), resolving relative paths against `base`.
+    pub fn parse(text: &str, path: &Path, base: &Path) -> Result<Self, ConfigError> {
+        let mut config: Config = toml::from_str(text).map_err(|e| {
+            let (line, col) = e.span().map(|s| line_col(text, s.start)).unwrap_or((1, 1));
+            ConfigError::Parse {
+                path: path.to_path_buf(),
+                line,
+                col,
+                message: e.message().trim_end().to_string(),
+            }
+        })?;
+        config.resolve_paths(base);
+        config
+            .validate()
+            .map_err(|message| ConfigError::Invalid { path: path.to_path_buf(), message })?;
+        Ok(config)
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        let abs = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        abs(&mut self.daemon.state_dir);
+        abs(&mut self.rules.dir);
+        self.ingest.types_db.iter_mut().for_each(abs);
+        if let Some(p) = &mut self.ingest.putval {
+            abs(&mut p.socket);
+        }
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.daemon.node.trim().is_empty() {
+            return Err("daemon.node must not be empty".into());
+        }
+        if self.rules.call_timeout.is_zero() {
+            return Err("rules.call_timeout must be more than 0".into());
+        }
+        if self.rules.memory_limit_mib == 0 {
+            return Err("rules.memory_limit_mib must be more than 0".into());
+        }
+        if self.rules.queue_capacity == 0 || self.rules.max_batch == 0 {
+            return Err("rules.queue_capacity and rules.max_batch must be more than 0".into());
+        }
+        if let Some(p) = &self.ingest.putval {
+            u32::from_str_radix(&p.mode, 8).map_err(|_| {
+                format!("ingest.putval.mode `{}` is not an octal file mode like \"0660\"", p.mode)
+            })?;
+        }
+        for (name, service) in &self.services {
+            if service.commands.is_empty() {
+                return Err(format!("services.{name} has no commands"));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn command(&self, service: &str, command: &str) -> Option<&Command> {
+        self.services.get(service)?.commands.get(command)
+    }
+
+    /// The state database path.
+    pub fn state_db(&self) -> PathBuf {
+        self.daemon.state_dir.join("medic.db")
+    }
+
+    /// Where compiled rules are cached.
+    pub fn cache_dir(&self) -> PathBuf {
+        self.daemon.state_dir.join("cache")
+    }
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, col)
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("medic.toml"), Path::new("/etc/medic"))
+    }
+
+    #[test]
+    fn full_example_parses_with_defaults_and_resolved_paths() {
+        let c = parse(
+            r#"
+            [daemon]
+            node = "web1"
+            state_dir = "state"
+            [rules]
+            dir = "/opt/rules"
+            call_timeout = "20ms"
+            [rules.config.threshold]
+            below = 5
+            [ingest.putval]
+            socket = "putval.sock"
+            [services.hello.commands]
+            exec = "echo Hello World!"
+            argv = ["echo", "hi"]
+            slow = { run = ["sleep", "9"], timeout = "2s", cooldown = "1m", output_cap = 10 }
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.daemon.state_dir, Path::new("/etc/medic/state"));
+        assert_eq!(c.rules.dir, Path::new("/opt/rules"));
+        assert_eq!(c.rules.call_timeout, Duration::from_millis(20));
+        assert_eq!(c.rules.memory_limit_mib, 64);
+        assert_eq!(c.ingest.putval.unwrap().socket, Path::new("/etc/medic/putval.sock"));
+        let hello = &c.services["hello"].commands;
+        assert_eq!(hello["exec"].program, Program::Shell("echo Hello World!".into()));
+        assert_eq!(hello["exec"].timeout, Duration::from_secs(60));
+        assert_eq!(hello["argv"].program, Program::Argv(vec!["echo".into(), "hi".into()]));
+        let slow = &hello["slow"];
+        assert_eq!(slow.timeout, Duration::from_secs(2));
+        assert_eq!(slow.cooldown, Duration::from_secs(60));
+        assert_eq!(slow.output_cap, 10);
+        assert_eq!(c.rules.config["threshold"]["below"].as_integer(), Some(5));
+    }
+
+    #[test]
+    fn errors_have_line_and_column() {
+        let err = parse("[daemon]\nnode = \"a\"\nbogus = 1\n").unwrap_err().to_string();
+        assert!(err.starts_with("medic.toml:3:1: unknown field `bogus`"), "{err}");
+
+        let err = parse("[rules]\ncall_timeout = \"soon\"\n").unwrap_err().to_string();
+        assert!(err.starts_with("medic.toml:2:16: "), "{err}");
+        assert!(err.contains("soon"), "{err}");
+
+        let err = parse("[services.s.commands]\nx = []\n").unwrap_err().to_string();
+        assert!(err.starts_with("medic.toml:2:5: an argv array needs at least the program"), "{err}");
+
+        let err = parse("[services.s.commands]\nx = 5\n").unwrap_err().to_string();
+        assert!(err.contains("2:5: invalid type: integer `5`, expected a command"), "{err}");
+
+        let err = parse("[services.s.commands]\nx = { run = \"a\", tiemout = \"1s\" }\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown field `tiemout`"), "{err}");
+
+        let err = parse("[daemon\n").unwrap_err().to_string();
+        assert!(err.starts_with("medic.toml:1:"), "{err}");
+    }
+
+    #[test]
+    fn semantic_errors_name_the_key() {
+        let err = parse("[rules]\nmemory_limit_mib = 0\n").unwrap_err().to_string();
+        assert_eq!(err, "medic.toml: rules.memory_limit_mib must be more than 0");
+        let err = parse("[services.s]\ncommands = {}\n").unwrap_err().to_string();
+        assert_eq!(err, "medic.toml: services.s has no commands");
+    }
+}

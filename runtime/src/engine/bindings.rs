@@ -1,0 +1,11 @@
+//! Host side of the WIT contract, generated from the same file as the SDK.
+
+wasmtime::component::bindgen!({
+    path: "../rules-sdk/wit",
+    world: "rule-v0",
+});
+
+pub use self::medic::rules::types::{
+    Action, CommandResult, Event, Identifier, LogLevel, Notification, RuleInfo, Sample, SeriesInfo,
+    Severity, Value, ValueList,
+};

@@ -1,0 +1,149 @@
+//! Turns `.wasm` files into ready-to-instantiate rules: one wasmtime engine for the daemon, an
+//! epoch ticker for call deadlines, and an on-disk cache of compiled components (compiling takes
+//! tens of milliseconds per rule; loading a cached one, a fraction of one).
+
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, anyhow};
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, InstancePre, Linker};
+use wasmtime::{Engine, OptLevel};
+
+use super::instance::{HostState, add_to_linker};
+
+/// Granularity of call deadlines.
+pub const EPOCH_TICK: Duration = Duration::from_millis(2);
+
+pub struct Compiler {
+    engine: Engine,
+    linker: Linker<HostState>,
+    cache_dir: Option<PathBuf>,
+    /// Engine settings that a cached artifact must have been produced with.
+    engine_hash: String,
+    ticker_stop: Arc<AtomicBool>,
+}
+
+impl Drop for Compiler {
+    fn drop(&mut self) {
+        self.ticker_stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// A compiled rule, linked against the host, not yet instantiated.
+pub struct Compiled {
+    pub pre: InstancePre<HostState>,
+    /// SHA-256 of the `.wasm`, hex: identifies the build in logs and status.
+    pub hash: String,
+    pub from_cache: bool,
+}
+
+impl Compiler {
+    /// `cache_dir = None` compiles every time (as `medic check` may, on a read-only system).
+    pub fn new(cache_dir: Option<PathBuf>) -> anyhow::Result<Self> {
+        let mut config = wasmtime::Config::new();
+        config
+            .wasm_component_model(true)
+            .epoch_interruption(true)
+            // Rules are synchronous: turning off async support halves the cost of a call.
+            .concurrency_support(false)
+            .cranelift_opt_level(OptLevel::Speed);
+        let engine = Engine::new(&config).map_err(|e| anyhow!("wasm engine: {e:#}"))?;
+        let mut linker = Linker::new(&engine);
+        add_to_linker(&mut linker)?;
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        engine.precompile_compatibility_hash().hash(&mut h);
+        env!("CARGO_PKG_VERSION").hash(&mut h);
+        let engine_hash = format!("{:016x}", h.finish());
+
+        let ticker_stop = Arc::new(AtomicBool::new(false));
+        let (e, stop) = (engine.clone(), ticker_stop.clone());
+        std::thread::Builder::new()
+            .name("epoch-ticker".into())
+            .spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    e.increment_epoch();
+                }
+            })
+            .context("cannot start the epoch ticker thread")?;
+        if let Some(dir) = &cache_dir {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create cache directory {}", dir.display()))?;
+        }
+        Ok(Self { engine, linker, cache_dir, engine_hash, ticker_stop })
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Read, compile (or load from cache) and link a rule file. Errors say which step failed.
+    pub fn compile_file(&self, path: &Path) -> anyhow::Result<Compiled> {
+        let bytes =
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        self.compile(&bytes)
+    }
+
+    pub fn compile(&self, bytes: &[u8]) -> anyhow::Result<Compiled> {
+        let hash = hex(&Sha256::digest(bytes));
+        let (component, from_cache) = self.component(bytes, &hash)?;
+        let pre = self.linker.instantiate_pre(&component).map_err(|e| {
+            anyhow!(
+                "the rule needs something medic does not provide (it may be built for another \
+                 medic version or another WASI world): {e:#}"
+            )
+        })?;
+        Ok(Compiled { pre, hash, from_cache })
+    }
+
+    fn component(&self, bytes: &[u8], hash: &str) -> anyhow::Result<(Component, bool)> {
+        let cached = self
+            .cache_dir
+            .as_ref()
+            .map(|d| d.join(format!("{hash}-{}.cwasm", self.engine_hash)));
+        if let Some(path) = &cached
+            && path.exists()
+        {
+            // SAFETY: the file was written by `Component::serialize` of this same engine
+            // configuration (its name carries the engine's compatibility hash) in a directory
+            // only medic writes to.
+            match unsafe { Component::deserialize_file(&self.engine, path) } {
+                Ok(c) => return Ok((c, true)),
+                Err(e) => tracing::warn!(
+                    file = %path.display(),
+                    "cached compiled rule unusable, recompiling: {e:#}"
+                ),
+            }
+        }
+        if bytes.starts_with(b"\0asm") && bytes.get(4..8) == Some(&[1, 0, 0, 0]) {
+            return Err(anyhow!(
+                "this is a core wasm module, not a component: build the rule with \
+                 `cargo build --target wasm32-wasip2` and the medic rules SDK"
+            ));
+        }
+        let component = Component::new(&self.engine, bytes)
+            .map_err(|e| anyhow!("not a valid wasm component: {e:#}"))?;
+        if let Some(path) = cached {
+            if let Err(e) = write_atomically(&path, &component) {
+                tracing::warn!(file = %path.display(), "cannot cache compiled rule: {e:#}");
+            }
+        }
+        Ok((component, false))
+    }
+}
+
+fn write_atomically(path: &Path, component: &Component) -> anyhow::Result<()> {
+    let bytes = component.serialize().map_err(|e| anyhow!("{e:#}"))?;
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

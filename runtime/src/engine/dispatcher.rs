@@ -1,0 +1,179 @@
+//! Routes ingested values and notifications to the rules that subscribed to them. It numbers
+//! series, computes rates, filters by each rule's globs (cached per series, so a glob runs once
+//! per series and rule, not once per value) and never waits on a rule: a full rule queue drops
+//! the event for that rule, counted and logged.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use tokio::sync::mpsc;
+
+use super::bindings as wit;
+use super::rule::Subscription;
+use super::series::{SeriesTable, to_wit_identifier};
+use super::status::StatusBoard;
+use crate::ingest::value::{self, Ingested};
+
+/// How routes change; sent by the registry.
+pub enum RouteUpdate {
+    Set { rule: Arc<str>, subscription: Arc<Subscription>, queue: Sender<wit::Event> },
+    Subscribe { rule: Arc<str>, subscription: Arc<Subscription> },
+    Remove { rule: Arc<str> },
+}
+
+const UNKNOWN: u8 = 0;
+const YES: u8 = 1;
+const NO: u8 = 2;
+
+struct Route {
+    subscription: Arc<Subscription>,
+    queue: Sender<wit::Event>,
+    /// Per series number: does this rule want it? Reset when the subscription changes.
+    wants: Vec<u8>,
+    dropped: u64,
+}
+
+/// How often a rule's drops are reported.
+const DROP_LOG_EVERY: Duration = Duration::from_secs(10);
+
+pub struct Dispatcher {
+    series: Arc<SeriesTable>,
+    routes: HashMap<Arc<str>, Route>,
+    updates: Receiver<RouteUpdate>,
+    status: StatusBoard,
+    rejected: u64,
+    last_report: Instant,
+}
+
+impl Dispatcher {
+    pub fn new(series: Arc<SeriesTable>, updates: Receiver<RouteUpdate>, status: StatusBoard) -> Self {
+        Self {
+            series,
+            routes: HashMap::new(),
+            updates,
+            status,
+            rejected: 0,
+            last_report: Instant::now(),
+        }
+    }
+
+    /// Run on a dedicated thread until every ingest source has gone.
+    pub fn run(mut self, mut input: mpsc::Receiver<Ingested>) {
+        while let Some(first) = input.blocking_recv() {
+            self.apply_updates();
+            self.dispatch(first);
+            // Drain what is already there before looking at updates again.
+            for _ in 0..1024 {
+                match input.try_recv() {
+                    Ok(item) => self.dispatch(item),
+                    Err(_) => break,
+                }
+            }
+            self.report_drops();
+        }
+        self.report_drops_now();
+    }
+
+    fn apply_updates(&mut self) {
+        while let Ok(update) = self.updates.try_recv() {
+            match update {
+                RouteUpdate::Set { rule, subscription, queue } => {
+                    self.routes.insert(rule, Route { subscription, queue, wants: Vec::new(), dropped: 0 });
+                }
+                RouteUpdate::Subscribe { rule, subscription } => {
+                    if let Some(route) = self.routes.get_mut(&rule) {
+                        route.subscription = subscription;
+                        route.wants.clear();
+                    }
+                }
+                RouteUpdate::Remove { rule } => {
+                    self.routes.remove(&rule);
+                }
+            }
+        }
+    }
+
+    pub fn dispatch(&mut self, item: Ingested) {
+        match item {
+            Ingested::Values(vl) => match self.series.observe(&vl) {
+                Ok(observed) => {
+                    let id = observed.list.series as usize;
+                    for route in self.routes.values_mut() {
+                        if id >= route.wants.len() {
+                            route.wants.resize(id + 1, UNKNOWN);
+                        }
+                        if route.wants[id] == UNKNOWN {
+                            let yes = route.subscription.values.is_match(&*observed.key);
+                            route.wants[id] = if yes { YES } else { NO };
+                        }
+                        if route.wants[id] == YES {
+                            route.send(wit::Event::Values(observed.list.clone()));
+                        }
+                    }
+                }
+                Err(why) => {
+                    self.rejected += 1;
+                    if self.rejected.is_power_of_two() {
+                        tracing::warn!(
+                            identifier = %vl.identifier,
+                            total_rejected = self.rejected,
+                            "value list dropped: {why}"
+                        );
+                    }
+                }
+            },
+            Ingested::Notification(n) => {
+                let key = n.identifier.to_string();
+                let event = wit::Event::Notification(wit::Notification {
+                    severity: match n.severity {
+                        value::Severity::Failure => wit::Severity::Failure,
+                        value::Severity::Warning => wit::Severity::Warning,
+                        value::Severity::Okay => wit::Severity::Okay,
+                    },
+                    time: n.time,
+                    message: n.message,
+                    identifier: to_wit_identifier(&n.identifier),
+                });
+                for route in self.routes.values_mut() {
+                    if route.subscription.notifications.is_match(&key) {
+                        route.send(event.clone());
+                    }
+                }
+            }
+        }
+    }
+
+    fn report_drops(&mut self) {
+        if self.last_report.elapsed() >= DROP_LOG_EVERY {
+            self.report_drops_now();
+        }
+    }
+
+    fn report_drops_now(&mut self) {
+        self.last_report = Instant::now();
+        for (rule, route) in &mut self.routes {
+            if route.dropped > 0 {
+                tracing::warn!(
+                    rule = &**rule,
+                    dropped = route.dropped,
+                    "rule queue full: events dropped (the rule is slower than its input)"
+                );
+                self.status.count_dropped(rule, route.dropped);
+                route.dropped = 0;
+            }
+        }
+    }
+}
+
+impl Route {
+    fn send(&mut self, event: wit::Event) {
+        match self.queue.try_send(event) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => self.dropped += 1,
+            // The worker ended; the registry removes the route shortly.
+            Err(TrySendError::Disconnected(_)) => {}
+        }
+    }
+}

@@ -1,0 +1,284 @@
+//! The set of loaded rules and their hot reload. A `.wasm` that appears or changes in `rules.dir`
+//! is compiled, instantiated, `init`ed and `describe`d, then swapped in between two batches; any
+//! failure keeps the old version serving and is reported. A removed file unloads its rule.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use crossbeam_channel::Sender;
+use notify::RecursiveMode;
+use notify_debouncer_full::{DebounceEventResult, new_debouncer};
+
+use super::compiler::Compiler;
+use super::dispatcher::RouteUpdate;
+use super::rule::{HostParts, RuleSpec, StartError, Subscription};
+use super::status::StatusBoard;
+use super::worker::{Control, Worker, WorkerConfig, WorkerHandle, queue};
+use crate::actions::ActionSink;
+use crate::config::Rules as RulesConfig;
+
+/// Quiet time after the last change to a file before it is loaded: long enough to coalesce a
+/// copy's many writes, short enough to keep a reload well under 100 ms.
+pub const DEBOUNCE: Duration = Duration::from_millis(30);
+
+struct Loaded {
+    hash: String,
+    worker: WorkerHandle,
+}
+
+pub struct Registry {
+    compiler: Compiler,
+    host: HostParts,
+    config: RulesConfig,
+    actions: ActionSink,
+    routes: Sender<RouteUpdate>,
+    status: StatusBoard,
+    rules: HashMap<Arc<str>, Loaded>,
+}
+
+/// The outcome of loading one file.
+#[derive(Debug, PartialEq)]
+pub enum LoadResult {
+    Started { version: String },
+    Swapped { version: String },
+    Unchanged,
+}
+
+impl Registry {
+    pub fn new(
+        compiler: Compiler,
+        host: HostParts,
+        config: RulesConfig,
+        actions: ActionSink,
+        routes: Sender<RouteUpdate>,
+        status: StatusBoard,
+    ) -> Self {
+        Self { compiler, host, config, actions, routes, status, rules: HashMap::new() }
+    }
+
+    pub fn status(&self) -> &StatusBoard {
+        &self.status
+    }
+
+    /// Load every `.wasm` in the rules directory, in name order. A rule that fails is logged and
+    /// skipped; the others still start.
+    pub fn load_all(&mut self) -> anyhow::Result<()> {
+        for path in rule_files(&self.config.dir)? {
+            self.load_logged(&path);
+        }
+        Ok(())
+    }
+
+    fn load_logged(&mut self, path: &Path) {
+        let Some(name) = rule_name(path) else { return };
+        let started = Instant::now();
+        match self.load(path) {
+            Ok(LoadResult::Started { version }) => tracing::info!(
+                rule = name, version, file = %path.display(), took = ?started.elapsed(), "rule loaded"
+            ),
+            Ok(LoadResult::Swapped { version }) => tracing::info!(
+                rule = name, version, file = %path.display(), took = ?started.elapsed(),
+                "rule reloaded: new version serving"
+            ),
+            Ok(LoadResult::Unchanged) => {
+                tracing::debug!(rule = name, "rule file touched but unchanged")
+            }
+            Err(e) => {
+                let running = self.rules.contains_key(name);
+                tracing::error!(
+                    rule = name,
+                    file = %path.display(),
+                    "rule not loaded: {e:#}{}",
+                    if running { "; the previous version keeps serving" } else { "" }
+                );
+                self.status.load_failed(name, format!("{e:#}"));
+            }
+        }
+    }
+
+    /// Load or reload one rule file.
+    pub fn load(&mut self, path: &Path) -> anyhow::Result<LoadResult> {
+        let name: Arc<str> = rule_name(path).context("not a .wasm file")?.into();
+        let compiled = self.compiler.compile_file(path)?;
+        if self.rules.get(&name).is_some_and(|l| l.hash == compiled.hash) {
+            return Ok(LoadResult::Unchanged);
+        }
+        let hash = compiled.hash.clone();
+        let spec = RuleSpec { name: name.clone(), config: rule_config(&self.config, &name)?, compiled };
+        let instance = spec.instantiate(&self.host).map_err(StartError::from)?;
+
+        if let Some(loaded) = self.rules.get_mut(&name) {
+            let (reply_tx, reply) = crossbeam_channel::bounded(1);
+            loaded
+                .worker
+                .control
+                .send(Control::Swap { spec, instance, reply: reply_tx })
+                .ok()
+                .context("the rule's worker has stopped")?;
+            let subscription = reply
+                .recv_timeout(Duration::from_secs(30))
+                .context("the rule's worker did not answer the swap")?
+                .map_err(anyhow::Error::msg)?;
+            loaded.hash = hash.clone();
+            let version = subscription.info.version.clone();
+            self.status.loaded(&name, path.to_path_buf(), version.clone(), hash);
+            let _ = self.routes.send(RouteUpdate::Subscribe {
+                rule: name,
+                subscription: Arc::new(subscription),
+            });
+            return Ok(LoadResult::Swapped { version });
+        }
+
+        let started = spec.start(instance)?;
+        let version = started.subscription.info.version.clone();
+        let subscription = Arc::new(started.subscription.clone());
+        self.status.loaded(&name, path.to_path_buf(), version.clone(), hash.clone());
+        let (events_tx, events_rx) = queue(self.config.queue_capacity);
+        let routes = self.routes.clone();
+        let rule = name.clone();
+        let worker = Worker::spawn(
+            spec,
+            started,
+            self.host.clone(),
+            events_rx,
+            self.actions.clone(),
+            self.status.clone(),
+            WorkerConfig {
+                max_batch: self.config.max_batch,
+                fault_backoff: self.config.fault_backoff,
+                max_backoff: self.config.max_backoff,
+            },
+            Box::new(move |subscription: Subscription| {
+                let _ = routes.send(RouteUpdate::Subscribe {
+                    rule: rule.clone(),
+                    subscription: Arc::new(subscription),
+                });
+            }),
+        )?;
+        let _ = self.routes.send(RouteUpdate::Set { rule: name.clone(), subscription, queue: events_tx });
+        self.rules.insert(name, Loaded { hash, worker });
+        Ok(LoadResult::Started { version })
+    }
+
+    /// Unload a rule whose file is gone: it stops receiving events, suspends, and its thread ends.
+    pub fn unload(&mut self, name: &str) {
+        let Some(loaded) = self.rules.remove(name) else { return };
+        let _ = self.routes.send(RouteUpdate::Remove { rule: name.into() });
+        let _ = loaded.worker.control.send(Control::Stop);
+        let _ = loaded.worker.thread.join();
+        self.status.remove(name);
+        tracing::info!(rule = name, "rule unloaded (its file was removed)");
+    }
+
+    pub fn stop_all(&mut self) {
+        let names: Vec<Arc<str>> = self.rules.keys().cloned().collect();
+        for name in names {
+            if let Some(loaded) = self.rules.remove(&name) {
+                let _ = self.routes.send(RouteUpdate::Remove { rule: name.clone() });
+                let _ = loaded.worker.control.send(Control::Stop);
+                let _ = loaded.worker.thread.join();
+            }
+        }
+    }
+
+    /// Watch the rules directory and apply changes until `stop` is dropped. Blocks the calling
+    /// thread (give it its own).
+    pub fn watch(mut self, stop: crossbeam_channel::Receiver<()>) -> anyhow::Result<()> {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let mut debouncer = new_debouncer(DEBOUNCE, None, move |result: DebounceEventResult| {
+            let _ = tx.send(result);
+        })
+        .context("cannot start the rules directory watcher")?;
+        debouncer
+            .watch(&self.config.dir, RecursiveMode::NonRecursive)
+            .with_context(|| format!("cannot watch {}", self.config.dir.display()))?;
+        loop {
+            crossbeam_channel::select! {
+                recv(rx) -> result => match result {
+                    Ok(Ok(events)) => {
+                        let mut paths: Vec<PathBuf> = events
+                            .into_iter()
+                            .flat_map(|e| e.event.paths)
+                            .filter(|p| rule_name(p).is_some())
+                            .collect();
+                        paths.sort();
+                        paths.dedup();
+                        for path in paths {
+                            self.apply_change(&path);
+                        }
+                    }
+                    Ok(Err(errors)) => {
+                        for e in errors {
+                            tracing::warn!("rules directory watch error: {e}");
+                        }
+                        // Events may have been missed: rescan.
+                        self.rescan();
+                    }
+                    Err(_) => break,
+                },
+                recv(stop) -> _ => break,
+            }
+        }
+        drop(debouncer);
+        self.stop_all();
+        Ok(())
+    }
+
+    fn apply_change(&mut self, path: &Path) {
+        if path.is_file() {
+            self.load_logged(path);
+        } else if let Some(name) = rule_name(path) {
+            self.unload(name);
+        }
+    }
+
+    fn rescan(&mut self) {
+        let files = rule_files(&self.config.dir).unwrap_or_default();
+        let present: Vec<&str> = files.iter().filter_map(|p| rule_name(p)).collect();
+        let gone: Vec<Arc<str>> =
+            self.rules.keys().filter(|n| !present.contains(&&***n)).cloned().collect();
+        for name in gone {
+            self.unload(&name);
+        }
+        for path in &files {
+            self.load_logged(path);
+        }
+    }
+}
+
+/// `dir/*.wasm`, sorted.
+pub fn rule_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot read rules directory {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| rule_name(p).is_some() && p.is_file())
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// A rule's name is its file stem: `cpu-high.wasm` is rule `cpu-high`, configured by
+/// `[rules.config.cpu-high]`, so one build can be deployed several times with other configs.
+pub fn rule_name(path: &Path) -> Option<&str> {
+    if path.extension()? != "wasm" {
+        return None;
+    }
+    let stem = path.file_stem()?.to_str()?;
+    (!stem.starts_with('.') && !stem.is_empty()).then_some(stem)
+}
+
+/// The `(key, JSON text)` pairs `init` receives, from `[rules.config.<name>]`.
+pub fn rule_config(config: &RulesConfig, name: &str) -> anyhow::Result<Vec<(String, String)>> {
+    let Some(table) = config.config.get(name) else { return Ok(Vec::new()) };
+    table
+        .iter()
+        .map(|(k, v)| {
+            let json = serde_json::to_string(v)
+                .with_context(|| format!("rules.config.{name}.{k} cannot be passed to the rule"))?;
+            Ok((k.clone(), json))
+        })
+        .collect()
+}

@@ -1,0 +1,108 @@
+//! What it takes to start a rule: instantiate, `init(config)`, `describe`, and turn its declared
+//! subscriptions into matchers. Shared by first load, hot swap and re-instantiation after a fault.
+
+use std::sync::Arc;
+
+use globset::{GlobSet, GlobSetBuilder};
+
+use super::bindings as wit;
+use super::compiler::Compiled;
+use super::instance::{Fault, Limits, RuleInstance};
+use super::series::SeriesTable;
+use crate::store::Store as StateStore;
+
+/// One build of one rule with its config: enough to make instances of it.
+pub struct RuleSpec {
+    /// The file stem: a rule's identity for config, state and status.
+    pub name: Arc<str>,
+    pub config: Vec<(String, String)>,
+    pub compiled: Compiled,
+}
+
+/// What every instance of every rule gets from the host.
+#[derive(Clone)]
+pub struct HostParts {
+    pub state: StateStore,
+    pub series: Arc<SeriesTable>,
+    pub limits: Limits,
+}
+
+/// The host-side form of a rule's `describe()`.
+#[derive(Debug, Clone)]
+pub struct Subscription {
+    pub info: wit::RuleInfo,
+    pub values: GlobSet,
+    pub notifications: GlobSet,
+}
+
+impl Subscription {
+    pub fn new(info: wit::RuleInfo) -> Result<Self, String> {
+        let set = |patterns: &[String], what: &str| {
+            let mut b = GlobSetBuilder::new();
+            for p in patterns {
+                let glob = globset::GlobBuilder::new(p)
+                    .literal_separator(true)
+                    .build()
+                    .map_err(|e| format!("{what} pattern `{p}` is not a valid glob: {e}"))?;
+                b.add(glob);
+            }
+            b.build().map_err(|e| format!("{what} patterns: {e}"))
+        };
+        let values = set(&info.values, "value")?;
+        let notifications = set(&info.notifications, "notification")?;
+        Ok(Self { info, values, notifications })
+    }
+
+    /// A subscription to nothing, for a rule that is not running.
+    pub fn none() -> Self {
+        let empty = GlobSet::empty();
+        Self {
+            info: wit::RuleInfo {
+                name: String::new(),
+                version: String::new(),
+                values: vec![],
+                notifications: vec![],
+                topics: vec![],
+            },
+            values: empty.clone(),
+            notifications: empty,
+        }
+    }
+}
+
+/// Why a rule could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Fault(#[from] Fault),
+    #[error("init refused its config: {0}")]
+    Init(String),
+    #[error("bad subscriptions: {0}")]
+    Subscriptions(String),
+}
+
+/// An instance that has been through `init` and `describe`.
+pub struct Started {
+    pub instance: RuleInstance,
+    pub subscription: Subscription,
+}
+
+impl RuleSpec {
+    pub fn instantiate(&self, host: &HostParts) -> Result<RuleInstance, Fault> {
+        RuleInstance::instantiate(
+            &self.compiled.pre,
+            self.name.clone(),
+            host.state.clone(),
+            host.series.clone(),
+            host.limits,
+        )
+    }
+
+    /// `init` then `describe` an instance of this spec.
+    pub fn start(&self, mut instance: RuleInstance) -> Result<Started, StartError> {
+        instance.init(&self.config)?.map_err(StartError::Init)?;
+        let info = instance.describe()?;
+        let subscription = Subscription::new(info).map_err(StartError::Subscriptions)?;
+        Ok(Started { instance, subscription })
+    }
+}

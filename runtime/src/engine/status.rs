@@ -1,0 +1,105 @@
+//! What each rule is doing, for logs, `medic check` and (later) the status page and metrics.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Health {
+    Running,
+    Faulted { reason: String, retry_in: Duration },
+}
+
+#[derive(Debug, Clone)]
+pub struct RuleStatus {
+    pub file: PathBuf,
+    pub version: String,
+    /// SHA-256 of the serving `.wasm`.
+    pub hash: String,
+    pub health: Health,
+    pub loaded_at: SystemTime,
+    /// Why the latest attempt to load a new version failed (the old one kept serving).
+    pub last_load_error: Option<String>,
+    pub batches: u64,
+    pub events: u64,
+    /// Events this rule never saw: queue full, or dropped while faulted.
+    pub dropped: u64,
+    /// Time spent inside the rule.
+    pub busy: Duration,
+}
+
+#[derive(Clone, Default)]
+pub struct StatusBoard {
+    rules: Arc<Mutex<BTreeMap<String, RuleStatus>>>,
+}
+
+impl StatusBoard {
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<String, RuleStatus>> {
+        self.rules.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn loaded(&self, name: &str, file: PathBuf, version: String, hash: String) {
+        let mut rules = self.lock();
+        let entry = rules.entry(name.to_string()).or_insert_with(|| RuleStatus {
+            file: file.clone(),
+            version: String::new(),
+            hash: String::new(),
+            health: Health::Running,
+            loaded_at: SystemTime::now(),
+            last_load_error: None,
+            batches: 0,
+            events: 0,
+            dropped: 0,
+            busy: Duration::ZERO,
+        });
+        entry.file = file;
+        entry.version = version;
+        entry.hash = hash;
+        entry.health = Health::Running;
+        entry.loaded_at = SystemTime::now();
+        entry.last_load_error = None;
+    }
+
+    pub fn load_failed(&self, name: &str, error: String) {
+        if let Some(s) = self.lock().get_mut(name) {
+            s.last_load_error = Some(error);
+        }
+    }
+
+    pub fn set_health(&self, name: &str, health: Health) {
+        if let Some(s) = self.lock().get_mut(name) {
+            s.health = health;
+        }
+    }
+
+    pub fn is_faulted(&self, name: &str) -> bool {
+        self.lock().get(name).is_some_and(|s| s.health != Health::Running)
+    }
+
+    pub fn count_batch(&self, name: &str, events: u64, busy: Duration) {
+        if let Some(s) = self.lock().get_mut(name) {
+            s.batches += 1;
+            s.events += events;
+            s.busy += busy;
+        }
+    }
+
+    pub fn count_dropped(&self, name: &str, events: u64) {
+        if let Some(s) = self.lock().get_mut(name) {
+            s.dropped += events;
+        }
+    }
+
+    pub fn remove(&self, name: &str) {
+        self.lock().remove(name);
+    }
+
+    pub fn get(&self, name: &str) -> Option<RuleStatus> {
+        self.lock().get(name).cloned()
+    }
+
+    pub fn snapshot(&self) -> BTreeMap<String, RuleStatus> {
+        self.lock().clone()
+    }
+}

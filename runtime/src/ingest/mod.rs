@@ -1,0 +1,5 @@
+//! Sources: everything that turns outside input into values and notifications for the engine.
+
+pub mod putval;
+pub mod types_db;
+pub mod value;

@@ -1,0 +1,13 @@
+//! medic: a WebAssembly-extensible fault-recovery daemon for collectd.
+//!
+//! The modules follow the data path: `ingest` (sources) → `engine` (rules) → `actions`
+//! (effects), with `store` for what must survive a restart and `daemon` wiring them together.
+
+pub mod actions;
+pub mod check;
+pub mod config;
+pub mod daemon;
+pub mod engine;
+pub mod ingest;
+pub mod logging;
+pub mod store;

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Build every rule (examples and test-only ones) for wasm32-wasip2 and collect the components in
+# target/rules/: <name>.wasm, plus counter-v2.wasm (the same rule, another version) for the
+# hot-reload tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=target/rules
+mkdir -p "$out"
+wasm=target/wasm32-wasip2/release
+build() { cargo build --quiet --release --target wasm32-wasip2 "$@"; }
+
+build -p counter --features v2
+cp "$wasm/counter.wasm" "$out/counter-v2.wasm"
+build -p threshold -p memory-free -p counter -p faulty
+for r in threshold memory_free counter faulty; do
+    cp "$wasm/$r.wasm" "$out/${r//_/-}.wasm"
+done
+ls -l "$out"
