@@ -1,1 +1,257 @@
+//! The spine end to end, on real parts: the `medic` binary, compiled wasm rules, the PUTVAL
+//! socket, and real commands.
 
+use std::time::Duration;
+
+use medic_integration::{Site, marker_count, rule, wait_until};
+
+const SECOND: Duration = Duration::from_secs(1);
+
+/// threshold rule config plus a command that appends to a marker file.
+fn threshold_config(site: &Site, cooldown: &str) -> String {
+    format!(
+        r#"
+[rules.config.threshold]
+pattern = "*/memory/memory-free"
+below = 100
+clear = 200
+service = "fix"
+command = "mark"
+
+[services.fix.commands]
+mark = {{ run = ["sh", "-c", "echo ran >> '{marker}'; echo marked"], cooldown = "{cooldown}" }}
+"#,
+        marker = site.path("marker").display()
+    )
+}
+
+#[test]
+fn putval_makes_the_threshold_rule_run_its_command_once_per_cooldown() {
+    let site = Site::new();
+    site.add_rule("threshold", "threshold");
+    site.write_config(&threshold_config(&site, "1h"));
+    let medic = site.start();
+
+    let replies = medic.putval(&[
+        "PUTVAL web/memory/memory-free N:500",
+        "PUTVAL web/memory/memory-free N:50",
+    ]);
+    assert_eq!(replies, vec!["0 Success: 1 value has been dispatched."; 2]);
+    let marker = site.path("marker");
+    assert!(
+        wait_until(5 * SECOND, || marker_count(&marker) == 1),
+        "{}",
+        medic.log()
+    );
+    medic.expect_log("command succeeded", 5 * SECOND);
+    assert!(
+        medic.log().contains(r#"output="marked""#),
+        "{}",
+        medic.log()
+    );
+
+    // Recovery then a new episode: the rule asks again, the host's cooldown refuses.
+    medic.putval(&[
+        "PUTVAL web/memory/memory-free N:300",
+        "PUTVAL web/memory/memory-free N:40",
+    ]);
+    medic.expect_log("is cooling down for another", 5 * SECOND);
+    // Other hosts are other series, but the same command: also inside its cooldown.
+    medic.putval(&["PUTVAL db/memory/memory-free N:10"]);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        marker_count(&marker),
+        1,
+        "the command ran again inside its cooldown"
+    );
+    assert_eq!(medic.log_lines_with("is cooling down for another").len(), 2);
+
+    // Bad input gets collectd's error replies and changes nothing.
+    let replies = medic.putval(&[
+        "PUTVAL web/memory/nosuchtype N:1",
+        "PUTVAL web/memory/memory-free N:1:2",
+        "PUTVAL nohost N:1",
+        "GETVAL web/memory/memory-free",
+        "PUTNOTIF severity=warning time=1700000000 message=\"disk full\"",
+    ]);
+    assert_eq!(
+        replies,
+        vec![
+            "-1 1 Type `nosuchtype' isn't defined.",
+            "-1 Parsing the values string failed.",
+            "-1 Cannot parse identifier `nohost'.",
+            "-1 Unknown command: GETVAL",
+            "0 Success",
+        ]
+    );
+    medic.stop();
+}
+
+#[test]
+fn hot_reload_swaps_versions_without_losing_a_value_and_state_survives_restart() {
+    let site = Site::new();
+    site.add_rule("counter", "counter");
+    site.write_config("[rules.config.counter]\npattern = \"*/load/load\"\n");
+    let medic = site.start();
+    medic.expect_log("counter v1 starting at seen=0", 5 * SECOND);
+
+    // Stream values while the rule is replaced by a new build, until the new one has served
+    // for a while.
+    let mut conn = medic.connect();
+    let mut sent = 0;
+    let mut swapped_at = None;
+    loop {
+        let lines: Vec<String> = (0..100)
+            .map(|i| format!("PUTVAL h{}/load/load N:{}:1:1", (sent + i) % 7, sent + i))
+            .collect();
+        let replies = conn.send_many(&lines);
+        assert!(
+            replies.iter().all(|r| r.starts_with("0 Success")),
+            "{replies:?}"
+        );
+        sent += lines.len();
+        if sent == 1000 {
+            site.deploy(&rule("counter-v2"), "counter");
+        }
+        if swapped_at.is_none() && medic.log().contains("counter v2 starting") {
+            swapped_at = Some(sent);
+        }
+        if swapped_at.is_some_and(|at| sent >= at + 1000) {
+            break;
+        }
+        assert!(
+            sent < 200_000,
+            "the new version never started:\n{}",
+            medic.log()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let total = sent;
+    medic.expect_log("rule reloaded: new version serving", 10 * SECOND);
+    medic.expect_log(&format!("counter v2 seen={total}"), 10 * SECOND);
+    assert!(
+        medic.log().contains("counter v1 seen="),
+        "v1 served before the swap"
+    );
+    assert!(!medic.log().contains("dropped"), "{}", medic.log());
+
+    // A broken new version never replaces a working one.
+    std::fs::write(site.path("broken.wasm"), b"\0asm\x0d\0\x01\0garbage").unwrap();
+    site.deploy(&site.path("broken.wasm"), "counter");
+    medic.expect_log("the previous version keeps serving", 5 * SECOND);
+    medic.putval(&["PUTVAL h/load/load N:1:1:1"]);
+    medic.expect_log(&format!("counter v2 seen={}", total + 1), 5 * SECOND);
+
+    // State survives a restart.
+    // (Re-deploying the serving build over the broken file is recognised as no change.)
+    site.deploy(&rule("counter-v2"), "counter");
+    medic.expect_log("rule file touched but unchanged", 5 * SECOND);
+    medic.stop();
+    let medic = site.start();
+    medic.expect_log(
+        &format!("counter v2 starting at seen={}", total + 1),
+        5 * SECOND,
+    );
+
+    // Removing the file unloads the rule.
+    std::fs::remove_file(site.rules_dir().join("counter.wasm")).unwrap();
+    medic.expect_log("rule unloaded", 5 * SECOND);
+    medic.putval(&["PUTVAL h/load/load N:1:1:1"]);
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(!medic.log().contains(&format!("seen={}", total + 2)));
+    medic.stop();
+}
+
+#[test]
+fn broken_rules_are_contained_and_explained() {
+    let site = Site::new();
+    site.add_rule("threshold", "threshold");
+    site.add_rule("faulty", "trap");
+    site.add_rule("faulty", "spin");
+    site.add_rule("faulty", "grow");
+    site.add_rule("faulty", "refuses");
+    std::fs::write(site.rules_dir().join("corrupt.wasm"), b"this is not wasm").unwrap();
+    site.write_config(&format!(
+        "{}\n[rules.config.trap]\nmode = \"trap\"\n[rules.config.spin]\nmode = \"loop\"\n\
+         [rules.config.grow]\nmode = \"grow\"\n[rules.config.refuses]\nmode = \"init-error\"\n",
+        threshold_config(&site, "0s")
+    ));
+
+    // `medic check` says why each bad rule cannot serve, and fails.
+    let out = site.check();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    let line = |name: &str| {
+        stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no line for {name}:\n{stdout}"))
+            .to_string()
+    };
+    assert!(line("threshold").contains(" ok "), "{stdout}");
+    assert!(
+        line("corrupt").contains("FAILED")
+            && line("corrupt").contains("not a valid wasm component"),
+        "{stdout}"
+    );
+    assert!(
+        line("trap").contains("faulted on an empty batch: trapped"),
+        "{stdout}"
+    );
+    assert!(
+        line("spin").contains("ran past its 50ms deadline"),
+        "{stdout}"
+    );
+    assert!(
+        line("refuses").contains("init refused its config: faulty rule refuses to start"),
+        "{stdout}"
+    );
+
+    // The daemon starts anyway, serves the good rule, and logs why the others fail.
+    let medic = site.start();
+    assert!(medic.log().contains("rule not loaded"), "{}", medic.log());
+    let marker = site.path("marker");
+    for round in 0..3 {
+        medic.putval(&[
+            "PUTVAL web/memory/memory-free N:500",
+            "PUTVAL web/memory/memory-free N:50",
+        ]);
+        assert!(
+            wait_until(5 * SECOND, || marker_count(&marker) == round + 1),
+            "round {round}: the good rule stopped working\n{}",
+            medic.log()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    medic.expect_log("faulty rule trapped on a batch", 5 * SECOND);
+    medic.expect_log("rule faulted: trapped", 5 * SECOND);
+    medic.expect_log("rule faulted: ran past its 50ms deadline", 5 * SECOND);
+    let grow = medic.log_lines_with("rule=\"grow\"");
+    assert!(
+        grow.iter().any(|l| l.contains("rule faulted: trapped")),
+        "{grow:?}"
+    );
+    medic.expect_log("rule re-instantiated after a fault", 5 * SECOND);
+    let corrupt = medic.log_lines_with("rule=\"corrupt\"");
+    assert!(
+        corrupt
+            .iter()
+            .any(|l| l.contains("not a valid wasm component")),
+        "{corrupt:?}"
+    );
+    medic.stop();
+}
+
+#[test]
+fn config_errors_point_at_line_and_column() {
+    let site = Site::new();
+    let path = site.write_config("[services.x.commands]\nbad = []\n");
+    let out = site.check();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let expected = format!(
+        "{}:20:7: an argv array needs at least the program",
+        path.display()
+    );
+    assert!(stderr.contains(&expected), "{stderr}");
+}

@@ -76,7 +76,11 @@ mod tests {
         let cfg: Cfg = c.parse().unwrap();
         assert_eq!(
             cfg,
-            Cfg { pattern: "*/memory/*".into(), below: 5e8, verbose: false }
+            Cfg {
+                pattern: "*/memory/*".into(),
+                below: 5e8,
+                verbose: false
+            }
         );
     }
 
@@ -84,11 +88,22 @@ mod tests {
     fn errors_name_the_problem() {
         let c = Config::from_json(r#"{"pattern": 3, "below": 1}"#).unwrap();
         let err = c.parse::<Cfg>().unwrap_err();
-        assert!(err.contains("invalid type: integer `3`, expected a string"), "{err}");
+        assert!(
+            err.contains("invalid type: integer `3`, expected a string"),
+            "{err}"
+        );
         let c = Config::from_json(r#"{"pattern": "x", "below": 1, "bogus": 1}"#).unwrap();
-        assert!(c.parse::<Cfg>().unwrap_err().contains("unknown field `bogus`"));
+        assert!(
+            c.parse::<Cfg>()
+                .unwrap_err()
+                .contains("unknown field `bogus`")
+        );
         let c = Config::from_json(r#"{"pattern": "x"}"#).unwrap();
-        assert!(c.parse::<Cfg>().unwrap_err().contains("missing field `below`"));
+        assert!(
+            c.parse::<Cfg>()
+                .unwrap_err()
+                .contains("missing field `below`")
+        );
         let c = Config::new(vec![("below".into(), "not json".into())]);
         assert!(c.parse::<Cfg>().unwrap_err().contains("config key `below`"));
     }

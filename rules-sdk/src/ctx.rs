@@ -21,7 +21,11 @@ pub struct Ctx<'a> {
 
 impl<'a> Ctx<'a> {
     pub(crate) fn new(host: &'a mut dyn Host, series: &'a mut SeriesCache) -> Self {
-        Self { host, series, actions: Vec::new() }
+        Self {
+            host,
+            series,
+            actions: Vec::new(),
+        }
     }
 
     pub(crate) fn into_actions(self) -> Vec<Action> {
@@ -38,7 +42,13 @@ impl<'a> Ctx<'a> {
     }
 
     /// Ask another medic node to run one of its predefined commands.
-    pub fn run_remote(&mut self, node: &str, service: &str, command: &str, reason: impl Into<String>) {
+    pub fn run_remote(
+        &mut self,
+        node: &str,
+        service: &str,
+        command: &str,
+        reason: impl Into<String>,
+    ) {
         self.actions.push(Action::RunRemote(RunRemote {
             node: node.into(),
             service: service.into(),
@@ -56,7 +66,10 @@ impl<'a> Ctx<'a> {
     }
 
     pub fn notify(&mut self, severity: Severity, message: impl Into<String>) {
-        self.actions.push(Action::Notify(Notify { severity, message: message.into() }));
+        self.actions.push(Action::Notify(Notify {
+            severity,
+            message: message.into(),
+        }));
     }
 
     /// Arm (or re-arm) a one-shot timer; `on_timer(name)` is called `after` from now.
@@ -99,7 +112,9 @@ impl<'a> Ctx<'a> {
         match serde_json::from_slice(&bytes) {
             Ok(v) => Some(v),
             Err(e) => {
-                self.warn(&format!("state key `{key}` does not decode, ignoring it: {e}"));
+                self.warn(&format!(
+                    "state key `{key}` does not decode, ignoring it: {e}"
+                ));
                 None
             }
         }
@@ -138,8 +153,10 @@ impl<'a> Ctx<'a> {
         match self.host.series(id) {
             Some(info) => Some(self.series.insert(id, info)),
             None => {
-                self.host
-                    .log(LogLevel::Warn, &format!("host does not know series {id}; value skipped"));
+                self.host.log(
+                    LogLevel::Warn,
+                    &format!("host does not know series {id}; value skipped"),
+                );
                 None
             }
         }

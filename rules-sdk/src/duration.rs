@@ -17,7 +17,9 @@ pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error
             "duration must be a non-negative number of seconds, got {s}"
         ))),
         Raw::Text(t) => humantime::parse_duration(&t).map_err(|e| {
-            serde::de::Error::custom(format!("invalid duration `{t}`: {e} (try \"30s\" or \"5m\")"))
+            serde::de::Error::custom(format!(
+                "invalid duration `{t}`: {e} (try \"30s\" or \"5m\")"
+            ))
         }),
     }
 }

@@ -57,8 +57,8 @@ pub use pattern::Pattern;
 pub use values::Values;
 
 pub use __bindings::medic::rules::types::{
-    Action, CommandResult, Event, Identifier, LogLevel, MqttMessage, Notification, Notify,
-    Publish, Run, RunRemote, RuleInfo, Sample, SeriesInfo, SetTimer, Severity, Value, ValueList,
+    Action, CommandResult, Event, Identifier, LogLevel, MqttMessage, Notification, Notify, Publish,
+    RuleInfo, Run, RunRemote, Sample, SeriesInfo, SetTimer, Severity, Value, ValueList,
 };
 
 /// What a rule wants delivered. The host filters before calling the rule, so a rule is never
@@ -166,7 +166,9 @@ macro_rules! export_rule {
                 fn describe() -> $crate::RuleInfo {
                     RUNNER.with_borrow(|r| r.describe())
                 }
-                fn on_events(batch: ::std::vec::Vec<$crate::Event>) -> ::std::vec::Vec<$crate::Action> {
+                fn on_events(
+                    batch: ::std::vec::Vec<$crate::Event>,
+                ) -> ::std::vec::Vec<$crate::Action> {
                     RUNNER.with_borrow_mut(|r| r.on_events(&mut WasmHost, &batch))
                 }
                 fn suspend() {
@@ -174,7 +176,7 @@ macro_rules! export_rule {
                 }
             }
 
-            $crate::__bindings::__export_rule_v0!(Export with_types_in $crate::__bindings);
+    $crate::__bindings::__export_rule_v0!(Export with_types_in $crate::__bindings);
         };
     };
 }

@@ -35,10 +35,19 @@ pub struct Runner<R> {
 
 impl<R: Rule> Runner<R> {
     pub fn new(name: &'static str, version: &'static str) -> Self {
-        Self { name, version, rule: None, series: SeriesCache::default() }
+        Self {
+            name,
+            version,
+            rule: None,
+            series: SeriesCache::default(),
+        }
     }
 
-    pub fn init(&mut self, host: &mut dyn Host, config: Vec<(String, String)>) -> Result<(), String> {
+    pub fn init(
+        &mut self,
+        host: &mut dyn Host,
+        config: Vec<(String, String)>,
+    ) -> Result<(), String> {
         let mut ctx = Ctx::new(host, &mut self.series);
         self.rule = Some(R::init(Config::new(config), &mut ctx)?);
         Ok(())

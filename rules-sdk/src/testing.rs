@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use crate::runner::Runner;
 use crate::{
-    Action, Config, Event, Host, Identifier, LogLevel, Rule, RuleInfo, Sample, SeriesInfo,
-    Value, ValueList,
+    Action, Config, Event, Host, Identifier, LogLevel, Rule, RuleInfo, Sample, SeriesInfo, Value,
+    ValueList,
 };
 
 /// An in-memory host: state, log, series table and clock, all inspectable.
@@ -81,7 +81,10 @@ pub struct Tester<R: Rule> {
 impl<R: Rule> Tester<R> {
     /// Init the rule with a config given as a JSON object; the clock starts at 1.7e9 s.
     pub fn new(config_json: &str) -> Result<Self, String> {
-        let host = TestHost { now: 1_700_000_000_000_000_000, ..TestHost::default() };
+        let host = TestHost {
+            now: 1_700_000_000_000_000_000,
+            ..TestHost::default()
+        };
         Self::with_host(host, config_json)
     }
 
@@ -91,7 +94,12 @@ impl<R: Rule> Tester<R> {
         let config: Vec<(String, String)> = Config::from_json(config_json)?.entries();
         let mut runner = Runner::new("test-rule", "0.0.0");
         runner.init(&mut host, config.clone())?;
-        Ok(Self { host, runner, config, timers: BTreeMap::new() })
+        Ok(Self {
+            host,
+            runner,
+            config,
+            timers: BTreeMap::new(),
+        })
     }
 
     /// Suspend this instance and start a fresh one on the same host, as a hot reload does.
@@ -117,7 +125,8 @@ impl<R: Rule> Tester<R> {
         for action in &actions {
             match action {
                 Action::SetTimer(t) => {
-                    self.timers.insert(t.name.clone(), self.host.now.saturating_add(t.after));
+                    self.timers
+                        .insert(t.name.clone(), self.host.now.saturating_add(t.after));
                 }
                 Action::CancelTimer(name) => {
                     self.timers.remove(name);
@@ -157,16 +166,26 @@ impl<R: Rule> Tester<R> {
             series,
             time: self.host.now,
             interval: 10_000_000_000,
-            values: values.iter().map(|(_, v)| v.clone()).collect(),
+            values: values.iter().map(|(_, v)| *v).collect(),
         };
-        self.host.last_values.insert(identifier.to_string(), list.clone());
+        self.host
+            .last_values
+            .insert(identifier.to_string(), list.clone());
         list
     }
 
     /// Feed one single-value gauge.
     pub fn gauge(&mut self, identifier: &str, value: f64) -> Vec<Action> {
-        let list =
-            self.value_list(identifier, &[("value", Value { sample: Sample::Gauge(value), rate: None })]);
+        let list = self.value_list(
+            identifier,
+            &[(
+                "value",
+                Value {
+                    sample: Sample::Gauge(value),
+                    rate: None,
+                },
+            )],
+        );
         self.feed(vec![Event::Values(list)])
     }
 

@@ -86,7 +86,13 @@ impl Identifier {
         };
         let (plugin, plugin_instance) = split(plugin);
         let (type_, type_instance) = split(ty);
-        Some(Identifier { host: host.into(), plugin, plugin_instance, type_, type_instance })
+        Some(Identifier {
+            host: host.into(),
+            plugin,
+            plugin_instance,
+            type_,
+            type_instance,
+        })
     }
 }
 
@@ -117,17 +123,29 @@ mod tests {
         assert_eq!(id.type_, "percent");
         assert_eq!(id.type_instance, "idle");
         assert_eq!(id.to_string(), "web-1/cpu-0/percent-idle");
-        assert_eq!(Identifier::parse("h/load/load").unwrap().to_string(), "h/load/load");
+        assert_eq!(
+            Identifier::parse("h/load/load").unwrap().to_string(),
+            "h/load/load"
+        );
         assert!(Identifier::parse("h/load").is_none());
     }
 
     #[test]
     fn current_uses_rates_and_skips_nan() {
-        let g = Value { sample: Sample::Gauge(f64::NAN), rate: None };
+        let g = Value {
+            sample: Sample::Gauge(f64::NAN),
+            rate: None,
+        };
         assert_eq!(g.current(), None);
-        let c = Value { sample: Sample::Counter(10), rate: Some(2.5) };
+        let c = Value {
+            sample: Sample::Counter(10),
+            rate: Some(2.5),
+        };
         assert_eq!(c.current(), Some(2.5));
-        let d = Value { sample: Sample::Derive(-3), rate: None };
+        let d = Value {
+            sample: Sample::Derive(-3),
+            rate: None,
+        };
         assert_eq!(d.current(), None);
         assert_eq!(d.raw(), -3.0);
     }

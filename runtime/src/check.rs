@@ -37,8 +37,17 @@ pub fn check(config: &Config) -> anyhow::Result<(String, bool)> {
 
     let mut out = String::new();
     let mut ok = true;
-    let width = reports.iter().map(|r| r.name.len()).max().unwrap_or(4).max(4);
-    writeln!(out, "{:width$}  {:10}  {:6}  SUBSCRIPTIONS / ERROR", "RULE", "VERSION", "STATUS")?;
+    let width = reports
+        .iter()
+        .map(|r| r.name.len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    writeln!(
+        out,
+        "{:width$}  {:10}  {:6}  SUBSCRIPTIONS / ERROR",
+        "RULE", "VERSION", "STATUS"
+    )?;
     for r in &reports {
         let (status, detail) = match &r.result {
             Ok(()) => ("ok", r.subscriptions.clone()),
@@ -47,14 +56,21 @@ pub fn check(config: &Config) -> anyhow::Result<(String, bool)> {
                 ("FAILED", e.clone())
             }
         };
-        writeln!(out, "{:width$}  {:10}  {:6}  {detail}", r.name, r.version, status)?;
+        writeln!(
+            out,
+            "{:width$}  {:10}  {:6}  {detail}",
+            r.name, r.version, status
+        )?;
     }
     if files.is_empty() {
         writeln!(out, "(no .wasm rules in {})", config.rules.dir.display())?;
     }
     for name in config.rules.config.keys() {
         if !reports.iter().any(|r| &r.name == name) {
-            writeln!(out, "warning: [rules.config.{name}] has no {name}.wasm in the rules directory")?;
+            writeln!(
+                out,
+                "warning: [rules.config.{name}] has no {name}.wasm in the rules directory"
+            )?;
         }
     }
     for (service, s) in &config.services {
@@ -62,7 +78,11 @@ pub fn check(config: &Config) -> anyhow::Result<(String, bool)> {
             if let Program::Argv(argv) = &c.program
                 && !program_exists(&argv[0])
             {
-                writeln!(out, "warning: services.{service}.commands.{command}: `{}` not found", argv[0])?;
+                writeln!(
+                    out,
+                    "warning: services.{service}.commands.{command}: `{}` not found",
+                    argv[0]
+                )?;
             }
         }
     }
@@ -76,18 +96,32 @@ fn check_rule(
     path: &std::path::Path,
     name: String,
 ) -> RuleReport {
-    let mut report =
-        RuleReport { name: name.clone(), version: "-".into(), subscriptions: String::new(), result: Ok(()) };
+    let mut report = RuleReport {
+        name: name.clone(),
+        version: "-".into(),
+        subscriptions: String::new(),
+        result: Ok(()),
+    };
     let attempt = || -> Result<(String, String), String> {
         let compiled = compiler.compile_file(path).map_err(|e| format!("{e:#}"))?;
         let config = rule_config(&config.rules, &name).map_err(|e| format!("{e:#}"))?;
-        let spec = RuleSpec { name: name.as_str().into(), config, compiled };
-        let instance = spec.instantiate(host).map_err(|e| StartError::from(e).to_string())?;
+        let spec = RuleSpec {
+            name: name.as_str().into(),
+            config,
+            compiled,
+        };
+        let instance = spec
+            .instantiate(host)
+            .map_err(|e| StartError::from(e).to_string())?;
         let mut started = spec.start(instance).map_err(|e| e.to_string())?;
         let info = &started.subscription.info;
         let mut subs: Vec<String> = Vec::new();
         subs.extend(info.values.iter().map(|p| format!("values {p}")));
-        subs.extend(info.notifications.iter().map(|p| format!("notifications {p}")));
+        subs.extend(
+            info.notifications
+                .iter()
+                .map(|p| format!("notifications {p}")),
+        );
         subs.extend(info.topics.iter().map(|p| format!("topic {p}")));
         let version = info.version.clone();
         started
@@ -99,7 +133,11 @@ fn check_rule(
     match attempt() {
         Ok((version, subs)) => {
             report.version = version;
-            report.subscriptions = if subs.is_empty() { "(none)".into() } else { subs };
+            report.subscriptions = if subs.is_empty() {
+                "(none)".into()
+            } else {
+                subs
+            };
         }
         Err(e) => report.result = Err(e),
     }

@@ -6,8 +6,8 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -34,7 +34,10 @@ pub struct Daemon {
 
 impl Default for Daemon {
     fn default() -> Self {
-        Self { node: hostname(), state_dir: PathBuf::from("/var/lib/medic") }
+        Self {
+            node: hostname(),
+            state_dir: PathBuf::from("/var/lib/medic"),
+        }
     }
 }
 
@@ -244,17 +247,27 @@ fn argv_program<E: de::Error>(argv: Vec<String>) -> Result<Program, E> {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{path}: cannot read the config: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}:{line}:{col}: {message}")]
-    Parse { path: PathBuf, line: usize, col: usize, message: String },
+    Parse {
+        path: PathBuf,
+        line: usize,
+        col: usize,
+        message: String,
+    },
     #[error("{path}: {message}")]
     Invalid { path: PathBuf, message: String },
 }
 
 impl Config {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
         let base = path.parent().unwrap_or(Path::new("."));
         Self::parse(&text, path, base)
     }
@@ -271,9 +284,10 @@ impl Config {
             }
         })?;
         config.resolve_paths(base);
-        config
-            .validate()
-            .map_err(|message| ConfigError::Invalid { path: path.to_path_buf(), message })?;
+        config.validate().map_err(|message| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            message,
+        })?;
         Ok(config)
     }
 
@@ -306,7 +320,10 @@ impl Config {
         }
         if let Some(p) = &self.ingest.putval {
             u32::from_str_radix(&p.mode, 8).map_err(|_| {
-                format!("ingest.putval.mode `{}` is not an octal file mode like \"0660\"", p.mode)
+                format!(
+                    "ingest.putval.mode `{}` is not an octal file mode like \"0660\"",
+                    p.mode
+                )
             })?;
         }
         for (name, service) in &self.services {
@@ -380,11 +397,20 @@ mod tests {
         assert_eq!(c.rules.dir, Path::new("/opt/rules"));
         assert_eq!(c.rules.call_timeout, Duration::from_millis(20));
         assert_eq!(c.rules.memory_limit_mib, 64);
-        assert_eq!(c.ingest.putval.unwrap().socket, Path::new("/etc/medic/putval.sock"));
+        assert_eq!(
+            c.ingest.putval.unwrap().socket,
+            Path::new("/etc/medic/putval.sock")
+        );
         let hello = &c.services["hello"].commands;
-        assert_eq!(hello["exec"].program, Program::Shell("echo Hello World!".into()));
+        assert_eq!(
+            hello["exec"].program,
+            Program::Shell("echo Hello World!".into())
+        );
         assert_eq!(hello["exec"].timeout, Duration::from_secs(60));
-        assert_eq!(hello["argv"].program, Program::Argv(vec!["echo".into(), "hi".into()]));
+        assert_eq!(
+            hello["argv"].program,
+            Program::Argv(vec!["echo".into(), "hi".into()])
+        );
         let slow = &hello["slow"];
         assert_eq!(slow.timeout, Duration::from_secs(2));
         assert_eq!(slow.cooldown, Duration::from_secs(60));
@@ -394,18 +420,35 @@ mod tests {
 
     #[test]
     fn errors_have_line_and_column() {
-        let err = parse("[daemon]\nnode = \"a\"\nbogus = 1\n").unwrap_err().to_string();
-        assert!(err.starts_with("medic.toml:3:1: unknown field `bogus`"), "{err}");
+        let err = parse("[daemon]\nnode = \"a\"\nbogus = 1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("medic.toml:3:1: unknown field `bogus`"),
+            "{err}"
+        );
 
-        let err = parse("[rules]\ncall_timeout = \"soon\"\n").unwrap_err().to_string();
+        let err = parse("[rules]\ncall_timeout = \"soon\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with("medic.toml:2:16: "), "{err}");
         assert!(err.contains("soon"), "{err}");
 
-        let err = parse("[services.s.commands]\nx = []\n").unwrap_err().to_string();
-        assert!(err.starts_with("medic.toml:2:5: an argv array needs at least the program"), "{err}");
+        let err = parse("[services.s.commands]\nx = []\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("medic.toml:2:5: an argv array needs at least the program"),
+            "{err}"
+        );
 
-        let err = parse("[services.s.commands]\nx = 5\n").unwrap_err().to_string();
-        assert!(err.contains("2:5: invalid type: integer `5`, expected a command"), "{err}");
+        let err = parse("[services.s.commands]\nx = 5\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("2:5: invalid type: integer `5`, expected a command"),
+            "{err}"
+        );
 
         let err = parse("[services.s.commands]\nx = { run = \"a\", tiemout = \"1s\" }\n")
             .unwrap_err()
@@ -418,9 +461,16 @@ mod tests {
 
     #[test]
     fn semantic_errors_name_the_key() {
-        let err = parse("[rules]\nmemory_limit_mib = 0\n").unwrap_err().to_string();
-        assert_eq!(err, "medic.toml: rules.memory_limit_mib must be more than 0");
-        let err = parse("[services.s]\ncommands = {}\n").unwrap_err().to_string();
+        let err = parse("[rules]\nmemory_limit_mib = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "medic.toml: rules.memory_limit_mib must be more than 0"
+        );
+        let err = parse("[services.s]\ncommands = {}\n")
+            .unwrap_err()
+            .to_string();
         assert_eq!(err, "medic.toml: services.s has no commands");
     }
 }

@@ -47,7 +47,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .spawn(move || dispatcher.run(ingest_rx))?;
 
     let compiler = Compiler::new(Some(config.cache_dir()))?;
-    let host = HostParts { state, series, limits: limits(&config) };
+    let host = HostParts {
+        state,
+        series,
+        limits: limits(&config),
+    };
     let mut registry = Registry::new(
         compiler,
         host,
@@ -59,17 +63,23 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     registry.load_all()?;
     let loaded = status.snapshot().len();
     let (stop_watch, stop_rx) = crossbeam_channel::bounded::<()>(0);
-    let watcher = std::thread::Builder::new().name("rules-watch".into()).spawn(move || {
-        if let Err(e) = registry.watch(stop_rx) {
-            tracing::error!("hot reload is off: {e:#}");
-        }
-    })?;
+    let (ready_tx, ready) = crossbeam_channel::bounded::<()>(1);
+    let watcher = std::thread::Builder::new()
+        .name("rules-watch".into())
+        .spawn(move || {
+            if let Err(e) = registry.watch(stop_rx, ready_tx) {
+                tracing::error!("hot reload is off: {e:#}");
+            }
+        })?;
+    // Without the watch, rules still serve: say so, but do not refuse to start.
+    let _ = tokio::task::spawn_blocking(move || ready.recv()).await;
 
     if let Some(p) = &config.ingest.putval {
         let mode = u32::from_str_radix(&p.mode, 8).unwrap_or(0o660);
         let interval = config.ingest.default_interval.as_nanos() as u64;
-        let server = PutvalServer::bind(&p.socket, mode, types.clone(), interval, ingest_tx.clone())
-            .with_context(|| format!("cannot listen on {}", p.socket.display()))?;
+        let server =
+            PutvalServer::bind(&p.socket, mode, types.clone(), interval, ingest_tx.clone())
+                .with_context(|| format!("cannot listen on {}", p.socket.display()))?;
         tracing::info!(socket = %p.socket.display(), "PUTVAL/PUTNOTIF socket ready");
         tokio::spawn(server.serve());
     }

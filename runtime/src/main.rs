@@ -8,7 +8,11 @@ use medic::config::Config;
 use medic::logging::{self, LogFormat};
 
 #[derive(Parser)]
-#[command(name = "medic", version, about = "Fault-recovery daemon for collectd, with rules in WebAssembly")]
+#[command(
+    name = "medic",
+    version,
+    about = "Fault-recovery daemon for collectd, with rules in WebAssembly"
+)]
 struct Cli {
     /// Log level for medic's own messages (overridden by RUST_LOG).
     #[arg(long, global = true, default_value = "info", value_parser = ["trace", "debug", "info", "warn", "error"])]

@@ -23,7 +23,8 @@ impl Store {
         }
         let conn = Connection::open(path)
             .with_context(|| format!("cannot open state database {}", path.display()))?;
-        Self::init(conn).with_context(|| format!("cannot prepare state database {}", path.display()))
+        Self::init(conn)
+            .with_context(|| format!("cannot prepare state database {}", path.display()))
     }
 
     /// A throw-away store, for `medic check` and tests.
@@ -43,7 +44,9 @@ impl Store {
                  PRIMARY KEY (rule, key)
              ) WITHOUT ROWID;",
         )?;
-        Ok(Self { conn: Arc::new(Mutex::new(conn)) })
+        Ok(Self {
+            conn: Arc::new(Mutex::new(conn)),
+        })
     }
 
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {

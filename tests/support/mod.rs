@@ -1,1 +1,281 @@
+//! Helpers for integration tests: start the real `medic` binary on a temp directory, talk to its
+//! sockets, and read its log. Rules come from `target/rules/` (built by scripts/build-rules.sh).
 
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("target"))
+}
+
+/// The medic binary under test (`MEDIC_BIN`, or target/debug/medic).
+pub fn medic_bin() -> PathBuf {
+    let bin = std::env::var_os("MEDIC_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| target_dir().join("debug/medic"));
+    assert!(
+        bin.exists(),
+        "{} is missing: run scripts/test.sh (it builds medic and the rules first)",
+        bin.display()
+    );
+    bin
+}
+
+/// A compiled rule from target/rules/.
+pub fn rule(name: &str) -> PathBuf {
+    let path = target_dir().join("rules").join(format!("{name}.wasm"));
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/build-rules.sh (or scripts/test.sh)",
+        path.display()
+    );
+    path
+}
+
+/// Poll `f` until it is true or `timeout` passes.
+pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if f() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A temp directory laid out for one medic: `rules/`, `state/`, `medic.toml`, `medic.log`.
+pub struct Site {
+    pub dir: tempfile::TempDir,
+}
+
+impl Site {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("rules")).unwrap();
+        Self { dir }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    pub fn rules_dir(&self) -> PathBuf {
+        self.path("rules")
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.path("putval.sock")
+    }
+
+    /// Install a compiled rule under another name (its rule name is the file stem).
+    pub fn add_rule(&self, build: &str, as_name: &str) {
+        std::fs::copy(
+            rule(build),
+            self.rules_dir().join(format!("{as_name}.wasm")),
+        )
+        .unwrap();
+    }
+
+    /// Deploy a file the way deploy tools do: write beside, then rename over.
+    pub fn deploy(&self, src: &Path, as_name: &str) {
+        let tmp = self.rules_dir().join(format!(".{as_name}.tmp"));
+        std::fs::copy(src, &tmp).unwrap();
+        std::fs::rename(&tmp, self.rules_dir().join(format!("{as_name}.wasm"))).unwrap();
+    }
+
+    /// Write medic.toml: the daemon, rules and putval sections, then `extra`.
+    pub fn write_config(&self, extra: &str) -> PathBuf {
+        let config = format!(
+            r#"
+[daemon]
+node = "test"
+state_dir = "state"
+
+[rules]
+dir = "rules"
+call_timeout = "50ms"
+memory_limit_mib = 32
+fault_backoff = "200ms"
+max_backoff = "2s"
+
+[ingest]
+types_db = ["/usr/share/collectd/types.db"]
+
+[ingest.putval]
+socket = "putval.sock"
+
+{extra}
+"#
+        );
+        let path = self.path("medic.toml");
+        std::fs::write(&path, config).unwrap();
+        path
+    }
+
+    pub fn check(&self) -> Output {
+        Command::new(medic_bin())
+            .args(["check", "--config"])
+            .arg(self.path("medic.toml"))
+            .output()
+            .unwrap()
+    }
+
+    /// Start `medic run` on this site's config and wait for its socket.
+    pub fn start(&self) -> Medic {
+        let log = self.path("medic.log");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        let child = Command::new(medic_bin())
+            .args(["run", "--log-level", "debug", "--config"])
+            .arg(self.path("medic.toml"))
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .spawn()
+            .unwrap();
+        let medic = Medic {
+            child,
+            log,
+            socket: self.socket(),
+        };
+        assert!(
+            wait_until(Duration::from_secs(60), || medic
+                .log()
+                .contains("medic running")),
+            "medic did not start:\n{}",
+            medic.log()
+        );
+        medic
+    }
+}
+
+impl Default for Site {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A running medic; killed when dropped.
+pub struct Medic {
+    child: Child,
+    log: PathBuf,
+    socket: PathBuf,
+}
+
+impl Medic {
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn log_lines_with(&self, needle: &str) -> Vec<String> {
+        self.log()
+            .lines()
+            .filter(|l| l.contains(needle))
+            .map(String::from)
+            .collect()
+    }
+
+    /// Wait for a log line containing `needle`; panics with the log if none comes.
+    pub fn expect_log(&self, needle: &str, timeout: Duration) {
+        assert!(
+            wait_until(timeout, || self.log().contains(needle)),
+            "no log line containing {needle:?} within {timeout:?}; log:\n{}",
+            self.log()
+        );
+    }
+
+    pub fn connect(&self) -> Connection {
+        let stream = UnixStream::connect(&self.socket).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        Connection {
+            reader: BufReader::new(stream.try_clone().unwrap()),
+            writer: stream,
+        }
+    }
+
+    /// Send lines on a fresh connection and return one reply per line.
+    pub fn putval(&self, lines: &[&str]) -> Vec<String> {
+        let mut c = self.connect();
+        lines.iter().map(|l| c.send(l)).collect()
+    }
+
+    /// SIGTERM and wait: the graceful stop (rules are suspended).
+    pub fn stop(mut self) {
+        // SAFETY: plain kill(2) on our own child.
+        unsafe { libc_kill(self.child.id() as i32, 15) };
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Medic {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+unsafe extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
+
+/// One PUTVAL connection.
+pub struct Connection {
+    reader: BufReader<UnixStream>,
+    writer: UnixStream,
+}
+
+impl Connection {
+    pub fn send(&mut self, line: &str) -> String {
+        self.writer.write_all(line.as_bytes()).unwrap();
+        self.writer.write_all(b"\n").unwrap();
+        let mut reply = String::new();
+        self.reader.read_line(&mut reply).unwrap();
+        reply.trim_end().to_string()
+    }
+
+    /// Write many lines, then read their replies (pipelined, as collectd's exec plugin does).
+    pub fn send_many(&mut self, lines: &[String]) -> Vec<String> {
+        let mut buf = String::new();
+        for l in lines {
+            buf.push_str(l);
+            buf.push('\n');
+        }
+        self.writer.write_all(buf.as_bytes()).unwrap();
+        (0..lines.len())
+            .map(|_| {
+                let mut reply = String::new();
+                self.reader.read_line(&mut reply).unwrap();
+                reply.trim_end().to_string()
+            })
+            .collect()
+    }
+}
+
+/// Lines in a marker file (one per command run).
+pub fn marker_count(path: &Path) -> usize {
+    std::fs::read_to_string(path)
+        .map(|s| s.lines().count())
+        .unwrap_or(0)
+}

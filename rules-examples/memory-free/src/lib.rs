@@ -34,9 +34,15 @@ impl Rule for MemoryFree {
     fn init(config: Config, _ctx: &mut Ctx) -> Result<Self, String> {
         let settings: Settings = config.parse()?;
         if settings.below.is_nan() || settings.below <= 0.0 {
-            return Err(format!("`below` must be a positive number of bytes, got {}", settings.below));
+            return Err(format!(
+                "`below` must be a positive number of bytes, got {}",
+                settings.below
+            ));
         }
-        Ok(Self { settings, low: HashSet::new() })
+        Ok(Self {
+            settings,
+            low: HashSet::new(),
+        })
     }
 
     fn subscriptions(&self) -> Subscriptions {
@@ -71,11 +77,25 @@ mod tests {
         let a = t.gauge("web/memory/memory-free", 500.0);
         assert!(matches!(&a[..], [Action::Run(r)] if r.service == "hello" && r.command == "exec"));
         assert!(t.gauge("web/memory/memory-free", 400.0).is_empty());
-        assert_eq!(t.gauge("db/memory/memory-free", 400.0).len(), 1, "other host");
-        assert!(t.gauge("web/memory/memory-free", 1050.0).is_empty(), "within 10 %");
-        assert!(t.gauge("web/memory/memory-free", 900.0).is_empty(), "episode not over");
+        assert_eq!(
+            t.gauge("db/memory/memory-free", 400.0).len(),
+            1,
+            "other host"
+        );
+        assert!(
+            t.gauge("web/memory/memory-free", 1050.0).is_empty(),
+            "within 10 %"
+        );
+        assert!(
+            t.gauge("web/memory/memory-free", 900.0).is_empty(),
+            "episode not over"
+        );
         t.gauge("web/memory/memory-free", 2000.0);
-        assert_eq!(t.gauge("web/memory/memory-free", 900.0).len(), 1, "new episode");
+        assert_eq!(
+            t.gauge("web/memory/memory-free", 900.0).len(),
+            1,
+            "new episode"
+        );
         assert!(Tester::<MemoryFree>::new(r#"{"below": -1}"#).is_err());
     }
 }

@@ -100,15 +100,26 @@ impl Rule for Threshold {
         let clear = settings.clear.unwrap_or(level);
         match direction {
             Direction::Above if clear > level => {
-                return Err(format!("`clear` ({clear}) must not be above `above` ({level})"));
+                return Err(format!(
+                    "`clear` ({clear}) must not be above `above` ({level})"
+                ));
             }
             Direction::Below if clear < level => {
-                return Err(format!("`clear` ({clear}) must not be below `below` ({level})"));
+                return Err(format!(
+                    "`clear` ({clear}) must not be below `below` ({level})"
+                ));
             }
             _ => {}
         }
         let hold_ns = settings.for_.unwrap_or_default().as_nanos() as u64;
-        Ok(Self { settings, direction, level, clear, hold_ns, episodes: HashMap::new() })
+        Ok(Self {
+            settings,
+            direction,
+            level,
+            clear,
+            hold_ns,
+            episodes: HashMap::new(),
+        })
     }
 
     fn subscriptions(&self) -> Subscriptions {
@@ -120,7 +131,9 @@ impl Rule for Threshold {
             Some(ds) => values.get(ds),
             None => values.list.values.first(),
         };
-        let Some(v) = value.and_then(|v| v.current()) else { return };
+        let Some(v) = value.and_then(|v| v.current()) else {
+            return;
+        };
         let series = values.list.series;
         let now = values.list.time;
         let episode = self.episodes.get(&series).copied();
@@ -137,16 +150,19 @@ impl Rule for Threshold {
             Some(_) if self.cleared(v) => {
                 self.episodes.remove(&series);
                 if episode == Some(Episode::Fired) {
-                    ctx.notify(Severity::Okay, format!("{} recovered: {v}", values.identifier()));
+                    ctx.notify(
+                        Severity::Okay,
+                        format!("{} recovered: {v}", values.identifier()),
+                    );
                 }
             }
-            Some(Episode::Pending(since)) => {
-                if self.crossed(v) && now.saturating_sub(since) >= self.hold_ns {
-                    self.fire(&values, v, ctx);
-                    self.episodes.insert(series, Episode::Fired);
-                }
+            Some(Episode::Pending(since))
+                if self.crossed(v) && now.saturating_sub(since) >= self.hold_ns =>
+            {
+                self.fire(&values, v, ctx);
+                self.episodes.insert(series, Episode::Fired);
             }
-            Some(Episode::Fired) => {}
+            Some(_) => {}
         }
     }
 }
@@ -176,7 +192,10 @@ mod tests {
     #[test]
     fn fires_once_after_the_hold_and_rearms_past_clear() {
         let mut t = Tester::<Threshold>::new(CFG).unwrap();
-        assert_eq!(t.describe().values, vec!["*/memory/memory-free".to_string()]);
+        assert_eq!(
+            t.describe().values,
+            vec!["*/memory/memory-free".to_string()]
+        );
         let id = "h/memory/memory-free";
         assert!(t.gauge(id, 50.0).is_empty(), "crossed but not held yet");
         t.advance(Duration::from_secs(10));
@@ -185,8 +204,15 @@ mod tests {
         let a = t.gauge(id, 40.0);
         let r = runs(&a);
         assert_eq!(r.len(), 1);
-        assert_eq!((r[0].service.as_str(), r[0].command.as_str()), ("hello", "exec"));
-        assert!(r[0].reason.contains("h/memory/memory-free = 40 < 100"), "{}", r[0].reason);
+        assert_eq!(
+            (r[0].service.as_str(), r[0].command.as_str()),
+            ("hello", "exec")
+        );
+        assert!(
+            r[0].reason.contains("h/memory/memory-free = 40 < 100"),
+            "{}",
+            r[0].reason
+        );
         t.advance(Duration::from_secs(10));
         assert!(t.gauge(id, 30.0).is_empty(), "fires once per episode");
         assert!(t.gauge(id, 120.0).is_empty(), "inside the hysteresis band");
@@ -194,7 +220,11 @@ mod tests {
         assert!(matches!(&a[..], [Action::Notify(n)] if n.severity == Severity::Okay));
         t.gauge(id, 10.0);
         t.advance(Duration::from_secs(25));
-        assert_eq!(runs(&t.gauge(id, 10.0)).len(), 1, "a new episode fires again");
+        assert_eq!(
+            runs(&t.gauge(id, 10.0)).len(),
+            1,
+            "a new episode fires again"
+        );
     }
 
     #[test]
@@ -202,15 +232,25 @@ mod tests {
         let cfg = r#"{"pattern": "*/load/load", "data_source": "midterm", "above": 2,
             "service": "s", "command": "c"}"#;
         let mut t = Tester::<Threshold>::new(cfg).unwrap();
-        let g = |v: f64| medic_rules::Value { sample: medic_rules::Sample::Gauge(v), rate: None };
+        let g = |v: f64| medic_rules::Value {
+            sample: medic_rules::Sample::Gauge(v),
+            rate: None,
+        };
         let a = t.value_list("a/load/load", &[("shortterm", g(9.0)), ("midterm", g(1.0))]);
         let b = t.value_list("b/load/load", &[("shortterm", g(0.0)), ("midterm", g(3.0))]);
-        let n = t.value_list("c/load/load", &[("shortterm", g(0.0)), ("midterm", g(f64::NAN))]);
+        let n = t.value_list(
+            "c/load/load",
+            &[("shortterm", g(0.0)), ("midterm", g(f64::NAN))],
+        );
         use medic_rules::Event::Values as V;
         let actions = t.feed(vec![V(a), V(b), V(n)]);
         let r = runs(&actions);
         assert_eq!(r.len(), 1);
-        assert!(r[0].reason.starts_with("b/load/load = 3 > 2"), "{}", r[0].reason);
+        assert!(
+            r[0].reason.starts_with("b/load/load = 3 > 2"),
+            "{}",
+            r[0].reason
+        );
     }
 
     #[test]

@@ -64,15 +64,24 @@ pub async fn run(spec: &Command) -> RunResult {
     let pgid = child.id().map(|id| id as i32);
     let capture = Arc::new(Mutex::new(Capture::new(spec.output_cap)));
     let readers = [
-        child.stdout.take().map(|p| tokio::spawn(drain(p, capture.clone()))),
-        child.stderr.take().map(|p| tokio::spawn(drain(p, capture.clone()))),
+        child
+            .stdout
+            .take()
+            .map(|p| tokio::spawn(drain(p, capture.clone()))),
+        child
+            .stderr
+            .take()
+            .map(|p| tokio::spawn(drain(p, capture.clone()))),
     ];
 
     let mut error = None;
     let status = match tokio::time::timeout(spec.timeout, child.wait()).await {
         Ok(status) => status,
         Err(_) => {
-            error = Some(format!("timed out after {:?}; process group killed", spec.timeout));
+            error = Some(format!(
+                "timed out after {:?}; process group killed",
+                spec.timeout
+            ));
             kill_group(pgid, libc::SIGTERM);
             match tokio::time::timeout(spec.kill_grace, child.wait()).await {
                 Ok(status) => {
@@ -105,7 +114,13 @@ pub async fn run(spec: &Command) -> RunResult {
             (None, None)
         }
     };
-    RunResult { code, signal, output, error, duration: started.elapsed() }
+    RunResult {
+        code,
+        signal,
+        output,
+        error,
+        duration: started.elapsed(),
+    }
 }
 
 fn kill_group(pgid: Option<i32>, signal: i32) {
@@ -127,7 +142,11 @@ struct Capture {
 
 impl Capture {
     fn new(cap: usize) -> Self {
-        Self { buf: Vec::new(), cap, dropped: 0 }
+        Self {
+            buf: Vec::new(),
+            cap,
+            dropped: 0,
+        }
     }
 
     fn push(&mut self, bytes: &[u8]) {
@@ -140,7 +159,10 @@ impl Capture {
     fn finish(&mut self) -> String {
         let mut s = String::from_utf8_lossy(&self.buf).into_owned();
         if self.dropped > 0 {
-            s.push_str(&format!("\n[medic: output truncated, {} bytes dropped]", self.dropped));
+            s.push_str(&format!(
+                "\n[medic: output truncated, {} bytes dropped]",
+                self.dropped
+            ));
         }
         s
     }
@@ -151,7 +173,10 @@ async fn drain(mut pipe: impl AsyncRead + Unpin, capture: Arc<Mutex<Capture>>) {
     loop {
         match pipe.read(&mut chunk).await {
             Ok(0) | Err(_) => return,
-            Ok(n) => capture.lock().unwrap_or_else(|p| p.into_inner()).push(&chunk[..n]),
+            Ok(n) => capture
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(&chunk[..n]),
         }
     }
 }
@@ -165,7 +190,10 @@ pub struct Executor {
 
 impl Executor {
     pub fn new(config: Arc<Config>) -> Self {
-        Self { config, gate: Arc::default() }
+        Self {
+            config,
+            gate: Arc::default(),
+        }
     }
 
     pub async fn serve(self, mut requests: UnboundedReceiver<Request>) {
@@ -212,7 +240,10 @@ impl Executor {
                     "running command"
                 );
                 let result = run(&spec).await;
-                self.gate.lock().unwrap_or_else(|p| p.into_inner()).finish(token);
+                self.gate
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .finish(token);
                 let output = summary(&result.output);
                 match (&result.error, result.code) {
                     (None, Some(0)) => tracing::info!(
@@ -260,18 +291,36 @@ mod tests {
 
     #[tokio::test]
     async fn exit_codes_output_and_signals() {
-        let r = run(&Command::new(Program::Argv(vec!["echo".into(), "a  b".into()]))).await;
-        assert_eq!((r.code, r.signal, r.output.as_str(), r.error), (Some(0), None, "a  b\n", None));
+        let r = run(&Command::new(Program::Argv(vec![
+            "echo".into(),
+            "a  b".into(),
+        ])))
+        .await;
+        assert_eq!(
+            (r.code, r.signal, r.output.as_str(), r.error),
+            (Some(0), None, "a  b\n", None)
+        );
 
         let r = run(&shell("echo out; echo err >&2; exit 3")).await;
         assert_eq!(r.code, Some(3));
-        assert!(r.output.contains("out\n") && r.output.contains("err\n"), "{:?}", r.output);
+        assert!(
+            r.output.contains("out\n") && r.output.contains("err\n"),
+            "{:?}",
+            r.output
+        );
 
         let r = run(&shell("kill -USR1 $$")).await;
         assert_eq!((r.code, r.signal), (None, Some(libc::SIGUSR1)));
 
-        let r = run(&Command::new(Program::Argv(vec!["/nonexistent/cmd".into()]))).await;
-        assert!(r.error.unwrap().starts_with("cannot start [\"/nonexistent/cmd\"]"));
+        let r = run(&Command::new(Program::Argv(vec![
+            "/nonexistent/cmd".into(),
+        ])))
+        .await;
+        assert!(
+            r.error
+                .unwrap()
+                .starts_with("cannot start [\"/nonexistent/cmd\"]")
+        );
     }
 
     #[tokio::test]
@@ -286,10 +335,23 @@ mod tests {
         spec.kill_grace = Duration::from_millis(200);
         let started = Instant::now();
         let r = run(&spec).await;
-        assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
-        assert!(r.error.as_deref().unwrap().starts_with("timed out after 300ms"));
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "took {:?}",
+            started.elapsed()
+        );
+        assert!(
+            r.error
+                .as_deref()
+                .unwrap()
+                .starts_with("timed out after 300ms")
+        );
         assert_eq!(r.signal, Some(libc::SIGTERM));
-        let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+        let pid: i32 = std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
         tokio::time::sleep(Duration::from_millis(100)).await;
         // SAFETY: signal 0 only checks for existence.
         let alive = unsafe { libc::kill(pid, 0) } == 0;
@@ -324,7 +386,11 @@ mod tests {
         let r = run(&shell("sleep 5 & echo started")).await;
         assert_eq!(r.code, Some(0));
         assert_eq!(r.output, "started\n");
-        assert!(started.elapsed() < Duration::from_secs(4), "{:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(4),
+            "{:?}",
+            started.elapsed()
+        );
     }
 
     #[tokio::test]
@@ -355,8 +421,14 @@ mod tests {
         }
         let first = orx.recv().await.unwrap();
         assert_eq!(first.action_id, 1);
-        assert_eq!(first.error.as_deref(), Some("`s`/`slow` is already running; refused a second run"));
+        assert_eq!(
+            first.error.as_deref(),
+            Some("`s`/`slow` is already running; refused a second run")
+        );
         let second = orx.recv().await.unwrap();
-        assert_eq!((second.action_id, second.code, second.output.as_str()), (0, Some(0), "finished\n"));
+        assert_eq!(
+            (second.action_id, second.code, second.output.as_str()),
+            (0, Some(0), "finished\n")
+        );
     }
 }

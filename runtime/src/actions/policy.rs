@@ -18,7 +18,11 @@ pub enum Refusal {
     #[error("`{service}`/`{command}` is already running; refused a second run")]
     AlreadyRunning { service: String, command: String },
     #[error("`{service}`/`{command}` is cooling down for another {remaining:?}")]
-    CoolingDown { service: String, command: String, remaining: Duration },
+    CoolingDown {
+        service: String,
+        command: String,
+        remaining: Duration,
+    },
 }
 
 type Key = (String, String);
@@ -51,13 +55,19 @@ impl Gate {
             .services
             .get(service)
             .ok_or_else(|| Refusal::UnknownService(service.into()))?;
-        let spec = svc.commands.get(command).ok_or_else(|| Refusal::UnknownCommand {
-            service: service.into(),
-            command: command.into(),
-        })?;
+        let spec = svc
+            .commands
+            .get(command)
+            .ok_or_else(|| Refusal::UnknownCommand {
+                service: service.into(),
+                command: command.into(),
+            })?;
         let key = (service.to_string(), command.to_string());
         if self.running.contains(&key) {
-            return Err(Refusal::AlreadyRunning { service: key.0, command: key.1 });
+            return Err(Refusal::AlreadyRunning {
+                service: key.0,
+                command: key.1,
+            });
         }
         if let Some(last) = self.last_start.get(&key) {
             let since = now.saturating_duration_since(*last);
@@ -108,12 +118,22 @@ mod tests {
             g.admit(&c, "web", "restart", t0).unwrap_err(),
             Refusal::AlreadyRunning { .. }
         ));
-        let (_, ping) = g.admit(&c, "web", "ping", t0).expect("other commands are independent");
+        let (_, ping) = g
+            .admit(&c, "web", "ping", t0)
+            .expect("other commands are independent");
         g.finish(ping);
         g.finish(first);
-        let err = g.admit(&c, "web", "restart", t0 + Duration::from_secs(4)).unwrap_err();
-        assert_eq!(err.to_string(), "`web`/`restart` is cooling down for another 6s");
-        assert!(g.admit(&c, "web", "restart", t0 + Duration::from_secs(10)).is_ok());
+        let err = g
+            .admit(&c, "web", "restart", t0 + Duration::from_secs(4))
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "`web`/`restart` is cooling down for another 6s"
+        );
+        assert!(
+            g.admit(&c, "web", "restart", t0 + Duration::from_secs(10))
+                .is_ok()
+        );
         let (_, again) = g.admit(&c, "web", "ping", t0).unwrap();
         g.finish(again);
     }
@@ -121,6 +141,11 @@ mod tests {
     #[test]
     fn no_services() {
         let c = config("");
-        assert_eq!(Gate::default().admit(&c, "a", "b", Instant::now()).unwrap_err(), Refusal::NoServices);
+        assert_eq!(
+            Gate::default()
+                .admit(&c, "a", "b", Instant::now())
+                .unwrap_err(),
+            Refusal::NoServices
+        );
     }
 }

@@ -74,7 +74,13 @@ impl Compiler {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("cannot create cache directory {}", dir.display()))?;
         }
-        Ok(Self { engine, linker, cache_dir, engine_hash, ticker_stop })
+        Ok(Self {
+            engine,
+            linker,
+            cache_dir,
+            engine_hash,
+            ticker_stop,
+        })
     }
 
     pub fn engine(&self) -> &Engine {
@@ -88,8 +94,13 @@ impl Compiler {
         self.compile(&bytes)
     }
 
+    /// The identity of a build: SHA-256 of the file, hex.
+    pub fn hash(bytes: &[u8]) -> String {
+        hex(&Sha256::digest(bytes))
+    }
+
     pub fn compile(&self, bytes: &[u8]) -> anyhow::Result<Compiled> {
-        let hash = hex(&Sha256::digest(bytes));
+        let hash = Self::hash(bytes);
         let (component, from_cache) = self.component(bytes, &hash)?;
         let pre = self.linker.instantiate_pre(&component).map_err(|e| {
             anyhow!(
@@ -97,7 +108,11 @@ impl Compiler {
                  medic version or another WASI world): {e:#}"
             )
         })?;
-        Ok(Compiled { pre, hash, from_cache })
+        Ok(Compiled {
+            pre,
+            hash,
+            from_cache,
+        })
     }
 
     fn component(&self, bytes: &[u8], hash: &str) -> anyhow::Result<(Component, bool)> {
@@ -119,18 +134,28 @@ impl Compiler {
                 ),
             }
         }
-        if bytes.starts_with(b"\0asm") && bytes.get(4..8) == Some(&[1, 0, 0, 0]) {
+        if !bytes.starts_with(b"\0asm") {
+            return Err(anyhow!(
+                "not a valid wasm component: the file does not start with the wasm header \
+                 (truncated, or not wasm at all)"
+            ));
+        }
+        if bytes.get(4..8) == Some(&[1, 0, 0, 0]) {
             return Err(anyhow!(
                 "this is a core wasm module, not a component: build the rule with \
                  `cargo build --target wasm32-wasip2` and the medic rules SDK"
             ));
         }
-        let component = Component::new(&self.engine, bytes)
-            .map_err(|e| anyhow!("not a valid wasm component: {e:#}"))?;
-        if let Some(path) = cached {
-            if let Err(e) = write_atomically(&path, &component) {
-                tracing::warn!(file = %path.display(), "cannot cache compiled rule: {e:#}");
-            }
+        let component = Component::new(&self.engine, bytes).map_err(|e| {
+            anyhow!(
+                "not a valid wasm component: {}",
+                one_line(&format!("{e:#}"))
+            )
+        })?;
+        if let Some(path) = cached
+            && let Err(e) = write_atomically(&path, &component)
+        {
+            tracing::warn!(file = %path.display(), "cannot cache compiled rule: {e:#}");
         }
         Ok((component, false))
     }
@@ -142,6 +167,11 @@ fn write_atomically(path: &Path, component: &Component) -> anyhow::Result<()> {
     std::fs::write(&tmp, bytes)?;
     std::fs::rename(&tmp, path)?;
     Ok(())
+}
+
+/// Parser errors pretty-print byte arrays over many lines; a log line needs one.
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -18,9 +18,18 @@ use crate::ingest::value::{self, Ingested};
 
 /// How routes change; sent by the registry.
 pub enum RouteUpdate {
-    Set { rule: Arc<str>, subscription: Arc<Subscription>, queue: Sender<wit::Event> },
-    Subscribe { rule: Arc<str>, subscription: Arc<Subscription> },
-    Remove { rule: Arc<str> },
+    Set {
+        rule: Arc<str>,
+        subscription: Arc<Subscription>,
+        queue: Sender<wit::Event>,
+    },
+    Subscribe {
+        rule: Arc<str>,
+        subscription: Arc<Subscription>,
+    },
+    Remove {
+        rule: Arc<str>,
+    },
 }
 
 const UNKNOWN: u8 = 0;
@@ -48,7 +57,11 @@ pub struct Dispatcher {
 }
 
 impl Dispatcher {
-    pub fn new(series: Arc<SeriesTable>, updates: Receiver<RouteUpdate>, status: StatusBoard) -> Self {
+    pub fn new(
+        series: Arc<SeriesTable>,
+        updates: Receiver<RouteUpdate>,
+        status: StatusBoard,
+    ) -> Self {
         Self {
             series,
             routes: HashMap::new(),
@@ -79,8 +92,20 @@ impl Dispatcher {
     fn apply_updates(&mut self) {
         while let Ok(update) = self.updates.try_recv() {
             match update {
-                RouteUpdate::Set { rule, subscription, queue } => {
-                    self.routes.insert(rule, Route { subscription, queue, wants: Vec::new(), dropped: 0 });
+                RouteUpdate::Set {
+                    rule,
+                    subscription,
+                    queue,
+                } => {
+                    self.routes.insert(
+                        rule,
+                        Route {
+                            subscription,
+                            queue,
+                            wants: Vec::new(),
+                            dropped: 0,
+                        },
+                    );
                 }
                 RouteUpdate::Subscribe { rule, subscription } => {
                     if let Some(route) = self.routes.get_mut(&rule) {

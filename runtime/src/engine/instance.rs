@@ -27,7 +27,10 @@ pub struct HostState {
 
 impl WasiView for HostState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
@@ -103,7 +106,10 @@ pub enum Fault {
 }
 
 fn arm(store: &mut Store<HostState>, limits: Limits) {
-    let ticks = limits.call_timeout.as_nanos().div_ceil(EPOCH_TICK.as_nanos()) as u64;
+    let ticks = limits
+        .call_timeout
+        .as_nanos()
+        .div_ceil(EPOCH_TICK.as_nanos()) as u64;
     // One extra tick: the epoch may advance right after we arm.
     store.set_epoch_deadline(ticks + 1);
 }
@@ -111,7 +117,12 @@ fn arm(store: &mut Store<HostState>, limits: Limits) {
 fn fault(e: wasmtime::Error, limits: Limits) -> Fault {
     match e.downcast_ref::<Trap>() {
         Some(Trap::Interrupt) => Fault::Timeout(limits.call_timeout),
-        _ => Fault::Trap(format!("{e:#}")),
+        _ => {
+            // The full error carries a multi-line wasm backtrace: keep it for debugging, and
+            // report the root cause on one line.
+            tracing::debug!("rule trap details: {e:?}");
+            Fault::Trap(e.root_cause().to_string())
+        }
     }
 }
 
@@ -147,7 +158,11 @@ impl RuleInstance {
         arm(&mut store, limits);
         let instance = pre.instantiate(&mut store).map_err(|e| fault(e, limits))?;
         let bindings = RuleV0::new(&mut store, &instance).map_err(|e| fault(e, limits))?;
-        Ok(Self { store, bindings, limits })
+        Ok(Self {
+            store,
+            bindings,
+            limits,
+        })
     }
 
     fn arm(&mut self) {
@@ -160,25 +175,37 @@ impl RuleInstance {
 
     pub fn init(&mut self, config: &[(String, String)]) -> Result<Result<(), String>, Fault> {
         self.arm();
-        let r = self.bindings.medic_rules_rule().call_init(&mut self.store, config);
+        let r = self
+            .bindings
+            .medic_rules_rule()
+            .call_init(&mut self.store, config);
         r.map_err(|e| self.fault(e))
     }
 
     pub fn describe(&mut self) -> Result<wit::RuleInfo, Fault> {
         self.arm();
-        let r = self.bindings.medic_rules_rule().call_describe(&mut self.store);
+        let r = self
+            .bindings
+            .medic_rules_rule()
+            .call_describe(&mut self.store);
         r.map_err(|e| self.fault(e))
     }
 
     pub fn on_events(&mut self, batch: &[wit::Event]) -> Result<Vec<wit::Action>, Fault> {
         self.arm();
-        let r = self.bindings.medic_rules_rule().call_on_events(&mut self.store, batch);
+        let r = self
+            .bindings
+            .medic_rules_rule()
+            .call_on_events(&mut self.store, batch);
         r.map_err(|e| self.fault(e))
     }
 
     pub fn suspend(&mut self) -> Result<(), Fault> {
         self.arm();
-        let r = self.bindings.medic_rules_rule().call_suspend(&mut self.store);
+        let r = self
+            .bindings
+            .medic_rules_rule()
+            .call_suspend(&mut self.store);
         r.map_err(|e| self.fault(e))
     }
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use crossbeam_channel::Sender;
-use notify::RecursiveMode;
+use notify::{EventKind, RecursiveMode};
 use notify_debouncer_full::{DebounceEventResult, new_debouncer};
 
 use super::compiler::Compiler;
@@ -56,7 +56,15 @@ impl Registry {
         routes: Sender<RouteUpdate>,
         status: StatusBoard,
     ) -> Self {
-        Self { compiler, host, config, actions, routes, status, rules: HashMap::new() }
+        Self {
+            compiler,
+            host,
+            config,
+            actions,
+            routes,
+            status,
+            rules: HashMap::new(),
+        }
     }
 
     pub fn status(&self) -> &StatusBoard {
@@ -102,12 +110,18 @@ impl Registry {
     /// Load or reload one rule file.
     pub fn load(&mut self, path: &Path) -> anyhow::Result<LoadResult> {
         let name: Arc<str> = rule_name(path).context("not a .wasm file")?.into();
-        let compiled = self.compiler.compile_file(path)?;
-        if self.rules.get(&name).is_some_and(|l| l.hash == compiled.hash) {
+        let bytes =
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let hash = Compiler::hash(&bytes);
+        if self.rules.get(&name).is_some_and(|l| l.hash == hash) {
             return Ok(LoadResult::Unchanged);
         }
-        let hash = compiled.hash.clone();
-        let spec = RuleSpec { name: name.clone(), config: rule_config(&self.config, &name)?, compiled };
+        let compiled = self.compiler.compile(&bytes)?;
+        let spec = RuleSpec {
+            name: name.clone(),
+            config: rule_config(&self.config, &name)?,
+            compiled,
+        };
         let instance = spec.instantiate(&self.host).map_err(StartError::from)?;
 
         if let Some(loaded) = self.rules.get_mut(&name) {
@@ -115,7 +129,11 @@ impl Registry {
             loaded
                 .worker
                 .control
-                .send(Control::Swap { spec, instance, reply: reply_tx })
+                .send(Control::Swap {
+                    spec,
+                    instance,
+                    reply: reply_tx,
+                })
                 .ok()
                 .context("the rule's worker has stopped")?;
             let subscription = reply
@@ -124,7 +142,8 @@ impl Registry {
                 .map_err(anyhow::Error::msg)?;
             loaded.hash = hash.clone();
             let version = subscription.info.version.clone();
-            self.status.loaded(&name, path.to_path_buf(), version.clone(), hash);
+            self.status
+                .loaded(&name, path.to_path_buf(), version.clone(), hash);
             let _ = self.routes.send(RouteUpdate::Subscribe {
                 rule: name,
                 subscription: Arc::new(subscription),
@@ -135,7 +154,8 @@ impl Registry {
         let started = spec.start(instance)?;
         let version = started.subscription.info.version.clone();
         let subscription = Arc::new(started.subscription.clone());
-        self.status.loaded(&name, path.to_path_buf(), version.clone(), hash.clone());
+        self.status
+            .loaded(&name, path.to_path_buf(), version.clone(), hash.clone());
         let (events_tx, events_rx) = queue(self.config.queue_capacity);
         let routes = self.routes.clone();
         let rule = name.clone();
@@ -158,14 +178,20 @@ impl Registry {
                 });
             }),
         )?;
-        let _ = self.routes.send(RouteUpdate::Set { rule: name.clone(), subscription, queue: events_tx });
+        let _ = self.routes.send(RouteUpdate::Set {
+            rule: name.clone(),
+            subscription,
+            queue: events_tx,
+        });
         self.rules.insert(name, Loaded { hash, worker });
         Ok(LoadResult::Started { version })
     }
 
     /// Unload a rule whose file is gone: it stops receiving events, suspends, and its thread ends.
     pub fn unload(&mut self, name: &str) {
-        let Some(loaded) = self.rules.remove(name) else { return };
+        let Some(loaded) = self.rules.remove(name) else {
+            return;
+        };
         let _ = self.routes.send(RouteUpdate::Remove { rule: name.into() });
         let _ = loaded.worker.control.send(Control::Stop);
         let _ = loaded.worker.thread.join();
@@ -186,7 +212,12 @@ impl Registry {
 
     /// Watch the rules directory and apply changes until `stop` is dropped. Blocks the calling
     /// thread (give it its own).
-    pub fn watch(mut self, stop: crossbeam_channel::Receiver<()>) -> anyhow::Result<()> {
+    /// `ready` is told once the watch is in place, so no change after it can be missed.
+    pub fn watch(
+        mut self,
+        stop: crossbeam_channel::Receiver<()>,
+        ready: Sender<()>,
+    ) -> anyhow::Result<()> {
         let (tx, rx) = crossbeam_channel::unbounded();
         let mut debouncer = new_debouncer(DEBOUNCE, None, move |result: DebounceEventResult| {
             let _ = tx.send(result);
@@ -195,12 +226,17 @@ impl Registry {
         debouncer
             .watch(&self.config.dir, RecursiveMode::NonRecursive)
             .with_context(|| format!("cannot watch {}", self.config.dir.display()))?;
+        let _ = ready.send(());
+        // A file that changed between `load_all` and the watch would be missed: look again.
+        self.rescan();
         loop {
             crossbeam_channel::select! {
                 recv(rx) -> result => match result {
                     Ok(Ok(events)) => {
+                        // Reads (ours included) raise access events: only changes count.
                         let mut paths: Vec<PathBuf> = events
                             .into_iter()
+                            .filter(|e| !matches!(e.event.kind, EventKind::Access(_)))
                             .flat_map(|e| e.event.paths)
                             .filter(|p| rule_name(p).is_some())
                             .collect();
@@ -238,8 +274,12 @@ impl Registry {
     fn rescan(&mut self) {
         let files = rule_files(&self.config.dir).unwrap_or_default();
         let present: Vec<&str> = files.iter().filter_map(|p| rule_name(p)).collect();
-        let gone: Vec<Arc<str>> =
-            self.rules.keys().filter(|n| !present.contains(&&***n)).cloned().collect();
+        let gone: Vec<Arc<str>> = self
+            .rules
+            .keys()
+            .filter(|n| !present.contains(&&***n))
+            .cloned()
+            .collect();
         for name in gone {
             self.unload(&name);
         }
@@ -272,7 +312,9 @@ pub fn rule_name(path: &Path) -> Option<&str> {
 
 /// The `(key, JSON text)` pairs `init` receives, from `[rules.config.<name>]`.
 pub fn rule_config(config: &RulesConfig, name: &str) -> anyhow::Result<Vec<(String, String)>> {
-    let Some(table) = config.config.get(name) else { return Ok(Vec::new()) };
+    let Some(table) = config.config.get(name) else {
+        return Ok(Vec::new());
+    };
     table
         .iter()
         .map(|(k, v)| {

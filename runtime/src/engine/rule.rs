@@ -50,7 +50,11 @@ impl Subscription {
         };
         let values = set(&info.values, "value")?;
         let notifications = set(&info.notifications, "notification")?;
-        Ok(Self { info, values, notifications })
+        Ok(Self {
+            info,
+            values,
+            notifications,
+        })
     }
 
     /// A subscription to nothing, for a rule that is not running.
@@ -103,6 +107,9 @@ impl RuleSpec {
         instance.init(&self.config)?.map_err(StartError::Init)?;
         let info = instance.describe()?;
         let subscription = Subscription::new(info).map_err(StartError::Subscriptions)?;
-        Ok(Started { instance, subscription })
+        Ok(Started {
+            instance,
+            subscription,
+        })
     }
 }

@@ -25,7 +25,11 @@ pub enum Rejected {
     #[error("type `{0}` is not in types.db")]
     UnknownType(String),
     #[error("type `{type_}` has {expected} data sources, the value list has {got}")]
-    CountMismatch { type_: String, expected: usize, got: usize },
+    CountMismatch {
+        type_: String,
+        expected: usize,
+        got: usize,
+    },
 }
 
 #[derive(Default)]
@@ -48,7 +52,10 @@ pub struct Observed {
 
 impl SeriesTable {
     pub fn new(types: Arc<TypesDb>) -> Self {
-        Self { types, inner: RwLock::default() }
+        Self {
+            types,
+            inner: RwLock::default(),
+        }
     }
 
     /// Record a value list: number its series, compute rates, remember it as the latest.
@@ -93,13 +100,26 @@ impl SeriesTable {
             .enumerate()
             .map(|(i, s)| wit::Value {
                 sample: to_wit_sample(*s),
-                rate: rate(*s, previous.and_then(|(t, p)| Some((*t, *p.get(i)?))), vl.time, vl.interval),
+                rate: rate(
+                    *s,
+                    previous.and_then(|(t, p)| Some((*t, *p.get(i)?))),
+                    vl.time,
+                    vl.interval,
+                ),
             })
             .collect();
-        let list = wit::ValueList { series: id, time: vl.time, interval: vl.interval, values };
+        let list = wit::ValueList {
+            series: id,
+            time: vl.time,
+            interval: vl.interval,
+            values,
+        };
         entry.previous = Some((vl.time, vl.samples.clone()));
         entry.last = Some(list.clone());
-        Ok(Observed { key: entry.key.clone(), list })
+        Ok(Observed {
+            key: entry.key.clone(),
+            list,
+        })
     }
 
     pub fn info(&self, id: u32) -> Option<wit::SeriesInfo> {
@@ -119,7 +139,11 @@ impl SeriesTable {
     }
 
     pub fn len(&self) -> usize {
-        self.inner.read().unwrap_or_else(|p| p.into_inner()).entries.len()
+        self.inner
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .entries
+            .len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -140,7 +164,9 @@ fn rate(now: Sample, previous: Option<(u64, Sample)>, time: u64, interval: u64) 
         (Sample::Counter(new), Sample::Counter(old)) if old <= u32::MAX as u64 => {
             ((u32::MAX as u64 - old) + new + 1) as f64
         }
-        (Sample::Counter(new), Sample::Counter(old)) => (u64::MAX - old).wrapping_add(new).wrapping_add(1) as f64,
+        (Sample::Counter(new), Sample::Counter(old)) => {
+            (u64::MAX - old).wrapping_add(new).wrapping_add(1) as f64
+        }
         (Sample::Derive(new), Sample::Derive(old)) => new.wrapping_sub(old) as f64,
         _ => return None,
     };
@@ -175,13 +201,20 @@ mod tests {
 
     fn table() -> SeriesTable {
         let mut db = TypesDb::default();
-        db.add("if_octets rx:DERIVE:0:U, tx:DERIVE:0:U\ncounter value:COUNTER:U:U\n\
-                absolute value:ABSOLUTE:0:U\ngauge value:GAUGE:U:U\n");
+        db.add(
+            "if_octets rx:DERIVE:0:U, tx:DERIVE:0:U\ncounter value:COUNTER:U:U\n\
+                absolute value:ABSOLUTE:0:U\ngauge value:GAUGE:U:U\n",
+        );
         SeriesTable::new(Arc::new(db))
     }
 
     fn vl(id: &str, time: u64, samples: Vec<Sample>) -> ValueList {
-        ValueList { identifier: Identifier::parse(id).unwrap(), time, interval: 10 * S, samples }
+        ValueList {
+            identifier: Identifier::parse(id).unwrap(),
+            time,
+            interval: 10 * S,
+            samples,
+        }
     }
 
     fn rates(o: &Observed) -> Vec<Option<f64>> {
@@ -191,31 +224,66 @@ mod tests {
     #[test]
     fn numbers_series_and_computes_rates() {
         let t = table();
-        let a = t.observe(&vl("h/interface-lo/if_octets", 10 * S, vec![Sample::Derive(100), Sample::Derive(5)])).unwrap();
+        let a = t
+            .observe(&vl(
+                "h/interface-lo/if_octets",
+                10 * S,
+                vec![Sample::Derive(100), Sample::Derive(5)],
+            ))
+            .unwrap();
         assert_eq!(a.list.series, 0);
         assert_eq!(&*a.key, "h/interface-lo/if_octets");
         assert_eq!(rates(&a), vec![None, None]);
-        let b = t.observe(&vl("h/interface-lo/if_octets", 20 * S, vec![Sample::Derive(200), Sample::Derive(0)])).unwrap();
+        let b = t
+            .observe(&vl(
+                "h/interface-lo/if_octets",
+                20 * S,
+                vec![Sample::Derive(200), Sample::Derive(0)],
+            ))
+            .unwrap();
         assert_eq!(b.list.series, 0);
         assert_eq!(rates(&b), vec![Some(10.0), Some(-0.5)]);
         assert_eq!(t.info(0).unwrap().ds_names, vec!["rx", "tx"]);
-        assert_eq!(t.last_value("h/interface-lo/if_octets").unwrap().time, 20 * S);
-        let g = t.observe(&vl("h/x/gauge", S, vec![Sample::Gauge(1.0)])).unwrap();
+        assert_eq!(
+            t.last_value("h/interface-lo/if_octets").unwrap().time,
+            20 * S
+        );
+        let g = t
+            .observe(&vl("h/x/gauge", S, vec![Sample::Gauge(1.0)]))
+            .unwrap();
         assert_eq!((g.list.series, rates(&g)), (1, vec![None]));
-        let abs = t.observe(&vl("h/x/absolute", S, vec![Sample::Absolute(50)])).unwrap();
+        let abs = t
+            .observe(&vl("h/x/absolute", S, vec![Sample::Absolute(50)]))
+            .unwrap();
         assert_eq!(rates(&abs), vec![Some(5.0)]);
     }
 
     #[test]
     fn counter_wraps_like_collectd() {
         let t = table();
-        t.observe(&vl("h/c/counter", 10 * S, vec![Sample::Counter(u32::MAX as u64 - 9)])).unwrap();
-        let o = t.observe(&vl("h/c/counter", 20 * S, vec![Sample::Counter(10)])).unwrap();
+        t.observe(&vl(
+            "h/c/counter",
+            10 * S,
+            vec![Sample::Counter(u32::MAX as u64 - 9)],
+        ))
+        .unwrap();
+        let o = t
+            .observe(&vl("h/c/counter", 20 * S, vec![Sample::Counter(10)]))
+            .unwrap();
         assert_eq!(rates(&o), vec![Some(2.0)]);
-        t.observe(&vl("h/c2/counter", 10 * S, vec![Sample::Counter(u64::MAX - 9)])).unwrap();
-        let o = t.observe(&vl("h/c2/counter", 20 * S, vec![Sample::Counter(10)])).unwrap();
+        t.observe(&vl(
+            "h/c2/counter",
+            10 * S,
+            vec![Sample::Counter(u64::MAX - 9)],
+        ))
+        .unwrap();
+        let o = t
+            .observe(&vl("h/c2/counter", 20 * S, vec![Sample::Counter(10)]))
+            .unwrap();
         assert_eq!(rates(&o), vec![Some(2.0)]);
-        let o = t.observe(&vl("h/c2/counter", 20 * S, vec![Sample::Counter(30)])).unwrap();
+        let o = t
+            .observe(&vl("h/c2/counter", 20 * S, vec![Sample::Counter(30)]))
+            .unwrap();
         assert_eq!(rates(&o), vec![None], "no time passed, no rate");
     }
 
@@ -223,12 +291,17 @@ mod tests {
     fn rejects_unknown_types_and_wrong_counts() {
         let t = table();
         assert_eq!(
-            t.observe(&vl("h/x/nosuch", S, vec![Sample::Gauge(1.0)])).err(),
+            t.observe(&vl("h/x/nosuch", S, vec![Sample::Gauge(1.0)]))
+                .err(),
             Some(Rejected::UnknownType("nosuch".into()))
         );
         assert!(matches!(
             t.observe(&vl("h/x/if_octets", S, vec![Sample::Derive(1)])),
-            Err(Rejected::CountMismatch { expected: 2, got: 1, .. })
+            Err(Rejected::CountMismatch {
+                expected: 2,
+                got: 1,
+                ..
+            })
         ));
         assert!(t.is_empty() || t.len() == 1);
     }

@@ -74,7 +74,9 @@ impl StatusBoard {
     }
 
     pub fn is_faulted(&self, name: &str) -> bool {
-        self.lock().get(name).is_some_and(|s| s.health != Health::Running)
+        self.lock()
+            .get(name)
+            .is_some_and(|s| s.health != Health::Running)
     }
 
     pub fn count_batch(&self, name: &str, events: u64, busy: Duration) {

@@ -88,13 +88,18 @@ impl Worker {
         let thread = std::thread::Builder::new()
             .name(format!("rule:{name}"))
             .spawn(move || worker.run())?;
-        Ok(WorkerHandle { control: control_tx, thread })
+        Ok(WorkerHandle {
+            control: control_tx,
+            thread,
+        })
     }
 
     fn run(mut self) {
         let mut batch: Vec<wit::Event> = Vec::with_capacity(self.cfg.max_batch);
         loop {
-            let wait = self.next_wakeup().map(|t| t.saturating_duration_since(Instant::now()));
+            let wait = self
+                .next_wakeup()
+                .map(|t| t.saturating_duration_since(Instant::now()));
             let wait = wait.unwrap_or(Duration::from_secs(3600));
             select! {
                 recv(self.control) -> msg => match msg {
@@ -131,7 +136,8 @@ impl Worker {
             if self.instance.is_some() {
                 self.deliver(&batch);
             } else {
-                self.status.count_dropped(&self.spec.name, batch.len() as u64);
+                self.status
+                    .count_dropped(&self.spec.name, batch.len() as u64);
             }
             batch.clear();
         }
@@ -140,7 +146,11 @@ impl Worker {
     /// Returns false when the worker must end.
     fn handle_control(&mut self, msg: Control, batch: &mut Vec<wit::Event>) -> bool {
         match msg {
-            Control::Swap { spec, instance, reply } => {
+            Control::Swap {
+                spec,
+                instance,
+                reply,
+            } => {
                 // Events already batched belong to the old version.
                 if !batch.is_empty() && self.instance.is_some() {
                     self.deliver(batch);
@@ -174,7 +184,10 @@ impl Worker {
         if let Some(old) = &mut self.instance
             && let Err(fault) = old.suspend()
         {
-            tracing::warn!(rule = &*self.spec.name, "old version faulted in suspend: {fault}");
+            tracing::warn!(
+                rule = &*self.spec.name,
+                "old version faulted in suspend: {fault}"
+            );
             self.instance = None;
         }
         match spec.start(instance) {
@@ -193,7 +206,10 @@ impl Worker {
         if let Some(instance) = &mut self.instance
             && let Err(fault) = instance.suspend()
         {
-            tracing::warn!(rule = &*self.spec.name, "faulted in suspend at shutdown: {fault}");
+            tracing::warn!(
+                rule = &*self.spec.name,
+                "faulted in suspend at shutdown: {fault}"
+            );
         }
     }
 
@@ -221,11 +237,14 @@ impl Worker {
     }
 
     fn deliver(&mut self, batch: &[wit::Event]) {
-        let Some(instance) = &mut self.instance else { return };
+        let Some(instance) = &mut self.instance else {
+            return;
+        };
         let started = Instant::now();
         match instance.on_events(batch) {
             Ok(actions) => {
-                self.status.count_batch(&self.spec.name, batch.len() as u64, started.elapsed());
+                self.status
+                    .count_batch(&self.spec.name, batch.len() as u64, started.elapsed());
                 if self.retry.take().is_some() || self.status.is_faulted(&self.spec.name) {
                     self.status.set_health(&self.spec.name, Health::Running);
                 }
@@ -242,10 +261,14 @@ impl Worker {
                     batch = batch.len(),
                     "rule faulted: {fault}; retrying in {wait:?} (the batch is dropped)"
                 );
-                self.status.count_dropped(&self.spec.name, batch.len() as u64);
+                self.status
+                    .count_dropped(&self.spec.name, batch.len() as u64);
                 self.status.set_health(
                     &self.spec.name,
-                    Health::Faulted { reason: fault.to_string(), retry_in: wait },
+                    Health::Faulted {
+                        reason: fault.to_string(),
+                        retry_in: wait,
+                    },
                 );
                 self.retry = Some((Instant::now() + wait, wait));
             }
@@ -266,7 +289,10 @@ impl Worker {
         let next = (wait * 2).min(self.cfg.max_backoff);
         match result {
             Ok(started) => {
-                tracing::info!(rule = &*self.spec.name, "rule re-instantiated after a fault");
+                tracing::info!(
+                    rule = &*self.spec.name,
+                    "rule re-instantiated after a fault"
+                );
                 self.instance = Some(started.instance);
                 // Keep `retry` until a batch succeeds, so a rule that faults on every batch
                 // backs off further instead of retrying at the first interval forever.
@@ -280,7 +306,10 @@ impl Worker {
                 );
                 self.status.set_health(
                     &self.spec.name,
-                    Health::Faulted { reason: e.to_string(), retry_in: next },
+                    Health::Faulted {
+                        reason: e.to_string(),
+                        retry_in: next,
+                    },
                 );
                 self.retry = Some((Instant::now() + next, next));
             }

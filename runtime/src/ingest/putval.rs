@@ -121,7 +121,12 @@ fn putval(
             let mut fields = text.split(':');
             let time = match fields.next() {
                 Some("N") => now,
-                Some(t) => t.parse::<f64>().ok().and_then(secs_to_ns).filter(|&t| t > 0).ok_or(())?,
+                Some(t) => t
+                    .parse::<f64>()
+                    .ok()
+                    .and_then(secs_to_ns)
+                    .filter(|&t| t > 0)
+                    .ok_or(())?,
                 None => return Err(()),
             };
             let samples = fields
@@ -131,7 +136,12 @@ fn putval(
             if samples.len() != sources.len() || text.split(':').count() != sources.len() + 1 {
                 return Err(());
             }
-            Ok(ValueList { identifier: identifier.clone(), time, interval, samples })
+            Ok(ValueList {
+                identifier: identifier.clone(),
+                time,
+                interval,
+                samples,
+            })
         })
         .collect::<Result<_, ()>>()
         .map_err(|()| "Parsing the values string failed.".into())
@@ -187,7 +197,12 @@ fn putnotif(args: &[String]) -> Result<Notification, String> {
         .ok_or("No message or message of length 0 given.")?;
     let severity = severity.ok_or("Option `severity' missing.")?;
     let time = time.filter(|&t| t > 0).ok_or("Option `time' missing.")?;
-    Ok(Notification { severity, time, message, identifier })
+    Ok(Notification {
+        severity,
+        time,
+        message,
+        identifier,
+    })
 }
 
 /// The success reply collectd gives for a line.
@@ -231,7 +246,12 @@ impl PutvalServer {
         }
         let listener = UnixListener::bind(socket)?;
         std::fs::set_permissions(socket, std::fs::Permissions::from_mode(mode))?;
-        Ok(Self { listener, types, default_interval_ns, sink })
+        Ok(Self {
+            listener,
+            types,
+            default_interval_ns,
+            sink,
+        })
     }
 
     pub async fn serve(self) {
@@ -260,7 +280,10 @@ impl PutvalServer {
         let mut line = String::new();
         loop {
             line.clear();
-            let n = (&mut reader).take(MAX_LINE + 1).read_line(&mut line).await?;
+            let n = (&mut reader)
+                .take(MAX_LINE + 1)
+                .read_line(&mut line)
+                .await?;
             if n == 0 {
                 return Ok(());
             }
@@ -343,12 +366,17 @@ mod tests {
     fn replies_like_collectd_in_the_fixture_transcripts() {
         let db = TypesDb::load(&["/usr/share/collectd/types.db"]);
         for file in ["unixsock-transcript.txt", "alltypes-putval-transcript.txt"] {
-            let path = format!("{}/../../shared/fixtures/collectd/{file}", env!("CARGO_MANIFEST_DIR"));
+            let path = format!(
+                "{}/../../shared/fixtures/collectd/{file}",
+                env!("CARGO_MANIFEST_DIR")
+            );
             let text = std::fs::read_to_string(&path).unwrap();
             let lines: Vec<&str> = text.lines().collect();
             let mut checked = 0;
             for (i, line) in lines.iter().enumerate() {
-                let Some(cmd) = line.strip_prefix("-> ") else { continue };
+                let Some(cmd) = line.strip_prefix("-> ") else {
+                    continue;
+                };
                 let upper = cmd.to_ascii_uppercase();
                 if !(upper.starts_with("PUTVAL") || upper.starts_with("PUTNOTIF")) {
                     continue;
@@ -375,7 +403,9 @@ mod tests {
         assert_eq!(v[0].interval, TEN_S);
         assert_eq!(v[0].samples, vec![Sample::Gauge(1.5)]);
 
-        let v = values("putval \"h/plugin-a b/if_octets-eth 0\" interval=2.5 1700000000.5:1:-2 1700000001:3:4");
+        let v = values(
+            "putval \"h/plugin-a b/if_octets-eth 0\" interval=2.5 1700000000.5:1:-2 1700000001:3:4",
+        );
         assert_eq!(v.len(), 2);
         assert_eq!(v[0].identifier.plugin_instance, "a b");
         assert_eq!(v[0].identifier.type_instance, "eth 0");
@@ -395,24 +425,51 @@ mod tests {
     fn putval_errors() {
         let err = |l: &str| parse(l).unwrap_err();
         assert_eq!(err("PUTVAL"), "Missing identifier and/or value-list.");
-        assert_eq!(err("PUTVAL h/p/gauge"), "Missing identifier and/or value-list.");
-        assert_eq!(err("PUTVAL h/p/gauge interval=x N:1"), "Cannot parse option interval: `x'.");
-        assert_eq!(err("PUTVAL h/p/load N:1:2"), "Parsing the values string failed.");
-        assert_eq!(err("PUTVAL h/p/load N:1:2:3:4"), "Parsing the values string failed.");
-        assert_eq!(err("PUTVAL h/p/derive N:U"), "Parsing the values string failed.");
-        assert_eq!(err("PUTVAL h/p/counter N:-1"), "Parsing the values string failed.");
-        assert_eq!(err("PUTVAL h/p/gauge x:1"), "Parsing the values string failed.");
-        assert_eq!(err("PUTVAL h/p/gauge -5:1"), "Parsing the values string failed.");
+        assert_eq!(
+            err("PUTVAL h/p/gauge"),
+            "Missing identifier and/or value-list."
+        );
+        assert_eq!(
+            err("PUTVAL h/p/gauge interval=x N:1"),
+            "Cannot parse option interval: `x'."
+        );
+        assert_eq!(
+            err("PUTVAL h/p/load N:1:2"),
+            "Parsing the values string failed."
+        );
+        assert_eq!(
+            err("PUTVAL h/p/load N:1:2:3:4"),
+            "Parsing the values string failed."
+        );
+        assert_eq!(
+            err("PUTVAL h/p/derive N:U"),
+            "Parsing the values string failed."
+        );
+        assert_eq!(
+            err("PUTVAL h/p/counter N:-1"),
+            "Parsing the values string failed."
+        );
+        assert_eq!(
+            err("PUTVAL h/p/gauge x:1"),
+            "Parsing the values string failed."
+        );
+        assert_eq!(
+            err("PUTVAL h/p/gauge -5:1"),
+            "Parsing the values string failed."
+        );
         assert_eq!(err("PUTVAL \"h/gauge N:1"), "Unterminated quoted string.");
-        assert_eq!(err("PUTVAL nohost N:1"), "Cannot parse identifier `nohost'.");
+        assert_eq!(
+            err("PUTVAL nohost N:1"),
+            "Cannot parse identifier `nohost'."
+        );
         assert_eq!(err("LISTVAL"), "Unknown command: LISTVAL");
     }
 
     #[test]
     fn putnotif_forms_and_errors() {
-        let Ok(Parsed::Notification(n)) =
-            parse("PUTNOTIF severity=warning time=1700000000 host=h plugin=df type_instance=root message=\"disk 91% full\"")
-        else {
+        let Ok(Parsed::Notification(n)) = parse(
+            "PUTNOTIF severity=warning time=1700000000 host=h plugin=df type_instance=root message=\"disk 91% full\"",
+        ) else {
             panic!()
         };
         assert_eq!(n.severity, Severity::Warning);
@@ -421,9 +478,18 @@ mod tests {
         assert_eq!(n.identifier.type_instance, "root");
         assert_eq!(n.time, 1_700_000_000_000_000_000);
         let err = |l: &str| parse(l).unwrap_err();
-        assert_eq!(err("PUTNOTIF severity=okay time=1"), "No message or message of length 0 given.");
-        assert_eq!(err("PUTNOTIF time=1 message=x"), "Option `severity' missing.");
-        assert_eq!(err("PUTNOTIF severity=okay time=x message=x"), "Error parsing option `time'");
+        assert_eq!(
+            err("PUTNOTIF severity=okay time=1"),
+            "No message or message of length 0 given."
+        );
+        assert_eq!(
+            err("PUTNOTIF time=1 message=x"),
+            "Option `severity' missing."
+        );
+        assert_eq!(
+            err("PUTNOTIF severity=okay time=x message=x"),
+            "Error parsing option `time'"
+        );
     }
 
     #[test]

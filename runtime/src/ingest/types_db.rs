@@ -77,8 +77,21 @@ impl TypesDb {
         if !self.is_empty() {
             return None;
         }
-        let name = |i: usize| if count == 1 { "value".to_string() } else { format!("value{i}") };
-        Some((0..count).map(|i| DataSource { name: name(i), ds_type: DsType::Gauge }).collect())
+        let name = |i: usize| {
+            if count == 1 {
+                "value".to_string()
+            } else {
+                format!("value{i}")
+            }
+        };
+        Some(
+            (0..count)
+                .map(|i| DataSource {
+                    name: name(i),
+                    ds_type: DsType::Gauge,
+                })
+                .collect(),
+        )
     }
 }
 
@@ -90,9 +103,13 @@ fn parse_line(line: &str) -> Result<(String, Vec<DataSource>), String> {
     // collectd separates data sources by whitespace, commas, or both.
     for spec in rest.split([',', ' ', '\t']).filter(|s| !s.is_empty()) {
         let mut fields = spec.split(':');
-        let (Some(ds), Some(ty), Some(_min), Some(_max), None) =
-            (fields.next(), fields.next(), fields.next(), fields.next(), fields.next())
-        else {
+        let (Some(ds), Some(ty), Some(_min), Some(_max), None) = (
+            fields.next(),
+            fields.next(),
+            fields.next(),
+            fields.next(),
+            fields.next(),
+        ) else {
             return Err(format!("data source `{spec}` is not name:TYPE:min:max"));
         };
         let ds_type = match ty.to_ascii_uppercase().as_str() {
@@ -102,7 +119,10 @@ fn parse_line(line: &str) -> Result<(String, Vec<DataSource>), String> {
             "ABSOLUTE" => DsType::Absolute,
             other => return Err(format!("unknown data-source type `{other}`")),
         };
-        sources.push(DataSource { name: ds.to_string(), ds_type });
+        sources.push(DataSource {
+            name: ds.to_string(),
+            ds_type,
+        });
     }
     Ok((name.to_string(), sources))
 }
@@ -135,7 +155,10 @@ mod tests {
         assert!(db.is_empty());
         assert_eq!(db.sources_or_fallback("x", 1).unwrap()[0].name, "value");
         let two = db.sources_or_fallback("x", 2).unwrap();
-        assert_eq!((two[0].name.as_str(), two[1].name.as_str()), ("value0", "value1"));
+        assert_eq!(
+            (two[0].name.as_str(), two[1].name.as_str()),
+            ("value0", "value1")
+        );
     }
 
     #[test]

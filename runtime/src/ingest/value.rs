@@ -28,7 +28,13 @@ impl Identifier {
         };
         let (plugin, plugin_instance) = split(plugin);
         let (type_, type_instance) = split(ty);
-        Some(Self { host: host.into(), plugin, plugin_instance, type_, type_instance })
+        Some(Self {
+            host: host.into(),
+            plugin,
+            plugin_instance,
+            type_,
+            type_instance,
+        })
     }
 }
 
@@ -116,5 +122,7 @@ pub fn now_ns() -> u64 {
 
 /// Seconds (as collectd writes them) to nanoseconds; `None` for negative or absurd values.
 pub fn secs_to_ns(secs: f64) -> Option<u64> {
-    (secs.is_finite() && secs >= 0.0 && secs < 1.8e10).then(|| (secs * 1e9).round() as u64)
+    (0.0..1.8e10)
+        .contains(&secs)
+        .then(|| (secs * 1e9).round() as u64)
 }

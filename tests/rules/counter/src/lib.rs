@@ -27,7 +27,10 @@ impl Rule for Counter {
     }
 
     fn on_batch(&mut self, batch: &[Event], ctx: &mut Ctx) {
-        let n = batch.iter().filter(|e| matches!(e, Event::Values(_))).count() as u64;
+        let n = batch
+            .iter()
+            .filter(|e| matches!(e, Event::Values(_)))
+            .count() as u64;
         if n == 0 {
             return;
         }
