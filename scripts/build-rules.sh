@@ -6,8 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 out=target/rules
 mkdir -p "$out"
-wasm=target/wasm32-wasip2/release
-build() { cargo build --quiet --release --target wasm32-wasip2 "$@"; }
+wasm=target/wasm32-wasip2/wasm-rules
+build() { cargo build --quiet --profile wasm-rules --target wasm32-wasip2 "$@"; }
 
 build -p counter --features v2
 cp "$wasm/counter.wasm" "$out/counter-v2.wasm"

@@ -1,1 +1,135 @@
-fn main() {}
+//! Values/s through the `threshold` rule: as a wasm component inside medic's engine, and the same
+//! rule code compiled natively and driven by the SDK's runner (no wasm boundary), in batches of
+//! 1, 64, 256 and 1024. Budget: wasm ≤ 1.5× native per value at 256.
+//!
+//! Needs target/rules/threshold.wasm (scripts/build-rules.sh). Run:
+//! `cargo bench -p medic --bench dispatch`
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::Duration;
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use medic::engine::bindings as wit;
+use medic::engine::compiler::Compiler;
+use medic::engine::instance::{Limits, RuleInstance};
+use medic::engine::registry::rule_config;
+use medic::engine::rule::{HostParts, RuleSpec};
+use medic::engine::series::SeriesTable;
+use medic::ingest::types_db::TypesDb;
+use medic::ingest::value::{Identifier, Sample, ValueList};
+use medic::store::Store;
+use medic_rules::testing::TestHost;
+
+const BATCHES: [usize; 4] = [1, 64, 256, 1024];
+/// Distinct series the values come from (hosts reporting free memory).
+const SERIES: usize = 100;
+
+const CONFIG: &str = r#"
+pattern = "*/memory/memory-free"
+below = 1e8
+clear = 2e8
+for = "30s"
+service = "hello"
+command = "exec"
+"#;
+
+/// The value of the i-th sample: well above the threshold, as almost all values are in practice.
+fn free_bytes(i: usize) -> f64 {
+    4e9 + (i % 1000) as f64
+}
+
+fn wasm_instance(series: Arc<SeriesTable>, rule: &str, config: &str) -> RuleInstance {
+    let path = format!("{}/../target/rules/{rule}.wasm", env!("CARGO_MANIFEST_DIR"));
+    let bytes = std::fs::read(path).expect("run scripts/build-rules.sh first");
+    let compiler = Compiler::new(None).unwrap();
+    let mut rules = medic::config::Rules::default();
+    rules.config.insert(rule.into(), toml::from_str(config).unwrap());
+    let spec = RuleSpec {
+        name: rule.into(),
+        config: rule_config(&rules, rule).unwrap(),
+        compiled: compiler.compile(&bytes).unwrap(),
+    };
+    let host = HostParts {
+        state: Store::in_memory().unwrap(),
+        series,
+        limits: Limits { call_timeout: Duration::from_secs(10), memory_bytes: 64 << 20 },
+    };
+    let instance = spec.instantiate(&host).unwrap();
+    // The compiler (and its epoch ticker) must outlive the instance; leak it for the bench.
+    std::mem::forget(compiler);
+    spec.start(instance).map_err(|e| e.to_string()).unwrap().instance
+}
+
+fn wasm_batch(series: &SeriesTable, n: usize, offset: usize) -> Vec<wit::Event> {
+    (0..n)
+        .map(|i| {
+            let k = offset + i;
+            let vl = ValueList {
+                identifier: Identifier::parse(&format!("host{}/memory/memory-free", k % SERIES)).unwrap(),
+                time: 1_700_000_000_000_000_000 + k as u64 * 1_000_000_000,
+                interval: 10_000_000_000,
+                samples: vec![Sample::Gauge(free_bytes(k))],
+            };
+            wit::Event::Values(series.observe(&vl).unwrap().list)
+        })
+        .collect()
+}
+
+fn native_batch(host: &mut TestHost, n: usize, offset: usize) -> Vec<medic_rules::Event> {
+    (0..n)
+        .map(|i| {
+            let k = offset + i;
+            let id = host.intern(&format!("host{}/memory/memory-free", k % SERIES), &["value"]);
+            medic_rules::Event::Values(medic_rules::ValueList {
+                series: id,
+                time: 1_700_000_000_000_000_000 + k as u64 * 1_000_000_000,
+                interval: 10_000_000_000,
+                values: vec![medic_rules::Value {
+                    sample: medic_rules::Sample::Gauge(free_bytes(k)),
+                    rate: None,
+                }],
+            })
+        })
+        .collect()
+}
+
+fn dispatch(c: &mut Criterion) {
+    let mut group = c.benchmark_group("threshold");
+    group.measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
+
+    let series = Arc::new(SeriesTable::new(Arc::new(TypesDb::load(&[
+        "/usr/share/collectd/types.db",
+    ]))));
+    let mut wasm = wasm_instance(series.clone(), "threshold", CONFIG);
+    // A rule that does nothing: what delivering a batch costs by itself.
+    let mut noop = wasm_instance(series.clone(), "faulty", "mode = \"none\"");
+    // Teach the instance every series once, as a running daemon would have.
+    wasm.on_events(&wasm_batch(&series, SERIES, 0)).unwrap();
+
+    let mut host = TestHost::default();
+    let json = serde_json::to_string(&toml::from_str::<toml::Table>(CONFIG).unwrap()).unwrap();
+    let config = medic_rules::Config::from_json(&json).unwrap().entries();
+    let mut native =
+        medic_rules::__private::Runner::<threshold::Threshold>::new("threshold", "bench");
+    native.init(&mut host, config).unwrap();
+
+    for n in BATCHES {
+        group.throughput(Throughput::Elements(n as u64));
+        let batch = wasm_batch(&series, n, SERIES);
+        group.bench_with_input(BenchmarkId::new("wasm", n), &batch, |b, batch| {
+            b.iter(|| black_box(wasm.on_events(batch).unwrap()))
+        });
+        group.bench_with_input(BenchmarkId::new("wasm-noop", n), &batch, |b, batch| {
+            b.iter(|| black_box(noop.on_events(batch).unwrap()))
+        });
+        let batch = native_batch(&mut host, n, SERIES);
+        group.bench_with_input(BenchmarkId::new("native", n), &batch, |b, batch| {
+            b.iter(|| black_box(native.on_events(&mut host, batch)))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, dispatch);
+criterion_main!(benches);

@@ -1,0 +1,208 @@
+//! Hot-reload load tool: the real `medic` binary serves the `counter` rule while PUTVAL values
+//! stream in; the rule file is replaced again and again. Reports the time from the new file being
+//! in place (renamed over the old one, as deploy tools do) to the new version serving, and how
+//! many values were lost across all the swaps (must be 0).
+//!
+//! Two cases: a build medic has never seen (compiled on the spot), and a build it has compiled
+//! before (loaded from its on-disk cache). Each "new build" is the counter component with a
+//! unique custom section appended, so its hash is new and it must really be compiled.
+//!
+//! Needs target/rules/counter.wasm (scripts/build-rules.sh). Run:
+//! `cargo bench -p medic --bench reload`
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+const FRESH: usize = 15;
+const CACHED: usize = 15;
+
+fn main() {
+    // `cargo bench` passes `--bench`; this tool has no options.
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules");
+    std::fs::create_dir(&rules).unwrap();
+    let counter = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../target/rules/counter.wasm"))
+        .expect("run scripts/build-rules.sh first");
+    std::fs::write(rules.join("counter.wasm"), &counter).unwrap();
+    let config = dir.path().join("medic.toml");
+    std::fs::write(
+        &config,
+        "[daemon]\nstate_dir = \"state\"\n[rules]\ndir = \"rules\"\n\
+         [rules.config.counter]\npattern = \"*/load/load\"\n\
+         [ingest]\ntypes_db = [\"/usr/share/collectd/types.db\"]\n\
+         [ingest.putval]\nsocket = \"putval.sock\"\n",
+    )
+    .unwrap();
+    let log = dir.path().join("medic.log");
+    let mut medic = start(&config, &log);
+    wait_for(&log, "medic running", 1);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicU64::new(0));
+    let streamer = {
+        let (stop, sent, socket) = (stop.clone(), sent.clone(), dir.path().join("putval.sock"));
+        std::thread::spawn(move || stream(&socket, &stop, &sent))
+    };
+
+    let mut starts = 1;
+    let mut fresh = Vec::new();
+    let mut builds = Vec::new();
+    for i in 0..FRESH {
+        let build = with_custom_section(&counter, &format!("bench-{}-{i}", std::process::id()));
+        fresh.push(swap(&rules, &build, &log, &mut starts));
+        builds.push(build);
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    let mut cached = Vec::new();
+    for i in 0..CACHED {
+        cached.push(swap(&rules, &builds[i % builds.len()], &log, &mut starts));
+        std::thread::sleep(Duration::from_millis(150));
+    }
+
+    stop.store(true, Ordering::SeqCst);
+    let sent = streamer.join().unwrap();
+    let seen = wait_for_count(&log, sent);
+    let _ = medic.kill();
+    let _ = medic.wait();
+
+    println!("hot reload, file in place -> new version serving ({} swaps under load):", FRESH + CACHED);
+    report("new build (compiled)", &mut fresh);
+    report("known build (cached)", &mut cached);
+    println!("values sent {sent}, seen by the rule {seen}, lost {}", sent - seen);
+}
+
+fn start(config: &Path, log: &Path) -> Child {
+    let file = std::fs::File::create(log).unwrap();
+    Command::new(env!("CARGO_BIN_EXE_medic"))
+        .args(["run", "--log-level", "info", "--config"])
+        .arg(config)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(file.try_clone().unwrap())
+        .stderr(file)
+        .spawn()
+        .unwrap()
+}
+
+/// Stream PUTVAL lines at a few thousand values/s until told to stop; returns how many were
+/// acknowledged.
+fn stream(socket: &Path, stop: &AtomicBool, sent: &AtomicU64) -> u64 {
+    let mut writer = UnixStream::connect(socket).unwrap();
+    let mut reader = BufReader::new(writer.try_clone().unwrap());
+    let mut line = String::new();
+    while !stop.load(Ordering::SeqCst) {
+        let n = sent.load(Ordering::SeqCst);
+        let mut buf = String::new();
+        for i in 0..50 {
+            buf.push_str(&format!("PUTVAL h{}/load/load N:{}:1:1\n", (n + i) % 13, n + i));
+        }
+        writer.write_all(buf.as_bytes()).unwrap();
+        for _ in 0..50 {
+            line.clear();
+            reader.read_line(&mut line).unwrap();
+            assert!(line.starts_with("0 Success"), "{line}");
+        }
+        sent.fetch_add(50, Ordering::SeqCst);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    sent.load(Ordering::SeqCst)
+}
+
+/// Put a build in place and return how long until the new instance started serving.
+fn swap(rules: &Path, build: &[u8], log: &Path, starts: &mut usize) -> Duration {
+    let tmp = rules.join(".counter.tmp");
+    std::fs::write(&tmp, build).unwrap();
+    std::fs::rename(&tmp, rules.join("counter.wasm")).unwrap();
+    let placed = since_midnight(SystemTime::now());
+    *starts += 1;
+    let line = wait_for(log, "counter v1 starting", *starts);
+    let served = log_time(&line);
+    Duration::from_secs_f64((served - placed).max(0.0))
+}
+
+/// Wait for the `nth` line containing `needle`; returns it.
+fn wait_for(log: &Path, needle: &str, nth: usize) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if let Some(line) = text.lines().filter(|l| l.contains(needle)).nth(nth - 1) {
+            return line.to_string();
+        }
+        assert!(Instant::now() < deadline, "no {needle:?} #{nth} in the log:\n{text}");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Wait until the rule reports having seen `sent` values (or stops moving); returns its count.
+fn wait_for_count(log: &Path, sent: u64) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let seen = text
+            .lines()
+            .filter_map(|l| l.split("seen=").nth(1)?.split_whitespace().next()?.parse().ok())
+            .max()
+            .unwrap_or(0);
+        if seen >= sent || Instant::now() > deadline {
+            return seen;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Seconds since UTC midnight of a log line's RFC 3339 timestamp.
+fn log_time(line: &str) -> f64 {
+    let t = &line[11..line.find('Z').unwrap()];
+    let mut parts = t.split(':');
+    let h: f64 = parts.next().unwrap().parse().unwrap();
+    let m: f64 = parts.next().unwrap().parse().unwrap();
+    let s: f64 = parts.next().unwrap().parse().unwrap();
+    h * 3600.0 + m * 60.0 + s
+}
+
+fn since_midnight(t: SystemTime) -> f64 {
+    t.duration_since(UNIX_EPOCH).unwrap().as_secs_f64() % 86_400.0
+}
+
+/// The component with one more custom section: same behaviour, different bytes.
+fn with_custom_section(component: &[u8], payload: &str) -> Vec<u8> {
+    let name = b"medic-bench";
+    let mut content = leb(name.len());
+    content.extend_from_slice(name);
+    content.extend_from_slice(payload.as_bytes());
+    let mut out = component.to_vec();
+    out.push(0);
+    out.extend(leb(content.len()));
+    out.extend(content);
+    out
+}
+
+fn leb(mut n: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let byte = (n & 0x7f) as u8;
+        n >>= 7;
+        if n == 0 {
+            out.push(byte);
+            return out;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
+fn report(what: &str, samples: &mut [Duration]) {
+    samples.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    println!(
+        "  {what:22} n={:2}  p50 {:6.1} ms  p90 {:6.1} ms  max {:6.1} ms",
+        samples.len(),
+        ms(samples[samples.len() / 2]),
+        ms(samples[samples.len() * 9 / 10]),
+        ms(*samples.last().unwrap()),
+    );
+}
