@@ -7,7 +7,7 @@ use serde::de::DeserializeOwned;
 use crate::runner::SeriesCache;
 use crate::{
     Action, Host, LogLevel, Notify, Publish, Run, RunRemote, SeriesInfo, SetTimer, Severity,
-    ValueList,
+    Snapshot,
 };
 
 /// A rule's handle on the world during one call: actions it decides on, its log, state, clock.
@@ -140,8 +140,9 @@ impl<'a> Ctx<'a> {
         self.host.state_set(key, value);
     }
 
-    /// The latest value of any series (subscribed or not), by identifier string.
-    pub fn last_value(&mut self, identifier: &str) -> Option<ValueList> {
+    /// The latest value list of any series (subscribed or not), by identifier string; its
+    /// values are `snapshot.values()`.
+    pub fn last_value(&mut self, identifier: &str) -> Option<Snapshot> {
         self.host.last_value(identifier)
     }
 

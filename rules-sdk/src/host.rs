@@ -1,4 +1,4 @@
-use crate::{LogLevel, SeriesInfo, ValueList};
+use crate::{LogLevel, SeriesInfo, Snapshot};
 
 /// What a rule can ask of its host. In wasm this is medic itself (`WasmHost`); natively it is
 /// [`crate::testing::TestHost`]. Rules use it through [`crate::Ctx`].
@@ -9,7 +9,7 @@ pub trait Host {
     fn state_delete(&mut self, key: &str);
     /// Nanoseconds since the Unix epoch.
     fn now(&mut self) -> u64;
-    fn last_value(&mut self, identifier: &str) -> Option<ValueList>;
+    fn last_value(&mut self, identifier: &str) -> Option<Snapshot>;
     fn series(&mut self, id: u32) -> Option<SeriesInfo>;
 }
 
@@ -53,7 +53,7 @@ impl Host for WasmHost {
     fn now(&mut self) -> u64 {
         crate::__bindings::medic::rules::host::now()
     }
-    fn last_value(&mut self, identifier: &str) -> Option<ValueList> {
+    fn last_value(&mut self, identifier: &str) -> Option<Snapshot> {
         crate::__bindings::medic::rules::host::last_value(identifier)
     }
     fn series(&mut self, id: u32) -> Option<SeriesInfo> {

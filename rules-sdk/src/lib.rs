@@ -57,8 +57,9 @@ pub use pattern::Pattern;
 pub use values::Values;
 
 pub use __bindings::medic::rules::types::{
-    Action, CommandResult, Event, Identifier, LogLevel, MqttMessage, Notification, Notify, Publish,
-    RuleInfo, Run, RunRemote, Sample, SeriesInfo, SetTimer, Severity, Value, ValueList,
+    Action, Batch, CommandResult, Event, Identifier, LogLevel, MqttMessage, Notification, Notify,
+    Publish, RuleInfo, Run, RunRemote, Sample, SeriesInfo, SetTimer, Severity, Snapshot, Value,
+    ValueList,
 };
 
 /// What a rule wants delivered. The host filters before calling the rule, so a rule is never
@@ -111,12 +112,12 @@ pub trait Rule: Sized + 'static {
     fn on_command_result(&mut self, _result: &CommandResult, _ctx: &mut Ctx) {}
 
     /// Override to see a whole batch at once (for example to aggregate before deciding).
-    fn on_batch(&mut self, batch: &[Event], ctx: &mut Ctx) {
-        for event in batch {
+    fn on_batch(&mut self, batch: &Batch, ctx: &mut Ctx) {
+        for event in &batch.events {
             match event {
                 Event::Values(list) => {
                     if let Some(series) = ctx.series(list.series) {
-                        self.on_values(Values::new(list, &series), ctx);
+                        self.on_values(Values::new(list, batch.values_of(list), &series), ctx);
                     }
                 }
                 Event::Notification(n) => self.on_notification(n, ctx),
@@ -166,9 +167,7 @@ macro_rules! export_rule {
                 fn describe() -> $crate::RuleInfo {
                     RUNNER.with_borrow(|r| r.describe())
                 }
-                fn on_events(
-                    batch: ::std::vec::Vec<$crate::Event>,
-                ) -> ::std::vec::Vec<$crate::Action> {
+                fn on_events(batch: $crate::Batch) -> ::std::vec::Vec<$crate::Action> {
                     RUNNER.with_borrow_mut(|r| r.on_events(&mut WasmHost, &batch))
                 }
                 fn suspend() {

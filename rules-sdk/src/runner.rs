@@ -1,6 +1,6 @@
 use std::rc::Rc;
 
-use crate::{Action, Config, Ctx, Event, Host, Rule, RuleInfo, SeriesInfo};
+use crate::{Action, Batch, Config, Ctx, Host, Rule, RuleInfo, SeriesInfo};
 
 /// Series the host has described to this instance, indexed by the host's dense series number.
 #[derive(Default)]
@@ -64,7 +64,7 @@ impl<R: Rule> Runner<R> {
         }
     }
 
-    pub fn on_events(&mut self, host: &mut dyn Host, batch: &[Event]) -> Vec<Action> {
+    pub fn on_events(&mut self, host: &mut dyn Host, batch: &Batch) -> Vec<Action> {
         let mut ctx = Ctx::new(host, &mut self.series);
         match &mut self.rule {
             Some(rule) => rule.on_batch(batch, &mut ctx),

@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use crate::runner::Runner;
 use crate::{
-    Action, Config, Event, Host, Identifier, LogLevel, Rule, RuleInfo, Sample, SeriesInfo, Value,
-    ValueList,
+    Action, Batch, Config, Event, Host, Identifier, LogLevel, Rule, RuleInfo, Sample, SeriesInfo,
+    Snapshot, Value, ValueList,
 };
 
 /// An in-memory host: state, log, series table and clock, all inspectable.
@@ -22,7 +22,7 @@ pub struct TestHost {
     pub now: u64,
     pub logs: Vec<(LogLevel, String)>,
     pub state: BTreeMap<String, Vec<u8>>,
-    pub last_values: HashMap<String, ValueList>,
+    pub last_values: HashMap<String, Snapshot>,
     series: Vec<SeriesInfo>,
     series_ids: HashMap<String, u32>,
 }
@@ -62,7 +62,7 @@ impl Host for TestHost {
     fn now(&mut self) -> u64 {
         self.now
     }
-    fn last_value(&mut self, identifier: &str) -> Option<ValueList> {
+    fn last_value(&mut self, identifier: &str) -> Option<Snapshot> {
         self.last_values.get(identifier).cloned()
     }
     fn series(&mut self, id: u32) -> Option<SeriesInfo> {
@@ -120,7 +120,7 @@ impl<R: Rule> Tester<R> {
     }
 
     /// Deliver one batch and return the actions; timer actions also arm or cancel timers here.
-    pub fn feed(&mut self, batch: Vec<Event>) -> Vec<Action> {
+    pub fn feed(&mut self, batch: Batch) -> Vec<Action> {
         let actions = self.runner.on_events(&mut self.host, &batch);
         for action in &actions {
             match action {
@@ -152,31 +152,48 @@ impl<R: Rule> Tester<R> {
             let Some((name, at)) = due else { break };
             self.timers.remove(&name);
             self.host.now = self.host.now.max(at);
-            out.extend(self.feed(vec![Event::Timer(name)]));
+            out.extend(self.feed(Batch {
+                events: vec![Event::Timer(name)],
+                values: vec![],
+            }));
         }
         self.host.now = until;
         out
     }
 
-    /// A value list for `identifier` at the current clock, interval 10 s.
-    pub fn value_list(&mut self, identifier: &str, values: &[(&str, Value)]) -> ValueList {
+    /// Append a value list for `identifier` at the current clock (interval 10 s) to `batch`.
+    pub fn push_values(&mut self, batch: &mut Batch, identifier: &str, values: &[(&str, Value)]) {
         let names: Vec<&str> = values.iter().map(|(n, _)| *n).collect();
         let series = self.host.intern(identifier, &names);
         let list = ValueList {
             series,
             time: self.host.now,
             interval: 10_000_000_000,
-            values: values.iter().map(|(_, v)| *v).collect(),
+            first: batch.values.len() as u32,
+            count: values.len() as u32,
+        };
+        let values: Vec<Value> = values.iter().map(|(_, v)| *v).collect();
+        batch.values.extend_from_slice(&values);
+        batch.events.push(Event::Values(list));
+        let snapshot = Snapshot {
+            list: ValueList { first: 0, ..list },
+            values,
         };
         self.host
             .last_values
-            .insert(identifier.to_string(), list.clone());
-        list
+            .insert(identifier.to_string(), snapshot);
+    }
+
+    /// Feed one value list.
+    pub fn values(&mut self, identifier: &str, values: &[(&str, Value)]) -> Vec<Action> {
+        let mut batch = Batch::default();
+        self.push_values(&mut batch, identifier, values);
+        self.feed(batch)
     }
 
     /// Feed one single-value gauge.
     pub fn gauge(&mut self, identifier: &str, value: f64) -> Vec<Action> {
-        let list = self.value_list(
+        self.values(
             identifier,
             &[(
                 "value",
@@ -185,8 +202,7 @@ impl<R: Rule> Tester<R> {
                     rate: None,
                 },
             )],
-        );
-        self.feed(vec![Event::Values(list)])
+        )
     }
 
     pub fn logs(&self) -> &[(LogLevel, String)] {

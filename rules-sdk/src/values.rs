@@ -1,18 +1,52 @@
 use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::{Identifier, Sample, SeriesInfo, Value, ValueList};
+use crate::{Batch, Identifier, Sample, SeriesInfo, Snapshot, Value, ValueList};
 
-/// One value list with its series resolved: what `Rule::on_values` receives.
+impl Default for Batch {
+    fn default() -> Self {
+        Self {
+            events: Vec::new(),
+            values: Vec::new(),
+        }
+    }
+}
+
+impl Batch {
+    /// The values of one of this batch's value lists (empty if the host sent bad indexes).
+    pub fn values_of(&self, list: &ValueList) -> &[Value] {
+        slice(&self.values, list)
+    }
+}
+
+impl Snapshot {
+    pub fn values(&self) -> &[Value] {
+        slice(&self.values, &self.list)
+    }
+}
+
+fn slice<'a>(values: &'a [Value], list: &ValueList) -> &'a [Value] {
+    let start = list.first as usize;
+    values
+        .get(start..start + list.count as usize)
+        .unwrap_or(&[])
+}
+
+/// One value list with its values and series resolved: what `Rule::on_values` receives.
 #[derive(Debug, Clone, Copy)]
 pub struct Values<'a> {
     pub list: &'a ValueList,
+    pub values: &'a [Value],
     pub series: &'a SeriesInfo,
 }
 
 impl<'a> Values<'a> {
-    pub fn new(list: &'a ValueList, series: &'a SeriesInfo) -> Self {
-        Self { list, series }
+    pub fn new(list: &'a ValueList, values: &'a [Value], series: &'a SeriesInfo) -> Self {
+        Self {
+            list,
+            values,
+            series,
+        }
     }
 
     pub fn identifier(&self) -> &'a Identifier {
@@ -30,7 +64,7 @@ impl<'a> Values<'a> {
     /// The value of data source `name` (`value` for most single-value types).
     pub fn get(&self, name: &str) -> Option<&'a Value> {
         let i = self.series.ds_names.iter().position(|n| n == name)?;
-        self.list.values.get(i)
+        self.values.get(i)
     }
 
     /// `(data-source name, value)` pairs in order.
@@ -39,12 +73,12 @@ impl<'a> Values<'a> {
             .ds_names
             .iter()
             .map(String::as_str)
-            .zip(self.list.values.iter())
+            .zip(self.values.iter())
     }
 
     /// The comparable number of the first data source; see [`Value::current`].
     pub fn first(&self) -> Option<f64> {
-        self.list.values.first().and_then(Value::current)
+        self.values.first().and_then(Value::current)
     }
 }
 

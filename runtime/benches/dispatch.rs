@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use medic::engine::batch::{BatchBuilder, Queued};
 use medic::engine::bindings as wit;
 use medic::engine::compiler::Compiler;
 use medic::engine::instance::{Limits, RuleInstance};
@@ -44,7 +45,9 @@ fn wasm_instance(series: Arc<SeriesTable>, rule: &str, config: &str) -> RuleInst
     let bytes = std::fs::read(path).expect("run scripts/build-rules.sh first");
     let compiler = Compiler::new(None).unwrap();
     let mut rules = medic::config::Rules::default();
-    rules.config.insert(rule.into(), toml::from_str(config).unwrap());
+    rules
+        .config
+        .insert(rule.into(), toml::from_str(config).unwrap());
     let spec = RuleSpec {
         name: rule.into(),
         config: rule_config(&rules, rule).unwrap(),
@@ -53,50 +56,67 @@ fn wasm_instance(series: Arc<SeriesTable>, rule: &str, config: &str) -> RuleInst
     let host = HostParts {
         state: Store::in_memory().unwrap(),
         series,
-        limits: Limits { call_timeout: Duration::from_secs(10), memory_bytes: 64 << 20 },
+        limits: Limits {
+            call_timeout: Duration::from_secs(10),
+            memory_bytes: 64 << 20,
+        },
     };
     let instance = spec.instantiate(&host).unwrap();
     // The compiler (and its epoch ticker) must outlive the instance; leak it for the bench.
     std::mem::forget(compiler);
-    spec.start(instance).map_err(|e| e.to_string()).unwrap().instance
+    spec.start(instance)
+        .map_err(|e| e.to_string())
+        .unwrap()
+        .instance
 }
 
-fn wasm_batch(series: &SeriesTable, n: usize, offset: usize) -> Vec<wit::Event> {
-    (0..n)
-        .map(|i| {
-            let k = offset + i;
-            let vl = ValueList {
-                identifier: Identifier::parse(&format!("host{}/memory/memory-free", k % SERIES)).unwrap(),
-                time: 1_700_000_000_000_000_000 + k as u64 * 1_000_000_000,
-                interval: 10_000_000_000,
-                samples: vec![Sample::Gauge(free_bytes(k))],
-            };
-            wit::Event::Values(series.observe(&vl).unwrap().list)
-        })
-        .collect()
+fn time(k: usize) -> u64 {
+    1_700_000_000_000_000_000 + k as u64 * 1_000_000_000
 }
 
-fn native_batch(host: &mut TestHost, n: usize, offset: usize) -> Vec<medic_rules::Event> {
-    (0..n)
-        .map(|i| {
-            let k = offset + i;
-            let id = host.intern(&format!("host{}/memory/memory-free", k % SERIES), &["value"]);
-            medic_rules::Event::Values(medic_rules::ValueList {
-                series: id,
-                time: 1_700_000_000_000_000_000 + k as u64 * 1_000_000_000,
+fn wasm_batch(series: &SeriesTable, n: usize, offset: usize) -> wit::Batch {
+    let mut b = BatchBuilder::default();
+    for k in offset..offset + n {
+        let vl = ValueList {
+            identifier: Identifier::parse(&format!("host{}/memory/memory-free", k % SERIES))
+                .unwrap(),
+            time: time(k),
+            interval: 10_000_000_000,
+            samples: vec![Sample::Gauge(free_bytes(k))],
+        };
+        b.push(Queued::Values(series.observe(&vl).unwrap().obs));
+    }
+    b.batch().clone()
+}
+
+fn native_batch(host: &mut TestHost, n: usize, offset: usize) -> medic_rules::Batch {
+    let mut b = medic_rules::Batch::default();
+    for k in offset..offset + n {
+        let series = host.intern(
+            &format!("host{}/memory/memory-free", k % SERIES),
+            &["value"],
+        );
+        b.events
+            .push(medic_rules::Event::Values(medic_rules::ValueList {
+                series,
+                time: time(k),
                 interval: 10_000_000_000,
-                values: vec![medic_rules::Value {
-                    sample: medic_rules::Sample::Gauge(free_bytes(k)),
-                    rate: None,
-                }],
-            })
-        })
-        .collect()
+                first: b.values.len() as u32,
+                count: 1,
+            }));
+        b.values.push(medic_rules::Value {
+            sample: medic_rules::Sample::Gauge(free_bytes(k)),
+            rate: None,
+        });
+    }
+    b
 }
 
 fn dispatch(c: &mut Criterion) {
     let mut group = c.benchmark_group("threshold");
-    group.measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
+    group
+        .measurement_time(Duration::from_secs(3))
+        .warm_up_time(Duration::from_secs(1));
 
     let series = Arc::new(SeriesTable::new(Arc::new(TypesDb::load(&[
         "/usr/share/collectd/types.db",

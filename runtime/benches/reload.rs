@@ -26,8 +26,11 @@ fn main() {
     let dir = tempfile::tempdir().unwrap();
     let rules = dir.path().join("rules");
     std::fs::create_dir(&rules).unwrap();
-    let counter = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../target/rules/counter.wasm"))
-        .expect("run scripts/build-rules.sh first");
+    let counter = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../target/rules/counter.wasm"
+    ))
+    .expect("run scripts/build-rules.sh first");
     std::fs::write(rules.join("counter.wasm"), &counter).unwrap();
     let config = dir.path().join("medic.toml");
     std::fs::write(
@@ -70,10 +73,16 @@ fn main() {
     let _ = medic.kill();
     let _ = medic.wait();
 
-    println!("hot reload, file in place -> new version serving ({} swaps under load):", FRESH + CACHED);
+    println!(
+        "hot reload, file in place -> new version serving ({} swaps under load):",
+        FRESH + CACHED
+    );
     report("new build (compiled)", &mut fresh);
     report("known build (cached)", &mut cached);
-    println!("values sent {sent}, seen by the rule {seen}, lost {}", sent - seen);
+    println!(
+        "values sent {sent}, seen by the rule {seen}, lost {}",
+        sent - seen
+    );
 }
 
 fn start(config: &Path, log: &Path) -> Child {
@@ -99,7 +108,11 @@ fn stream(socket: &Path, stop: &AtomicBool, sent: &AtomicU64) -> u64 {
         let n = sent.load(Ordering::SeqCst);
         let mut buf = String::new();
         for i in 0..50 {
-            buf.push_str(&format!("PUTVAL h{}/load/load N:{}:1:1\n", (n + i) % 13, n + i));
+            buf.push_str(&format!(
+                "PUTVAL h{}/load/load N:{}:1:1\n",
+                (n + i) % 13,
+                n + i
+            ));
         }
         writer.write_all(buf.as_bytes()).unwrap();
         for _ in 0..50 {
@@ -133,7 +146,10 @@ fn wait_for(log: &Path, needle: &str, nth: usize) -> String {
         if let Some(line) = text.lines().filter(|l| l.contains(needle)).nth(nth - 1) {
             return line.to_string();
         }
-        assert!(Instant::now() < deadline, "no {needle:?} #{nth} in the log:\n{text}");
+        assert!(
+            Instant::now() < deadline,
+            "no {needle:?} #{nth} in the log:\n{text}"
+        );
         std::thread::sleep(Duration::from_millis(2));
     }
 }
@@ -145,7 +161,14 @@ fn wait_for_count(log: &Path, sent: u64) -> u64 {
         let text = std::fs::read_to_string(log).unwrap_or_default();
         let seen = text
             .lines()
-            .filter_map(|l| l.split("seen=").nth(1)?.split_whitespace().next()?.parse().ok())
+            .filter_map(|l| {
+                l.split("seen=")
+                    .nth(1)?
+                    .split_whitespace()
+                    .next()?
+                    .parse()
+                    .ok()
+            })
             .max()
             .unwrap_or(0);
         if seen >= sent || Instant::now() > deadline {

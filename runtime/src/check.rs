@@ -126,7 +126,11 @@ fn check_rule(
         let version = info.version.clone();
         started
             .instance
-            .on_events(&[])
+            .on_events(
+                &crate::engine::batch::BatchBuilder::default()
+                    .batch()
+                    .clone(),
+            )
             .map_err(|e| format!("faulted on an empty batch: {e}"))?;
         Ok((version, subs.join(", ")))
     };

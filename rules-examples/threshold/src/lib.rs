@@ -129,7 +129,7 @@ impl Rule for Threshold {
     fn on_values(&mut self, values: Values<'_>, ctx: &mut Ctx) {
         let value = match &self.settings.data_source {
             Some(ds) => values.get(ds),
-            None => values.list.values.first(),
+            None => values.values.first(),
         };
         let Some(v) = value.and_then(|v| v.current()) else {
             return;
@@ -236,14 +236,24 @@ mod tests {
             sample: medic_rules::Sample::Gauge(v),
             rate: None,
         };
-        let a = t.value_list("a/load/load", &[("shortterm", g(9.0)), ("midterm", g(1.0))]);
-        let b = t.value_list("b/load/load", &[("shortterm", g(0.0)), ("midterm", g(3.0))]);
-        let n = t.value_list(
-            "c/load/load",
-            &[("shortterm", g(0.0)), ("midterm", g(f64::NAN))],
+        let mut batch = medic_rules::Batch::default();
+        t.push_values(
+            &mut batch,
+            "a/load/load",
+            &[("shortterm", g(9.0)), ("midterm", g(1.0))],
         );
-        use medic_rules::Event::Values as V;
-        let actions = t.feed(vec![V(a), V(b), V(n)]);
+        t.push_values(
+            &mut batch,
+            "b/load/load",
+            &[("shortterm", g(0.0)), ("midterm", g(3.0))],
+        );
+        let nan = g(f64::NAN);
+        t.push_values(
+            &mut batch,
+            "c/load/load",
+            &[("shortterm", g(0.0)), ("midterm", nan)],
+        );
+        let actions = t.feed(batch);
         let r = runs(&actions);
         assert_eq!(r.len(), 1);
         assert!(

@@ -6,6 +6,6 @@ wasmtime::component::bindgen!({
 });
 
 pub use self::medic::rules::types::{
-    Action, CommandResult, Event, Identifier, LogLevel, Notification, RuleInfo, Sample, SeriesInfo,
-    Severity, Value, ValueList,
+    Action, Batch, CommandResult, Event, Identifier, LogLevel, Notification, RuleInfo, Sample,
+    SeriesInfo, Severity, Snapshot, Value, ValueList,
 };

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use tokio::sync::mpsc;
 
+use super::batch::Queued;
 use super::bindings as wit;
 use super::rule::Subscription;
 use super::series::{SeriesTable, to_wit_identifier};
@@ -21,7 +22,7 @@ pub enum RouteUpdate {
     Set {
         rule: Arc<str>,
         subscription: Arc<Subscription>,
-        queue: Sender<wit::Event>,
+        queue: Sender<Queued>,
     },
     Subscribe {
         rule: Arc<str>,
@@ -38,7 +39,7 @@ const NO: u8 = 2;
 
 struct Route {
     subscription: Arc<Subscription>,
-    queue: Sender<wit::Event>,
+    queue: Sender<Queued>,
     /// Per series number: does this rule want it? Reset when the subscription changes.
     wants: Vec<u8>,
     dropped: u64,
@@ -124,7 +125,7 @@ impl Dispatcher {
         match item {
             Ingested::Values(vl) => match self.series.observe(&vl) {
                 Ok(observed) => {
-                    let id = observed.list.series as usize;
+                    let id = observed.obs.series as usize;
                     for route in self.routes.values_mut() {
                         if id >= route.wants.len() {
                             route.wants.resize(id + 1, UNKNOWN);
@@ -134,7 +135,7 @@ impl Dispatcher {
                             route.wants[id] = if yes { YES } else { NO };
                         }
                         if route.wants[id] == YES {
-                            route.send(wit::Event::Values(observed.list.clone()));
+                            route.send(Queued::Values(observed.obs.clone()));
                         }
                     }
                 }
@@ -163,7 +164,7 @@ impl Dispatcher {
                 });
                 for route in self.routes.values_mut() {
                     if route.subscription.notifications.is_match(&key) {
-                        route.send(event.clone());
+                        route.send(Queued::Event(event.clone()));
                     }
                 }
             }
@@ -193,7 +194,7 @@ impl Dispatcher {
 }
 
 impl Route {
-    fn send(&mut self, event: wit::Event) {
+    fn send(&mut self, event: Queued) {
         match self.queue.try_send(event) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => self.dropped += 1,

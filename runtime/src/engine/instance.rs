@@ -71,7 +71,7 @@ impl wit::medic::rules::host::Host for HostState {
         now_ns()
     }
 
-    fn last_value(&mut self, identifier: String) -> Option<wit::ValueList> {
+    fn last_value(&mut self, identifier: String) -> Option<wit::Snapshot> {
         self.series.last_value(&identifier)
     }
 
@@ -191,7 +191,7 @@ impl RuleInstance {
         r.map_err(|e| self.fault(e))
     }
 
-    pub fn on_events(&mut self, batch: &[wit::Event]) -> Result<Vec<wit::Action>, Fault> {
+    pub fn on_events(&mut self, batch: &wit::Batch) -> Result<Vec<wit::Action>, Fault> {
         self.arm();
         let r = self
             .bindings

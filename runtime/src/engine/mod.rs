@@ -6,6 +6,7 @@
 //!             registry (compiler, hot reload) ─────┘
 //! ```
 
+pub mod batch;
 pub mod bindings;
 pub mod compiler;
 pub mod dispatcher;

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
+use super::batch::Observation;
 use super::bindings as wit;
 use crate::ingest::types_db::{DataSource, TypesDb};
 use crate::ingest::value::{self, Sample};
@@ -14,7 +15,7 @@ struct Entry {
     key: Arc<str>,
     info: wit::SeriesInfo,
     sources: Arc<[DataSource]>,
-    last: Option<wit::ValueList>,
+    last: Option<Arc<Observation>>,
     /// Raw values and time of the previous list, for counter and derive rates.
     previous: Option<(u64, Vec<Sample>)>,
 }
@@ -44,10 +45,10 @@ pub struct SeriesTable {
     inner: RwLock<Inner>,
 }
 
-/// A value list as a rule receives it, plus the key its subscriptions match.
+/// A value list as rules receive it, plus the key their subscriptions match.
 pub struct Observed {
     pub key: Arc<str>,
-    pub list: wit::ValueList,
+    pub obs: Arc<Observation>,
 }
 
 impl SeriesTable {
@@ -108,17 +109,17 @@ impl SeriesTable {
                 ),
             })
             .collect();
-        let list = wit::ValueList {
+        let obs = Arc::new(Observation {
             series: id,
             time: vl.time,
             interval: vl.interval,
             values,
-        };
+        });
         entry.previous = Some((vl.time, vl.samples.clone()));
-        entry.last = Some(list.clone());
+        entry.last = Some(obs.clone());
         Ok(Observed {
             key: entry.key.clone(),
-            list,
+            obs,
         })
     }
 
@@ -132,10 +133,13 @@ impl SeriesTable {
         inner.entries.get(id as usize).map(|e| e.key.clone())
     }
 
-    pub fn last_value(&self, identifier: &str) -> Option<wit::ValueList> {
+    pub fn last_value(&self, identifier: &str) -> Option<wit::Snapshot> {
         let inner = self.inner.read().unwrap_or_else(|p| p.into_inner());
         let id = *inner.ids.get(identifier)?;
-        inner.entries[id as usize].last.clone()
+        inner.entries[id as usize]
+            .last
+            .as_ref()
+            .map(|o| o.snapshot())
     }
 
     pub fn len(&self) -> usize {
@@ -218,7 +222,7 @@ mod tests {
     }
 
     fn rates(o: &Observed) -> Vec<Option<f64>> {
-        o.list.values.iter().map(|v| v.rate).collect()
+        o.obs.values.iter().map(|v| v.rate).collect()
     }
 
     #[test]
@@ -231,7 +235,7 @@ mod tests {
                 vec![Sample::Derive(100), Sample::Derive(5)],
             ))
             .unwrap();
-        assert_eq!(a.list.series, 0);
+        assert_eq!(a.obs.series, 0);
         assert_eq!(&*a.key, "h/interface-lo/if_octets");
         assert_eq!(rates(&a), vec![None, None]);
         let b = t
@@ -241,17 +245,17 @@ mod tests {
                 vec![Sample::Derive(200), Sample::Derive(0)],
             ))
             .unwrap();
-        assert_eq!(b.list.series, 0);
+        assert_eq!(b.obs.series, 0);
         assert_eq!(rates(&b), vec![Some(10.0), Some(-0.5)]);
         assert_eq!(t.info(0).unwrap().ds_names, vec!["rx", "tx"]);
         assert_eq!(
-            t.last_value("h/interface-lo/if_octets").unwrap().time,
+            t.last_value("h/interface-lo/if_octets").unwrap().list.time,
             20 * S
         );
         let g = t
             .observe(&vl("h/x/gauge", S, vec![Sample::Gauge(1.0)]))
             .unwrap();
-        assert_eq!((g.list.series, rates(&g)), (1, vec![None]));
+        assert_eq!((g.obs.series, rates(&g)), (1, vec![None]));
         let abs = t
             .observe(&vl("h/x/absolute", S, vec![Sample::Absolute(50)]))
             .unwrap();

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, select};
 
+use super::batch::{BatchBuilder, Queued};
 use super::bindings as wit;
 use super::instance::RuleInstance;
 use super::rule::{HostParts, RuleSpec, StartError, Started, Subscription};
@@ -39,7 +40,7 @@ pub struct Worker {
     spec: RuleSpec,
     instance: Option<RuleInstance>,
     host: HostParts,
-    events: Receiver<wit::Event>,
+    events: Receiver<Queued>,
     control: Receiver<Control>,
     control_tx: Sender<Control>,
     actions: ActionSink,
@@ -63,7 +64,7 @@ impl Worker {
         spec: RuleSpec,
         started: Started,
         host: HostParts,
-        events: Receiver<wit::Event>,
+        events: Receiver<Queued>,
         actions: ActionSink,
         status: StatusBoard,
         cfg: WorkerConfig,
@@ -95,7 +96,7 @@ impl Worker {
     }
 
     fn run(mut self) {
-        let mut batch: Vec<wit::Event> = Vec::with_capacity(self.cfg.max_batch);
+        let mut batch = BatchBuilder::default();
         loop {
             let wait = self
                 .next_wakeup()
@@ -144,7 +145,7 @@ impl Worker {
     }
 
     /// Returns false when the worker must end.
-    fn handle_control(&mut self, msg: Control, batch: &mut Vec<wit::Event>) -> bool {
+    fn handle_control(&mut self, msg: Control, batch: &mut BatchBuilder) -> bool {
         match msg {
             Control::Swap {
                 spec,
@@ -160,7 +161,7 @@ impl Worker {
                 true
             }
             Control::Outcome(o) => {
-                batch.push(wit::Event::CommandResult(wit::CommandResult {
+                batch.push_event(wit::Event::CommandResult(wit::CommandResult {
                     action_id: o.action_id,
                     service: o.service,
                     command: o.command,
@@ -222,7 +223,7 @@ impl Worker {
         }
     }
 
-    fn fire_timers(&mut self, batch: &mut Vec<wit::Event>) {
+    fn fire_timers(&mut self, batch: &mut BatchBuilder) {
         let now = Instant::now();
         let due: Vec<String> = self
             .timers
@@ -232,16 +233,16 @@ impl Worker {
             .collect();
         for name in due {
             self.timers.remove(&name);
-            batch.push(wit::Event::Timer(name));
+            batch.push_event(wit::Event::Timer(name));
         }
     }
 
-    fn deliver(&mut self, batch: &[wit::Event]) {
+    fn deliver(&mut self, batch: &BatchBuilder) {
         let Some(instance) = &mut self.instance else {
             return;
         };
         let started = Instant::now();
-        match instance.on_events(batch) {
+        match instance.on_events(batch.batch()) {
             Ok(actions) => {
                 self.status
                     .count_batch(&self.spec.name, batch.len() as u64, started.elapsed());
@@ -373,8 +374,6 @@ impl Worker {
 }
 
 /// For use by the registry: make the events queue of a new worker.
-pub fn queue(capacity: usize) -> (Sender<wit::Event>, Receiver<wit::Event>) {
+pub fn queue(capacity: usize) -> (Sender<Queued>, Receiver<Queued>) {
     crossbeam_channel::bounded(capacity)
 }
-
-pub type EventSender = Sender<wit::Event>;

@@ -2,7 +2,7 @@
 //! total with its version, so tests can see which version serves and that nothing was lost.
 //! Built twice by scripts/build-rules.sh: plain (version 1) and with feature `v2`.
 
-use medic_rules::{Config, Ctx, Event, Rule, Subscriptions, export_rule};
+use medic_rules::{Batch, Config, Ctx, Event, Rule, Subscriptions, export_rule};
 
 const VERSION: &str = if cfg!(feature = "v2") { "v2" } else { "v1" };
 
@@ -26,8 +26,9 @@ impl Rule for Counter {
         Subscriptions::new().values(&self.pattern)
     }
 
-    fn on_batch(&mut self, batch: &[Event], ctx: &mut Ctx) {
+    fn on_batch(&mut self, batch: &Batch, ctx: &mut Ctx) {
         let n = batch
+            .events
             .iter()
             .filter(|e| matches!(e, Event::Values(_)))
             .count() as u64;

@@ -2,7 +2,7 @@
 //! `trap` panics on every batch, `loop` never returns, `init-error` refuses its config,
 //! `grow` allocates until the memory cap stops it.
 
-use medic_rules::{Config, Ctx, Event, Rule, Subscriptions, export_rule};
+use medic_rules::{Batch, Config, Ctx, Rule, Subscriptions, export_rule};
 
 pub struct Faulty {
     mode: String,
@@ -25,9 +25,9 @@ impl Rule for Faulty {
         Subscriptions::new().values("**")
     }
 
-    fn on_batch(&mut self, batch: &[Event], _ctx: &mut Ctx) {
+    fn on_batch(&mut self, batch: &Batch, _ctx: &mut Ctx) {
         match self.mode.as_str() {
-            "trap" => panic!("faulty rule trapped on a batch of {}", batch.len()),
+            "trap" => panic!("faulty rule trapped on a batch of {}", batch.events.len()),
             "loop" => {
                 let mut x: u64 = 0;
                 loop {
