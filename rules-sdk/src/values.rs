@@ -3,6 +3,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::{Batch, Identifier, Sample, SeriesInfo, Snapshot, Value, ValueList};
 
+// The type is generated, so `#[derive(Default)]` is not available.
+#[allow(clippy::derivable_impls)]
 impl Default for Batch {
     fn default() -> Self {
         Self {
