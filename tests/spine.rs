@@ -255,3 +255,37 @@ fn config_errors_point_at_line_and_column() {
     );
     assert!(stderr.contains(&expected), "{stderr}");
 }
+
+#[test]
+fn command_results_and_timers_come_back_to_the_asking_rule() {
+    let site = Site::new();
+    site.add_rule("counter", "counter");
+    site.write_config(
+        r#"
+[rules.config.counter]
+pattern = "*/load/load"
+run = ["hello", "exec"]
+
+[services.hello.commands]
+exec = "echo Hello World!; exit 3"
+"#,
+    );
+    let medic = site.start();
+    medic.putval(&["PUTVAL h/load/load N:1:1:1"]);
+    medic.expect_log(
+        r#"counter result hello/exec code=Some(3) output="Hello World!\n" error=None"#,
+        5 * SECOND,
+    );
+    medic.expect_log("counter timer tick fired", 5 * SECOND);
+    medic.expect_log(
+        "notification: counter: result and timer both arrived",
+        5 * SECOND,
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        !medic.log().contains("timer cancelled fired"),
+        "{}",
+        medic.log()
+    );
+    medic.stop();
+}
