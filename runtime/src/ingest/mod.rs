@@ -1,5 +1,6 @@
 //! Sources: everything that turns outside input into values and notifications for the engine.
 
+pub mod network;
 pub mod putval;
 pub mod types_db;
 pub mod value;
