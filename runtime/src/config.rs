@@ -88,6 +88,7 @@ pub struct Ingest {
     #[serde(with = "humantime_serde")]
     pub default_interval: Duration,
     pub putval: Option<Putval>,
+    pub network: Option<Network>,
 }
 
 impl Default for Ingest {
@@ -96,6 +97,47 @@ impl Default for Ingest {
             types_db: vec![PathBuf::from("/usr/share/collectd/types.db")],
             default_interval: Duration::from_secs(10),
             putval: None,
+            network: None,
+        }
+    }
+}
+
+/// collectd's network plugin, receiving side.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Network {
+    /// Addresses to listen on (IPv4 or IPv6); a multicast group address is joined.
+    #[serde(default = "default_network_listen")]
+    pub listen: Vec<std::net::SocketAddr>,
+    #[serde(default)]
+    pub security_level: SecurityLevelName,
+    /// collectd AuthFile (`user: password` lines), re-read when it changes.
+    #[serde(default)]
+    pub auth_file: Option<PathBuf>,
+    /// SO_RCVBUF in bytes; the kernel default loses datagrams in bursts.
+    #[serde(default)]
+    pub receive_buffer: Option<usize>,
+}
+
+fn default_network_listen() -> Vec<std::net::SocketAddr> {
+    vec!["0.0.0.0:25826".parse().unwrap()]
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum SecurityLevelName {
+    #[default]
+    None,
+    Sign,
+    Encrypt,
+}
+
+impl From<SecurityLevelName> for crate::ingest::network::SecurityLevel {
+    fn from(l: SecurityLevelName) -> Self {
+        match l {
+            SecurityLevelName::None => Self::None,
+            SecurityLevelName::Sign => Self::Sign,
+            SecurityLevelName::Encrypt => Self::Encrypt,
         }
     }
 }
@@ -303,6 +345,11 @@ impl Config {
         if let Some(p) = &mut self.ingest.putval {
             abs(&mut p.socket);
         }
+        if let Some(n) = &mut self.ingest.network
+            && let Some(f) = &mut n.auth_file
+        {
+            abs(f);
+        }
     }
 
     fn validate(&self) -> Result<(), String> {
@@ -325,6 +372,17 @@ impl Config {
                     p.mode
                 )
             })?;
+        }
+        if let Some(n) = &self.ingest.network {
+            if n.listen.is_empty() {
+                return Err("ingest.network.listen needs at least one address".into());
+            }
+            if n.security_level != SecurityLevelName::None && n.auth_file.is_none() {
+                return Err(
+                    "ingest.network.security_level sign/encrypt needs ingest.network.auth_file"
+                        .into(),
+                );
+            }
         }
         for (name, service) in &self.services {
             if service.commands.is_empty() {

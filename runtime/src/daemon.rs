@@ -83,6 +83,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         tracing::info!(socket = %p.socket.display(), "PUTVAL/PUTNOTIF socket ready");
         tokio::spawn(server.serve());
     }
+    if let Some(n) = &config.ingest.network {
+        let stats = Arc::new(crate::ingest::udp::NetworkStats::default());
+        let bound = crate::ingest::udp::start(n, ingest_tx.clone(), stats)?;
+        tracing::info!(
+            listen = ?bound,
+            security_level = ?n.security_level,
+            "collectd network receiver ready"
+        );
+    }
     drop(ingest_tx);
 
     tracing::info!(

@@ -7,6 +7,7 @@ pub mod actions;
 pub mod check;
 pub mod config;
 pub mod daemon;
+pub mod decode;
 pub mod engine;
 pub mod ingest;
 pub mod logging;

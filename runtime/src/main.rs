@@ -4,7 +4,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use medic::config::Config;
+use medic::config::{Config, SecurityLevelName};
+use medic::decode;
 use medic::logging::{self, LogFormat};
 
 #[derive(Parser)]
@@ -37,6 +38,23 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Decode collectd network-protocol datagrams (one raw datagram per file, or live with
+    /// --listen) and print one JSON object per value list or notification.
+    Decode {
+        #[arg(long, value_enum, default_value_t = SecurityLevelName::None)]
+        security_level: SecurityLevelName,
+        /// collectd AuthFile (`user: password` lines), for signed and encrypted data.
+        #[arg(long)]
+        auth_file: Option<PathBuf>,
+        /// types.db for data-source names (repeatable).
+        #[arg(long, default_value = "/usr/share/collectd/types.db")]
+        types_db: Vec<PathBuf>,
+        /// Listen on this address and print live traffic instead of reading files.
+        #[arg(long, conflicts_with = "files")]
+        listen: Option<std::net::SocketAddr>,
+        #[arg(required_unless_present = "listen")]
+        files: Vec<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -57,6 +75,20 @@ fn main() -> ExitCode {
                 Err(e) => fail(format!("{e:#}")),
             }
         }
+        Command::Decode {
+            security_level,
+            auth_file,
+            types_db,
+            listen,
+            files,
+        } => {
+            let options = decode::Options {
+                level: security_level.into(),
+                auth_file,
+                types_db,
+            };
+            decode_command(options, listen, files)
+        }
         Command::Check { config: path } => {
             let config = match Config::load(&path) {
                 Ok(c) => c,
@@ -75,6 +107,28 @@ fn main() -> ExitCode {
                 Err(e) => fail(format!("{e:#}")),
             }
         }
+    }
+}
+
+fn decode_command(
+    options: decode::Options,
+    listen: Option<std::net::SocketAddr>,
+    files: Vec<PathBuf>,
+) -> ExitCode {
+    if let Some(addr) = listen {
+        let runtime = match tokio::runtime::Runtime::new() {
+            Ok(r) => r,
+            Err(e) => return fail(format!("cannot start the async runtime: {e}")),
+        };
+        return match runtime.block_on(decode::listen(&options, addr)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(format!("{e:#}")),
+        };
+    }
+    match decode::files(&options, &files) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => fail(format!("{e:#}")),
     }
 }
 

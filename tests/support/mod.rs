@@ -279,3 +279,67 @@ pub fn marker_count(path: &Path) -> usize {
         .map(|s| s.lines().count())
         .unwrap_or(0)
 }
+
+/// A UDP port free on loopback right now.
+pub fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A real collectd (Debian's collectd-core) in the foreground on a temp config; killed when
+/// dropped.
+pub struct Collectd {
+    child: Child,
+    pub log: PathBuf,
+}
+
+impl Collectd {
+    /// Start collectd with `Interval 1`, the load and memory plugins, a log file, and `plugins`
+    /// (more config text) appended.
+    pub fn start(dir: &Path, plugins: &str) -> Self {
+        let log = dir.join("collectd.log");
+        let conf = dir.join("collectd.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                r#"Hostname "medic-test"
+FQDNLookup false
+Interval 1
+BaseDir "{dir}"
+PIDFile "{dir}/collectd.pid"
+TypesDB "/usr/share/collectd/types.db"
+LoadPlugin logfile
+<Plugin logfile>
+  LogLevel info
+  File "{log}"
+</Plugin>
+LoadPlugin load
+LoadPlugin memory
+{plugins}
+"#,
+                dir = dir.display(),
+                log = log.display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new("/usr/sbin/collectd")
+            .args(["-f", "-C"])
+            .arg(&conf)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("collectd is missing: apt-get install collectd-core");
+        Self { child, log }
+    }
+}
+
+impl Drop for Collectd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

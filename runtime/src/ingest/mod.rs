@@ -3,4 +3,5 @@
 pub mod network;
 pub mod putval;
 pub mod types_db;
+pub mod udp;
 pub mod value;

@@ -405,6 +405,68 @@ fn values(body: &[u8], offset: usize) -> Result<Vec<Sample>, DecodeError> {
         .collect()
 }
 
+/// cdtime (2^-30 s) to nanoseconds.
+pub fn cdtime_to_ns(t: u64) -> u64 {
+    ((t as u128 * 1_000_000_000) >> 30).min(u64::MAX as u128) as u64
+}
+
+/// Into the engine's model. A notification with a severity collectd does not define is refused.
+pub fn to_ingested(item: Item, now: u64) -> Result<super::value::Ingested, String> {
+    use super::value::{Identifier, Ingested, Notification, Severity, ValueList};
+    let (fields, rest) = match item {
+        Item::Values { fields, samples } => (fields, Ok(samples)),
+        Item::Notification {
+            fields,
+            severity,
+            message,
+        } => (fields, Err((severity, message))),
+    };
+    let time = if fields.time_hr == 0 {
+        now
+    } else {
+        cdtime_to_ns(fields.time_hr)
+    };
+    let identifier = Identifier {
+        host: fields.host,
+        plugin: fields.plugin,
+        plugin_instance: fields.plugin_instance,
+        type_: fields.type_,
+        type_instance: fields.type_instance,
+    };
+    match rest {
+        Ok(samples) => {
+            if identifier.host.is_empty()
+                || identifier.plugin.is_empty()
+                || identifier.type_.is_empty()
+            {
+                return Err(format!(
+                    "value list without host, plugin or type: `{identifier}`"
+                ));
+            }
+            Ok(Ingested::Values(ValueList {
+                identifier,
+                time,
+                interval: cdtime_to_ns(fields.interval_hr),
+                samples,
+            }))
+        }
+        Err((severity, message)) => {
+            let severity = match severity {
+                1 => Severity::Failure,
+                2 => Severity::Warning,
+                4 => Severity::Okay,
+                other => return Err(format!("notification with unknown severity {other}")),
+            };
+            Ok(Ingested::Notification(Notification {
+                severity,
+                time,
+                message,
+                identifier,
+            }))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
