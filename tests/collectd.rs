@@ -113,3 +113,49 @@ fn a_wrong_password_is_refused_and_logged() {
     );
     medic.stop();
 }
+
+#[test]
+fn unixsock_polling_delivers_values_and_survives_a_collectd_restart() {
+    let site = Site::new();
+    site.add_rule("counter", "mem");
+    let sock = site.path("collectd.sock");
+    site.write_config(&format!(
+        r#"
+[rules.config.mem]
+pattern = "medic-test/memory/memory-free"
+
+[ingest.unixsock]
+socket = "{}"
+interval = "500ms"
+patterns = ["*/memory/*", "*/load/load"]
+"#,
+        sock.display()
+    ));
+    let unixsock = format!(
+        "LoadPlugin unixsock\n<Plugin unixsock>\n  SocketFile \"{}\"\n  DeleteSocket true\n</Plugin>\n",
+        sock.display()
+    );
+    let medic = site.start();
+    let collectd = Collectd::start(site.dir.path(), &unixsock);
+    assert!(
+        wait_until(BOUND, || seen(&medic, "mem") >= 2),
+        "{}",
+        medic.log()
+    );
+    drop(collectd);
+    medic.expect_log("unixsock: connection to collectd lost", BOUND);
+    let before = seen(&medic, "mem");
+    let _collectd = Collectd::start(site.dir.path(), &unixsock);
+    assert!(
+        wait_until(BOUND, || seen(&medic, "mem") >= before + 2),
+        "no values after collectd came back:\n{}",
+        medic.log()
+    );
+    assert_eq!(
+        medic
+            .log_lines_with("unixsock: connected to collectd")
+            .len(),
+        2
+    );
+    medic.stop();
+}

@@ -89,6 +89,7 @@ pub struct Ingest {
     pub default_interval: Duration,
     pub putval: Option<Putval>,
     pub network: Option<Network>,
+    pub unixsock: Option<Unixsock>,
 }
 
 impl Default for Ingest {
@@ -98,8 +99,29 @@ impl Default for Ingest {
             default_interval: Duration::from_secs(10),
             putval: None,
             network: None,
+            unixsock: None,
         }
     }
+}
+
+/// Polling collectd's unixsock plugin (LISTVAL, then GETVAL).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Unixsock {
+    pub socket: PathBuf,
+    #[serde(default = "default_poll_interval", with = "humantime_serde")]
+    pub interval: Duration,
+    /// Identifier globs to fetch (`*` does not cross `/`); default: everything.
+    #[serde(default = "default_unixsock_patterns")]
+    pub patterns: Vec<String>,
+}
+
+fn default_poll_interval() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn default_unixsock_patterns() -> Vec<String> {
+    vec!["**".into()]
 }
 
 /// collectd's network plugin, receiving side.
@@ -345,6 +367,9 @@ impl Config {
         if let Some(p) = &mut self.ingest.putval {
             abs(&mut p.socket);
         }
+        if let Some(u) = &mut self.ingest.unixsock {
+            abs(&mut u.socket);
+        }
         if let Some(n) = &mut self.ingest.network
             && let Some(f) = &mut n.auth_file
         {
@@ -372,6 +397,15 @@ impl Config {
                     p.mode
                 )
             })?;
+        }
+        if let Some(u) = &self.ingest.unixsock {
+            if u.interval.is_zero() {
+                return Err("ingest.unixsock.interval must be more than 0".into());
+            }
+            for p in &u.patterns {
+                globset::Glob::new(p)
+                    .map_err(|e| format!("ingest.unixsock.patterns: `{p}` is not a glob: {e}"))?;
+            }
         }
         if let Some(n) = &self.ingest.network {
             if n.listen.is_empty() {

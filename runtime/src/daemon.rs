@@ -92,6 +92,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             "collectd network receiver ready"
         );
     }
+    if let Some(u) = &config.ingest.unixsock {
+        let poller = crate::ingest::unixsock::Poller::new(u, ingest_tx.clone())?;
+        tokio::spawn(poller.run());
+    }
     drop(ingest_tx);
 
     tracing::info!(

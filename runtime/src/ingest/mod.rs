@@ -4,4 +4,5 @@ pub mod network;
 pub mod putval;
 pub mod types_db;
 pub mod udp;
+pub mod unixsock;
 pub mod value;
