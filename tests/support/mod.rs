@@ -138,6 +138,10 @@ socket = "putval.sock"
     /// Start `medic run` on this site's config and wait for its socket.
     pub fn start(&self) -> Medic {
         let log = self.path("medic.log");
+        // The log is appended to across restarts: wait for this run's own start line.
+        let runs_before = std::fs::read_to_string(&log)
+            .map(|l| l.matches("medic running").count())
+            .unwrap_or(0);
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)

@@ -35,9 +35,10 @@ impl Rule for Faulty {
                 }
             }
             "grow" => {
+                // Reserve without touching: the memory cap, not the deadline, must stop it.
                 let mut hoard: Vec<Vec<u8>> = Vec::new();
                 loop {
-                    hoard.push(vec![1u8; 1 << 20]);
+                    hoard.push(Vec::with_capacity(1 << 20));
                     std::hint::black_box(&hoard);
                 }
             }
