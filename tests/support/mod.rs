@@ -162,9 +162,9 @@ socket = "putval.sock"
             socket: self.socket(),
         };
         assert!(
-            wait_until(Duration::from_secs(60), || medic
-                .log()
-                .contains("medic running")),
+            wait_until(Duration::from_secs(60), || {
+                medic.log().matches("medic running").count() > runs_before
+            }),
             "medic did not start:\n{}",
             medic.log()
         );
