@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use medic_integration::{Site, marker_count, rule, wait_until};
 
-const SECOND: Duration = Duration::from_secs(1);
 /// Bound for things that take milliseconds on an idle machine; generous for a loaded CI box.
 const WAIT: Duration = Duration::from_secs(15);
 
