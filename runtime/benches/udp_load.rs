@@ -1,0 +1,155 @@
+//! Sustained UDP ingest: a load generator on loopback sends collectd network-protocol datagrams
+//! (plain, 40 gauge value lists each) to the release `medic` at a fixed rate; the `counter` rule
+//! counts what reaches it. Reports values sent, received by the rule, lost, and medic's CPU time.
+//!
+//! `cargo bench -p medic --bench udp_load` (100 k values/s for 60 s; override with
+//! MEDIC_LOAD_RATE and MEDIC_LOAD_SECS). Needs target/rules/counter.wasm.
+
+use std::net::UdpSocket;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const PER_DATAGRAM: usize = 40;
+
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn part(t: u16, body: &[u8], out: &mut Vec<u8>) {
+    out.extend(t.to_be_bytes());
+    out.extend(((body.len() + 4) as u16).to_be_bytes());
+    out.extend(body);
+}
+
+/// One datagram: host, plugin, type, time, interval once; then instance + value per list.
+fn datagram(seq: u64) -> Vec<u8> {
+    let mut d = Vec::with_capacity(1400);
+    part(0x0000, b"load-gen\0", &mut d);
+    part(0x0002, b"load\0", &mut d);
+    part(0x0004, b"gauge\0", &mut d);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    part(
+        0x0008,
+        &((now.as_secs_f64() * (1u64 << 30) as f64) as u64).to_be_bytes(),
+        &mut d,
+    );
+    part(0x0009, &(1u64 << 30).to_be_bytes(), &mut d);
+    for i in 0..PER_DATAGRAM {
+        part(0x0005, format!("i{}\0", i % 40).as_bytes(), &mut d);
+        let mut v = 1u16.to_be_bytes().to_vec();
+        v.push(1);
+        v.extend(((seq * PER_DATAGRAM as u64 + i as u64) as f64).to_le_bytes());
+        part(0x0006, &v, &mut d);
+    }
+    d
+}
+
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit(')').next().unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = f.get(11).and_then(|s| s.parse().ok()).unwrap_or(0.0)
+        + f.get(12).and_then(|s| s.parse().ok()).unwrap_or(0.0);
+    ticks / 100.0
+}
+
+fn seen(log: &Path) -> u64 {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            l.split(" seen=")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+fn main() {
+    let rate = env_or("MEDIC_LOAD_RATE", 100_000);
+    let secs = env_or("MEDIC_LOAD_SECS", 60);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("rules")).unwrap();
+    std::fs::copy(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../target/rules/counter.wasm"),
+        dir.path().join("rules/counter.wasm"),
+    )
+    .expect("run scripts/build-rules.sh first");
+    let port = UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = dir.path().join("medic.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[daemon]\nstate_dir = \"state\"\n[rules]\ndir = \"rules\"\nqueue_capacity = 262144\n\
+             [rules.config.counter]\npattern = \"load-gen/load/*\"\n\
+             [ingest]\ntypes_db = [\"/usr/share/collectd/types.db\"]\n\
+             [ingest.network]\nlisten = [\"127.0.0.1:{port}\"]\nreceive_buffer = 8388608\n"
+        ),
+    )
+    .unwrap();
+    let log = dir.path().join("medic.log");
+    let mut medic = Command::new(env!("CARGO_BIN_EXE_medic"))
+        .args(["run", "--log-level", "info", "--config"])
+        .arg(&config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("medic running")
+    {
+        assert!(Instant::now() < deadline, "medic did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket.connect(("127.0.0.1", port)).unwrap();
+    let datagrams_per_sec = rate / PER_DATAGRAM as u64;
+    let total = datagrams_per_sec * secs;
+    let cpu_before = cpu_seconds(medic.id());
+    let start = Instant::now();
+    for seq in 0..total {
+        // Pace: datagram `seq` goes out at seq / datagrams_per_sec seconds.
+        let due = Duration::from_secs_f64(seq as f64 / datagrams_per_sec as f64);
+        if let Some(wait) = due.checked_sub(start.elapsed()) {
+            std::thread::sleep(wait);
+        }
+        socket.send(&datagram(seq)).unwrap();
+    }
+    let took = start.elapsed();
+    let sent = total * PER_DATAGRAM as u64;
+    let wait_until = Instant::now() + Duration::from_secs(20);
+    while seen(&log) < sent && Instant::now() < wait_until {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let cpu = cpu_seconds(medic.id()) - cpu_before;
+    let got = seen(&log);
+    let _ = medic.kill();
+    let _ = medic.wait();
+    println!(
+        "UDP ingest: {sent} values in {:.1} s ({:.0} values/s offered), seen by the rule {got}, \
+         lost {}; medic CPU {:.1} s ({:.0} % of one core)",
+        took.as_secs_f64(),
+        sent as f64 / took.as_secs_f64(),
+        sent.saturating_sub(got),
+        cpu,
+        100.0 * cpu / took.as_secs_f64()
+    );
+}
