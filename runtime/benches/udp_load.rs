@@ -59,6 +59,21 @@ fn cpu_seconds(pid: u32) -> f64 {
     ticks / 100.0
 }
 
+/// The kernel's count of UDP datagrams dropped for a full receive buffer (all sockets).
+fn udp_rcvbuf_errors() -> u64 {
+    let snmp = std::fs::read_to_string("/proc/net/snmp").unwrap_or_default();
+    let mut udp = snmp.lines().filter(|l| l.starts_with("Udp:"));
+    let (Some(names), Some(values)) = (udp.next(), udp.next()) else {
+        return 0;
+    };
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(n, _)| *n == "RcvbufErrors")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0)
+}
+
 fn seen(log: &Path) -> u64 {
     std::fs::read_to_string(log)
         .unwrap_or_default()
@@ -124,6 +139,7 @@ fn main() {
     let datagrams_per_sec = rate / PER_DATAGRAM as u64;
     let total = datagrams_per_sec * secs;
     let cpu_before = cpu_seconds(medic.id());
+    let kernel_drops_before = udp_rcvbuf_errors();
     let start = Instant::now();
     for seq in 0..total {
         // Pace: datagram `seq` goes out at seq / datagrams_per_sec seconds.
@@ -141,11 +157,21 @@ fn main() {
     }
     let cpu = cpu_seconds(medic.id()) - cpu_before;
     let got = seen(&log);
+    let kernel_drops = udp_rcvbuf_errors() - kernel_drops_before;
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    for line in text
+        .lines()
+        .filter(|l| l.contains("dropped") || l.contains("refused"))
+        .take(5)
+    {
+        println!("medic: {line}");
+    }
     let _ = medic.kill();
     let _ = medic.wait();
     println!(
         "UDP ingest: {sent} values in {:.1} s ({:.0} values/s offered), seen by the rule {got}, \
-         lost {}; medic CPU {:.1} s ({:.0} % of one core)",
+         lost {} (kernel receive-buffer drops: {kernel_drops} datagrams); \
+         medic CPU {:.1} s ({:.0} % of one core)",
         took.as_secs_f64(),
         sent as f64 / took.as_secs_f64(),
         sent.saturating_sub(got),
