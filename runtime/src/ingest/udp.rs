@@ -204,3 +204,91 @@ impl RateLimited {
         self.last = Some(Instant::now());
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::SecurityLevelName;
+
+    fn fixture(name: &str) -> Vec<u8> {
+        let dir = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../shared/fixtures/collectd"
+        );
+        std::fs::read(format!("{dir}/{name}")).unwrap()
+    }
+
+    fn config(listen: &[&str], level: SecurityLevelName) -> NetworkConfig {
+        NetworkConfig {
+            listen: listen.iter().map(|a| a.parse().unwrap()).collect(),
+            security_level: level,
+            auth_file: None,
+            receive_buffer: Some(1 << 20),
+        }
+    }
+
+    async fn receive_n(rx: &mut mpsc::Receiver<Ingested>, n: usize) -> usize {
+        let mut got = 0;
+        while got < n {
+            match tokio::time::timeout(Duration::from_secs(5), rx.recv()).await {
+                Ok(Some(_)) => got += 1,
+                _ => break,
+            }
+        }
+        got
+    }
+
+    #[tokio::test]
+    async fn receives_on_ipv4_and_ipv6() {
+        let (tx, mut rx) = mpsc::channel(1024);
+        let stats = Arc::new(NetworkStats::default());
+        let cfg = config(&["127.0.0.1:0", "[::1]:0"], SecurityLevelName::None);
+        let bound = start(&cfg, tx, stats.clone()).unwrap();
+        assert_eq!(bound.len(), 2);
+        let plain = fixture("plain.bin");
+        let v4 = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        v4.send_to(&plain, bound[0]).unwrap();
+        assert_eq!(receive_n(&mut rx, 29).await, 29);
+        let v6 = std::net::UdpSocket::bind("[::1]:0").unwrap();
+        v6.send_to(&plain, bound[1]).unwrap();
+        assert_eq!(receive_n(&mut rx, 29).await, 29);
+        assert_eq!(stats.datagrams.load(Ordering::Relaxed), 2);
+        assert_eq!(stats.items.load(Ordering::Relaxed), 58);
+    }
+
+    #[tokio::test]
+    async fn refusals_are_counted_and_the_receiver_keeps_serving() {
+        let dir = tempfile::tempdir().unwrap();
+        let auth = dir.path().join("passwd");
+        std::fs::write(&auth, "fixture-user: fixture-secret\n").unwrap();
+        let (tx, mut rx) = mpsc::channel(1024);
+        let stats = Arc::new(NetworkStats::default());
+        let mut cfg = config(&["127.0.0.1:0"], SecurityLevelName::Sign);
+        cfg.auth_file = Some(auth);
+        let bound = start(&cfg, tx, stats.clone()).unwrap();
+        let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        client.send_to(&fixture("plain.bin"), bound[0]).unwrap();
+        client.send_to(b"garbage", bound[0]).unwrap();
+        client.send_to(&fixture("sign.bin"), bound[0]).unwrap();
+        assert_eq!(receive_n(&mut rx, 28).await, 28);
+        assert_eq!(stats.refused.load(Ordering::Relaxed), 2);
+    }
+
+    #[tokio::test]
+    async fn multicast_addresses_join_their_group() {
+        // collectd's default group, on a free port.
+        let socket = bind("239.192.74.66:0".parse().unwrap(), None).unwrap();
+        let port = socket.local_addr().unwrap().port();
+        let sender = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+        sender.set_multicast_loop_v4(true).unwrap();
+        sender
+            .send_to(b"hello group", ("239.192.74.66", port))
+            .unwrap();
+        let mut buf = [0u8; 64];
+        let (n, _) = tokio::time::timeout(Duration::from_secs(5), socket.recv_from(&mut buf))
+            .await
+            .expect("no multicast datagram arrived")
+            .unwrap();
+        assert_eq!(&buf[..n], b"hello group");
+    }
+}
