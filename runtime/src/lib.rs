@@ -12,3 +12,5 @@ pub mod engine;
 pub mod ingest;
 pub mod logging;
 pub mod store;
+#[cfg(test)]
+mod test_fixtures;

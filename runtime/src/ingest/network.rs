@@ -472,13 +472,7 @@ mod tests {
     use super::*;
     use serde_json::Value as Json;
 
-    fn fixture(name: &str) -> Vec<u8> {
-        let dir = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../shared/fixtures/collectd"
-        );
-        std::fs::read(format!("{dir}/{name}")).unwrap()
-    }
+    use crate::test_fixtures::bytes as fixture;
 
     fn creds(password: &str) -> Credentials {
         Credentials::parse(&format!(
@@ -549,7 +543,7 @@ mod tests {
         let c = creds("fixture-secret");
         for (name, level) in cases {
             let got = decode_all(&fixture(&format!("{name}.bin")), level, &c).unwrap();
-            let text = String::from_utf8(fixture(&format!("{name}.expected.json"))).unwrap();
+            let text = crate::test_fixtures::text(&format!("{name}.expected.json"));
             let expected: Vec<Json> = serde_json::from_str(&text).unwrap();
             assert_eq!(got.len(), expected.len(), "{name}");
             for (i, (g, e)) in got.iter().zip(&expected).enumerate() {

@@ -366,11 +366,7 @@ mod tests {
     fn replies_like_collectd_in_the_fixture_transcripts() {
         let db = TypesDb::load(&["/usr/share/collectd/types.db"]);
         for file in ["unixsock-transcript.txt", "alltypes-putval-transcript.txt"] {
-            let path = format!(
-                "{}/../../shared/fixtures/collectd/{file}",
-                env!("CARGO_MANIFEST_DIR")
-            );
-            let text = std::fs::read_to_string(&path).unwrap();
+            let text = crate::test_fixtures::text(file);
             let lines: Vec<&str> = text.lines().collect();
             let mut checked = 0;
             for (i, line) in lines.iter().enumerate() {

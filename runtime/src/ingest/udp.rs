@@ -210,13 +210,7 @@ mod tests {
     use super::*;
     use crate::config::SecurityLevelName;
 
-    fn fixture(name: &str) -> Vec<u8> {
-        let dir = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../shared/fixtures/collectd"
-        );
-        std::fs::read(format!("{dir}/{name}")).unwrap()
-    }
+    use crate::test_fixtures::bytes as fixture;
 
     fn config(listen: &[&str], level: SecurityLevelName) -> NetworkConfig {
         NetworkConfig {

@@ -211,11 +211,7 @@ mod tests {
 
     #[test]
     fn parses_every_reply_in_the_fixture_transcripts() {
-        let dir = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../shared/fixtures/collectd"
-        );
-        let text = std::fs::read_to_string(format!("{dir}/unixsock-transcript.txt")).unwrap();
+        let text = crate::test_fixtures::text("unixsock-transcript.txt");
         let lines: Vec<&str> = text.lines().collect();
         let (mut listed, mut values, mut errors) = (0, 0, 0);
         let mut i = 0;
