@@ -426,10 +426,6 @@ impl Config {
         Ok(())
     }
 
-    pub fn command(&self, service: &str, command: &str) -> Option<&Command> {
-        self.services.get(service)?.commands.get(command)
-    }
-
     /// The state database path.
     pub fn state_db(&self) -> PathBuf {
         self.daemon.state_dir.join("medic.db")

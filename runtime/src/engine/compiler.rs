@@ -83,10 +83,6 @@ impl Compiler {
         })
     }
 
-    pub fn engine(&self) -> &Engine {
-        &self.engine
-    }
-
     /// Read, compile (or load from cache) and link a rule file. Errors say which step failed.
     pub fn compile_file(&self, path: &Path) -> anyhow::Result<Compiled> {
         let bytes =

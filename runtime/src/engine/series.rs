@@ -128,11 +128,6 @@ impl SeriesTable {
         inner.entries.get(id as usize).map(|e| e.info.clone())
     }
 
-    pub fn key(&self, id: u32) -> Option<Arc<str>> {
-        let inner = self.inner.read().unwrap_or_else(|p| p.into_inner());
-        inner.entries.get(id as usize).map(|e| e.key.clone())
-    }
-
     pub fn last_value(&self, identifier: &str) -> Option<wit::Snapshot> {
         let inner = self.inner.read().unwrap_or_else(|p| p.into_inner());
         let id = *inner.ids.get(identifier)?;

@@ -97,10 +97,6 @@ impl StatusBoard {
         self.lock().remove(name);
     }
 
-    pub fn get(&self, name: &str) -> Option<RuleStatus> {
-        self.lock().get(name).cloned()
-    }
-
     pub fn snapshot(&self) -> BTreeMap<String, RuleStatus> {
         self.lock().clone()
     }
