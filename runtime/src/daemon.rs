@@ -5,12 +5,14 @@ use std::sync::Arc;
 use anyhow::Context;
 use tokio::sync::mpsc;
 
+use crate::actions::Effects;
 use crate::actions::executor::Executor;
 use crate::config::Config;
 use crate::engine::compiler::Compiler;
 use crate::engine::dispatcher::Dispatcher;
 use crate::engine::instance::Limits;
 use crate::engine::registry::Registry;
+use crate::engine::routes::Routes;
 use crate::engine::rule::HostParts;
 use crate::engine::series::SeriesTable;
 use crate::engine::status::StatusBoard;
@@ -40,6 +42,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     tokio::spawn(Executor::new(config.clone()).serve(actions_rx));
 
     let (routes_tx, routes_rx) = crossbeam_channel::unbounded();
+    let (routes, rule_topics) = Routes::new(routes_tx);
     let (ingest_tx, ingest_rx) = mpsc::channel(INGEST_QUEUE);
     let dispatcher = Dispatcher::new(series.clone(), routes_rx, status.clone());
     let dispatcher = std::thread::Builder::new()
@@ -47,6 +50,26 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .spawn(move || dispatcher.run(ingest_rx))?;
 
     let compiler = Compiler::new(Some(config.cache_dir()))?;
+    let (mqtt_tx, mqtt_rx) = mpsc::unbounded_channel();
+    let mqtt = match &config.mqtt {
+        Some(m) => {
+            let running = crate::mqtt::service::start(crate::mqtt::service::Parts {
+                config: config.clone(),
+                store: state.clone(),
+                actions: actions_tx.clone(),
+                ingest: ingest_tx.clone(),
+                rule_topics,
+                requests: mqtt_rx,
+            })?;
+            tracing::info!(broker = m.broker, "MQTT client started");
+            Some(running)
+        }
+        None => None,
+    };
+    let effects = Effects {
+        commands: actions_tx,
+        mqtt: mqtt.as_ref().map(|_| mqtt_tx),
+    };
     let host = HostParts {
         state,
         series,
@@ -56,8 +79,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         compiler,
         host,
         config.rules.clone(),
-        actions_tx,
-        routes_tx,
+        effects,
+        routes,
         status.clone(),
     );
     registry.load_all()?;
@@ -110,6 +133,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let _ = tokio::task::spawn_blocking(move || watcher.join()).await;
     if let Some(p) = &config.ingest.putval {
         let _ = std::fs::remove_file(&p.socket);
+    }
+    if let Some(mqtt) = mqtt {
+        mqtt.stop().await;
     }
     drop(dispatcher);
     Ok(())

@@ -10,7 +10,9 @@ pub mod daemon;
 pub mod decode;
 pub mod engine;
 pub mod ingest;
+pub mod import_lcm;
 pub mod logging;
+pub mod mqtt;
 pub mod store;
 #[cfg(test)]
 mod test_fixtures;

@@ -55,6 +55,59 @@ enum Command {
         #[arg(required_unless_present = "listen")]
         files: Vec<PathBuf>,
     },
+    /// Send a remote command over MQTT and wait for its result (lua-collectd-monitor format).
+    /// Prints the result's message; exits with its code (1 when the code does not fit an exit
+    /// status, 124 when no result came in time).
+    Send(SendArgs),
+    /// Print a medic.toml equivalent to a lua-collectd-monitor config.json.
+    ImportLcm {
+        /// lua-collectd-monitor's config.json.
+        config: PathBuf,
+        /// `daemon.state_dir` of the generated config.
+        #[arg(long, default_value = "/var/lib/medic")]
+        state_dir: PathBuf,
+        /// `rules.dir` of the generated config.
+        #[arg(long, default_value = "/etc/medic/rules")]
+        rules_dir: PathBuf,
+    },
+}
+
+#[derive(clap::Args)]
+struct SendArgs {
+    service: String,
+    command: String,
+    /// mqtt://host[:port] or mqtts://host[:port].
+    #[arg(long)]
+    broker: String,
+    #[arg(long)]
+    user: Option<String>,
+    #[arg(long, requires = "user", conflicts_with = "password_file")]
+    password: Option<String>,
+    #[arg(long, requires = "user")]
+    password_file: Option<PathBuf>,
+    /// Command topic; default `medic/<node>/command` with --node.
+    #[arg(long, required_unless_present = "node")]
+    topic: Option<String>,
+    /// Result topic; default `medic/<node>/result` with --node.
+    #[arg(long, required_unless_present = "node")]
+    result_topic: Option<String>,
+    /// The target medic's node name, for the default topics.
+    #[arg(long)]
+    node: Option<String>,
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u8).range(0..=2))]
+    qos: u8,
+    /// How long to wait for the result.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    timeout: std::time::Duration,
+    /// Task id to send (default: derived from the clock). Re-sending one gets its recorded result.
+    #[arg(long)]
+    task_id: Option<u64>,
+    /// PEM CA bundle to verify an mqtts:// broker (default: the system roots).
+    #[arg(long)]
+    ca_file: Option<PathBuf>,
+    /// Do not verify the broker's certificate.
+    #[arg(long)]
+    insecure: bool,
 }
 
 fn main() -> ExitCode {
@@ -89,6 +142,28 @@ fn main() -> ExitCode {
             };
             decode_command(options, listen, files)
         }
+        Command::Send(args) => send_command(args),
+        Command::ImportLcm {
+            config,
+            state_dir,
+            rules_dir,
+        } => {
+            let json = match std::fs::read_to_string(&config) {
+                Ok(j) => j,
+                Err(e) => return fail(format!("cannot read {}: {e}", config.display())),
+            };
+            let paths = medic::import_lcm::Paths {
+                state_dir: &state_dir,
+                rules_dir: &rules_dir,
+            };
+            match medic::import_lcm::convert(&json, &config, &paths) {
+                Ok(toml) => {
+                    print!("{toml}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(format!("{e:#}")),
+            }
+        }
         Command::Check { config: path } => {
             let config = match Config::load(&path) {
                 Ok(c) => c,
@@ -107,6 +182,58 @@ fn main() -> ExitCode {
                 Err(e) => fail(format!("{e:#}")),
             }
         }
+    }
+}
+
+fn send_command(a: SendArgs) -> ExitCode {
+    use medic::mqtt::{lcm, send};
+    let password = match (&a.password, &a.password_file) {
+        (Some(p), _) => Some(p.clone()),
+        (None, Some(f)) => match medic::mqtt::options::read_password(f) {
+            Ok(p) => Some(p),
+            Err(e) => return fail(format!("{e:#}")),
+        },
+        (None, None) => None,
+    };
+    let topic_for = |given: &Option<String>, kind: &str| {
+        given.clone().unwrap_or_else(|| {
+            format!("medic/{}/{kind}", a.node.as_deref().unwrap_or_default())
+        })
+    };
+    let options = send::SendOptions {
+        broker: a.broker.clone(),
+        credentials: a.user.clone().map(|u| (u, password.unwrap_or_default())),
+        ca_file: a.ca_file.clone(),
+        insecure: a.insecure,
+        topic: topic_for(&a.topic, "command"),
+        result_topic: topic_for(&a.result_topic, "result"),
+        qos: a.qos,
+        timeout: a.timeout,
+        task_id: a.task_id.unwrap_or_else(send::fresh_task_id),
+        service: a.service.clone(),
+        command: a.command.clone(),
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => return fail(format!("cannot start the async runtime: {e}")),
+    };
+    match runtime.block_on(send::send(options)) {
+        Ok(reply) => {
+            print!("{}", reply.message);
+            if !reply.message.is_empty() && !reply.message.ends_with('\n') {
+                println!();
+            }
+            if reply.code != 0 {
+                let meaning = lcm::code::describe(reply.code).unwrap_or("command failed");
+                eprintln!("medic: code {} ({meaning})", reply.code);
+            }
+            ExitCode::from(u8::try_from(reply.code).unwrap_or(1))
+        }
+        Err(e @ send::SendError::Timeout { .. }) => {
+            eprintln!("medic: {e}");
+            ExitCode::from(124)
+        }
+        Err(e) => fail(e),
     }
 }
 

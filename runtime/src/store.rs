@@ -1,6 +1,7 @@
 //! Embedded persistence under `daemon.state_dir`: the rules' key/value state (surviving hot
-//! reloads and restarts). SQLite in WAL mode, so a killed daemon loses nothing it acknowledged
-//! and operators can inspect it with `sqlite3`.
+//! reloads and restarts), the MQTT outbox (messages not yet acknowledged by the broker) and the
+//! remote-command task ids seen (dedupe). SQLite in WAL mode, so a killed daemon loses nothing
+//! it committed and operators can inspect it with `sqlite3`.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -42,6 +43,18 @@ impl Store {
                  key   TEXT NOT NULL,
                  value BLOB NOT NULL,
                  PRIMARY KEY (rule, key)
+             ) WITHOUT ROWID;
+             CREATE TABLE IF NOT EXISTS mqtt_outbox (
+                 id      INTEGER PRIMARY KEY AUTOINCREMENT,
+                 topic   TEXT NOT NULL,
+                 payload BLOB NOT NULL,
+                 retain  INTEGER NOT NULL,
+                 created INTEGER NOT NULL
+             );
+             CREATE TABLE IF NOT EXISTS mqtt_tasks (
+                 task_id  TEXT PRIMARY KEY,
+                 received INTEGER NOT NULL,
+                 reply    BLOB
              ) WITHOUT ROWID;",
         )?;
         Ok(Self {
@@ -79,6 +92,154 @@ impl Store {
     }
 }
 
+/// One message waiting in the MQTT outbox.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outgoing {
+    pub id: i64,
+    pub topic: String,
+    pub payload: Vec<u8>,
+    pub retain: bool,
+}
+
+/// What the dedupe table knows of a remote task id.
+#[derive(Debug, PartialEq)]
+pub enum TaskSeen {
+    /// First time (within the window): it is now recorded as running.
+    New,
+    /// Still running (or was, when medic last stopped).
+    Running,
+    /// Finished; the reply that was sent.
+    Done(Vec<u8>),
+}
+
+impl Store {
+    /// Queue a message; keeps at most `limit` by dropping the oldest. Returns its id and how
+    /// many old messages were dropped to make room.
+    pub fn outbox_push(
+        &self,
+        topic: &str,
+        payload: &[u8],
+        retain: bool,
+        limit: usize,
+    ) -> rusqlite::Result<(i64, usize)> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let id = push(&tx, topic, payload, retain)?;
+        let dropped = trim(&tx, limit)?;
+        tx.commit()?;
+        Ok((id, dropped))
+    }
+
+    /// Messages in the order they were queued, from id `after` on, at most `max`.
+    pub fn outbox_after(&self, after: i64, max: usize) -> rusqlite::Result<Vec<Outgoing>> {
+        self.conn()
+            .prepare_cached(
+                "SELECT id, topic, payload, retain FROM mqtt_outbox WHERE id > ?1
+                 ORDER BY id LIMIT ?2",
+            )?
+            .query_map(params![after, max as i64], |r| {
+                Ok(Outgoing {
+                    id: r.get(0)?,
+                    topic: r.get(1)?,
+                    payload: r.get(2)?,
+                    retain: r.get(3)?,
+                })
+            })?
+            .collect()
+    }
+
+    /// The broker has the message: forget it.
+    pub fn outbox_remove(&self, id: i64) -> rusqlite::Result<()> {
+        self.conn()
+            .prepare_cached("DELETE FROM mqtt_outbox WHERE id = ?1")?
+            .execute(params![id])
+            .map(drop)
+    }
+
+    pub fn outbox_len(&self) -> rusqlite::Result<usize> {
+        self.conn()
+            .query_row("SELECT count(*) FROM mqtt_outbox", [], |r| r.get::<_, i64>(0))
+            .map(|n| n as usize)
+    }
+
+    /// Record a task id as running unless it was seen after `since` (ns); say what was known.
+    pub fn task_begin(&self, task_id: &str, now: u64, since: u64) -> rusqlite::Result<TaskSeen> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let seen: Option<(i64, Option<Vec<u8>>)> = tx
+            .prepare_cached("SELECT received, reply FROM mqtt_tasks WHERE task_id = ?1")?
+            .query_row(params![task_id], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        let result = match seen {
+            Some((received, reply)) if received as u64 >= since => match reply {
+                Some(reply) => TaskSeen::Done(reply),
+                None => TaskSeen::Running,
+            },
+            _ => {
+                tx.prepare_cached(
+                    "INSERT INTO mqtt_tasks (task_id, received, reply) VALUES (?1, ?2, NULL)
+                     ON CONFLICT (task_id) DO UPDATE SET received = excluded.received, reply = NULL",
+                )?
+                .execute(params![task_id, now as i64])?;
+                TaskSeen::New
+            }
+        };
+        tx.commit()?;
+        Ok(result)
+    }
+
+    /// Record a task's reply and queue it for the broker, atomically: a crash leaves either
+    /// both or neither, so a result is never lost nor recorded without being sent.
+    pub fn task_finish(
+        &self,
+        task_id: &str,
+        topic: &str,
+        reply: &[u8],
+        limit: usize,
+    ) -> rusqlite::Result<(i64, usize)> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.prepare_cached("UPDATE mqtt_tasks SET reply = ?2 WHERE task_id = ?1")?
+            .execute(params![task_id, reply])?;
+        let id = push(&tx, topic, reply, false)?;
+        let dropped = trim(&tx, limit)?;
+        tx.commit()?;
+        Ok((id, dropped))
+    }
+
+    /// Task ids recorded as running: their medic stopped before they finished.
+    pub fn tasks_running(&self) -> rusqlite::Result<Vec<String>> {
+        self.conn()
+            .prepare_cached("SELECT task_id FROM mqtt_tasks WHERE reply IS NULL")?
+            .query_map([], |r| r.get(0))?
+            .collect()
+    }
+
+    /// Forget task ids received before `before` (ns); returns how many.
+    pub fn tasks_expire(&self, before: u64) -> rusqlite::Result<usize> {
+        self.conn()
+            .prepare_cached("DELETE FROM mqtt_tasks WHERE received < ?1 AND reply IS NOT NULL")?
+            .execute(params![before as i64])
+    }
+}
+
+fn push(tx: &rusqlite::Transaction, topic: &str, payload: &[u8], retain: bool) -> rusqlite::Result<i64> {
+    tx.prepare_cached(
+        "INSERT INTO mqtt_outbox (topic, payload, retain, created) VALUES (?1, ?2, ?3, ?4)",
+    )?
+    .execute(params![topic, payload, retain, crate::ingest::value::now_ns() as i64])?;
+    Ok(tx.last_insert_rowid())
+}
+
+/// Drop the oldest messages past `limit`.
+fn trim(tx: &rusqlite::Transaction, limit: usize) -> rusqlite::Result<usize> {
+    tx.prepare_cached(
+        "DELETE FROM mqtt_outbox WHERE id IN (
+             SELECT id FROM mqtt_outbox ORDER BY id DESC LIMIT -1 OFFSET ?1)",
+    )?
+    .execute(params![limit as i64])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -97,5 +258,39 @@ mod tests {
         assert_eq!(s.state_get("b", "k").unwrap(), Some(b"3".to_vec()));
         s.state_delete("a", "k").unwrap();
         assert_eq!(s.state_get("a", "k").unwrap(), None);
+    }
+
+    #[test]
+    fn outbox_keeps_order_and_drops_the_oldest_past_its_limit() {
+        let s = Store::in_memory().unwrap();
+        for i in 0..5 {
+            let (_, dropped) = s.outbox_push("t", &[i], false, 3).unwrap();
+            assert_eq!(dropped, usize::from(i >= 3));
+        }
+        let left = s.outbox_after(0, 10).unwrap();
+        let payloads: Vec<u8> = left.iter().map(|m| m.payload[0]).collect();
+        assert_eq!(payloads, [2, 3, 4]);
+        s.outbox_remove(left[0].id).unwrap();
+        assert_eq!(s.outbox_after(left[0].id, 1).unwrap()[0].payload, [3]);
+        assert_eq!(s.outbox_len().unwrap(), 2);
+    }
+
+    #[test]
+    fn tasks_dedupe_within_the_window() {
+        let s = Store::in_memory().unwrap();
+        assert_eq!(s.task_begin("7", 100, 0).unwrap(), TaskSeen::New);
+        assert_eq!(s.task_begin("7", 101, 0).unwrap(), TaskSeen::Running);
+        assert_eq!(s.tasks_running().unwrap(), ["7"]);
+        s.task_finish("7", "r", b"done", 10).unwrap();
+        assert_eq!(
+            s.task_begin("7", 102, 50).unwrap(),
+            TaskSeen::Done(b"done".to_vec())
+        );
+        assert_eq!(s.outbox_len().unwrap(), 1);
+        // Outside the window it is a new task.
+        assert_eq!(s.task_begin("7", 300, 200).unwrap(), TaskSeen::New);
+        s.task_finish("7", "r", b"again", 10).unwrap();
+        assert_eq!(s.tasks_expire(400).unwrap(), 1);
+        assert!(s.tasks_running().unwrap().is_empty());
     }
 }

@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod broker;
+
 pub fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -61,13 +63,23 @@ pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
 /// A temp directory laid out for one medic: `rules/`, `state/`, `medic.toml`, `medic.log`.
 pub struct Site {
     pub dir: tempfile::TempDir,
+    /// `daemon.node`.
+    pub node: String,
 }
 
 impl Site {
     pub fn new() -> Self {
+        Self::named("test")
+    }
+
+    /// A site whose medic calls itself `node`.
+    pub fn named(node: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("rules")).unwrap();
-        Self { dir }
+        Self {
+            dir,
+            node: node.to_string(),
+        }
     }
 
     pub fn path(&self, rel: &str) -> PathBuf {
@@ -103,7 +115,7 @@ impl Site {
         let config = format!(
             r#"
 [daemon]
-node = "test"
+node = "{node}"
 state_dir = "state"
 
 [rules]
@@ -120,7 +132,8 @@ types_db = ["/usr/share/collectd/types.db"]
 socket = "putval.sock"
 
 {extra}
-"#
+"#,
+            node = self.node
         );
         let path = self.path("medic.toml");
         std::fs::write(&path, config).unwrap();
@@ -241,7 +254,7 @@ impl Drop for Medic {
 
 unsafe extern "C" {
     #[link_name = "kill"]
-    fn libc_kill(pid: i32, sig: i32) -> i32;
+    pub(crate) fn libc_kill(pid: i32, sig: i32) -> i32;
 }
 
 /// One PUTVAL connection.

@@ -26,6 +26,7 @@ pub struct RunResult {
     pub signal: Option<i32>,
     pub output: String,
     pub error: Option<String>,
+    pub timed_out: bool,
     pub duration: Duration,
 }
 
@@ -57,6 +58,7 @@ pub async fn run(spec: &Command) -> RunResult {
                 signal: None,
                 output: String::new(),
                 error: Some(format!("cannot start {}: {e}", spec.program)),
+                timed_out: false,
                 duration: started.elapsed(),
             };
         }
@@ -75,9 +77,11 @@ pub async fn run(spec: &Command) -> RunResult {
     ];
 
     let mut error = None;
+    let mut timed_out = false;
     let status = match tokio::time::timeout(spec.timeout, child.wait()).await {
         Ok(status) => status,
         Err(_) => {
+            timed_out = true;
             error = Some(format!(
                 "timed out after {:?}; process group killed",
                 spec.timeout
@@ -119,6 +123,7 @@ pub async fn run(spec: &Command) -> RunResult {
         signal,
         output,
         error,
+        timed_out,
         duration: started.elapsed(),
     }
 }
@@ -212,6 +217,7 @@ impl Executor {
             .admit(&self.config, &req.service, &req.command, Instant::now())
             .map(|(spec, token)| (spec.clone(), token));
         let origin = &*req.origin;
+        let mut refused = None;
         let result = match admitted {
             Err(refusal) => {
                 tracing::warn!(
@@ -221,13 +227,16 @@ impl Executor {
                     command = req.command,
                     "command refused: {refusal}"
                 );
-                RunResult {
+                let result = RunResult {
                     code: None,
                     signal: None,
                     output: String::new(),
                     error: Some(refusal.to_string()),
+                    timed_out: false,
                     duration: Duration::ZERO,
-                }
+                };
+                refused = Some(refusal);
+                result
             }
             Ok((spec, token)) => {
                 tracing::info!(
@@ -267,6 +276,8 @@ impl Executor {
             signal: result.signal,
             output: result.output,
             error: result.error,
+            refusal: refused,
+            timed_out: result.timed_out,
             duration: result.duration,
         });
     }

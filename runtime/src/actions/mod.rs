@@ -8,7 +8,7 @@ use std::time::Duration;
 
 /// A request to run one allow-listed command.
 pub struct Request {
-    /// Who asked: a rule name (or, later, `mqtt:<task id>`).
+    /// Who asked: a rule name, or `mqtt:<task id>` for a remote command.
     pub origin: Arc<str>,
     /// Number of this decision in logs and the audit trail.
     pub action_id: u64,
@@ -30,11 +30,22 @@ pub struct Outcome {
     pub output: String,
     /// Why it did not run or did not finish normally (refused, timed out, failed to start).
     pub error: Option<String>,
+    /// Set when the policy gate refused it (it never ran).
+    pub refusal: Option<policy::Refusal>,
+    /// It ran past its timeout and was killed.
+    pub timed_out: bool,
     pub duration: Duration,
 }
 
 /// Hands requests to the executor task; cloneable, callable from any thread.
 pub type ActionSink = tokio::sync::mpsc::UnboundedSender<Request>;
+
+/// Where a rule's actions go: the executor, and the MQTT client when one is configured.
+#[derive(Clone)]
+pub struct Effects {
+    pub commands: ActionSink,
+    pub mqtt: Option<crate::mqtt::MqttSink>,
+}
 
 /// Action ids: unique across restarts without persistence, by starting from the clock.
 pub fn next_action_id() -> u64 {

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::{Command, Config};
 
-#[derive(Debug, PartialEq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum Refusal {
     #[error("no services are configured")]
     NoServices,

@@ -168,6 +168,21 @@ impl Dispatcher {
                     }
                 }
             }
+            Ingested::Mqtt(m) => {
+                let wants = |route: &Route| {
+                    let filters = &route.subscription.info.topics;
+                    filters.iter().any(|f| rumqttc::matches(&m.topic, f))
+                };
+                let event = wit::Event::Mqtt(wit::MqttMessage {
+                    topic: m.topic.clone(),
+                    payload: m.payload.clone(),
+                });
+                for route in self.routes.values_mut() {
+                    if wants(route) {
+                        route.send(Queued::Event(event.clone()));
+                    }
+                }
+            }
         }
     }
 

@@ -12,6 +12,7 @@ pub mod compiler;
 pub mod dispatcher;
 pub mod instance;
 pub mod registry;
+pub mod routes;
 pub mod rule;
 pub mod series;
 pub mod status;

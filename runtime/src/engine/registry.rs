@@ -8,16 +8,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use crossbeam_channel::Sender;
 use notify::{EventKind, RecursiveMode};
 use notify_debouncer_full::{DebounceEventResult, new_debouncer};
 
 use super::compiler::Compiler;
 use super::dispatcher::RouteUpdate;
+use super::routes::Routes;
 use super::rule::{HostParts, RuleSpec, StartError, Subscription};
 use super::status::StatusBoard;
 use super::worker::{Control, Worker, WorkerConfig, WorkerHandle, queue};
-use crate::actions::ActionSink;
+use crate::actions::Effects;
 use crate::config::Rules as RulesConfig;
 
 /// Quiet time after the last change to a file before it is loaded: long enough to coalesce a
@@ -33,8 +33,8 @@ pub struct Registry {
     compiler: Compiler,
     host: HostParts,
     config: RulesConfig,
-    actions: ActionSink,
-    routes: Sender<RouteUpdate>,
+    actions: Effects,
+    routes: Routes,
     status: StatusBoard,
     rules: HashMap<Arc<str>, Loaded>,
 }
@@ -52,8 +52,8 @@ impl Registry {
         compiler: Compiler,
         host: HostParts,
         config: RulesConfig,
-        actions: ActionSink,
-        routes: Sender<RouteUpdate>,
+        actions: Effects,
+        routes: Routes,
         status: StatusBoard,
     ) -> Self {
         Self {
@@ -74,6 +74,13 @@ impl Registry {
     /// Load every `.wasm` in the rules directory, in name order. A rule that fails is logged and
     /// skipped; the others still start.
     pub fn load_all(&mut self) -> anyhow::Result<()> {
+        // A fresh install (or an imported config) has no rules yet: start with none, watching.
+        if !self.config.dir.exists() {
+            std::fs::create_dir_all(&self.config.dir).with_context(|| {
+                format!("cannot create rules directory {}", self.config.dir.display())
+            })?;
+            tracing::info!(dir = %self.config.dir.display(), "created the (empty) rules directory");
+        }
         for path in rule_files(&self.config.dir)? {
             self.load_logged(&path);
         }
@@ -144,7 +151,7 @@ impl Registry {
             let version = subscription.info.version.clone();
             self.status
                 .loaded(&name, path.to_path_buf(), version.clone(), hash);
-            let _ = self.routes.send(RouteUpdate::Subscribe {
+            self.routes.send(RouteUpdate::Subscribe {
                 rule: name,
                 subscription: Arc::new(subscription),
             });
@@ -172,13 +179,13 @@ impl Registry {
                 max_backoff: self.config.max_backoff,
             },
             Box::new(move |subscription: Subscription| {
-                let _ = routes.send(RouteUpdate::Subscribe {
+                routes.send(RouteUpdate::Subscribe {
                     rule: rule.clone(),
                     subscription: Arc::new(subscription),
                 });
             }),
         )?;
-        let _ = self.routes.send(RouteUpdate::Set {
+        self.routes.send(RouteUpdate::Set {
             rule: name.clone(),
             subscription,
             queue: events_tx,
@@ -192,7 +199,7 @@ impl Registry {
         let Some(loaded) = self.rules.remove(name) else {
             return;
         };
-        let _ = self.routes.send(RouteUpdate::Remove { rule: name.into() });
+        self.routes.send(RouteUpdate::Remove { rule: name.into() });
         let _ = loaded.worker.control.send(Control::Stop);
         let _ = loaded.worker.thread.join();
         self.status.remove(name);
@@ -203,7 +210,7 @@ impl Registry {
         let names: Vec<Arc<str>> = self.rules.keys().cloned().collect();
         for name in names {
             if let Some(loaded) = self.rules.remove(&name) {
-                let _ = self.routes.send(RouteUpdate::Remove { rule: name.clone() });
+                self.routes.send(RouteUpdate::Remove { rule: name.clone() });
                 let _ = loaded.worker.control.send(Control::Stop);
                 let _ = loaded.worker.thread.join();
             }
@@ -216,7 +223,7 @@ impl Registry {
     pub fn watch(
         mut self,
         stop: crossbeam_channel::Receiver<()>,
-        ready: Sender<()>,
+        ready: crossbeam_channel::Sender<()>,
     ) -> anyhow::Result<()> {
         let (tx, rx) = crossbeam_channel::unbounded();
         let mut debouncer = new_debouncer(DEBOUNCE, None, move |result: DebounceEventResult| {

@@ -48,6 +48,13 @@ impl Subscription {
             }
             b.build().map_err(|e| format!("{what} patterns: {e}"))
         };
+        if let Some(bad) = info
+            .topics
+            .iter()
+            .find(|t| t.is_empty() || !rumqttc::valid_filter(t))
+        {
+            return Err(format!("`{bad}` is not an MQTT topic filter"));
+        }
         let values = set(&info.values, "value")?;
         let notifications = set(&info.notifications, "notification")?;
         Ok(Self {

@@ -13,7 +13,8 @@ use super::bindings as wit;
 use super::instance::RuleInstance;
 use super::rule::{HostParts, RuleSpec, StartError, Started, Subscription};
 use super::status::{Health, StatusBoard};
-use crate::actions::{ActionSink, Outcome, Request, next_action_id};
+use crate::actions::{Effects, Outcome, Request, next_action_id};
+use crate::mqtt::MqttRequest;
 
 /// Messages that must never be dropped, unlike events.
 pub enum Control {
@@ -43,7 +44,7 @@ pub struct Worker {
     events: Receiver<Queued>,
     control: Receiver<Control>,
     control_tx: Sender<Control>,
-    actions: ActionSink,
+    actions: Effects,
     status: StatusBoard,
     cfg: WorkerConfig,
     timers: BTreeMap<String, Instant>,
@@ -65,7 +66,7 @@ impl Worker {
         started: Started,
         host: HostParts,
         events: Receiver<Queued>,
-        actions: ActionSink,
+        actions: Effects,
         status: StatusBoard,
         cfg: WorkerConfig,
         on_subscription: Box<dyn Fn(Subscription) + Send>,
@@ -341,7 +342,7 @@ impl Worker {
                         let _ = control.send(Control::Outcome(outcome));
                     }),
                 };
-                if self.actions.send(request).is_err() {
+                if self.actions.commands.send(request).is_err() {
                     tracing::error!(rule, action_id, "executor is gone; command not run");
                 }
             }
@@ -357,19 +358,56 @@ impl Worker {
             wit::Action::CancelTimer(name) => {
                 self.timers.remove(&name);
             }
-            wit::Action::Publish(p) => tracing::warn!(
-                rule,
-                topic = p.topic,
-                "publish refused: MQTT is not configured on this node"
-            ),
-            wit::Action::RunRemote(r) => tracing::warn!(
-                rule,
-                node = r.node,
-                service = r.service,
-                command = r.command,
-                "run-remote refused: MQTT is not configured on this node"
-            ),
+            wit::Action::Publish(p) => {
+                let request = MqttRequest::Publish {
+                    rule: self.spec.name.clone(),
+                    topic: p.topic,
+                    payload: p.payload,
+                    retain: p.retain,
+                };
+                self.send_mqtt(request);
+            }
+            wit::Action::RunRemote(r) => {
+                let action_id = next_action_id();
+                tracing::info!(
+                    rule,
+                    action_id,
+                    node = r.node,
+                    service = r.service,
+                    command = r.command,
+                    reason = r.reason,
+                    "rule asks another node to run a command"
+                );
+                let control = self.control_tx.clone();
+                let request = MqttRequest::RunRemote {
+                    rule: self.spec.name.clone(),
+                    action_id,
+                    node: r.node,
+                    service: r.service,
+                    command: r.command,
+                    reply: Box::new(move |outcome| {
+                        let _ = control.send(Control::Outcome(outcome));
+                    }),
+                };
+                self.send_mqtt(request);
+            }
         }
+    }
+}
+
+impl Worker {
+    /// Hand a request to the MQTT client; without one, say why it is refused (and a
+    /// `run-remote` still gets its result event, as an error).
+    fn send_mqtt(&self, request: MqttRequest) {
+        let rule = &*self.spec.name;
+        let request = match &self.actions.mqtt {
+            Some(mqtt) => match mqtt.send(request) {
+                Ok(()) => return,
+                Err(back) => back.0,
+            },
+            None => request,
+        };
+        request.refuse(rule, "MQTT is not configured on this node");
     }
 }
 

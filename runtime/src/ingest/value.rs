@@ -107,11 +107,19 @@ pub struct Notification {
     pub identifier: Identifier,
 }
 
+/// A message on an MQTT topic some rule subscribed to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MqttMessage {
+    pub topic: String,
+    pub payload: Vec<u8>,
+}
+
 /// What an ingest source hands to the engine.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Ingested {
     Values(ValueList),
     Notification(Notification),
+    Mqtt(MqttMessage),
 }
 
 pub fn now_ns() -> u64 {

@@ -5,6 +5,11 @@
 //! With `run = ["service", "command"]` in its config it also exercises the host's action path:
 //! on its first values it asks for that command and arms a timer; it logs the command's result
 //! and the timer's firing, and notifies when both have come back.
+//!
+//! MQTT: with `topics = [...]` it receives messages on those filters, logs each one and
+//! publishes `echo:<payload>` on every topic of `publish = [...]`; with
+//! `remote = ["node", "service", "command"]` it asks that node over MQTT on its first values
+//! and logs the result.
 
 use std::time::Duration;
 
@@ -20,6 +25,12 @@ struct Settings {
     pattern: String,
     #[serde(default)]
     run: Option<(String, String)>,
+    #[serde(default)]
+    topics: Vec<String>,
+    #[serde(default)]
+    publish: Vec<String>,
+    #[serde(default)]
+    remote: Option<(String, String, String)>,
 }
 
 pub struct Counter {
@@ -51,7 +62,11 @@ impl Rule for Counter {
     }
 
     fn subscriptions(&self) -> Subscriptions {
-        Subscriptions::new().values(&self.settings.pattern)
+        let mut s = Subscriptions::new().values(&self.settings.pattern);
+        for t in &self.settings.topics {
+            s = s.topics(t);
+        }
+        s
     }
 
     fn on_batch(&mut self, batch: &Batch, ctx: &mut Ctx) {
@@ -59,6 +74,13 @@ impl Rule for Counter {
             match event {
                 Event::CommandResult(r) => self.on_command_result(r, ctx),
                 Event::Timer(name) => self.on_timer(name, ctx),
+                Event::Mqtt(m) => {
+                    let payload = String::from_utf8_lossy(&m.payload).into_owned();
+                    ctx.info(&format!("counter mqtt {} {payload}", m.topic));
+                    for topic in &self.settings.publish {
+                        ctx.publish(topic, format!("echo:{payload}"), false);
+                    }
+                }
                 _ => {}
             }
         }
@@ -73,6 +95,12 @@ impl Rule for Counter {
         let seen = ctx.state::<u64>("seen").unwrap_or(0) + n;
         ctx.set_state("seen", &seen);
         ctx.info(&format!("counter {VERSION} seen={seen}"));
+        if let Some((node, service, command)) = &self.settings.remote
+            && !self.asked
+        {
+            self.asked = true;
+            ctx.run_remote(node, service, command, "counter remote test");
+        }
         if let Some((service, command)) = &self.settings.run
             && !self.asked
         {

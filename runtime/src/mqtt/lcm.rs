@@ -1,0 +1,324 @@
+//! lua-collectd-monitor's message format, so its senders work with medic unchanged:
+//! `{"task_id", "timestamp", "service", "command"}` in, `{"task_id", "timestamp", "message",
+//! "code"}` out. Unlike the original, every reply carries `task_id` and `code`.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::actions::Outcome;
+use crate::actions::policy::Refusal;
+
+/// Reply codes. Below 0x1000 a code is the command's own exit status (or a shell-style status
+/// when it did not exit: 124 timed out, 127 could not start, 128+N killed by signal N).
+pub mod code {
+    /// lua-collectd-monitor: no services are configured.
+    pub const NO_SERVICES: i64 = 0x1001;
+    /// lua-collectd-monitor: the service is not configured.
+    pub const UNKNOWN_SERVICE: i64 = 0x1002;
+    /// lua-collectd-monitor: the service has no such command.
+    pub const UNKNOWN_COMMAND: i64 = 0x1003;
+    /// medic: the request is not valid JSON or lacks `service`/`command`/a usable `task_id`.
+    pub const INVALID_REQUEST: i64 = 0x1004;
+    /// medic: the policy gate refused (the command is already running for another task or a
+    /// rule, or is cooling down).
+    pub const REFUSED: i64 = 0x1005;
+    /// lua-collectd-monitor: a command with this task id is still running.
+    pub const DUPLICATE_RUNNING: i64 = 0x1100;
+    /// medic: the request's `timestamp` is older than `mqtt.max_age` (or missing when it is set).
+    pub const STALE: i64 = 0x1101;
+    /// medic: medic stopped while the command ran; whether it completed is unknown.
+    pub const INTERRUPTED: i64 = 0x1102;
+    pub const TIMED_OUT: i64 = 124;
+    pub const CANNOT_START: i64 = 127;
+
+    /// A short meaning, for `medic send` and logs.
+    pub fn describe(code: i64) -> Option<&'static str> {
+        Some(match code {
+            0 => "success",
+            NO_SERVICES => "no services configured",
+            UNKNOWN_SERVICE => "unknown service",
+            UNKNOWN_COMMAND => "unknown command",
+            INVALID_REQUEST => "invalid request",
+            REFUSED => "refused by policy",
+            DUPLICATE_RUNNING => "a command with this task id is still running",
+            STALE => "request too old",
+            INTERRUPTED => "interrupted by a medic restart",
+            TIMED_OUT => "timed out",
+            CANNOT_START => "command could not start",
+            _ => return None,
+        })
+    }
+}
+
+/// A remote command as received.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Request {
+    /// A JSON number or string, echoed back as it came.
+    pub task_id: Value,
+    pub timestamp: Option<String>,
+    pub service: String,
+    pub command: String,
+}
+
+impl Request {
+    /// The task id as a dedupe key: its JSON text, so `7` and `"7"` stay distinct.
+    pub fn key(&self) -> String {
+        self.task_id.to_string()
+    }
+}
+
+/// Why a request could not be read; with the task id when one could be found, so the sender
+/// can still be answered.
+#[derive(Debug, PartialEq)]
+pub struct Invalid {
+    pub task_id: Option<Value>,
+    pub message: String,
+}
+
+/// The reply to a remote command.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reply {
+    pub task_id: Value,
+    pub timestamp: String,
+    pub message: String,
+    pub code: i64,
+}
+
+impl Reply {
+    pub fn new(task_id: Value, code: i64, message: impl Into<String>) -> Self {
+        Self {
+            task_id,
+            timestamp: now_timestamp(),
+            message: message.into(),
+            code,
+        }
+    }
+
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("a reply always serializes")
+    }
+}
+
+/// Read a request. A task id must be a non-negative integer or a non-empty string.
+pub fn parse_request(payload: &[u8]) -> Result<Request, Invalid> {
+    let value: Value = serde_json::from_slice(payload).map_err(|e| Invalid {
+        task_id: scan_task_id(payload),
+        message: format!("invalid JSON: {e}"),
+    })?;
+    let Value::Object(map) = value else {
+        return Err(Invalid {
+            task_id: None,
+            message: "the request must be a JSON object".into(),
+        });
+    };
+    let task_id = match map.get("task_id") {
+        Some(Value::Number(n)) if n.is_u64() => Value::Number(n.clone()),
+        Some(Value::String(s)) if !s.is_empty() => Value::String(s.clone()),
+        Some(other) => {
+            return Err(Invalid {
+                task_id: None,
+                message: format!(
+                    "`task_id` must be a non-negative integer or a string, not {other}"
+                ),
+            });
+        }
+        None => {
+            return Err(Invalid {
+                task_id: None,
+                message: "`task_id` is missing".into(),
+            });
+        }
+    };
+    let text = |field: &str| match map.get(field) {
+        Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
+        Some(_) => Err(format!("`{field}` must be a non-empty string")),
+        None => Err(format!("`{field}` is missing")),
+    };
+    let fields = (text("service"), text("command"));
+    let (service, command) = match fields {
+        (Ok(s), Ok(c)) => (s, c),
+        (Err(message), _) | (_, Err(message)) => {
+            return Err(Invalid {
+                task_id: Some(task_id),
+                message,
+            });
+        }
+    };
+    let timestamp = match map.get("timestamp") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(other) => {
+            return Err(Invalid {
+                task_id: Some(task_id),
+                message: format!("`timestamp` must be an ISO 8601 string, not {other}"),
+            });
+        }
+    };
+    Ok(Request {
+        task_id,
+        timestamp,
+        service,
+        command,
+    })
+}
+
+/// Find `"task_id": <digits>` in text that is not valid JSON (truncated, a stray comma), so
+/// the sender still gets an error reply instead of waiting for its timeout.
+fn scan_task_id(payload: &[u8]) -> Option<Value> {
+    let text = std::str::from_utf8(payload).ok()?;
+    let after = &text[text.find("\"task_id\"")? + "\"task_id\"".len()..];
+    let after = after.trim_start().strip_prefix(':')?.trim_start();
+    let digits: &str = &after[..after
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(after.len())];
+    digits.parse::<u64>().ok().map(Value::from)
+}
+
+/// How old a request is, from its ISO 8601 `timestamp`; `Err` when it cannot be read.
+pub fn age(timestamp: &str, now: jiff::Timestamp) -> Result<std::time::Duration, String> {
+    let t: jiff::Timestamp = timestamp
+        .parse()
+        .map_err(|e| format!("`timestamp` {timestamp:?} is not ISO 8601: {e}"))?;
+    let span = now.duration_since(t);
+    Ok(span.try_into().unwrap_or(std::time::Duration::ZERO))
+}
+
+/// Now, as lua-collectd-monitor writes it: `2020-11-26T00:41:19Z`.
+pub fn now_timestamp() -> String {
+    jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
+}
+
+/// A command as `run-remote` and `medic send` publish it.
+pub fn command_payload(task_id: u64, service: &str, command: &str) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "task_id": task_id,
+        "timestamp": now_timestamp(),
+        "service": service,
+        "command": command,
+    }))
+    .expect("a command always serializes")
+}
+
+/// The reply code and message for an executor outcome.
+pub fn outcome_reply(outcome: &Outcome) -> (i64, String) {
+    if let Some(refusal) = &outcome.refusal {
+        let code = match refusal {
+            Refusal::NoServices => code::NO_SERVICES,
+            Refusal::UnknownService(_) => code::UNKNOWN_SERVICE,
+            Refusal::UnknownCommand { .. } => code::UNKNOWN_COMMAND,
+            Refusal::AlreadyRunning { .. } | Refusal::CoolingDown { .. } => code::REFUSED,
+        };
+        return (code, refusal.to_string());
+    }
+    let message = match &outcome.error {
+        Some(e) if outcome.output.is_empty() => e.clone(),
+        Some(e) => format!("{}\n[medic: {e}]", outcome.output.trim_end()),
+        None => outcome.output.clone(),
+    };
+    let code = match (outcome.code, outcome.signal, &outcome.error) {
+        (_, _, Some(_)) if outcome.timed_out => code::TIMED_OUT,
+        (Some(c), _, _) => i64::from(c),
+        (None, Some(sig), _) => 128 + i64::from(sig),
+        (None, None, _) => code::CANNOT_START,
+    };
+    (code, message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn reads_lua_collectd_monitor_requests() {
+        let r = parse_request(
+            br#"{"task_id": 3126260400, "timestamp": "2020-11-26T00:41:19Z", "service": "hello", "command": "exec"}"#,
+        )
+        .unwrap();
+        assert_eq!(r.task_id, Value::from(3126260400u64));
+        assert_eq!(r.key(), "3126260400");
+        assert_eq!((r.service.as_str(), r.command.as_str()), ("hello", "exec"));
+        let now: jiff::Timestamp = "2020-11-26T00:42:19Z".parse().unwrap();
+        assert_eq!(
+            age(r.timestamp.as_deref().unwrap(), now).unwrap(),
+            Duration::from_secs(60)
+        );
+        let s = parse_request(br#"{"task_id": "a-1", "service": "s", "command": "c"}"#).unwrap();
+        assert_eq!(s.key(), "\"a-1\"");
+    }
+
+    #[test]
+    fn invalid_requests_keep_the_task_id_when_it_can_be_read() {
+        let e = parse_request(br#"{"task_id": 42, "service": "hello", "command": }"#).unwrap_err();
+        assert_eq!(e.task_id, Some(Value::from(42)));
+        assert!(e.message.starts_with("invalid JSON"), "{}", e.message);
+        let e = parse_request(br#"{"task_id": 43, "service": "hello"}"#).unwrap_err();
+        assert_eq!(e.task_id, Some(Value::from(43)));
+        assert_eq!(e.message, "`command` is missing");
+        let e = parse_request(b"hello").unwrap_err();
+        assert_eq!(e.task_id, None);
+        let e = parse_request(br#"{"task_id": -1, "service": "a", "command": "b"}"#).unwrap_err();
+        assert_eq!(e.task_id, None);
+        let e = parse_request(b"[1]").unwrap_err();
+        assert_eq!(e.message, "the request must be a JSON object");
+    }
+
+    #[test]
+    fn replies_have_the_original_field_names_and_a_utc_timestamp() {
+        let r = Reply::new(Value::from(7), 0, "Hello World!\n");
+        let text = String::from_utf8(r.to_json()).unwrap();
+        assert!(
+            text.starts_with(r#"{"task_id":7,"timestamp":""#),
+            "{text}"
+        );
+        assert!(text.ends_with(r#"Z","message":"Hello World!\n","code":0}"#), "{text}");
+    }
+
+    fn outcome() -> Outcome {
+        Outcome {
+            action_id: 1,
+            service: "s".into(),
+            command: "c".into(),
+            code: Some(0),
+            signal: None,
+            output: "ok\n".into(),
+            error: None,
+            refusal: None,
+            timed_out: false,
+            duration: Duration::ZERO,
+        }
+    }
+
+    #[test]
+    fn outcomes_map_to_codes() {
+        assert_eq!(outcome_reply(&outcome()), (0, "ok\n".into()));
+        let mut o = outcome();
+        o.code = Some(3);
+        assert_eq!(outcome_reply(&o).0, 3);
+        o.refusal = Some(Refusal::UnknownService("x".into()));
+        o.error = Some("unknown service `x`".into());
+        assert_eq!(outcome_reply(&o), (0x1002, "unknown service `x`".into()));
+        let mut o = outcome();
+        o.code = None;
+        o.signal = Some(9);
+        o.timed_out = true;
+        o.error = Some("timed out after 1s; process group killed".into());
+        assert_eq!(
+            outcome_reply(&o),
+            (
+                124,
+                "ok\n[medic: timed out after 1s; process group killed]".into()
+            )
+        );
+        o.timed_out = false;
+        o.error = None;
+        assert_eq!(outcome_reply(&o).0, 137);
+        let mut o = outcome();
+        o.code = None;
+        o.output.clear();
+        o.error = Some("cannot start".into());
+        assert_eq!(outcome_reply(&o), (127, "cannot start".into()));
+    }
+}

@@ -1,0 +1,116 @@
+//! Drives one rumqttc event loop on its own task: reconnects with backoff (rumqttc has none),
+//! logs each change of connection state once, and turns rumqttc's events into the few that
+//! medic acts on. The event loop is never cancelled mid-poll, which it does not tolerate.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use rumqttc::{AsyncClient, ConnectionError, Event, EventLoop, Outgoing, Packet, Publish};
+use tokio::sync::mpsc;
+
+#[derive(Debug)]
+pub enum LinkEvent {
+    Connected { session_present: bool },
+    Disconnected(String),
+    Message(Publish),
+    /// A publish went out with this packet id.
+    Sent(u16),
+    /// The broker acknowledged this packet id (PubAck for QoS 1, PubComp for QoS 2).
+    Acked(u16),
+    Subscribed,
+}
+
+/// A client and the events of its connection.
+pub struct Link {
+    pub client: AsyncClient,
+    pub events: mpsc::Receiver<LinkEvent>,
+    /// False from the moment a connection fails until the next ConnAck: requests made while
+    /// down are not sent until then, so the owner holds them back.
+    pub connected: Arc<AtomicBool>,
+}
+
+/// Backoff between connection attempts.
+#[derive(Debug, Clone, Copy)]
+pub struct Backoff {
+    pub first: Duration,
+    pub max: Duration,
+}
+
+impl Link {
+    pub fn start(options: rumqttc::MqttOptions, backoff: Backoff, what: &'static str) -> Self {
+        let broker = format!("{}:{}", options.broker_address().0, options.broker_address().1);
+        let (client, eventloop) = AsyncClient::new(options, 1024);
+        let (tx, events) = mpsc::channel(1024);
+        let connected = Arc::new(AtomicBool::new(false));
+        tokio::spawn(drive(eventloop, tx, connected.clone(), backoff, broker, what));
+        Self {
+            client,
+            events,
+            connected,
+        }
+    }
+}
+
+async fn drive(
+    mut eventloop: EventLoop,
+    tx: mpsc::Sender<LinkEvent>,
+    connected: Arc<AtomicBool>,
+    backoff: Backoff,
+    broker: String,
+    what: &'static str,
+) {
+    let mut wait = backoff.first;
+    let mut last_error: Option<String> = None;
+    loop {
+        let event = match eventloop.poll().await {
+            Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                connected.store(true, Ordering::SeqCst);
+                wait = backoff.first;
+                tracing::info!(
+                    broker,
+                    session_resumed = ack.session_present,
+                    "{what}: connected to the MQTT broker"
+                );
+                last_error = None;
+                LinkEvent::Connected {
+                    session_present: ack.session_present,
+                }
+            }
+            Ok(Event::Incoming(Packet::Publish(p))) => LinkEvent::Message(p),
+            Ok(Event::Incoming(Packet::PubAck(a))) => LinkEvent::Acked(a.pkid),
+            Ok(Event::Incoming(Packet::PubComp(c))) => LinkEvent::Acked(c.pkid),
+            Ok(Event::Incoming(Packet::SubAck(_))) => LinkEvent::Subscribed,
+            Ok(Event::Outgoing(Outgoing::Publish(pkid))) => LinkEvent::Sent(pkid),
+            Ok(Event::Outgoing(Outgoing::Disconnect)) => {
+                connected.store(false, Ordering::SeqCst);
+                return;
+            }
+            Ok(_) => continue,
+            // Every client handle is gone: the owner has stopped.
+            Err(ConnectionError::RequestsDone) => return,
+            Err(e) => {
+                connected.store(false, Ordering::SeqCst);
+                let message = e.to_string();
+                if last_error.as_deref() != Some(&message) {
+                    tracing::warn!(
+                        broker,
+                        "{what}: MQTT connection down: {message}; retrying in {wait:?}"
+                    );
+                } else {
+                    tracing::debug!(broker, "{what}: still down: {message}; retrying in {wait:?}");
+                }
+                last_error = Some(message.clone());
+                if tx.send(LinkEvent::Disconnected(message)).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(backoff.max);
+                continue;
+            }
+        };
+        if tx.send(event).await.is_err() {
+            return;
+        }
+    }
+}

@@ -1,0 +1,245 @@
+//! How to reach a broker: the URL, credentials and TLS, turned into rumqttc options. Shared by
+//! the daemon and `medic send`, so both verify brokers the same way.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use rumqttc::{LastWill, MqttOptions, QoS, TlsConfiguration, Transport};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+
+/// `mqtt://host[:port]` or `mqtts://host[:port]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerUrl {
+    pub host: String,
+    pub port: u16,
+    pub tls: bool,
+}
+
+impl BrokerUrl {
+    pub fn parse(url: &str) -> Result<Self, String> {
+        let (scheme, rest) = url
+            .split_once("://")
+            .ok_or_else(|| format!("`{url}` is not a URL like mqtt://host:1883"))?;
+        let tls = match scheme {
+            "mqtt" | "tcp" => false,
+            "mqtts" | "ssl" => true,
+            other => {
+                return Err(format!(
+                    "unsupported scheme `{other}` in `{url}` (use mqtt:// or mqtts://)"
+                ));
+            }
+        };
+        let authority = rest.trim_end_matches('/');
+        if authority.contains('/') || authority.contains('@') {
+            return Err(format!(
+                "`{url}`: only host and port belong in the URL (credentials go in username/password)"
+            ));
+        }
+        let (host, port) = match authority.rsplit_once(':') {
+            // `[::1]:1883`, `host:1883`; a bare IPv6 address needs brackets.
+            Some((h, p)) if !h.is_empty() && (!h.contains(':') || h.starts_with('[')) => {
+                let port = p
+                    .parse::<u16>()
+                    .map_err(|_| format!("`{url}`: port `{p}` is not a number"))?;
+                (h, port)
+            }
+            _ => (authority, if tls { 8883 } else { 1883 }),
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty() {
+            return Err(format!("`{url}` has no host"));
+        }
+        Ok(Self {
+            host: host.to_string(),
+            port,
+            tls,
+        })
+    }
+}
+
+/// Everything needed to open one MQTT 3.1.1 session.
+#[derive(Debug, Clone)]
+pub struct Connect {
+    pub url: BrokerUrl,
+    pub client_id: String,
+    pub credentials: Option<(String, String)>,
+    pub ca_file: Option<PathBuf>,
+    pub insecure: bool,
+    pub keepalive: Duration,
+    pub clean_session: bool,
+    /// Published retained (QoS 1) by the broker when the connection dies.
+    pub last_will: Option<(String, Vec<u8>)>,
+}
+
+impl Connect {
+    pub fn options(&self) -> anyhow::Result<MqttOptions> {
+        let mut o = MqttOptions::new(&self.client_id, &self.url.host, self.url.port);
+        o.set_keep_alive(self.keepalive);
+        o.set_clean_session(self.clean_session);
+        // mosquitto's default receive maximum is 20; more in flight and QoS 2 messages are lost.
+        o.set_inflight(20);
+        o.set_max_packet_size(1 << 20, 1 << 20);
+        o.set_manual_acks(true);
+        if let Some((user, password)) = &self.credentials {
+            o.set_credentials(user, password);
+        }
+        if let Some((topic, payload)) = &self.last_will {
+            o.set_last_will(LastWill::new(
+                topic,
+                payload.clone(),
+                QoS::AtLeastOnce,
+                true,
+            ));
+        }
+        if self.url.tls {
+            let tls = tls_config(self.ca_file.as_deref(), self.insecure)?;
+            o.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
+                Arc::new(tls),
+            )));
+        }
+        Ok(o)
+    }
+}
+
+/// Read a password file: its first line, without the newline.
+pub fn read_password(path: &Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read password file {}", path.display()))?;
+    Ok(text.lines().next().unwrap_or_default().to_string())
+}
+
+pub fn qos(level: u8) -> QoS {
+    match level {
+        0 => QoS::AtMostOnce,
+        1 => QoS::AtLeastOnce,
+        _ => QoS::ExactlyOnce,
+    }
+}
+
+/// rustls needs one process-wide crypto provider; ring is the one this build carries.
+fn install_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// Verify the broker against `ca_file`, or the system roots; skip verification only when
+/// `insecure` says so.
+pub fn tls_config(ca_file: Option<&Path>, insecure: bool) -> anyhow::Result<ClientConfig> {
+    install_provider();
+    let builder = ClientConfig::builder();
+    if insecure {
+        return Ok(builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(NoVerification::new()))
+            .with_no_client_auth());
+    }
+    let mut roots = RootCertStore::empty();
+    match ca_file {
+        Some(path) => {
+            let certs = CertificateDer::pem_file_iter(path)
+                .with_context(|| format!("cannot read CA file {}", path.display()))?
+                .collect::<Result<Vec<_>, _>>()
+                .with_context(|| format!("CA file {} is not PEM", path.display()))?;
+            let (added, _) = roots.add_parsable_certificates(certs);
+            anyhow::ensure!(
+                added > 0,
+                "CA file {} holds no usable certificate",
+                path.display()
+            );
+        }
+        None => {
+            let found = rustls_native_certs::load_native_certs();
+            let (added, _) = roots.add_parsable_certificates(found.certs);
+            anyhow::ensure!(
+                added > 0,
+                "no system CA certificates found ({:?}); set mqtt.ca_file",
+                found.errors
+            );
+        }
+    }
+    Ok(builder.with_root_certificates(roots).with_no_client_auth())
+}
+
+/// `insecure = true`: accept any certificate, still checking handshake signatures.
+#[derive(Debug)]
+struct NoVerification(Arc<rustls::crypto::CryptoProvider>);
+
+impl NoVerification {
+    fn new() -> Self {
+        Self(Arc::new(rustls::crypto::ring::default_provider()))
+    }
+}
+
+impl ServerCertVerifier for NoVerification {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broker_urls() {
+        let u = BrokerUrl::parse("mqtt://127.0.0.1:1884").unwrap();
+        assert_eq!((u.host.as_str(), u.port, u.tls), ("127.0.0.1", 1884, false));
+        let u = BrokerUrl::parse("mqtts://broker.example").unwrap();
+        assert_eq!((u.host.as_str(), u.port, u.tls), ("broker.example", 8883, true));
+        let u = BrokerUrl::parse("mqtt://[::1]:2000").unwrap();
+        assert_eq!((u.host.as_str(), u.port), ("::1", 2000));
+        assert!(BrokerUrl::parse("localhost:1883").is_err());
+        assert!(BrokerUrl::parse("http://x").unwrap_err().contains("scheme"));
+        assert!(BrokerUrl::parse("mqtt://u:p@x").is_err());
+        assert!(BrokerUrl::parse("mqtt://x:port").unwrap_err().contains("port"));
+    }
+
+    #[test]
+    fn a_missing_ca_file_is_a_clear_error() {
+        let err = tls_config(Some(Path::new("/nonexistent/ca.pem")), false).unwrap_err();
+        assert!(format!("{err:#}").contains("/nonexistent/ca.pem"), "{err:#}");
+    }
+}

@@ -1,0 +1,128 @@
+//! `run-remote`: commands this node's rules send to other nodes, waiting for their results.
+//! A result is matched by task id (the action id); one that does not come in time becomes an
+//! error outcome, so the rule always hears back.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::lcm::{self, code};
+use crate::actions::Outcome;
+
+struct Pending {
+    rule: Arc<str>,
+    node: String,
+    service: String,
+    command: String,
+    started: Instant,
+    deadline: Instant,
+    reply: Box<dyn FnOnce(Outcome) + Send>,
+}
+
+#[derive(Default)]
+pub struct Remote {
+    /// By task id.
+    pending: HashMap<u64, Pending>,
+    /// Result topics of the nodes asked so far; subscribed for the life of the process.
+    pub result_topics: BTreeSet<String>,
+}
+
+pub struct Asked {
+    pub rule: Arc<str>,
+    pub task_id: u64,
+    pub node: String,
+    pub service: String,
+    pub command: String,
+    pub result_topic: String,
+    pub timeout: Duration,
+    pub reply: Box<dyn FnOnce(Outcome) + Send>,
+}
+
+impl Remote {
+    /// Returns true when `asked.result_topic` is new (needs a subscription).
+    pub fn ask(&mut self, asked: Asked) -> bool {
+        let now = Instant::now();
+        self.pending.insert(
+            asked.task_id,
+            Pending {
+                rule: asked.rule,
+                node: asked.node,
+                service: asked.service,
+                command: asked.command,
+                started: now,
+                deadline: now + asked.timeout,
+                reply: asked.reply,
+            },
+        );
+        self.result_topics.insert(asked.result_topic)
+    }
+
+    pub fn is_result_topic(&self, topic: &str) -> bool {
+        self.result_topics.contains(topic)
+    }
+
+    /// A message on a result topic: settle the task it answers, if it is ours.
+    pub fn on_result(&mut self, payload: &[u8]) {
+        let Ok(reply) = serde_json::from_slice::<lcm::Reply>(payload) else {
+            return;
+        };
+        let Some(task_id) = reply.task_id.as_u64() else {
+            return;
+        };
+        let Some(p) = self.pending.remove(&task_id) else {
+            return;
+        };
+        let error = (reply.code != 0).then(|| {
+            let meaning = code::describe(reply.code).unwrap_or("the command failed");
+            format!("node `{}` answered code {} ({meaning})", p.node, reply.code)
+        });
+        tracing::info!(
+            rule = &*p.rule,
+            action_id = task_id,
+            node = p.node,
+            code = reply.code,
+            "remote command result"
+        );
+        (p.reply)(Outcome {
+            action_id: task_id,
+            service: p.service,
+            command: p.command,
+            code: i32::try_from(reply.code).ok(),
+            signal: None,
+            output: reply.message,
+            error,
+            refusal: None,
+            timed_out: false,
+            duration: p.started.elapsed(),
+        });
+    }
+
+    /// Give up on tasks past their deadline.
+    pub fn expire(&mut self, now: Instant) {
+        let late: Vec<u64> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.deadline <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in late {
+            let p = self.pending.remove(&id).expect("listed above");
+            let waited = p.started.elapsed();
+            tracing::warn!(
+                rule = &*p.rule,
+                action_id = id,
+                node = p.node,
+                "no result from the remote node within {waited:?}"
+            );
+            let mut outcome = super::error_outcome(
+                id,
+                p.service,
+                p.command,
+                format!("no result from node `{}` within {waited:?}", p.node),
+            );
+            outcome.timed_out = true;
+            outcome.duration = waited;
+            (p.reply)(outcome);
+        }
+    }
+}
