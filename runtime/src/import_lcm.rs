@@ -22,8 +22,7 @@ fn q(s: &str) -> String {
 /// TOML for a table key (bare when it can be).
 fn key(s: &str) -> String {
     if !s.is_empty()
-        && s
-            .chars()
+        && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
     {
         s.to_string()
@@ -48,7 +47,11 @@ pub fn convert(json: &str, source: &Path, paths: &Paths) -> anyhow::Result<Strin
     writeln!(out, "# Check it with: medic check --config <this file>\n")?;
     writeln!(out, "[daemon]")?;
     writeln!(out, "# node defaults to this machine's hostname.")?;
-    writeln!(out, "state_dir = {}\n", q(&paths.state_dir.to_string_lossy()))?;
+    writeln!(
+        out,
+        "state_dir = {}\n",
+        q(&paths.state_dir.to_string_lossy())
+    )?;
     writeln!(out, "[rules]")?;
     writeln!(out, "dir = {}\n", q(&paths.rules_dir.to_string_lossy()))?;
 
@@ -253,7 +256,10 @@ mod tests {
             config.services["hello"].commands["exec"].program,
             crate::config::Program::Shell("/bin/echo \"Hello World!\"".into())
         );
-        assert!(text.contains("#   LocalMonitorConfigDir: local monitor Lua scripts"), "{text}");
+        assert!(
+            text.contains("#   LocalMonitorConfigDir: local monitor Lua scripts"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -262,12 +268,19 @@ mod tests {
             state_dir: Path::new("/s"),
             rules_dir: Path::new("/r"),
         };
-        let text = convert(r#"{"Host": "b:8883", "Secure": true}"#, Path::new("c.json"), &paths)
-            .unwrap();
+        let text = convert(
+            r#"{"Host": "b:8883", "Secure": true}"#,
+            Path::new("c.json"),
+            &paths,
+        )
+        .unwrap();
         assert!(text.contains("broker = \"mqtts://b:8883\""), "{text}");
         let err = convert(r#"{"QoS": "two"}"#, Path::new("c.json"), &paths).unwrap_err();
         assert!(err.to_string().contains("`QoS` must be"), "{err}");
         let err = convert("{", Path::new("c.json"), &paths).unwrap_err();
-        assert!(err.to_string().contains("c.json is not valid JSON"), "{err}");
+        assert!(
+            err.to_string().contains("c.json is not valid JSON"),
+            "{err}"
+        );
     }
 }

@@ -196,9 +196,9 @@ fn send_command(a: SendArgs) -> ExitCode {
         (None, None) => None,
     };
     let topic_for = |given: &Option<String>, kind: &str| {
-        given.clone().unwrap_or_else(|| {
-            format!("medic/{}/{kind}", a.node.as_deref().unwrap_or_default())
-        })
+        given
+            .clone()
+            .unwrap_or_else(|| format!("medic/{}/{kind}", a.node.as_deref().unwrap_or_default()))
     };
     let options = send::SendOptions {
         broker: a.broker.clone(),
@@ -213,7 +213,10 @@ fn send_command(a: SendArgs) -> ExitCode {
         service: a.service.clone(),
         command: a.command.clone(),
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => return fail(format!("cannot start the async runtime: {e}")),
     };

@@ -158,7 +158,9 @@ impl Store {
 
     pub fn outbox_len(&self) -> rusqlite::Result<usize> {
         self.conn()
-            .query_row("SELECT count(*) FROM mqtt_outbox", [], |r| r.get::<_, i64>(0))
+            .query_row("SELECT count(*) FROM mqtt_outbox", [], |r| {
+                r.get::<_, i64>(0)
+            })
             .map(|n| n as usize)
     }
 
@@ -223,11 +225,21 @@ impl Store {
     }
 }
 
-fn push(tx: &rusqlite::Transaction, topic: &str, payload: &[u8], retain: bool) -> rusqlite::Result<i64> {
+fn push(
+    tx: &rusqlite::Transaction,
+    topic: &str,
+    payload: &[u8],
+    retain: bool,
+) -> rusqlite::Result<i64> {
     tx.prepare_cached(
         "INSERT INTO mqtt_outbox (topic, payload, retain, created) VALUES (?1, ?2, ?3, ?4)",
     )?
-    .execute(params![topic, payload, retain, crate::ingest::value::now_ns() as i64])?;
+    .execute(params![
+        topic,
+        payload,
+        retain,
+        crate::ingest::value::now_ns() as i64
+    ])?;
     Ok(tx.last_insert_rowid())
 }
 

@@ -6,6 +6,6 @@ wasmtime::component::bindgen!({
 });
 
 pub use self::medic::rules::types::{
-    Action, Batch, CommandResult, Event, Identifier, LogLevel, MqttMessage, Notification, RuleInfo, Sample,
-    SeriesInfo, Severity, Snapshot, Value, ValueList,
+    Action, Batch, CommandResult, Event, Identifier, LogLevel, MqttMessage, Notification, RuleInfo,
+    Sample, SeriesInfo, Severity, Snapshot, Value, ValueList,
 };

@@ -77,7 +77,10 @@ impl Registry {
         // A fresh install (or an imported config) has no rules yet: start with none, watching.
         if !self.config.dir.exists() {
             std::fs::create_dir_all(&self.config.dir).with_context(|| {
-                format!("cannot create rules directory {}", self.config.dir.display())
+                format!(
+                    "cannot create rules directory {}",
+                    self.config.dir.display()
+                )
             })?;
             tracing::info!(dir = %self.config.dir.display(), "created the (empty) rules directory");
         }

@@ -269,11 +269,11 @@ mod tests {
     fn replies_have_the_original_field_names_and_a_utc_timestamp() {
         let r = Reply::new(Value::from(7), 0, "Hello World!\n");
         let text = String::from_utf8(r.to_json()).unwrap();
+        assert!(text.starts_with(r#"{"task_id":7,"timestamp":""#), "{text}");
         assert!(
-            text.starts_with(r#"{"task_id":7,"timestamp":""#),
+            text.ends_with(r#"Z","message":"Hello World!\n","code":0}"#),
             "{text}"
         );
-        assert!(text.ends_with(r#"Z","message":"Hello World!\n","code":0}"#), "{text}");
     }
 
     fn outcome() -> Outcome {

@@ -6,12 +6,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, ConnectionError, Event, EventLoop, Outgoing, Packet, Publish};
+use rumqttc::{
+    AsyncClient, ConnectionError, Event, EventLoop, Outgoing, Packet, Publish, QoS, StateError,
+};
 use tokio::sync::mpsc;
 
 #[derive(Debug)]
 pub enum LinkEvent {
-    Connected { session_present: bool },
+    Connected {
+        session_present: bool,
+    },
     Disconnected(String),
     Message(Publish),
     /// A publish went out with this packet id.
@@ -20,6 +24,9 @@ pub enum LinkEvent {
     Acked(u16),
     Subscribed,
 }
+
+/// Topic of the placeholder publish that re-arms a QoS 2 packet id (see `complete_pubrel`).
+const PLACEHOLDER: &str = "$medic/placeholder";
 
 /// A client and the events of its connection.
 pub struct Link {
@@ -39,11 +46,22 @@ pub struct Backoff {
 
 impl Link {
     pub fn start(options: rumqttc::MqttOptions, backoff: Backoff, what: &'static str) -> Self {
-        let broker = format!("{}:{}", options.broker_address().0, options.broker_address().1);
+        let broker = format!(
+            "{}:{}",
+            options.broker_address().0,
+            options.broker_address().1
+        );
         let (client, eventloop) = AsyncClient::new(options, 1024);
         let (tx, events) = mpsc::channel(1024);
         let connected = Arc::new(AtomicBool::new(false));
-        tokio::spawn(drive(eventloop, tx, connected.clone(), backoff, broker, what));
+        tokio::spawn(drive(
+            eventloop,
+            tx,
+            connected.clone(),
+            backoff,
+            broker,
+            what,
+        ));
         Self {
             client,
             events,
@@ -77,6 +95,7 @@ async fn drive(
                     session_present: ack.session_present,
                 }
             }
+            Ok(Event::Incoming(Packet::Publish(p))) if p.topic == PLACEHOLDER => continue,
             Ok(Event::Incoming(Packet::Publish(p))) => LinkEvent::Message(p),
             Ok(Event::Incoming(Packet::PubAck(a))) => LinkEvent::Acked(a.pkid),
             Ok(Event::Incoming(Packet::PubComp(c))) => LinkEvent::Acked(c.pkid),
@@ -89,6 +108,11 @@ async fn drive(
             Ok(_) => continue,
             // Every client handle is gone: the owner has stopped.
             Err(ConnectionError::RequestsDone) => return,
+            Err(ConnectionError::MqttState(StateError::Unsolicited(pkid))) => {
+                connected.store(false, Ordering::SeqCst);
+                complete_pubrel(&mut eventloop, pkid);
+                continue;
+            }
             Err(e) => {
                 connected.store(false, Ordering::SeqCst);
                 let message = e.to_string();
@@ -98,7 +122,10 @@ async fn drive(
                         "{what}: MQTT connection down: {message}; retrying in {wait:?}"
                     );
                 } else {
-                    tracing::debug!(broker, "{what}: still down: {message}; retrying in {wait:?}");
+                    tracing::debug!(
+                        broker,
+                        "{what}: still down: {message}; retrying in {wait:?}"
+                    );
                 }
                 last_error = Some(message.clone());
                 if tx.send(LinkEvent::Disconnected(message)).await.is_err() {
@@ -113,4 +140,21 @@ async fn drive(
             return;
         }
     }
+}
+
+/// rumqttc forgets the packet ids of incoming QoS 2 messages on every disconnect, and treats
+/// the PUBREL a broker resends for one after the session resumes as a fatal error: without this
+/// it would reconnect forever. Re-arm the id with a placeholder publish (never acknowledged:
+/// acks are manual), so the resent PUBREL is answered with the PUBCOMP the broker waits for.
+/// The message itself was already handled (and its task id recorded) before the disconnect.
+fn complete_pubrel(eventloop: &mut EventLoop, pkid: u16) {
+    tracing::info!(
+        pkid,
+        "MQTT: completing a QoS 2 delivery from before the reconnect (PUBREL for packet {pkid})"
+    );
+    let mut placeholder = Publish::new(PLACEHOLDER, QoS::ExactlyOnce, Vec::new());
+    placeholder.pkid = pkid;
+    let _ = eventloop
+        .state
+        .handle_incoming_packet(rumqttc::Incoming::Publish(placeholder));
 }

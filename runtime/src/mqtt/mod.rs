@@ -49,7 +49,14 @@ impl MqttRequest {
                 reply,
                 ..
             } => {
-                tracing::warn!(rule, action_id, node, service, command, "run-remote refused: {why}");
+                tracing::warn!(
+                    rule,
+                    action_id,
+                    node,
+                    service,
+                    command,
+                    "run-remote refused: {why}"
+                );
                 reply(error_outcome(action_id, service, command, why.to_string()));
             }
         }
@@ -57,7 +64,12 @@ impl MqttRequest {
 }
 
 /// An outcome for a command that never ran.
-pub(crate) fn error_outcome(action_id: u64, service: String, command: String, error: String) -> Outcome {
+pub(crate) fn error_outcome(
+    action_id: u64,
+    service: String,
+    command: String,
+    error: String,
+) -> Outcome {
     Outcome {
         action_id,
         service,

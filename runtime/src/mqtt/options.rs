@@ -228,18 +228,28 @@ mod tests {
         let u = BrokerUrl::parse("mqtt://127.0.0.1:1884").unwrap();
         assert_eq!((u.host.as_str(), u.port, u.tls), ("127.0.0.1", 1884, false));
         let u = BrokerUrl::parse("mqtts://broker.example").unwrap();
-        assert_eq!((u.host.as_str(), u.port, u.tls), ("broker.example", 8883, true));
+        assert_eq!(
+            (u.host.as_str(), u.port, u.tls),
+            ("broker.example", 8883, true)
+        );
         let u = BrokerUrl::parse("mqtt://[::1]:2000").unwrap();
         assert_eq!((u.host.as_str(), u.port), ("::1", 2000));
         assert!(BrokerUrl::parse("localhost:1883").is_err());
         assert!(BrokerUrl::parse("http://x").unwrap_err().contains("scheme"));
         assert!(BrokerUrl::parse("mqtt://u:p@x").is_err());
-        assert!(BrokerUrl::parse("mqtt://x:port").unwrap_err().contains("port"));
+        assert!(
+            BrokerUrl::parse("mqtt://x:port")
+                .unwrap_err()
+                .contains("port")
+        );
     }
 
     #[test]
     fn a_missing_ca_file_is_a_clear_error() {
         let err = tls_config(Some(Path::new("/nonexistent/ca.pem")), false).unwrap_err();
-        assert!(format!("{err:#}").contains("/nonexistent/ca.pem"), "{err:#}");
+        assert!(
+            format!("{err:#}").contains("/nonexistent/ca.pem"),
+            "{err:#}"
+        );
     }
 }

@@ -17,12 +17,12 @@ use rumqttc::{Publish, QoS};
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot, watch};
 
+use super::MqttRequest;
 use super::lcm::{self, Reply, code};
 use super::link::{Backoff, Link, LinkEvent};
-use super::options::{Connect, BrokerUrl, qos, read_password};
+use super::options::{BrokerUrl, Connect, qos, read_password};
 use super::remote::{Asked, Remote};
 use super::tracker::Tracker;
-use super::MqttRequest;
 use crate::actions::{ActionSink, Outcome, Request};
 use crate::config::{Config, Mqtt};
 use crate::engine::routes::TopicFilters;
@@ -97,21 +97,24 @@ pub fn connect_spec(config: &Config, m: &Mqtt) -> anyhow::Result<Connect> {
             .client_id
             .clone()
             .unwrap_or_else(|| format!("medic-{node}")),
-        credentials: m.username.clone().map(|u| (u, password.unwrap_or_default())),
+        credentials: m
+            .username
+            .clone()
+            .map(|u| (u, password.unwrap_or_default())),
         ca_file: m.ca_file.clone(),
         insecure: m.insecure,
         keepalive: m.keepalive,
         clean_session: m.clean_session,
-        last_will: Some((
-            Mqtt::topic_for(&m.status_topic, node),
-            b"offline".to_vec(),
-        )),
+        last_will: Some((Mqtt::topic_for(&m.status_topic, node), b"offline".to_vec())),
     })
 }
 
 pub fn start(parts: Parts) -> anyhow::Result<Running> {
     let config = parts.config;
-    let m = config.mqtt.clone().expect("start is called with an [mqtt] section");
+    let m = config
+        .mqtt
+        .clone()
+        .expect("start is called with an [mqtt] section");
     let node = config.daemon.node.clone();
     let spec = connect_spec(&config, &m)?;
     anyhow::ensure!(
@@ -148,12 +151,7 @@ pub fn start(parts: Parts) -> anyhow::Result<Running> {
     };
     service.recover();
     let (stop, stop_rx) = oneshot::channel();
-    let task = tokio::spawn(service.run(
-        parts.requests,
-        finished_rx,
-        parts.rule_topics,
-        stop_rx,
-    ));
+    let task = tokio::spawn(service.run(parts.requests, finished_rx, parts.rule_topics, stop_rx));
     Ok(Running { stop, task })
 }
 
@@ -236,7 +234,10 @@ impl Service {
         }
         match self.store.outbox_len() {
             Ok(0) | Err(_) => {}
-            Ok(n) => tracing::info!(messages = n, "MQTT outbox holds messages from before; they are sent once connected"),
+            Ok(n) => tracing::info!(
+                messages = n,
+                "MQTT outbox holds messages from before; they are sent once connected"
+            ),
         }
     }
 
@@ -258,10 +259,12 @@ impl Service {
                     self.tracker.reset();
                     self.subscribed.clear();
                 }
-                let _ = self
-                    .link
-                    .client
-                    .try_publish(&self.status_topic, QoS::AtLeastOnce, true, "online");
+                let _ = self.link.client.try_publish(
+                    &self.status_topic,
+                    QoS::AtLeastOnce,
+                    true,
+                    "online",
+                );
                 self.tracker.issue(None);
                 self.subscribe();
                 self.pump();
@@ -397,15 +400,19 @@ impl Service {
                 );
                 self.reply(&reply);
             }
+            // The broker redelivers what it is not sure we got (DUP): not a new request.
+            Ok(TaskSeen::Done(_) | TaskSeen::Running) if p.dup => {
+                tracing::info!(
+                    task_id = key,
+                    "broker redelivered a remote command already handled"
+                );
+            }
             Ok(TaskSeen::Done(reply)) => {
                 tracing::info!(
                     task_id = key,
                     "remote command seen before: sending its recorded result again"
                 );
                 self.queue(&self.result_topic.clone(), &reply, false);
-            }
-            Ok(TaskSeen::Running) if p.dup => {
-                tracing::debug!(task_id = key, "redelivered remote command is already running");
             }
             Ok(TaskSeen::Running) => {
                 tracing::warn!(task_id = key, "duplicate task id while it is still running");
@@ -478,13 +485,18 @@ impl Service {
 
     /// Record a task's reply and queue it, atomically.
     fn finish_task(&mut self, key: &str, reply: &Reply) {
-        match self
-            .store
-            .task_finish(key, &self.result_topic, &reply.to_json(), self.cfg.outbox_limit)
-        {
+        match self.store.task_finish(
+            key,
+            &self.result_topic,
+            &reply.to_json(),
+            self.cfg.outbox_limit,
+        ) {
             Ok((_, dropped)) => self.after_queue(dropped),
             Err(e) => {
-                tracing::error!(task_id = key, "cannot record the result: {e}; publishing it directly");
+                tracing::error!(
+                    task_id = key,
+                    "cannot record the result: {e}; publishing it directly"
+                );
                 let _ = self.link.client.try_publish(
                     &self.result_topic,
                     self.qos,
@@ -539,14 +551,32 @@ impl Service {
                     .get(&*rule)
                     .is_some_and(|filters| filters.iter().any(|f| rumqttc::matches(&topic, f)));
                 if topic.is_empty() || !rumqttc::valid_topic(&topic) {
-                    return MqttRequest::Publish { rule: rule.clone(), topic, payload, retain }
-                        .refuse(&rule, "not a valid topic name");
+                    return MqttRequest::Publish {
+                        rule: rule.clone(),
+                        topic,
+                        payload,
+                        retain,
+                    }
+                    .refuse(&rule, "not a valid topic name");
                 }
                 if !granted {
-                    return MqttRequest::Publish { rule: rule.clone(), topic, payload, retain }
-                        .refuse(&rule, &format!("topic not granted to this rule (mqtt.grants.{rule})"));
+                    return MqttRequest::Publish {
+                        rule: rule.clone(),
+                        topic,
+                        payload,
+                        retain,
+                    }
+                    .refuse(
+                        &rule,
+                        &format!("topic not granted to this rule (mqtt.grants.{rule})"),
+                    );
                 }
-                tracing::debug!(rule = &*rule, topic, bytes = payload.len(), "rule publishes");
+                tracing::debug!(
+                    rule = &*rule,
+                    topic,
+                    bytes = payload.len(),
+                    "rule publishes"
+                );
                 self.queue(&topic, &payload, retain);
             }
             MqttRequest::RunRemote {

@@ -1,0 +1,366 @@
+//! MQTT end to end, on real parts: the `medic` binary, a real mosquitto with a password file
+//! (and once with TLS), mosquitto-clients as the remote controller, and compiled rules.
+
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use medic_integration::broker::{self, Mosquitto, request};
+use medic_integration::{Site, marker_count, medic_bin, wait_until};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// The `[mqtt]` section and services every test uses.
+fn mqtt_config(site: &Site, broker: &Mosquitto, extra: &str) -> String {
+    std::fs::write(
+        site.path("mqtt-password"),
+        format!("{}\n", broker::PASSWORD),
+    )
+    .unwrap();
+    let ca = broker
+        .tls
+        .as_ref()
+        .map(|t| format!("ca_file = {:?}", t.ca.display().to_string()))
+        .unwrap_or_default();
+    format!(
+        r#"
+[mqtt]
+broker = "{url}"
+username = "{user}"
+password_file = "mqtt-password"
+{ca}
+reconnect_interval = "100ms"
+max_reconnect_interval = "500ms"
+max_age = "1h"
+remote_timeout = "3s"
+
+[mqtt.grants]
+echo = ["granted/#"]
+
+{extra}
+"#,
+        url = broker.url(),
+        user = broker::USER,
+    )
+}
+
+fn services(site: &Site) -> String {
+    format!(
+        r#"
+[services.hello.commands]
+exec = "echo Hello World!"
+count = "echo ran >> '{marker}'; echo counted"
+slow = "sleep 2; echo slow done"
+fail = "echo broken >&2; exit 3"
+"#,
+        marker = site.path("marker").display()
+    )
+}
+
+/// `medic send` with the test credentials.
+fn send(broker: &Mosquitto, node: &str, args: &[&str]) -> Output {
+    let mut cmd = Command::new(medic_bin());
+    cmd.arg("send")
+        .args(args)
+        .args(["--broker", &broker.url(), "--node", node])
+        .args(["--user", broker::USER, "--password", broker::PASSWORD]);
+    cmd.output().unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn remote_commands_answer_like_lua_collectd_monitor() {
+    let broker = Mosquitto::start(false);
+    let site = Site::new();
+    site.write_config(&mqtt_config(&site, &broker, &services(&site)));
+    let status = broker.watch("medic/test/status", None);
+    let medic = site.start();
+    medic.expect_log("MQTT: subscribed", WAIT);
+    assert!(wait_until(WAIT, || status
+        .lines()
+        .contains(&"online".into())));
+    let results = broker.watch("medic/test/result", None);
+
+    // `medic send` round trip: prints the message, exits with the code.
+    let out = send(&broker, "test", &["hello", "exec", "--task-id", "1"]);
+    assert_eq!(stdout(&out), "Hello World!\n", "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(0));
+    let r = results.reply(1, WAIT);
+    assert_eq!(r["code"], 0);
+    let ts = r["timestamp"].as_str().unwrap();
+    assert!(ts.len() == 20 && ts.ends_with('Z'), "{ts}");
+
+    // lua-collectd-monitor's senders publish the JSON themselves.
+    let cases: [(u64, String, i64); 6] = [
+        (2, request(2, "nope", "exec"), 0x1002),
+        (3, request(3, "hello", "nope"), 0x1003),
+        (4, request(4, "hello", "fail"), 3),
+        (5, r#"{"task_id": 5, "service": "hello", "#.into(), 0x1004),
+        (6, r#"{"task_id": 6, "service": "hello"}"#.into(), 0x1004),
+        (
+            7,
+            r#"{"task_id": 7, "timestamp": "2020-11-26T00:41:19Z", "service": "hello", "command": "exec"}"#.into(),
+            0x1101,
+        ),
+    ];
+    for (_, payload, _) in &cases {
+        broker.publish("medic/test/command", payload);
+    }
+    for (task_id, _, code) in &cases {
+        let r = results.reply(*task_id, WAIT);
+        assert_eq!(r["code"], *code, "task {task_id}: {r}");
+        assert!(
+            r["message"].is_string() && r["timestamp"].is_string(),
+            "{r}"
+        );
+    }
+    assert_eq!(results.replies(4)[0]["message"], "broken\n");
+    assert!(
+        results.replies(2)[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("unknown service `nope`")
+    );
+
+    // No task id to answer: a log line, and nothing published.
+    broker.publish("medic/test/command", "not json at all");
+    medic.expect_log(
+        "invalid remote command dropped (no task id to answer)",
+        WAIT,
+    );
+
+    // `medic send` reports codes that do not fit an exit status on stderr.
+    let out = send(&broker, "test", &["nope", "exec"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("code 4098 (unknown service)"),
+        "{}",
+        stderr(&out)
+    );
+
+    // Nobody answers: 124 and a message.
+    let out = send(&broker, "nobody", &["hello", "exec", "--timeout", "1s"]);
+    assert_eq!(out.status.code(), Some(124));
+    assert!(
+        stderr(&out).contains("no result for task"),
+        "{}",
+        stderr(&out)
+    );
+
+    // A node with no services at all.
+    let empty = Site::named("empty");
+    empty.write_config(&mqtt_config(&empty, &broker, ""));
+    let empty_medic = empty.start();
+    empty_medic.expect_log("MQTT: subscribed", WAIT);
+    let out = send(&broker, "empty", &["hello", "exec"]);
+    assert!(stderr(&out).contains("code 4097"), "{}", stderr(&out));
+
+    // A clean stop leaves the retained status `offline`.
+    medic.stop();
+    assert!(
+        wait_until(WAIT, || status.lines().last().map(String::as_str)
+            == Some("offline")),
+        "{:?}",
+        status.lines()
+    );
+}
+
+#[test]
+fn duplicate_task_ids_get_the_recorded_result_and_run_once() {
+    let broker = Mosquitto::start(false);
+    let site = Site::new();
+    site.write_config(&mqtt_config(&site, &broker, &services(&site)));
+    let medic = site.start();
+    medic.expect_log("MQTT: subscribed", WAIT);
+    let results = broker.watch("medic/test/result", None);
+
+    let first = send(&broker, "test", &["hello", "count", "--task-id", "10"]);
+    assert_eq!(stdout(&first), "counted\n", "{}", stderr(&first));
+    let again = send(&broker, "test", &["hello", "count", "--task-id", "10"]);
+    assert_eq!(stdout(&again), "counted\n");
+    assert!(wait_until(WAIT, || results.replies(10).len() == 2));
+    let replies = results.replies(10);
+    assert_eq!(
+        replies[0], replies[1],
+        "the recorded result, timestamp and all"
+    );
+    assert_eq!(marker_count(&site.path("marker")), 1);
+    medic.expect_log("remote command seen before", WAIT);
+
+    // The record survives a restart.
+    medic.stop();
+    let medic = site.start();
+    medic.expect_log("MQTT: subscribed", WAIT);
+    let third = send(&broker, "test", &["hello", "count", "--task-id", "10"]);
+    assert_eq!(stdout(&third), "counted\n");
+    assert_eq!(marker_count(&site.path("marker")), 1);
+
+    // The same task id while it is still running: 0x1100, then the real result.
+    broker.publish("medic/test/command", &request(11, "hello", "slow"));
+    medic.expect_log("remote command received", WAIT);
+    broker.publish("medic/test/command", &request(11, "hello", "slow"));
+    assert!(
+        wait_until(WAIT, || results.replies(11).len() == 2),
+        "{:?}",
+        results.lines()
+    );
+    let replies = results.replies(11);
+    assert_eq!(replies[0]["code"], 0x1100);
+    assert_eq!(replies[1]["code"], 0);
+    assert_eq!(replies[1]["message"], "slow done\n");
+}
+
+#[test]
+fn results_survive_broker_outages_and_medic_crashes_and_arrive_once() {
+    let mut broker = Mosquitto::start(true);
+    let site = Site::new();
+    site.write_config(&mqtt_config(&site, &broker, &services(&site)));
+    let medic = site.start();
+    medic.expect_log("MQTT: subscribed", WAIT);
+    // A persistent watcher: it is sent what was published while it was away.
+    let results = broker.watch("medic/test/result", Some("watcher"));
+    let answered = |medic: &medic_integration::Medic, n: usize| {
+        wait_until(WAIT, || {
+            medic.log_lines_with("remote command answered").len() >= n
+        })
+    };
+
+    // The broker stops while the command runs: the result waits in the outbox.
+    broker.publish("medic/test/command", &request(20, "hello", "slow"));
+    medic.expect_log("remote command received", WAIT);
+    broker.stop();
+    assert!(answered(&medic, 1), "{}", medic.log());
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(results.replies(20).is_empty());
+    broker.resume();
+    let r = results.reply(20, WAIT);
+    assert_eq!(r["message"], "slow done\n");
+
+    // Again, and medic is killed (SIGKILL) while the result is in the outbox.
+    broker.publish("medic/test/command", &request(21, "hello", "slow"));
+    medic.expect_log(r#"task_id="21" action_id"#, WAIT);
+    broker.stop();
+    assert!(answered(&medic, 2), "{}", medic.log());
+    drop(medic);
+    broker.resume();
+    let medic = site.start();
+    medic.expect_log("MQTT outbox holds messages from before", WAIT);
+    let r = results.reply(21, WAIT);
+    assert_eq!(r["message"], "slow done\n");
+
+    // Killed while the command itself runs: the sender is told, not left waiting.
+    broker.publish("medic/test/command", &request(22, "hello", "slow"));
+    medic.expect_log(r#"task_id="22" action_id"#, WAIT);
+    drop(medic);
+    let medic = site.start();
+    let r = results.reply(22, WAIT);
+    assert_eq!(r["code"], 0x1102, "{r}");
+
+    // Exactly once each, after everything settled.
+    medic.expect_log("MQTT: subscribed", WAIT);
+    std::thread::sleep(Duration::from_secs(1));
+    for task in [20, 21, 22] {
+        assert_eq!(
+            results.replies(task).len(),
+            1,
+            "task {task}: {:?}",
+            results.lines()
+        );
+    }
+}
+
+#[test]
+fn tls_with_a_ca_the_test_makes() {
+    let broker = Mosquitto::start_tls();
+    let site = Site::new();
+    site.write_config(&mqtt_config(&site, &broker, &services(&site)));
+    let medic = site.start();
+    medic.expect_log("MQTT: subscribed", WAIT);
+    let ca = broker.tls.as_ref().unwrap().ca.display().to_string();
+    let out = send(&broker, "test", &["hello", "exec", "--ca-file", &ca]);
+    assert_eq!(stdout(&out), "Hello World!\n", "{}", stderr(&out));
+
+    // Without the CA the broker's certificate is not trusted.
+    let out = send(&broker, "test", &["hello", "exec", "--timeout", "2s"]);
+    assert_eq!(out.status.code(), Some(124));
+    assert!(
+        stderr(&out).to_lowercase().contains("certificate"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn rules_get_their_topics_and_publish_only_where_granted() {
+    let broker = Mosquitto::start(false);
+    let site = Site::new();
+    site.add_rule("counter", "echo");
+    site.write_config(&mqtt_config(
+        &site,
+        &broker,
+        r#"
+[rules.config.echo]
+pattern = "none/none/none"
+topics = ["rules/in/#"]
+publish = ["granted/out", "refused/out"]
+"#,
+    ));
+    let medic = site.start();
+    medic.expect_log("rules/in/#", WAIT);
+    let granted = broker.watch("granted/out", None);
+    let refused = broker.watch("refused/out", None);
+    broker.publish("rules/in/x", "ping");
+    medic.expect_log("counter mqtt rules/in/x ping", WAIT);
+    assert!(
+        wait_until(WAIT, || granted.lines().contains(&"echo:ping".into())),
+        "{:?}",
+        granted.lines()
+    );
+    medic.expect_log(
+        "publish refused: topic not granted to this rule (mqtt.grants.echo)",
+        WAIT,
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(refused.lines(), ["probe"]);
+}
+
+#[test]
+fn run_remote_between_two_medics() {
+    let broker = Mosquitto::start(false);
+    let b = Site::named("b");
+    b.write_config(&mqtt_config(&b, &broker, &services(&b)));
+    let medic_b = b.start();
+    medic_b.expect_log("MQTT: subscribed", WAIT);
+
+    let a = Site::named("a");
+    a.add_rule("counter", "asker");
+    a.add_rule("counter", "lonely");
+    a.write_config(&mqtt_config(
+        &a,
+        &broker,
+        r#"
+[rules.config.asker]
+pattern = "*/asker/*"
+remote = ["b", "hello", "exec"]
+
+[rules.config.lonely]
+pattern = "*/lonely/*"
+remote = ["nobody", "hello", "exec"]
+"#,
+    ));
+    let medic_a = a.start();
+    medic_a.expect_log("MQTT: subscribed", WAIT);
+    medic_a.putval(&["PUTVAL h/asker/gauge N:1", "PUTVAL h/lonely/gauge N:1"]);
+    medic_a.expect_log(
+        r#"counter result hello/exec code=Some(0) output="Hello World!\n" error=None"#,
+        WAIT,
+    );
+    medic_b.expect_log("remote command answered", WAIT);
+    medic_a.expect_log("no result from node `nobody` within", WAIT);
+}
