@@ -364,3 +364,56 @@ remote = ["nobody", "hello", "exec"]
     medic_b.expect_log("remote command answered", WAIT);
     medic_a.expect_log("no result from node `nobody` within", WAIT);
 }
+
+#[test]
+fn an_imported_lua_collectd_monitor_config_runs_as_it_is() {
+    let broker = Mosquitto::start(false);
+    let site = Site::new();
+    let lcm = serde_json::json!({
+        "Host": format!("127.0.0.1:{}", broker.port),
+        "User": broker::USER,
+        "Password": broker::PASSWORD,
+        "Secure": false,
+        "CleanSession": false,
+        "ReconnectInterval": 1,
+        "QoS": 2,
+        "CommandTopic": "lcm/command",
+        "CommandResultTopic": "lcm/result",
+        "MonitorConfigPath": "/etc/collectd/monitor/config.json",
+        "Services": {
+            "hello": { "commands": { "exec": "/bin/echo \"Hello World!\"" } }
+        }
+    });
+    std::fs::write(site.path("config.json"), lcm.to_string()).unwrap();
+    let out = Command::new(medic_bin())
+        .arg("import-lcm")
+        .arg(site.path("config.json"))
+        .arg("--state-dir")
+        .arg(site.path("state"))
+        .arg("--rules-dir")
+        .arg(site.path("imported-rules"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let toml = stdout(&out);
+    assert!(toml.contains("#   MonitorConfigPath:"), "{toml}");
+    std::fs::write(site.path("medic.toml"), &toml).unwrap();
+    let check = site.check();
+    assert!(check.status.success(), "{}\n{toml}", stdout(&check));
+
+    let medic = site.start();
+    medic.expect_log("MQTT: subscribed", WAIT);
+    let out = send(
+        &broker,
+        "unused",
+        &[
+            "hello",
+            "exec",
+            "--topic",
+            "lcm/command",
+            "--result-topic",
+            "lcm/result",
+        ],
+    );
+    assert_eq!(stdout(&out), "Hello World!\n", "{}", stderr(&out));
+}

@@ -29,7 +29,11 @@ pub fn check(config: &Config) -> anyhow::Result<(String, bool)> {
         limits: crate::daemon::limits(config),
     };
     let mut reports = Vec::new();
-    let files = rule_files(&config.rules.dir)?;
+    let files = if config.rules.dir.exists() {
+        rule_files(&config.rules.dir)?
+    } else {
+        Vec::new()
+    };
     for path in &files {
         let name = rule_name(path).unwrap_or_default().to_string();
         reports.push(check_rule(&compiler, &host, config, path, name));
@@ -71,6 +75,25 @@ pub fn check(config: &Config) -> anyhow::Result<(String, bool)> {
                 out,
                 "warning: [rules.config.{name}] has no {name}.wasm in the rules directory"
             )?;
+        }
+    }
+    if let Some(m) = &config.mqtt {
+        // Credentials and TLS material are read now, not at the first connection.
+        let ready = crate::mqtt::service::connect_spec(config, m).and_then(|c| c.options());
+        match ready {
+            Ok(_) => writeln!(out, "mqtt: {} (credentials and TLS ok)", m.broker)?,
+            Err(e) => {
+                ok = false;
+                writeln!(out, "mqtt: FAILED: {e:#}")?;
+            }
+        }
+        for rule in m.grants.keys() {
+            if !reports.iter().any(|r| &r.name == rule) {
+                writeln!(
+                    out,
+                    "warning: mqtt.grants.{rule} names no rule in the rules directory"
+                )?;
+            }
         }
     }
     for (service, s) in &config.services {

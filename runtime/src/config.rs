@@ -308,6 +308,8 @@ pub struct Command {
     pub output_cap: usize,
     /// Time between SIGTERM and SIGKILL on timeout.
     pub kill_grace: Duration,
+    /// Runs of this command allowed at once (whoever asks); 1 by default.
+    pub concurrency: usize,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -337,6 +339,7 @@ impl Command {
             cooldown: Duration::ZERO,
             output_cap: Self::DEFAULT_OUTPUT_CAP,
             kill_grace: Self::DEFAULT_KILL_GRACE,
+            concurrency: 1,
         }
     }
 }
@@ -378,6 +381,8 @@ impl<'de> Visitor<'de> for CommandVisitor {
             output_cap: Option<usize>,
             #[serde(default, with = "humantime_serde")]
             kill_grace: Option<Duration>,
+            #[serde(default)]
+            concurrency: Option<usize>,
         }
         #[derive(Deserialize)]
         #[serde(untagged, expecting = "`run` must be an argv array or a shell string")]
@@ -400,6 +405,12 @@ impl<'de> Visitor<'de> for CommandVisitor {
         c.cooldown = t.cooldown.unwrap_or(c.cooldown);
         c.output_cap = t.output_cap.unwrap_or(c.output_cap);
         c.kill_grace = t.kill_grace.unwrap_or(c.kill_grace);
+        if let Some(n) = t.concurrency {
+            if n == 0 {
+                return Err(de::Error::custom("`concurrency` must be at least 1"));
+            }
+            c.concurrency = n;
+        }
         Ok(c)
     }
 }

@@ -1,8 +1,8 @@
 //! The policy gate every run request passes, whoever asks: the command must be on the
-//! allow-list, not already running, and out of its cooldown. The host enforces this whatever a
+//! allow-list, below its concurrency (one run at a time by default), and out of its cooldown. The host enforces this whatever a
 //! rule decides.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use crate::config::{Command, Config};
@@ -15,8 +15,13 @@ pub enum Refusal {
     UnknownService(String),
     #[error("service `{service}` has no command `{command}`")]
     UnknownCommand { service: String, command: String },
-    #[error("`{service}`/`{command}` is already running; refused a second run")]
-    AlreadyRunning { service: String, command: String },
+    #[error("`{service}`/`{command}` is already running ({running} of {limit} allowed at once)")]
+    AlreadyRunning {
+        service: String,
+        command: String,
+        running: usize,
+        limit: usize,
+    },
     #[error("`{service}`/`{command}` is cooling down for another {remaining:?}")]
     CoolingDown {
         service: String,
@@ -29,7 +34,7 @@ type Key = (String, String);
 
 #[derive(Default)]
 pub struct Gate {
-    running: HashSet<Key>,
+    running: HashMap<Key, usize>,
     last_start: HashMap<Key, Instant>,
 }
 
@@ -63,10 +68,13 @@ impl Gate {
                 command: command.into(),
             })?;
         let key = (service.to_string(), command.to_string());
-        if self.running.contains(&key) {
+        let running = self.running.get(&key).copied().unwrap_or(0);
+        if running >= spec.concurrency {
             return Err(Refusal::AlreadyRunning {
                 service: key.0,
                 command: key.1,
+                running,
+                limit: spec.concurrency,
             });
         }
         if let Some(last) = self.last_start.get(&key) {
@@ -79,13 +87,18 @@ impl Gate {
                 });
             }
         }
-        self.running.insert(key.clone());
+        *self.running.entry(key.clone()).or_default() += 1;
         self.last_start.insert(key.clone(), now);
         Ok((spec, Admitted { key }))
     }
 
     pub fn finish(&mut self, admitted: Admitted) {
-        self.running.remove(&admitted.key);
+        if let Some(n) = self.running.get_mut(&admitted.key) {
+            *n -= 1;
+            if *n == 0 {
+                self.running.remove(&admitted.key);
+            }
+        }
     }
 }
 
@@ -136,6 +149,24 @@ mod tests {
         );
         let (_, again) = g.admit(&c, "web", "ping", t0).unwrap();
         g.finish(again);
+    }
+
+    #[test]
+    fn concurrency_allows_that_many_runs_at_once() {
+        let c = config("[services.s.commands]\nc = { run = \"true\", concurrency = 2 }\n");
+        let mut g = Gate::default();
+        let t0 = Instant::now();
+        let (_, a) = g.admit(&c, "s", "c", t0).unwrap();
+        let (_, b) = g.admit(&c, "s", "c", t0).unwrap();
+        assert_eq!(
+            g.admit(&c, "s", "c", t0).unwrap_err().to_string(),
+            "`s`/`c` is already running (2 of 2 allowed at once)"
+        );
+        g.finish(a);
+        let (_, again) = g.admit(&c, "s", "c", t0).unwrap();
+        g.finish(b);
+        g.finish(again);
+        assert!(g.running.is_empty());
     }
 
     #[test]
