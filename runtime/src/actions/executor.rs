@@ -434,7 +434,7 @@ mod tests {
         assert_eq!(first.action_id, 1);
         assert_eq!(
             first.error.as_deref(),
-            Some("`s`/`slow` is already running; refused a second run")
+            Some("`s`/`slow` is already running (1 of 1 allowed at once)")
         );
         let second = orx.recv().await.unwrap();
         assert_eq!(
