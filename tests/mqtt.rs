@@ -417,3 +417,36 @@ fn an_imported_lua_collectd_monitor_config_runs_as_it_is() {
     );
     assert_eq!(stdout(&out), "Hello World!\n", "{}", stderr(&out));
 }
+
+#[test]
+fn mqtt_5_works_the_same() {
+    let broker = Mosquitto::start(true);
+    let site = Site::new();
+    let config = mqtt_config(&site, &broker, &services(&site));
+    site.write_config(&config.replace("[mqtt]\n", "[mqtt]\nprotocol = \"5\"\n"));
+    let medic = site.start();
+    medic.expect_log("MQTT: subscribed", WAIT);
+    let results = broker.watch("medic/test/result", Some("watcher5"));
+
+    let out = send(
+        &broker,
+        "test",
+        &["hello", "exec", "--protocol", "5", "--task-id", "50"],
+    );
+    assert_eq!(stdout(&out), "Hello World!\n", "{}", stderr(&out));
+    // A 3.1.1 sender talks to an MQTT 5 medic through the broker.
+    let out = send(&broker, "test", &["hello", "count", "--task-id", "51"]);
+    assert_eq!(stdout(&out), "counted\n", "{}", stderr(&out));
+
+    // The session (with its expiry) survives a broker restart: a result from the outage
+    // arrives once.
+    broker.publish("medic/test/command", &request(52, "hello", "slow"));
+    medic.expect_log(r#"task_id="52" action_id"#, WAIT);
+    let mut broker = broker;
+    broker.stop();
+    medic.expect_log(r#"remote command answered task_id="52""#, WAIT);
+    broker.resume();
+    assert_eq!(results.reply(52, WAIT)["message"], "slow done\n");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(results.replies(52).len(), 1, "{:?}", results.lines());
+}

@@ -129,6 +129,7 @@ impl Client {
     async fn connect(port: u16) -> Self {
         let connect = Connect {
             url: BrokerUrl::parse(&format!("mqtt://127.0.0.1:{port}")).unwrap(),
+            protocol: medic::config::MqttProtocol::V311,
             client_id: format!("bench-{}", std::process::id()),
             credentials: None,
             ca_file: None,
@@ -141,12 +142,12 @@ impl Client {
             first: Duration::from_millis(100),
             max: Duration::from_secs(1),
         };
-        let mut link = Link::start(connect.options().unwrap(), backoff, "bench");
+        let mut link = Link::start(&connect, backoff, "bench").unwrap();
         loop {
             match link.events.recv().await.unwrap() {
                 LinkEvent::Connected { .. } => {
                     link.client
-                        .try_subscribe("medic/bench/result", rumqttc::QoS::ExactlyOnce)
+                        .subscribe(&["medic/bench/result".to_string()], 2)
                         .unwrap();
                 }
                 LinkEvent::Subscribed => break,
@@ -164,12 +165,7 @@ impl Client {
         let payload = lcm::command_payload(self.next_task, "hello", "exec");
         self.link
             .client
-            .try_publish(
-                "medic/bench/command",
-                rumqttc::QoS::ExactlyOnce,
-                false,
-                payload,
-            )
+            .publish("medic/bench/command", 2, false, payload)
             .unwrap();
         self.next_task
     }
@@ -178,7 +174,7 @@ impl Client {
     async fn result(&mut self) -> u64 {
         loop {
             if let LinkEvent::Message(p) = self.link.events.recv().await.unwrap() {
-                let _ = self.link.client.try_ack(&p);
+                self.link.client.ack(&p);
                 let reply: lcm::Reply = serde_json::from_slice(&p.payload).unwrap();
                 assert_eq!(reply.code, 0, "{}", reply.message);
                 return reply.task_id.as_u64().unwrap();

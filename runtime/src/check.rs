@@ -79,7 +79,7 @@ pub fn check(config: &Config) -> anyhow::Result<(String, bool)> {
     }
     if let Some(m) = &config.mqtt {
         // Credentials and TLS material are read now, not at the first connection.
-        let ready = crate::mqtt::service::connect_spec(config, m).and_then(|c| c.options());
+        let ready = crate::mqtt::service::connect_spec(config, m).and_then(|c| c.check());
         match ready {
             Ok(_) => writeln!(out, "mqtt: {} (credentials and TLS ok)", m.broker)?,
             Err(e) => {

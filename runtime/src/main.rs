@@ -96,6 +96,9 @@ struct SendArgs {
     node: Option<String>,
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u8).range(0..=2))]
     qos: u8,
+    /// MQTT protocol version: 3.1.1 or 5.
+    #[arg(long, default_value = "3.1.1", value_parser = ["3.1.1", "5"])]
+    protocol: String,
     /// How long to wait for the result.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     timeout: std::time::Duration,
@@ -208,6 +211,11 @@ fn send_command(a: SendArgs) -> ExitCode {
         topic: topic_for(&a.topic, "command"),
         result_topic: topic_for(&a.result_topic, "result"),
         qos: a.qos,
+        protocol: if a.protocol == "5" {
+            medic::config::MqttProtocol::V5
+        } else {
+            medic::config::MqttProtocol::V311
+        },
         timeout: a.timeout,
         task_id: a.task_id.unwrap_or_else(send::fresh_task_id),
         service: a.service.clone(),

@@ -1,15 +1,34 @@
-//! Drives one rumqttc event loop on its own task: reconnects with backoff (rumqttc has none),
-//! logs each change of connection state once, and turns rumqttc's events into the few that
-//! medic acts on. The event loop is never cancelled mid-poll, which it does not tolerate.
+//! Drives one rumqttc event loop (MQTT 3.1.1 or 5) on its own task: reconnects with backoff
+//! (rumqttc has none), logs each change of connection state once, and turns rumqttc's events
+//! into the few medic acts on, the same for both protocol versions. The event loop is never
+//! cancelled mid-poll, which it does not tolerate.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use rumqttc::{
-    AsyncClient, ConnectionError, Event, EventLoop, Outgoing, Packet, Publish, QoS, StateError,
-};
+use rumqttc::v5::mqttbytes::v5 as p5;
+use rumqttc::{Outgoing, v5};
 use tokio::sync::mpsc;
+
+use super::options::Connect;
+use crate::config::MqttProtocol;
+
+/// A message received, with what is needed to acknowledge it.
+#[derive(Debug)]
+pub struct Message {
+    pub topic: String,
+    pub payload: Vec<u8>,
+    /// The broker is redelivering it (it may have been handled already).
+    pub dup: bool,
+    raw: Raw,
+}
+
+#[derive(Debug)]
+enum Raw {
+    V4(rumqttc::Publish),
+    V5(Box<p5::Publish>),
+}
 
 #[derive(Debug)]
 pub enum LinkEvent {
@@ -17,7 +36,7 @@ pub enum LinkEvent {
         session_present: bool,
     },
     Disconnected(String),
-    Message(Publish),
+    Message(Message),
     /// A publish went out with this packet id.
     Sent(u16),
     /// The broker acknowledged this packet id (PubAck for QoS 1, PubComp for QoS 2).
@@ -25,12 +44,94 @@ pub enum LinkEvent {
     Subscribed,
 }
 
-/// Topic of the placeholder publish that re-arms a QoS 2 packet id (see `complete_pubrel`).
-const PLACEHOLDER: &str = "$medic/placeholder";
+/// A handle to make requests; they leave in the order they are made.
+#[derive(Clone)]
+pub enum Client {
+    V4(rumqttc::AsyncClient),
+    V5(v5::AsyncClient),
+}
+
+fn qos4(level: u8) -> rumqttc::QoS {
+    super::options::qos(level)
+}
+
+fn qos5(level: u8) -> v5::mqttbytes::QoS {
+    match level {
+        0 => v5::mqttbytes::QoS::AtMostOnce,
+        1 => v5::mqttbytes::QoS::AtLeastOnce,
+        _ => v5::mqttbytes::QoS::ExactlyOnce,
+    }
+}
+
+/// The request channel is full (or the event loop is gone); the caller retries later.
+#[derive(Debug, thiserror::Error)]
+#[error("the MQTT request queue is full or closed")]
+pub struct Busy;
+
+impl Client {
+    pub fn publish(
+        &self,
+        topic: &str,
+        qos: u8,
+        retain: bool,
+        payload: Vec<u8>,
+    ) -> Result<(), Busy> {
+        match self {
+            Client::V4(c) => c
+                .try_publish(topic, qos4(qos), retain, payload)
+                .map_err(|_| Busy),
+            Client::V5(c) => c
+                .try_publish(topic, qos5(qos), retain, payload)
+                .map_err(|_| Busy),
+        }
+    }
+
+    pub fn subscribe(&self, filters: &[String], qos: u8) -> Result<(), Busy> {
+        match self {
+            Client::V4(c) => c
+                .try_subscribe_many(
+                    filters
+                        .iter()
+                        .map(|f| rumqttc::SubscribeFilter::new(f.clone(), qos4(qos))),
+                )
+                .map_err(|_| Busy),
+            Client::V5(c) => c
+                .try_subscribe_many(
+                    filters
+                        .iter()
+                        .map(|f| p5::Filter::new(f.clone(), qos5(qos))),
+                )
+                .map_err(|_| Busy),
+        }
+    }
+
+    pub fn unsubscribe(&self, filter: &str) {
+        let _ = match self {
+            Client::V4(c) => c.try_unsubscribe(filter).map_err(drop),
+            Client::V5(c) => c.try_unsubscribe(filter).map_err(drop),
+        };
+    }
+
+    /// Acknowledge a message (acks are manual: medic acks once it has recorded what it needs).
+    pub fn ack(&self, m: &Message) {
+        let _ = match (self, &m.raw) {
+            (Client::V4(c), Raw::V4(p)) => c.try_ack(p).map_err(drop),
+            (Client::V5(c), Raw::V5(p)) => c.try_ack(p).map_err(drop),
+            _ => Ok(()),
+        };
+    }
+
+    pub fn disconnect(&self) {
+        let _ = match self {
+            Client::V4(c) => c.try_disconnect().map_err(drop),
+            Client::V5(c) => c.try_disconnect().map_err(drop),
+        };
+    }
+}
 
 /// A client and the events of its connection.
 pub struct Link {
-    pub client: AsyncClient,
+    pub client: Client,
     pub events: mpsc::Receiver<LinkEvent>,
     /// False from the moment a connection fails until the next ConnAck: requests made while
     /// down are not sent until then, so the owner holds them back.
@@ -44,106 +145,102 @@ pub struct Backoff {
     pub max: Duration,
 }
 
+/// Topic of the placeholder publish that re-arms a QoS 2 packet id (see `rearm_pubrel`).
+const PLACEHOLDER: &str = "$medic/placeholder";
+
 impl Link {
-    pub fn start(options: rumqttc::MqttOptions, backoff: Backoff, what: &'static str) -> Self {
-        let broker = format!(
-            "{}:{}",
-            options.broker_address().0,
-            options.broker_address().1
-        );
-        let (client, mut eventloop) = AsyncClient::new(options, 1024);
-        // Small request/response messages: Nagle's algorithm with delayed ACKs would add
-        // ~40 ms to each round trip.
-        let mut network = eventloop.network_options();
-        network.set_tcp_nodelay(true);
-        eventloop.set_network_options(network);
+    pub fn start(connect: &Connect, backoff: Backoff, what: &'static str) -> anyhow::Result<Self> {
         let (tx, events) = mpsc::channel(1024);
         let connected = Arc::new(AtomicBool::new(false));
-        tokio::spawn(drive(
-            eventloop,
-            tx,
-            connected.clone(),
+        let health = Health {
+            connected: connected.clone(),
             backoff,
-            broker,
+            wait: backoff.first,
+            last_error: None,
+            broker: format!("{}:{}", connect.url.host, connect.url.port),
             what,
-        ));
-        Self {
+            tx,
+        };
+        let client = match connect.protocol {
+            MqttProtocol::V311 => {
+                let (client, eventloop) = rumqttc::AsyncClient::new(connect.options_v4()?, 1024);
+                tokio::spawn(drive_v4(eventloop, health));
+                Client::V4(client)
+            }
+            MqttProtocol::V5 => {
+                let (client, eventloop) = v5::AsyncClient::new(connect.options_v5()?, 1024);
+                tokio::spawn(drive_v5(eventloop, health));
+                Client::V5(client)
+            }
+        };
+        Ok(Self {
             client,
             events,
             connected,
-        }
+        })
     }
 }
 
-async fn drive(
-    mut eventloop: EventLoop,
-    tx: mpsc::Sender<LinkEvent>,
+/// Connection state and its reporting, shared by both protocol drivers.
+struct Health {
     connected: Arc<AtomicBool>,
     backoff: Backoff,
+    wait: Duration,
+    last_error: Option<String>,
     broker: String,
     what: &'static str,
-) {
-    let mut wait = backoff.first;
-    let mut last_error: Option<String> = None;
-    loop {
-        let event = match eventloop.poll().await {
-            Ok(Event::Incoming(Packet::ConnAck(ack))) => {
-                connected.store(true, Ordering::SeqCst);
-                wait = backoff.first;
-                tracing::info!(
-                    broker,
-                    session_resumed = ack.session_present,
-                    "{what}: connected to the MQTT broker"
-                );
-                last_error = None;
-                LinkEvent::Connected {
-                    session_present: ack.session_present,
-                }
-            }
-            Ok(Event::Incoming(Packet::Publish(p))) if p.topic == PLACEHOLDER => continue,
-            Ok(Event::Incoming(Packet::Publish(p))) => LinkEvent::Message(p),
-            Ok(Event::Incoming(Packet::PubAck(a))) => LinkEvent::Acked(a.pkid),
-            Ok(Event::Incoming(Packet::PubComp(c))) => LinkEvent::Acked(c.pkid),
-            Ok(Event::Incoming(Packet::SubAck(_))) => LinkEvent::Subscribed,
-            Ok(Event::Outgoing(Outgoing::Publish(pkid))) => LinkEvent::Sent(pkid),
-            Ok(Event::Outgoing(Outgoing::Disconnect)) => {
-                connected.store(false, Ordering::SeqCst);
-                return;
-            }
-            Ok(_) => continue,
-            // Every client handle is gone: the owner has stopped.
-            Err(ConnectionError::RequestsDone) => return,
-            Err(ConnectionError::MqttState(StateError::Unsolicited(pkid))) => {
-                connected.store(false, Ordering::SeqCst);
-                complete_pubrel(&mut eventloop, pkid);
-                continue;
-            }
-            Err(e) => {
-                connected.store(false, Ordering::SeqCst);
-                let message = e.to_string();
-                if last_error.as_deref() != Some(&message) {
-                    tracing::warn!(
-                        broker,
-                        "{what}: MQTT connection down: {message}; retrying in {wait:?}"
-                    );
-                } else {
-                    tracing::debug!(
-                        broker,
-                        "{what}: still down: {message}; retrying in {wait:?}"
-                    );
-                }
-                last_error = Some(message.clone());
-                if tx.send(LinkEvent::Disconnected(message)).await.is_err() {
-                    return;
-                }
-                tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(backoff.max);
-                continue;
-            }
-        };
-        if tx.send(event).await.is_err() {
-            return;
+    tx: mpsc::Sender<LinkEvent>,
+}
+
+impl Health {
+    fn up(&mut self, session_present: bool) -> LinkEvent {
+        self.connected.store(true, Ordering::SeqCst);
+        self.wait = self.backoff.first;
+        self.last_error = None;
+        tracing::info!(
+            broker = self.broker,
+            session_resumed = session_present,
+            "{}: connected to the MQTT broker",
+            self.what
+        );
+        LinkEvent::Connected { session_present }
+    }
+
+    fn lost(&self) {
+        self.connected.store(false, Ordering::SeqCst);
+    }
+
+    /// Report a failed connection and wait before the next try. False when the owner is gone.
+    async fn down(&mut self, message: String) -> bool {
+        self.lost();
+        let (broker, what, wait) = (&self.broker, self.what, self.wait);
+        if self.last_error.as_deref() != Some(&message) {
+            tracing::warn!(
+                broker,
+                "{what}: MQTT connection down: {message}; retrying in {wait:?}"
+            );
+        } else {
+            tracing::debug!(
+                broker,
+                "{what}: still down: {message}; retrying in {wait:?}"
+            );
         }
+        self.last_error = Some(message.clone());
+        if self
+            .tx
+            .send(LinkEvent::Disconnected(message))
+            .await
+            .is_err()
+        {
+            return false;
+        }
+        tokio::time::sleep(wait).await;
+        self.wait = (wait * 2).min(self.backoff.max);
+        true
+    }
+
+    async fn send(&self, event: LinkEvent) -> bool {
+        self.tx.send(event).await.is_ok()
     }
 }
 
@@ -151,15 +248,108 @@ async fn drive(
 /// the PUBREL a broker resends for one after the session resumes as a fatal error: without this
 /// it would reconnect forever. Re-arm the id with a placeholder publish (never acknowledged:
 /// acks are manual), so the resent PUBREL is answered with the PUBCOMP the broker waits for.
-/// The message itself was already handled (and its task id recorded) before the disconnect.
-fn complete_pubrel(eventloop: &mut EventLoop, pkid: u16) {
+/// The message itself was handled (and its task id recorded) before the disconnect.
+fn rearm_pubrel(pkid: u16) {
     tracing::info!(
         pkid,
         "MQTT: completing a QoS 2 delivery from before the reconnect (PUBREL for packet {pkid})"
     );
-    let mut placeholder = Publish::new(PLACEHOLDER, QoS::ExactlyOnce, Vec::new());
-    placeholder.pkid = pkid;
-    let _ = eventloop
-        .state
-        .handle_incoming_packet(rumqttc::Incoming::Publish(placeholder));
+}
+
+async fn drive_v4(mut eventloop: rumqttc::EventLoop, mut health: Health) {
+    use rumqttc::{ConnectionError, Event, Packet, StateError};
+    // Small request/response messages: Nagle's algorithm with delayed ACKs would add ~40 ms
+    // to each round trip.
+    let mut network = eventloop.network_options();
+    network.set_tcp_nodelay(true);
+    eventloop.set_network_options(network);
+    loop {
+        let event = match eventloop.poll().await {
+            Ok(Event::Incoming(Packet::ConnAck(ack))) => health.up(ack.session_present),
+            Ok(Event::Incoming(Packet::Publish(p))) if p.topic == PLACEHOLDER => continue,
+            Ok(Event::Incoming(Packet::Publish(p))) => LinkEvent::Message(Message {
+                topic: p.topic.clone(),
+                payload: p.payload.to_vec(),
+                dup: p.dup,
+                raw: Raw::V4(p),
+            }),
+            Ok(Event::Incoming(Packet::PubAck(a))) => LinkEvent::Acked(a.pkid),
+            Ok(Event::Incoming(Packet::PubComp(c))) => LinkEvent::Acked(c.pkid),
+            Ok(Event::Incoming(Packet::SubAck(_))) => LinkEvent::Subscribed,
+            Ok(Event::Outgoing(Outgoing::Publish(pkid))) => LinkEvent::Sent(pkid),
+            Ok(Event::Outgoing(Outgoing::Disconnect)) => return health.lost(),
+            Ok(_) => continue,
+            // Every client handle is gone: the owner has stopped.
+            Err(ConnectionError::RequestsDone) => return,
+            Err(ConnectionError::MqttState(StateError::Unsolicited(pkid))) => {
+                health.lost();
+                rearm_pubrel(pkid);
+                let mut placeholder =
+                    rumqttc::Publish::new(PLACEHOLDER, rumqttc::QoS::ExactlyOnce, Vec::new());
+                placeholder.pkid = pkid;
+                let _ = eventloop
+                    .state
+                    .handle_incoming_packet(Packet::Publish(placeholder));
+                continue;
+            }
+            Err(e) => {
+                if !health.down(e.to_string()).await {
+                    return;
+                }
+                continue;
+            }
+        };
+        if !health.send(event).await {
+            return;
+        }
+    }
+}
+
+async fn drive_v5(mut eventloop: v5::EventLoop, mut health: Health) {
+    use v5::{ConnectionError, Event, StateError};
+    loop {
+        let event = match eventloop.poll().await {
+            Ok(Event::Incoming(p5::Packet::ConnAck(ack))) => health.up(ack.session_present),
+            Ok(Event::Incoming(p5::Packet::Publish(p))) if p.topic == PLACEHOLDER.as_bytes() => {
+                continue;
+            }
+            Ok(Event::Incoming(p5::Packet::Publish(p))) => LinkEvent::Message(Message {
+                topic: String::from_utf8_lossy(&p.topic).into_owned(),
+                payload: p.payload.to_vec(),
+                dup: p.dup,
+                raw: Raw::V5(Box::new(p)),
+            }),
+            Ok(Event::Incoming(p5::Packet::PubAck(a))) => LinkEvent::Acked(a.pkid),
+            Ok(Event::Incoming(p5::Packet::PubComp(c))) => LinkEvent::Acked(c.pkid),
+            Ok(Event::Incoming(p5::Packet::SubAck(_))) => LinkEvent::Subscribed,
+            Ok(Event::Outgoing(Outgoing::Publish(pkid))) => LinkEvent::Sent(pkid),
+            Ok(Event::Outgoing(Outgoing::Disconnect)) => return health.lost(),
+            Ok(_) => continue,
+            Err(ConnectionError::RequestsDone) => return,
+            Err(ConnectionError::MqttState(StateError::Unsolicited(pkid))) => {
+                health.lost();
+                rearm_pubrel(pkid);
+                let mut placeholder = p5::Publish::new(
+                    PLACEHOLDER,
+                    v5::mqttbytes::QoS::ExactlyOnce,
+                    Vec::new(),
+                    None,
+                );
+                placeholder.pkid = pkid;
+                let _ = eventloop
+                    .state
+                    .handle_incoming_packet(p5::Packet::Publish(placeholder));
+                continue;
+            }
+            Err(e) => {
+                if !health.down(e.to_string()).await {
+                    return;
+                }
+                continue;
+            }
+        };
+        if !health.send(event).await {
+            return;
+        }
+    }
 }

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use rumqttc::{LastWill, MqttOptions, QoS, TlsConfiguration, Transport};
+
+use crate::config::MqttProtocol;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
@@ -62,10 +64,11 @@ impl BrokerUrl {
     }
 }
 
-/// Everything needed to open one MQTT 3.1.1 session.
+/// Everything needed to open one MQTT session.
 #[derive(Debug, Clone)]
 pub struct Connect {
     pub url: BrokerUrl,
+    pub protocol: MqttProtocol,
     pub client_id: String,
     pub credentials: Option<(String, String)>,
     pub ca_file: Option<PathBuf>,
@@ -76,13 +79,63 @@ pub struct Connect {
     pub last_will: Option<(String, Vec<u8>)>,
 }
 
+/// mosquitto's default receive maximum is 20; more in flight and QoS 2 messages are lost.
+const INFLIGHT: u16 = 20;
+
 impl Connect {
-    pub fn options(&self) -> anyhow::Result<MqttOptions> {
+    /// Read the credentials and TLS material now (for `medic check`).
+    pub fn check(&self) -> anyhow::Result<()> {
+        self.transport().map(drop)
+    }
+
+    fn transport(&self) -> anyhow::Result<Option<Transport>> {
+        if !self.url.tls {
+            return Ok(None);
+        }
+        let tls = tls_config(self.ca_file.as_deref(), self.insecure)?;
+        Ok(Some(Transport::tls_with_config(TlsConfiguration::Rustls(
+            Arc::new(tls),
+        ))))
+    }
+
+    pub fn options_v5(&self) -> anyhow::Result<rumqttc::v5::MqttOptions> {
+        use rumqttc::v5::mqttbytes::v5::LastWill as LastWill5;
+        let mut o = rumqttc::v5::MqttOptions::new(&self.client_id, &self.url.host, self.url.port);
+        o.set_keep_alive(self.keepalive);
+        o.set_clean_start(self.clean_session);
+        if !self.clean_session {
+            // In MQTT 5 a session ends with the connection unless it is given an expiry.
+            o.set_session_expiry_interval(Some(u32::MAX));
+        }
+        o.set_outgoing_inflight_upper_limit(INFLIGHT);
+        o.set_max_packet_size(Some(1 << 20));
+        o.set_manual_acks(true);
+        let mut network = rumqttc::NetworkOptions::new();
+        network.set_tcp_nodelay(true);
+        o.set_network_options(network);
+        if let Some((user, password)) = &self.credentials {
+            o.set_credentials(user, password);
+        }
+        if let Some((topic, payload)) = &self.last_will {
+            o.set_last_will(LastWill5::new(
+                topic,
+                payload.clone(),
+                rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
+                true,
+                None,
+            ));
+        }
+        if let Some(transport) = self.transport()? {
+            o.set_transport(transport);
+        }
+        Ok(o)
+    }
+
+    pub fn options_v4(&self) -> anyhow::Result<MqttOptions> {
         let mut o = MqttOptions::new(&self.client_id, &self.url.host, self.url.port);
         o.set_keep_alive(self.keepalive);
         o.set_clean_session(self.clean_session);
-        // mosquitto's default receive maximum is 20; more in flight and QoS 2 messages are lost.
-        o.set_inflight(20);
+        o.set_inflight(INFLIGHT);
         o.set_max_packet_size(1 << 20, 1 << 20);
         o.set_manual_acks(true);
         if let Some((user, password)) = &self.credentials {
@@ -96,11 +149,8 @@ impl Connect {
                 true,
             ));
         }
-        if self.url.tls {
-            let tls = tls_config(self.ca_file.as_deref(), self.insecure)?;
-            o.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
-                Arc::new(tls),
-            )));
+        if let Some(transport) = self.transport()? {
+            o.set_transport(transport);
         }
         Ok(o)
     }

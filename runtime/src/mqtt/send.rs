@@ -5,7 +5,8 @@ use std::time::{Duration, Instant};
 
 use super::lcm::{self, Reply};
 use super::link::{Backoff, Link, LinkEvent};
-use super::options::{BrokerUrl, Connect, qos};
+use super::options::{BrokerUrl, Connect};
+use crate::config::MqttProtocol;
 
 pub struct SendOptions {
     pub broker: String,
@@ -15,6 +16,7 @@ pub struct SendOptions {
     pub topic: String,
     pub result_topic: String,
     pub qos: u8,
+    pub protocol: MqttProtocol,
     pub timeout: Duration,
     pub task_id: u64,
     pub service: String,
@@ -44,6 +46,7 @@ pub async fn send(o: SendOptions) -> Result<Reply, SendError> {
     let connect = Connect {
         url: BrokerUrl::parse(&o.broker)
             .map_err(|e| SendError::Setup(anyhow::anyhow!("--broker: {e}")))?,
+        protocol: o.protocol,
         client_id: format!("medic-send-{}-{}", std::process::id(), o.task_id),
         credentials: o.credentials.clone(),
         ca_file: o.ca_file.clone(),
@@ -52,15 +55,11 @@ pub async fn send(o: SendOptions) -> Result<Reply, SendError> {
         clean_session: true,
         last_will: None,
     };
-    let options = connect.options().map_err(SendError::Setup)?;
-    let mut link = Link::start(
-        options,
-        Backoff {
-            first: Duration::from_millis(200),
-            max: Duration::from_secs(2),
-        },
-        "medic send",
-    );
+    let backoff = Backoff {
+        first: Duration::from_millis(200),
+        max: Duration::from_secs(2),
+    };
+    let mut link = Link::start(&connect, backoff, "medic send").map_err(SendError::Setup)?;
     let payload = lcm::command_payload(o.task_id, &o.service, &o.command);
     let mut last_error = None;
     let mut sent = false;
@@ -77,17 +76,17 @@ pub async fn send(o: SendOptions) -> Result<Reply, SendError> {
         };
         match event {
             LinkEvent::Connected { .. } => {
-                let _ = link.client.try_subscribe(&o.result_topic, qos(o.qos));
+                let _ = link
+                    .client
+                    .subscribe(std::slice::from_ref(&o.result_topic), o.qos);
             }
             // Subscribed before publishing, so the result cannot slip past.
             LinkEvent::Subscribed if !sent => {
                 sent = true;
-                let _ = link
-                    .client
-                    .try_publish(&o.topic, qos(o.qos), false, payload.clone());
+                let _ = link.client.publish(&o.topic, o.qos, false, payload.clone());
             }
             LinkEvent::Message(p) => {
-                let _ = link.client.try_ack(&p);
+                link.client.ack(&p);
                 if p.topic != o.result_topic {
                     continue;
                 }
@@ -95,7 +94,7 @@ pub async fn send(o: SendOptions) -> Result<Reply, SendError> {
                     continue;
                 };
                 if reply.task_id.as_u64() == Some(o.task_id) {
-                    let _ = link.client.try_disconnect();
+                    link.client.disconnect();
                     return Ok(reply);
                 }
             }

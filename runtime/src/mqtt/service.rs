@@ -13,14 +13,13 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use rumqttc::{Publish, QoS};
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::MqttRequest;
 use super::lcm::{self, Reply, code};
-use super::link::{Backoff, Link, LinkEvent};
-use super::options::{BrokerUrl, Connect, qos, read_password};
+use super::link::{Backoff, Link, LinkEvent, Message};
+use super::options::{BrokerUrl, Connect, read_password};
 use super::remote::{Asked, Remote};
 use super::tracker::Tracker;
 use crate::actions::{ActionSink, Outcome, Request};
@@ -68,7 +67,7 @@ struct Service {
     store: Store,
     link: Link,
     tracker: Tracker,
-    qos: QoS,
+    qos: u8,
     command_topic: String,
     result_topic: String,
     status_topic: String,
@@ -93,6 +92,7 @@ pub fn connect_spec(config: &Config, m: &Mqtt) -> anyhow::Result<Connect> {
     };
     Ok(Connect {
         url: BrokerUrl::parse(&m.broker).map_err(anyhow::Error::msg)?,
+        protocol: m.protocol,
         client_id: m
             .client_id
             .clone()
@@ -117,21 +117,17 @@ pub fn start(parts: Parts) -> anyhow::Result<Running> {
         .expect("start is called with an [mqtt] section");
     let node = config.daemon.node.clone();
     let spec = connect_spec(&config, &m)?;
-    anyhow::ensure!(
-        m.protocol == crate::config::MqttProtocol::V311,
-        "mqtt.protocol = \"5\" is not supported by this build yet; use \"3.1.1\""
-    );
     let link = Link::start(
-        spec.options()?,
+        &spec,
         Backoff {
             first: m.reconnect_interval,
             max: m.max_reconnect_interval,
         },
         "medic",
-    );
+    )?;
     let (finished, finished_rx) = mpsc::unbounded_channel();
     let mut service = Service {
-        qos: qos(m.qos),
+        qos: m.qos,
         command_topic: Mqtt::topic_for(&m.command_topic, &node),
         result_topic: Mqtt::topic_for(&m.result_topic, &node),
         status_topic: Mqtt::topic_for(&m.status_topic, &node),
@@ -196,8 +192,8 @@ impl Service {
         let _ = self
             .link
             .client
-            .try_publish(&self.status_topic, QoS::AtLeastOnce, true, "offline");
-        let _ = self.link.client.try_disconnect();
+            .publish(&self.status_topic, 1, true, b"offline".to_vec());
+        self.link.client.disconnect();
         // Let the event loop send both before the process exits.
         while let Ok(Some(event)) =
             tokio::time::timeout(Duration::from_secs(2), self.link.events.recv()).await
@@ -259,12 +255,10 @@ impl Service {
                     self.tracker.reset();
                     self.subscribed.clear();
                 }
-                let _ = self.link.client.try_publish(
-                    &self.status_topic,
-                    QoS::AtLeastOnce,
-                    true,
-                    "online",
-                );
+                let _ = self
+                    .link
+                    .client
+                    .publish(&self.status_topic, 1, true, b"online".to_vec());
                 self.tracker.issue(None);
                 self.subscribe();
                 self.pump();
@@ -309,7 +303,7 @@ impl Service {
             match self
                 .link
                 .client
-                .try_publish(m.topic, self.qos, m.retain, m.payload)
+                .publish(&m.topic, self.qos, m.retain, m.payload)
             {
                 Ok(()) => self.tracker.issue(Some(m.id)),
                 // The request channel is full: the rest goes on the next pump.
@@ -329,21 +323,18 @@ impl Service {
         let new: Vec<_> = wanted.difference(&self.subscribed).cloned().collect();
         let gone: Vec<_> = self.subscribed.difference(&wanted).cloned().collect();
         if !new.is_empty() {
-            let filters = new
-                .iter()
-                .map(|t| rumqttc::SubscribeFilter::new(t.clone(), self.qos));
-            if let Err(e) = self.link.client.try_subscribe_many(filters) {
+            if let Err(e) = self.link.client.subscribe(&new, self.qos) {
                 return tracing::error!("MQTT: cannot subscribe: {e}");
             }
             tracing::info!(topics = ?new, "MQTT: subscribed");
         }
         for topic in &gone {
-            let _ = self.link.client.try_unsubscribe(topic.clone());
+            self.link.client.unsubscribe(topic);
         }
         self.subscribed = wanted;
     }
 
-    async fn on_message(&mut self, p: Publish) {
+    async fn on_message(&mut self, p: Message) {
         let topic = p.topic.as_str();
         if topic == self.command_topic {
             self.on_command(&p);
@@ -353,17 +344,17 @@ impl Service {
         if self.rule_topics.iter().any(|f| rumqttc::matches(topic, f)) {
             let message = Ingested::Mqtt(MqttMessage {
                 topic: p.topic.clone(),
-                payload: p.payload.to_vec(),
+                payload: p.payload.clone(),
             });
             if self.ingest.send(message).await.is_err() {
                 self.dropped += 1;
             }
         }
         // Acknowledged only now: a command's task id is recorded, a rule message queued.
-        let _ = self.link.client.try_ack(&p);
+        self.link.client.ack(&p);
     }
 
-    fn on_command(&mut self, p: &Publish) {
+    fn on_command(&mut self, p: &Message) {
         let request = match lcm::parse_request(&p.payload) {
             Ok(r) => r,
             Err(invalid) => {
@@ -497,12 +488,10 @@ impl Service {
                     task_id = key,
                     "cannot record the result: {e}; publishing it directly"
                 );
-                let _ = self.link.client.try_publish(
-                    &self.result_topic,
-                    self.qos,
-                    false,
-                    reply.to_json(),
-                );
+                let _ =
+                    self.link
+                        .client
+                        .publish(&self.result_topic, self.qos, false, reply.to_json());
                 self.tracker.issue(None);
             }
         }
