@@ -470,8 +470,9 @@ impl Service {
 
     fn on_finished(&mut self, done: Finished) {
         let (code, message) = lcm::outcome_reply(&done.outcome);
-        tracing::info!(task_id = done.key, code, "remote command answered");
         self.finish_task(&done.key, &Reply::new(done.task_id, code, message));
+        // Logged once the result is committed: after this line it survives a crash.
+        tracing::info!(task_id = done.key, code, "remote command answered");
     }
 
     /// Record a task's reply and queue it, atomically.
