@@ -255,11 +255,15 @@ impl Service {
                     self.tracker.reset();
                     self.subscribed.clear();
                 }
-                let _ = self
+                let online = b"online".to_vec();
+                if self
                     .link
                     .client
-                    .publish(&self.status_topic, 1, true, b"online".to_vec());
-                self.tracker.issue(None);
+                    .publish(&self.status_topic, 1, true, online)
+                    .is_ok()
+                {
+                    self.tracker.issue(None);
+                }
                 self.subscribe();
                 self.pump();
             }
@@ -489,11 +493,15 @@ impl Service {
                     task_id = key,
                     "cannot record the result: {e}; publishing it directly"
                 );
-                let _ =
-                    self.link
-                        .client
-                        .publish(&self.result_topic, self.qos, false, reply.to_json());
-                self.tracker.issue(None);
+                let (topic, json) = (&self.result_topic, reply.to_json());
+                if self
+                    .link
+                    .client
+                    .publish(topic, self.qos, false, json)
+                    .is_ok()
+                {
+                    self.tracker.issue(None);
+                }
             }
         }
     }
