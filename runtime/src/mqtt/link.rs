@@ -145,7 +145,7 @@ pub struct Backoff {
     pub max: Duration,
 }
 
-/// Topic of the placeholder publish that re-arms a QoS 2 packet id (see `rearm_pubrel`).
+/// Topic of the placeholder publish that re-arms a QoS 2 packet id (see `log_pubrel_rearm`).
 const PLACEHOLDER: &str = "$medic/placeholder";
 
 impl Link {
@@ -249,7 +249,7 @@ impl Health {
 /// it would reconnect forever. Re-arm the id with a placeholder publish (never acknowledged:
 /// acks are manual), so the resent PUBREL is answered with the PUBCOMP the broker waits for.
 /// The message itself was handled (and its task id recorded) before the disconnect.
-fn rearm_pubrel(pkid: u16) {
+fn log_pubrel_rearm(pkid: u16) {
     tracing::info!(
         pkid,
         "MQTT: completing a QoS 2 delivery from before the reconnect (PUBREL for packet {pkid})"
@@ -283,7 +283,7 @@ async fn drive_v4(mut eventloop: rumqttc::EventLoop, mut health: Health) {
             Err(ConnectionError::RequestsDone) => return,
             Err(ConnectionError::MqttState(StateError::Unsolicited(pkid))) => {
                 health.lost();
-                rearm_pubrel(pkid);
+                log_pubrel_rearm(pkid);
                 let mut placeholder =
                     rumqttc::Publish::new(PLACEHOLDER, rumqttc::QoS::ExactlyOnce, Vec::new());
                 placeholder.pkid = pkid;
@@ -328,7 +328,7 @@ async fn drive_v5(mut eventloop: v5::EventLoop, mut health: Health) {
             Err(ConnectionError::RequestsDone) => return,
             Err(ConnectionError::MqttState(StateError::Unsolicited(pkid))) => {
                 health.lost();
-                rearm_pubrel(pkid);
+                log_pubrel_rearm(pkid);
                 let mut placeholder = p5::Publish::new(
                     PLACEHOLDER,
                     v5::mqttbytes::QoS::ExactlyOnce,
