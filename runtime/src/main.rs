@@ -190,14 +190,11 @@ fn main() -> ExitCode {
 
 fn send_command(a: SendArgs) -> ExitCode {
     use medic::mqtt::{lcm, send};
-    let password = match (&a.password, &a.password_file) {
-        (Some(p), _) => Some(p.clone()),
-        (None, Some(f)) => match medic::mqtt::options::read_password(f) {
-            Ok(p) => Some(p),
+    let password =
+        match medic::mqtt::options::password(a.password.as_ref(), a.password_file.as_deref()) {
+            Ok(p) => p,
             Err(e) => return fail(format!("{e:#}")),
-        },
-        (None, None) => None,
-    };
+        };
     let topic_for = |given: &Option<String>, kind: &str| {
         given
             .clone()

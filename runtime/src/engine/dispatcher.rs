@@ -169,16 +169,14 @@ impl Dispatcher {
                 }
             }
             Ingested::Mqtt(m) => {
-                let wants = |route: &Route| {
-                    let filters = &route.subscription.info.topics;
-                    filters.iter().any(|f| rumqttc::matches(&m.topic, f))
-                };
+                let topic = m.topic.clone();
                 let event = wit::Event::Mqtt(wit::MqttMessage {
-                    topic: m.topic.clone(),
-                    payload: m.payload.clone(),
+                    topic: m.topic,
+                    payload: m.payload,
                 });
                 for route in self.routes.values_mut() {
-                    if wants(route) {
+                    let filters = &route.subscription.info.topics;
+                    if filters.iter().any(|f| rumqttc::matches(&topic, f)) {
                         route.send(Queued::Event(event.clone()));
                     }
                 }

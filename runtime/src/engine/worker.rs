@@ -331,16 +331,13 @@ impl Worker {
                     reason = run.reason,
                     "rule asks to run a command"
                 );
-                let control = self.control_tx.clone();
                 let request = Request {
                     origin: self.spec.name.clone(),
                     action_id,
                     service: run.service,
                     command: run.command,
                     reason: run.reason,
-                    reply: Box::new(move |outcome| {
-                        let _ = control.send(Control::Outcome(outcome));
-                    }),
+                    reply: self.reply_here(),
                 };
                 if self.actions.commands.send(request).is_err() {
                     tracing::error!(rule, action_id, "executor is gone; command not run");
@@ -378,16 +375,13 @@ impl Worker {
                     reason = r.reason,
                     "rule asks another node to run a command"
                 );
-                let control = self.control_tx.clone();
                 let request = MqttRequest::RunRemote {
                     rule: self.spec.name.clone(),
                     action_id,
                     node: r.node,
                     service: r.service,
                     command: r.command,
-                    reply: Box::new(move |outcome| {
-                        let _ = control.send(Control::Outcome(outcome));
-                    }),
+                    reply: self.reply_here(),
                 };
                 self.send_mqtt(request);
             }
@@ -396,6 +390,14 @@ impl Worker {
 }
 
 impl Worker {
+    /// Where an outcome of this rule's request goes: back into this worker, as an event.
+    fn reply_here(&self) -> Box<dyn FnOnce(Outcome) + Send> {
+        let control = self.control_tx.clone();
+        Box::new(move |outcome| {
+            let _ = control.send(Control::Outcome(outcome));
+        })
+    }
+
     /// Hand a request to the MQTT client; without one, say why it is refused (and a
     /// `run-remote` still gets its result event, as an error).
     fn send_mqtt(&self, request: MqttRequest) {

@@ -217,11 +217,11 @@ pub fn outcome_reply(outcome: &Outcome) -> (i64, String) {
         Some(e) => format!("{}\n[medic: {e}]", outcome.output.trim_end()),
         None => outcome.output.clone(),
     };
-    let code = match (outcome.code, outcome.signal, &outcome.error) {
-        (_, _, Some(_)) if outcome.timed_out => code::TIMED_OUT,
-        (Some(c), _, _) => i64::from(c),
-        (None, Some(sig), _) => 128 + i64::from(sig),
-        (None, None, _) => code::CANNOT_START,
+    let code = match (outcome.timed_out, outcome.code, outcome.signal) {
+        (true, _, _) => code::TIMED_OUT,
+        (false, Some(c), _) => i64::from(c),
+        (false, None, Some(sig)) => 128 + i64::from(sig),
+        (false, None, None) => code::CANNOT_START,
     };
     (code, message)
 }

@@ -156,11 +156,15 @@ impl Connect {
     }
 }
 
-/// Read a password file: its first line, without the newline.
-pub fn read_password(path: &Path) -> anyhow::Result<String> {
+/// The password given inline, or the first line of a password file (without the newline).
+pub fn password(inline: Option<&String>, file: Option<&Path>) -> anyhow::Result<Option<String>> {
+    if let Some(p) = inline {
+        return Ok(Some(p.clone()));
+    }
+    let Some(path) = file else { return Ok(None) };
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read password file {}", path.display()))?;
-    Ok(text.lines().next().unwrap_or_default().to_string())
+    Ok(Some(text.lines().next().unwrap_or_default().to_string()))
 }
 
 pub fn qos(level: u8) -> QoS {

@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::MqttRequest;
 use super::lcm::{self, Reply, code};
 use super::link::{Backoff, Link, LinkEvent, Message};
-use super::options::{BrokerUrl, Connect, read_password};
+use super::options::{BrokerUrl, Connect, password};
 use super::remote::{Asked, Remote};
 use super::tracker::Tracker;
 use crate::actions::{ActionSink, Outcome, Request};
@@ -85,11 +85,7 @@ struct Service {
 /// Build the connection from the config.
 pub fn connect_spec(config: &Config, m: &Mqtt) -> anyhow::Result<Connect> {
     let node = &config.daemon.node;
-    let password = match (&m.password, &m.password_file) {
-        (Some(p), _) => Some(p.clone()),
-        (None, Some(f)) => Some(read_password(f)?),
-        (None, None) => None,
-    };
+    let password = password(m.password.as_ref(), m.password_file.as_deref())?;
     Ok(Connect {
         url: BrokerUrl::parse(&m.broker).map_err(anyhow::Error::msg)?,
         protocol: m.protocol,
@@ -350,9 +346,8 @@ impl Service {
                 topic: p.topic.clone(),
                 payload: p.payload.clone(),
             });
-            if self.ingest.send(message).await.is_err() {
-                self.dropped += 1;
-            }
+            // Fails only when the dispatcher has stopped: the daemon is shutting down.
+            let _ = self.ingest.send(message).await;
         }
         // Acknowledged only now: a command's task id is recorded, a rule message queued.
         self.link.client.ack(&p);
@@ -543,31 +538,21 @@ impl Service {
                 payload,
                 retain,
             } => {
-                let granted = self
-                    .cfg
-                    .grants
-                    .get(&*rule)
-                    .is_some_and(|filters| filters.iter().any(|f| rumqttc::matches(&topic, f)));
-                if topic.is_empty() || !rumqttc::valid_topic(&topic) {
-                    return MqttRequest::Publish {
-                        rule: rule.clone(),
-                        topic,
-                        payload,
-                        retain,
-                    }
-                    .refuse(&rule, "not a valid topic name");
-                }
-                if !granted {
-                    return MqttRequest::Publish {
-                        rule: rule.clone(),
-                        topic,
-                        payload,
-                        retain,
-                    }
-                    .refuse(
-                        &rule,
-                        &format!("topic not granted to this rule (mqtt.grants.{rule})"),
-                    );
+                let granted = || {
+                    let filters = self.cfg.grants.get(&*rule);
+                    filters.is_some_and(|f| f.iter().any(|f| rumqttc::matches(&topic, f)))
+                };
+                let refusal = if topic.is_empty() || !rumqttc::valid_topic(&topic) {
+                    Some("not a valid topic name".to_string())
+                } else if !granted() {
+                    Some(format!(
+                        "topic not granted to this rule (mqtt.grants.{rule})"
+                    ))
+                } else {
+                    None
+                };
+                if let Some(why) = refusal {
+                    return tracing::warn!(rule = &*rule, topic, "publish refused: {why}");
                 }
                 tracing::debug!(
                     rule = &*rule,
