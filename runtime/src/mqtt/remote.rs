@@ -9,14 +9,19 @@ use std::time::{Duration, Instant};
 use super::lcm::{self, code};
 use crate::actions::Outcome;
 
+/// A remote command a rule asked for.
+pub struct Asked {
+    pub rule: Arc<str>,
+    pub node: String,
+    pub service: String,
+    pub command: String,
+    pub reply: Box<dyn FnOnce(Outcome) + Send>,
+}
+
 struct Pending {
-    rule: Arc<str>,
-    node: String,
-    service: String,
-    command: String,
+    asked: Asked,
     started: Instant,
     deadline: Instant,
-    reply: Box<dyn FnOnce(Outcome) + Send>,
 }
 
 #[derive(Default)]
@@ -27,34 +32,25 @@ pub struct Remote {
     pub result_topics: BTreeSet<String>,
 }
 
-pub struct Asked {
-    pub rule: Arc<str>,
-    pub task_id: u64,
-    pub node: String,
-    pub service: String,
-    pub command: String,
-    pub result_topic: String,
-    pub timeout: Duration,
-    pub reply: Box<dyn FnOnce(Outcome) + Send>,
-}
-
 impl Remote {
-    /// Returns true when `asked.result_topic` is new (needs a subscription).
-    pub fn ask(&mut self, asked: Asked) -> bool {
-        let now = Instant::now();
-        self.pending.insert(
-            asked.task_id,
-            Pending {
-                rule: asked.rule,
-                node: asked.node,
-                service: asked.service,
-                command: asked.command,
-                started: now,
-                deadline: now + asked.timeout,
-                reply: asked.reply,
-            },
-        );
-        self.result_topics.insert(asked.result_topic)
+    /// Wait for task `task_id`'s result on `result_topic`. Returns true when that topic is new
+    /// (it needs a subscription).
+    pub fn ask(
+        &mut self,
+        task_id: u64,
+        asked: Asked,
+        result_topic: String,
+        timeout: Duration,
+    ) -> bool {
+        let started = Instant::now();
+        let deadline = started + timeout;
+        let pending = Pending {
+            asked,
+            started,
+            deadline,
+        };
+        self.pending.insert(task_id, pending);
+        self.result_topics.insert(result_topic)
     }
 
     pub fn is_result_topic(&self, topic: &str) -> bool {
@@ -69,7 +65,10 @@ impl Remote {
         let Some(task_id) = reply.task_id.as_u64() else {
             return;
         };
-        let Some(p) = self.pending.remove(&task_id) else {
+        let Some(Pending {
+            asked: p, started, ..
+        }) = self.pending.remove(&task_id)
+        else {
             return;
         };
         let error = (reply.code != 0).then(|| {
@@ -93,7 +92,7 @@ impl Remote {
             error,
             refusal: None,
             timed_out: false,
-            duration: p.started.elapsed(),
+            duration: started.elapsed(),
         });
     }
 
@@ -106,8 +105,10 @@ impl Remote {
             .map(|(id, _)| *id)
             .collect();
         for id in late {
-            let p = self.pending.remove(&id).expect("listed above");
-            let waited = p.started.elapsed();
+            let Pending {
+                asked: p, started, ..
+            } = self.pending.remove(&id).expect("listed above");
+            let waited = started.elapsed();
             tracing::warn!(
                 rule = &*p.rule,
                 action_id = id,

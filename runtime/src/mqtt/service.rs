@@ -573,16 +573,15 @@ impl Service {
                 let command_topic = Mqtt::topic_for(&self.cfg.command_topic, &node);
                 let result_topic = Mqtt::topic_for(&self.cfg.result_topic, &node);
                 let payload = lcm::command_payload(action_id, &service, &command);
-                let new_topic = self.remote.ask(Asked {
+                let asked = Asked {
                     rule,
-                    task_id: action_id,
                     node,
                     service,
                     command,
-                    result_topic,
-                    timeout: self.cfg.remote_timeout,
                     reply,
-                });
+                };
+                let timeout = self.cfg.remote_timeout;
+                let new_topic = self.remote.ask(action_id, asked, result_topic, timeout);
                 if new_topic {
                     // Subscribed before the command goes out: requests leave in order.
                     self.subscribe();
