@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use medic_integration::{Collectd, Medic, Site, free_udp_port, wait_until};
+use medic_integration::{Collectd, Medic, Site, free_udp_port, max_seen, wait_until};
 
 const BOUND: Duration = Duration::from_secs(20);
 
@@ -45,19 +45,8 @@ auth_file = "passwd"
 
 /// The highest `seen=` count the counter rule `rule` has logged.
 fn seen(medic: &Medic, rule: &str) -> u64 {
-    medic
-        .log_lines_with(&format!("rule=\"{rule}\""))
-        .iter()
-        .filter_map(|l| {
-            l.split(" seen=")
-                .nth(1)?
-                .split_whitespace()
-                .next()?
-                .parse()
-                .ok()
-        })
-        .max()
-        .unwrap_or(0)
+    let lines = medic.log_lines_with(&format!("rule=\"{rule}\""));
+    max_seen(lines.iter().map(String::as_str))
 }
 
 fn values_reach_rules(level: &str, collectd_security: &str) {

@@ -159,18 +159,7 @@ fn wait_for_count(log: &Path, sent: u64) -> u64 {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let text = std::fs::read_to_string(log).unwrap_or_default();
-        let seen = text
-            .lines()
-            .filter_map(|l| {
-                l.split("seen=")
-                    .nth(1)?
-                    .split_whitespace()
-                    .next()?
-                    .parse()
-                    .ok()
-            })
-            .max()
-            .unwrap_or(0);
+        let seen = medic_integration::max_seen(text.lines());
         if seen >= sent || Instant::now() > deadline {
             return seen;
         }

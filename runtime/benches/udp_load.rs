@@ -75,19 +75,8 @@ fn udp_rcvbuf_errors() -> u64 {
 }
 
 fn seen(log: &Path) -> u64 {
-    std::fs::read_to_string(log)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| {
-            l.split(" seen=")
-                .nth(1)?
-                .split_whitespace()
-                .next()?
-                .parse()
-                .ok()
-        })
-        .max()
-        .unwrap_or(0)
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    medic_integration::max_seen(text.lines())
 }
 
 fn main() {

@@ -290,6 +290,23 @@ impl Connection {
     }
 }
 
+/// The highest `seen=N` the test `counter` rule logged in `lines` (0 when none): how many
+/// values reached it.
+pub fn max_seen<'a>(lines: impl IntoIterator<Item = &'a str>) -> u64 {
+    lines
+        .into_iter()
+        .filter_map(|l| {
+            l.split(" seen=")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .max()
+        .unwrap_or(0)
+}
+
 /// Lines in a marker file (one per command run).
 pub fn marker_count(path: &Path) -> usize {
     std::fs::read_to_string(path)
