@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
-# Build medic and the example rules, then run medic on conf/medic.toml.
+# Build medic and the example rules, then run medic on conf/medic.toml. The first run compiles
+# wasmtime and takes minutes on two cores; later runs start in seconds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-rustup target add wasm32-wasip2 >/dev/null 2>&1 || true
+say() { echo "run-demo: $*" >&2; }
+scripts/setup.sh
+say "building the example rules (wasm32-wasip2; minutes on the first run)"
 scripts/build-rules.sh >/dev/null
 mkdir -p target/demo-rules target/demo-state
 cp target/rules/threshold.wasm target/rules/memory-free.wasm target/demo-rules/
+say "building medic (release; the first build compiles wasmtime, several minutes)"
 cargo build --release -p medic
+say "starting medic on conf/medic.toml (Ctrl-C stops it)"
 exec target/release/medic run --config conf/medic.toml "$@"

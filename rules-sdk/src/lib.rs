@@ -34,6 +34,7 @@ mod config;
 mod ctx;
 pub mod duration;
 mod host;
+pub mod identifier;
 pub mod pattern;
 mod runner;
 pub mod testing;
@@ -53,7 +54,7 @@ pub mod __bindings {
 pub use config::Config;
 pub use ctx::Ctx;
 pub use host::Host;
-pub use pattern::Pattern;
+pub use pattern::{Pattern, PatternSet};
 pub use values::Values;
 
 pub use __bindings::medic::rules::types::{

@@ -22,6 +22,29 @@ impl Pattern {
     }
 }
 
+/// Several globs; a text matches the set when it matches any of them. The host matches rules'
+/// subscriptions with this, so a rule and the host agree on what a pattern means.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PatternSet {
+    patterns: Vec<Pattern>,
+}
+
+impl PatternSet {
+    pub fn new<S: Into<String>>(globs: impl IntoIterator<Item = S>) -> Self {
+        Self {
+            patterns: globs.into_iter().map(Pattern::new).collect(),
+        }
+    }
+
+    pub fn matches(&self, text: &str) -> bool {
+        self.patterns.iter().any(|p| p.matches(text))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.patterns.is_empty()
+    }
+}
+
 fn matches(p: &[u8], t: &[u8]) -> bool {
     let (mut pi, mut ti) = (0, 0);
     // Backtrack point for the most recent `*` (pattern index after it, text index it covers to).

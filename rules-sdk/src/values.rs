@@ -106,43 +106,31 @@ impl Value {
 }
 
 impl Identifier {
-    /// Parse collectd's `host/plugin[-instance]/type[-instance]`. The first `-` splits an
-    /// instance off, as collectd does.
+    /// Parse collectd's `host/plugin[-instance]/type[-instance]` (see [`crate::identifier`]).
     pub fn parse(text: &str) -> Option<Self> {
-        let mut parts = text.splitn(3, '/');
-        let host = parts.next()?;
-        let plugin = parts.next()?;
-        let ty = parts.next()?;
-        if host.is_empty() || plugin.is_empty() || ty.is_empty() {
-            return None;
-        }
-        let split = |s: &str| match s.split_once('-') {
-            Some((a, b)) => (a.to_string(), b.to_string()),
-            None => (s.to_string(), String::new()),
-        };
-        let (plugin, plugin_instance) = split(plugin);
-        let (type_, type_instance) = split(ty);
+        let p = crate::identifier::split(text)?;
         Some(Identifier {
-            host: host.into(),
-            plugin,
-            plugin_instance,
-            type_,
-            type_instance,
+            host: p.host.into(),
+            plugin: p.plugin.into(),
+            plugin_instance: p.plugin_instance.into(),
+            type_: p.type_.into(),
+            type_instance: p.type_instance.into(),
         })
     }
 }
 
 impl fmt::Display for Identifier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.host, self.plugin)?;
-        if !self.plugin_instance.is_empty() {
-            write!(f, "-{}", self.plugin_instance)?;
-        }
-        write!(f, "/{}", self.type_)?;
-        if !self.type_instance.is_empty() {
-            write!(f, "-{}", self.type_instance)?;
-        }
-        Ok(())
+        crate::identifier::write(
+            f,
+            crate::identifier::Parts {
+                host: &self.host,
+                plugin: &self.plugin,
+                plugin_instance: &self.plugin_instance,
+                type_: &self.type_,
+                type_instance: &self.type_instance,
+            },
+        )
     }
 }
 

@@ -5,11 +5,11 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use medic::ingest::network::{Credentials, Item, SecurityLevel, decode};
+use medic::sources::collectd::protocol::{Credentials, Item, SecurityLevel, decode};
 
 fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(format!(
-        "{}/../../shared/fixtures/collectd/{name}",
+        "{}/../tests/fixtures/collectd/{name}",
         env!("CARGO_MANIFEST_DIR")
     ))
     .unwrap()

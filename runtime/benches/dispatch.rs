@@ -17,9 +17,9 @@ use medic::engine::instance::{Limits, RuleInstance};
 use medic::engine::registry::rule_config;
 use medic::engine::rule::{HostParts, RuleSpec};
 use medic::engine::series::SeriesTable;
-use medic::ingest::types_db::TypesDb;
-use medic::ingest::value::{Identifier, Sample, ValueList};
+use medic::event::{Identifier, Sample, ValueList};
 use medic::store::Store;
+use medic::types_db::TypesDb;
 use medic_rules::testing::TestHost;
 
 const BATCHES: [usize; 4] = [1, 64, 256, 1024];

@@ -10,9 +10,10 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use medic::config::BrokerUrl;
 use medic::mqtt::lcm;
 use medic::mqtt::link::{Backoff, Link, LinkEvent};
-use medic::mqtt::options::{BrokerUrl, Connect};
+use medic::mqtt::options::Connect;
 
 fn env_or(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -156,7 +157,7 @@ impl Client {
         }
         Self {
             link,
-            next_task: medic::mqtt::send::fresh_task_id(),
+            next_task: medic::cli::send::fresh_task_id(),
         }
     }
 

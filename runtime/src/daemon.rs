@@ -1,114 +1,154 @@
-//! `medic run`: wires sources → engine → effects and runs until SIGINT or SIGTERM.
+//! `medic run`: wires sources → engine → effects, runs until the shutdown future resolves, and
+//! then stops everything in one order.
+//!
+//! # Shutdown order
+//!
+//! 1. The outside sources stop (UDP, PUTVAL, unixsock, MQTT commands and rule messages) and
+//!    drop their ingest senders; the rules directory is no longer watched. A remote command
+//!    that arrives from now on stays with the broker, unacknowledged, for the next start.
+//! 2. The dispatcher routes what is queued and ends; each rule takes every event queued for it,
+//!    so every command it will ask for has been asked for.
+//! 3. Running commands may finish for `daemon.stop_timeout`; past it their process groups are
+//!    killed (and named in the log). New requests are refused from now on; `run-remote`s still
+//!    waiting for their node are answered "medic is stopping".
+//! 4. Those results reach the rules, which then `suspend` (flushing their memory into state)
+//!    and their threads end.
+//! 5. The MQTT outbox is flushed (results of remote commands included) for a few seconds,
+//!    `offline` is published and the session disconnected. What is left goes out after the
+//!    next start.
+//! 6. `run` returns `Ok`: medic exits 0.
 
+use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 
-use crate::actions::Effects;
-use crate::actions::executor::Executor;
-use crate::config::Config;
+use crate::config::{Config, Mqtt};
+use crate::effects::Effects;
+use crate::effects::executor::{Executor, ExecutorHandle};
 use crate::engine::compiler::Compiler;
 use crate::engine::dispatcher::Dispatcher;
 use crate::engine::instance::Limits;
-use crate::engine::registry::Registry;
-use crate::engine::routes::Routes;
+use crate::engine::registry::{Registry, RegistryParts};
+use crate::engine::routes::{Routes, TopicFilters};
 use crate::engine::rule::HostParts;
 use crate::engine::series::SeriesTable;
 use crate::engine::status::StatusBoard;
-use crate::ingest::putval::PutvalServer;
-use crate::ingest::types_db::TypesDb;
+use crate::event::Ingested;
+use crate::mqtt::link::Backoff;
+use crate::mqtt::options::Connect;
+use crate::mqtt::session::{self, Session, SessionHandle};
+use crate::shutdown::{self, Shutdown};
+use crate::sources::putval::PutvalServer;
 use crate::store::Store;
+use crate::types_db::TypesDb;
 
 /// Values waiting for the dispatcher. Sources that can wait (PUTVAL clients) are slowed down
 /// when it is full; the dispatcher itself never waits on a rule.
 const INGEST_QUEUE: usize = 65_536;
+/// How long the outbox may take to flush at shutdown.
+const OUTBOX_FLUSH: Duration = Duration::from_secs(3);
 
-pub fn limits(config: &Config) -> Limits {
-    Limits {
-        call_timeout: config.rules.call_timeout,
-        memory_bytes: (config.rules.memory_limit_mib as usize).saturating_mul(1 << 20),
-    }
+/// Run the daemon until `stop` resolves, then shut down in the order above.
+pub async fn run(config: Config, stop: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let config = Arc::new(config);
+    let (mut trigger, shutdown) = shutdown::channel();
+    let started = start(config.clone(), shutdown).await?;
+    tracing::info!(
+        node = config.daemon.node,
+        rules = started.status.snapshot().len(),
+        rules_dir = %config.rules.dir.display(),
+        "medic running"
+    );
+    stop.await;
+    tracing::info!("shutting down");
+    trigger.fire();
+    started.stop(&config).await;
+    Ok(())
 }
 
-pub async fn run(config: Config) -> anyhow::Result<()> {
-    let config = Arc::new(config);
+/// Everything that runs, held for the shutdown order.
+struct Running {
+    status: StatusBoard,
+    sources: Vec<JoinHandle<()>>,
+    dispatcher: std::thread::JoinHandle<()>,
+    watcher: std::thread::JoinHandle<Registry>,
+    executor: ExecutorHandle,
+    effects: Effects,
+    session: Option<SessionHandle>,
+}
+
+async fn start(config: Arc<Config>, shutdown: Shutdown) -> anyhow::Result<Running> {
     let types = Arc::new(TypesDb::load(&config.ingest.types_db));
-    let state = Store::open(&config.state_db())?;
+    let store = Store::open(&config.state_db())?;
     let series = Arc::new(SeriesTable::new(types.clone()));
     let status = StatusBoard::default();
 
-    let (actions_tx, actions_rx) = mpsc::unbounded_channel();
-    tokio::spawn(Executor::new(config.clone()).serve(actions_rx));
+    let (commands, commands_rx) = mpsc::unbounded_channel();
+    let executor = Executor::new(config.clone());
+    let executor_handle = executor.handle();
+    tokio::spawn(executor.serve(commands_rx));
 
     let (routes_tx, routes_rx) = crossbeam_channel::unbounded();
     let (routes, rule_topics) = Routes::new(routes_tx);
-    let (ingest_tx, ingest_rx) = mpsc::channel(INGEST_QUEUE);
+    let (ingest, ingest_rx) = mpsc::channel(INGEST_QUEUE);
     let dispatcher = Dispatcher::new(series.clone(), routes_rx, status.clone());
     let dispatcher = std::thread::Builder::new()
         .name("dispatcher".into())
         .spawn(move || dispatcher.run(ingest_rx))?;
 
-    let compiler = Compiler::new(Some(config.cache_dir()))?;
-    let (mqtt_tx, mqtt_rx) = mpsc::unbounded_channel();
-    let mqtt = match &config.mqtt {
+    let mut sources = Vec::new();
+    let mut effects = Effects {
+        commands,
+        mqtt: None,
+    };
+    let session = match &config.mqtt {
         Some(m) => {
-            let running = crate::mqtt::service::start(crate::mqtt::service::Parts {
-                config: config.clone(),
-                store: state.clone(),
-                actions: actions_tx.clone(),
-                ingest: ingest_tx.clone(),
-                rule_topics,
-                requests: mqtt_rx,
-            })?;
-            tracing::info!(broker = m.broker, "MQTT client started");
-            Some(running)
+            let (session, handle) = start_mqtt(&config, m, &store, &effects, &ingest, &shutdown)?;
+            effects.mqtt = Some(session.outbound);
+            sources.extend(session.tasks);
+            watch_rule_topics(rule_topics, handle.clone());
+            tracing::info!(broker = %m.broker, "MQTT client started");
+            Some(handle)
         }
         None => None,
     };
-    let effects = Effects {
-        commands: actions_tx,
-        mqtt: mqtt.as_ref().map(|_| mqtt_tx),
-    };
-    let host = HostParts {
-        state,
-        series,
-        limits: limits(&config),
-    };
-    let mut registry = Registry::new(
-        compiler,
-        host,
-        config.rules.clone(),
-        effects,
+
+    let mut registry = Registry::new(RegistryParts {
+        compiler: Compiler::new(Some(config.cache_dir()))?,
+        host: HostParts {
+            state: store,
+            series,
+            limits: Limits::from_config(&config.rules),
+        },
+        config: config.rules.clone(),
+        effects: effects.clone().port(),
         routes,
-        status.clone(),
-    );
+        status: status.clone(),
+    });
     registry.load_all()?;
-    let loaded = status.snapshot().len();
-    let (stop_watch, stop_rx) = crossbeam_channel::bounded::<()>(0);
     let (ready_tx, ready) = crossbeam_channel::bounded::<()>(1);
+    let watch_shutdown = shutdown.clone();
     let watcher = std::thread::Builder::new()
         .name("rules-watch".into())
-        .spawn(move || {
-            if let Err(e) = registry.watch(stop_rx, ready_tx) {
-                tracing::error!("hot reload is off: {e:#}");
-            }
-        })?;
-    // Without the watch, rules still serve: say so, but do not refuse to start.
+        .spawn(move || registry.watch(watch_shutdown, ready_tx))?;
     let _ = tokio::task::spawn_blocking(move || ready.recv()).await;
 
     if let Some(p) = &config.ingest.putval {
-        let mode = u32::from_str_radix(&p.mode, 8).unwrap_or(0o660);
         let interval = config.ingest.default_interval.as_nanos() as u64;
-        let server =
-            PutvalServer::bind(&p.socket, mode, types.clone(), interval, ingest_tx.clone())
-                .with_context(|| format!("cannot listen on {}", p.socket.display()))?;
+        let server = PutvalServer::bind(&p.socket, p.mode, types.clone(), interval, ingest.clone())
+            .with_context(|| format!("cannot listen on {}", p.socket.display()))?;
         tracing::info!(socket = %p.socket.display(), "PUTVAL/PUTNOTIF socket ready");
-        tokio::spawn(server.serve());
+        sources.push(tokio::spawn(server.serve(shutdown.clone())));
     }
     if let Some(n) = &config.ingest.network {
-        let stats = Arc::new(crate::ingest::udp::NetworkStats::default());
-        let bound = crate::ingest::udp::start(n, ingest_tx.clone(), stats)?;
+        use crate::sources::collectd::udp;
+        let stats = Arc::new(udp::NetworkStats::default());
+        let (bound, tasks) = udp::start(n, ingest.clone(), stats, shutdown.clone())?;
+        sources.extend(tasks);
         tracing::info!(
             listen = ?bound,
             security_level = ?n.security_level,
@@ -116,32 +156,149 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         );
     }
     if let Some(u) = &config.ingest.unixsock {
-        let poller = crate::ingest::unixsock::Poller::new(u, ingest_tx.clone())?;
-        tokio::spawn(poller.run());
+        let poller = crate::sources::unixsock::Poller::new(u, ingest.clone());
+        sources.push(tokio::spawn(poller.run(shutdown.clone())));
     }
-    drop(ingest_tx);
-
-    tracing::info!(
-        node = config.daemon.node,
-        rules = loaded,
-        rules_dir = %config.rules.dir.display(),
-        "medic running"
-    );
-    shutdown_signal().await;
-    tracing::info!("shutting down: suspending rules");
-    drop(stop_watch);
-    let _ = tokio::task::spawn_blocking(move || watcher.join()).await;
-    if let Some(p) = &config.ingest.putval {
-        let _ = std::fs::remove_file(&p.socket);
-    }
-    if let Some(mqtt) = mqtt {
-        mqtt.stop().await;
-    }
-    drop(dispatcher);
-    Ok(())
+    // From here only the sources hold the ingest queue: when they end, the dispatcher drains.
+    drop(ingest);
+    Ok(Running {
+        status,
+        sources,
+        dispatcher,
+        watcher,
+        executor: executor_handle,
+        effects,
+        session,
+    })
 }
 
-async fn shutdown_signal() {
+/// The MQTT session with its inbound (source) and outbound (effect) sides.
+struct MqttParts {
+    outbound: crate::effects::mqtt::Outbound,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+fn start_mqtt(
+    config: &Config,
+    m: &Mqtt,
+    store: &Store,
+    effects: &Effects,
+    ingest: &mpsc::Sender<Ingested>,
+    shutdown: &Shutdown,
+) -> anyhow::Result<(MqttParts, SessionHandle)> {
+    let node = &config.daemon.node;
+    let (mut session, handle) = Session::new(session::Parts {
+        connect: Connect::from_config(m, node)?,
+        backoff: Backoff {
+            first: m.reconnect_interval,
+            max: m.max_reconnect_interval,
+        },
+        store: store.clone(),
+        qos: m.qos,
+        status_topic: Mqtt::topic_for(&m.status_topic, node),
+        outbox_limit: m.outbox_limit,
+    })?;
+    let run_effects = effects.clone();
+    let tasks = crate::sources::mqtt::start(
+        crate::sources::mqtt::Parts {
+            config: m.clone(),
+            node: node.clone(),
+            store: store.clone(),
+            session: handle.clone(),
+            run: Arc::new(move |request| run_effects.run(request)),
+            ingest: ingest.clone(),
+            shutdown: shutdown.clone(),
+        },
+        &mut session,
+    );
+    let outbound = crate::effects::mqtt::Outbound::start(m.clone(), handle.clone(), &mut session);
+    tokio::spawn(session.run());
+    Ok((MqttParts { outbound, tasks }, handle))
+}
+
+/// Keep the session subscribed to the union of the rules' topic filters.
+fn watch_rule_topics(
+    mut topics: tokio::sync::watch::Receiver<TopicFilters>,
+    session: SessionHandle,
+) {
+    tokio::spawn(async move {
+        loop {
+            let now = topics.borrow_and_update().clone();
+            session.want("rule topics", now);
+            if topics.changed().await.is_err() {
+                return;
+            }
+        }
+    });
+}
+
+impl Running {
+    /// Steps 1–6 of the shutdown order (the signal has fired).
+    async fn stop(self, config: &Config) {
+        // 1. Outside sources end on the signal; the watcher hands the rules back.
+        for task in self.sources {
+            let _ = task.await;
+        }
+        let registry = tokio::task::spawn_blocking(move || self.watcher.join()).await;
+        let Ok(Ok(registry)) = registry else {
+            tracing::error!("the rules watcher thread panicked; rules stop without suspend");
+            return;
+        };
+        if let Some(p) = &config.ingest.putval {
+            let _ = std::fs::remove_file(&p.socket);
+        }
+        // 2. The dispatcher ends once the sources' senders are gone; rules take what it routed.
+        let dispatcher = self.dispatcher;
+        let _ = tokio::task::spawn_blocking(move || dispatcher.join()).await;
+        let registry = tokio::task::spawn_blocking(move || {
+            registry.drain_all();
+            registry
+        })
+        .await
+        .expect("draining rules does not panic");
+        // 3. Running commands finish, or are killed at the deadline.
+        let grace = config.daemon.stop_timeout;
+        let forced = self.executor.drain(grace).await;
+        if !forced.is_empty() {
+            tracing::warn!(
+                killed = ?forced,
+                "commands still running after daemon.stop_timeout ({grace:?}): process groups killed"
+            );
+        }
+        if let Some(mqtt) = &self.effects.mqtt {
+            let abandoned = mqtt.abandon_waiting().await;
+            if abandoned > 0 {
+                tracing::warn!(
+                    abandoned,
+                    "run-remote commands still waiting for their node: answered `medic is stopping`"
+                );
+            }
+        }
+        // 4. Results reach the rules; rules suspend.
+        let mut registry = registry;
+        let _ = tokio::task::spawn_blocking(move || {
+            registry.stop_all();
+            drop(registry);
+        })
+        .await;
+        drop(self.effects);
+        tracing::info!("rules suspended");
+        // 5. Flush the outbox, say offline.
+        if let Some(session) = self.session {
+            let left = session.close(OUTBOX_FLUSH).await;
+            if left > 0 {
+                tracing::warn!(
+                    messages = left,
+                    "MQTT outbox not empty at exit; it is sent after the next start"
+                );
+            }
+        }
+        tracing::info!(rules = self.status.snapshot().len(), "medic stopped");
+    }
+}
+
+/// SIGINT or SIGTERM: what `medic run` stops on.
+pub async fn signal() {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
     tokio::select! {

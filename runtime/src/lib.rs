@@ -1,18 +1,21 @@
 //! medic: a WebAssembly-extensible fault-recovery daemon for collectd.
 //!
-//! The modules follow the data path: `ingest` (sources) → `engine` (rules) → `actions`
-//! (effects), with `store` for what must survive a restart and `daemon` wiring them together.
+//! The folders follow the data path: `sources` → `engine` (rules) → `effects`, with `mqtt` (the
+//! connection both MQTT sides share), `store` (what survives a restart), `event` (the model all
+//! of them share) and `config` at the bottom; `daemon` wires them together and `cli` holds the
+//! subcommands other than `run`. ARCHITECTURE.md at the repository root is the map.
 
-pub mod actions;
-pub mod check;
+pub mod cli;
 pub mod config;
 pub mod daemon;
-pub mod decode;
+pub mod effects;
 pub mod engine;
-pub mod import_lcm;
-pub mod ingest;
+pub mod event;
 pub mod logging;
 pub mod mqtt;
+pub mod shutdown;
+pub mod sources;
 pub mod store;
 #[cfg(test)]
 mod test_fixtures;
+pub mod types_db;

@@ -23,3 +23,60 @@ pub fn init(level: &str, format: LogFormat) {
         LogFormat::Json => builder.json().flatten_event(true).init(),
     }
 }
+
+/// The one rate-limited-log helper: logs the first occurrence, then at most once per
+/// `every` with how many were suppressed in between. Keep one per call site (a field of the
+/// task that logs), so a flood of one kind never hides another.
+#[derive(Debug)]
+pub struct RateLimited {
+    every: std::time::Duration,
+    last: Option<std::time::Instant>,
+    suppressed: u64,
+}
+
+impl RateLimited {
+    pub const DEFAULT_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+    pub fn new(every: std::time::Duration) -> Self {
+        Self {
+            every,
+            last: None,
+            suppressed: 0,
+        }
+    }
+
+    /// Call `emit(suppressed)` if a line is due now; otherwise count this one as suppressed.
+    pub fn log(&mut self, emit: impl FnOnce(u64)) {
+        if self.last.is_some_and(|t| t.elapsed() < self.every) {
+            self.suppressed += 1;
+            return;
+        }
+        emit(self.suppressed);
+        self.suppressed = 0;
+        self.last = Some(std::time::Instant::now());
+    }
+}
+
+impl Default for RateLimited {
+    fn default() -> Self {
+        Self::new(Self::DEFAULT_EVERY)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RateLimited;
+    use std::time::Duration;
+
+    #[test]
+    fn logs_first_then_counts_what_it_suppressed() {
+        let mut r = RateLimited::new(Duration::from_millis(50));
+        let mut lines = Vec::new();
+        for _ in 0..3 {
+            r.log(|s| lines.push(s));
+        }
+        std::thread::sleep(Duration::from_millis(60));
+        r.log(|s| lines.push(s));
+        assert_eq!(lines, vec![0, 2]);
+    }
+}

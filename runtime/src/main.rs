@@ -4,8 +4,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use medic::config::{Config, SecurityLevelName};
-use medic::decode;
+use medic::cli::decode;
+use medic::config::{Config, SecurityLevel};
 use medic::logging::{self, LogFormat};
 
 #[derive(Parser)]
@@ -41,8 +41,8 @@ enum Command {
     /// Decode collectd network-protocol datagrams (one raw datagram per file, or live with
     /// --listen) and print one JSON object per value list or notification.
     Decode {
-        #[arg(long, value_enum, default_value_t = SecurityLevelName::None)]
-        security_level: SecurityLevelName,
+        #[arg(long, value_enum, default_value_t = SecurityLevel::None)]
+        security_level: SecurityLevel,
         /// collectd AuthFile (`user: password` lines), for signed and encrypted data.
         #[arg(long)]
         auth_file: Option<PathBuf>,
@@ -126,7 +126,7 @@ fn main() -> ExitCode {
                 Ok(r) => r,
                 Err(e) => return fail(format!("cannot start the async runtime: {e}")),
             };
-            match runtime.block_on(medic::daemon::run(config)) {
+            match runtime.block_on(medic::daemon::run(config, medic::daemon::signal())) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(format!("{e:#}")),
             }
@@ -139,7 +139,7 @@ fn main() -> ExitCode {
             files,
         } => {
             let options = decode::Options {
-                level: security_level.into(),
+                level: security_level,
                 auth_file,
                 types_db,
             };
@@ -155,11 +155,11 @@ fn main() -> ExitCode {
                 Ok(j) => j,
                 Err(e) => return fail(format!("cannot read {}: {e}", config.display())),
             };
-            let paths = medic::import_lcm::Paths {
+            let paths = medic::cli::import_lcm::Paths {
                 state_dir: &state_dir,
                 rules_dir: &rules_dir,
             };
-            match medic::import_lcm::convert(&json, &config, &paths) {
+            match medic::cli::import_lcm::convert(&json, &config, &paths) {
                 Ok(toml) => {
                     print!("{toml}");
                     ExitCode::SUCCESS
@@ -172,7 +172,7 @@ fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(e) => return fail(e),
             };
-            match medic::check::check(&config) {
+            match medic::cli::check::check(&config) {
                 Ok((report, ok)) => {
                     print!("{report}");
                     if ok {
@@ -189,7 +189,8 @@ fn main() -> ExitCode {
 }
 
 fn send_command(a: SendArgs) -> ExitCode {
-    use medic::mqtt::{lcm, send};
+    use medic::cli::send;
+    use medic::mqtt::lcm;
     let password =
         match medic::mqtt::options::password(a.password.as_ref(), a.password_file.as_deref()) {
             Ok(p) => p,

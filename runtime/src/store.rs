@@ -238,7 +238,7 @@ fn push(
         topic,
         payload,
         retain,
-        crate::ingest::value::now_ns() as i64
+        crate::event::now_ns() as i64
     ])?;
     Ok(tx.last_insert_rowid())
 }

@@ -1,8 +1,8 @@
-//! Captures from real collectd 5.12 in `../shared/fixtures/collectd/`, for unit tests.
+//! Captures from real collectd 5.12 in `tests/fixtures/collectd/` (recaptured by `scripts/capture-fixtures.py`), for unit tests.
 
 pub fn path(name: &str) -> String {
     format!(
-        "{}/../../shared/fixtures/collectd/{name}",
+        "{}/../tests/fixtures/collectd/{name}",
         env!("CARGO_MANIFEST_DIR")
     )
 }

@@ -2,7 +2,7 @@
 //! Any bytes, at every security level: the decoder must return, never panic or hang.
 
 use libfuzzer_sys::fuzz_target;
-use medic::ingest::network::{Credentials, SecurityLevel, decode, to_ingested};
+use medic::sources::collectd::protocol::{Credentials, SecurityLevel, decode, to_ingested};
 
 fuzz_target!(|data: &[u8]| {
     let mut creds = Credentials::default();

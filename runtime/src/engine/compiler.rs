@@ -6,17 +6,13 @@ use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 use anyhow::{Context, anyhow};
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, InstancePre, Linker};
 use wasmtime::{Engine, OptLevel};
 
-use super::instance::{HostState, add_to_linker};
-
-/// Granularity of call deadlines.
-pub const EPOCH_TICK: Duration = Duration::from_millis(2);
+use super::instance::{EPOCH_TICK, HostState, add_to_linker};
 
 pub struct Compiler {
     engine: Engine,

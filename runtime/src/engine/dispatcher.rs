@@ -13,9 +13,10 @@ use tokio::sync::mpsc;
 use super::batch::Queued;
 use super::bindings as wit;
 use super::rule::Subscription;
-use super::series::{SeriesTable, to_wit_identifier};
+use super::series::SeriesTable;
 use super::status::StatusBoard;
-use crate::ingest::value::{self, Ingested};
+use crate::event::Ingested;
+use crate::logging::RateLimited;
 
 /// How routes change; sent by the registry.
 pub enum RouteUpdate {
@@ -54,6 +55,7 @@ pub struct Dispatcher {
     updates: Receiver<RouteUpdate>,
     status: StatusBoard,
     rejected: u64,
+    rejected_log: RateLimited,
     last_report: Instant,
 }
 
@@ -69,6 +71,7 @@ impl Dispatcher {
             updates,
             status,
             rejected: 0,
+            rejected_log: RateLimited::default(),
             last_report: Instant::now(),
         }
     }
@@ -131,7 +134,7 @@ impl Dispatcher {
                             route.wants.resize(id + 1, UNKNOWN);
                         }
                         if route.wants[id] == UNKNOWN {
-                            let yes = route.subscription.values.is_match(&*observed.key);
+                            let yes = route.subscription.values.matches(&observed.key);
                             route.wants[id] = if yes { YES } else { NO };
                         }
                         if route.wants[id] == YES {
@@ -141,39 +144,29 @@ impl Dispatcher {
                 }
                 Err(why) => {
                     self.rejected += 1;
-                    if self.rejected.is_power_of_two() {
+                    let total = self.rejected;
+                    self.rejected_log.log(|suppressed| {
                         tracing::warn!(
                             identifier = %vl.identifier,
-                            total_rejected = self.rejected,
+                            total_rejected = total,
+                            suppressed,
                             "value list dropped: {why}"
-                        );
-                    }
+                        )
+                    });
                 }
             },
             Ingested::Notification(n) => {
                 let key = n.identifier.to_string();
-                let event = wit::Event::Notification(wit::Notification {
-                    severity: match n.severity {
-                        value::Severity::Failure => wit::Severity::Failure,
-                        value::Severity::Warning => wit::Severity::Warning,
-                        value::Severity::Okay => wit::Severity::Okay,
-                    },
-                    time: n.time,
-                    message: n.message,
-                    identifier: to_wit_identifier(&n.identifier),
-                });
+                let event = wit::Event::from(n);
                 for route in self.routes.values_mut() {
-                    if route.subscription.notifications.is_match(&key) {
+                    if route.subscription.notifications.matches(&key) {
                         route.send(Queued::Event(event.clone()));
                     }
                 }
             }
             Ingested::Mqtt(m) => {
                 let topic = m.topic.clone();
-                let event = wit::Event::Mqtt(wit::MqttMessage {
-                    topic: m.topic,
-                    payload: m.payload,
-                });
+                let event = wit::Event::from(m);
                 for route in self.routes.values_mut() {
                     let filters = &route.subscription.info.topics;
                     if filters.iter().any(|f| rumqttc::matches(&topic, f)) {

@@ -9,9 +9,8 @@ use wasmtime::{Store, StoreLimits, StoreLimitsBuilder, Trap};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::{self as wit, RuleV0};
-use super::compiler::EPOCH_TICK;
 use super::series::SeriesTable;
-use crate::ingest::value::now_ns;
+use crate::event::now_ns;
 use crate::store::Store as StateStore;
 
 /// What a rule's calls may reach: its own state, the series table, the clock, the log. No
@@ -88,11 +87,23 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Granularity of call deadlines: the engine's epoch advances this often.
+pub const EPOCH_TICK: Duration = Duration::from_millis(2);
+
 /// Limits applied to every call and every instance of one rule.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     pub call_timeout: Duration,
     pub memory_bytes: usize,
+}
+
+impl Limits {
+    pub fn from_config(rules: &crate::config::Rules) -> Self {
+        Self {
+            call_timeout: rules.call_timeout,
+            memory_bytes: (rules.memory_limit_mib as usize).saturating_mul(1 << 20),
+        }
+    }
 }
 
 /// Why a call into a rule failed. After any of these the instance is unusable (a trapped

@@ -1,16 +1,20 @@
-//! The engine: rules as WebAssembly components, fed batches of events, returning actions.
+//! The engine: rules as WebAssembly components, fed batches of events, returning decisions.
 //!
 //! ```text
-//! ingest ─> dispatcher ─(per-rule bounded queue)─> worker ─> instance (wasm) ─> actions
-//!                ^ routes                          ^ swaps
-//!             registry (compiler, hot reload) ─────┘
+//! sources ─> dispatcher ─(per-rule bounded queue)─> worker ─> instance (wasm) ─> port ─> effects
+//!                ^ routes                              ^ swaps
+//!             registry (compiler, hot reload) ─────────┘
 //! ```
+//!
+//! Invariant: the engine imports no source and no effect. Events come in as `crate::event`
+//! types; decisions leave through [`port`], which the daemon plugs the effects into.
 
 pub mod batch;
 pub mod bindings;
 pub mod compiler;
 pub mod dispatcher;
 pub mod instance;
+pub mod port;
 pub mod registry;
 pub mod routes;
 pub mod rule;

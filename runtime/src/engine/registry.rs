@@ -13,12 +13,13 @@ use notify_debouncer_full::{DebounceEventResult, new_debouncer};
 
 use super::compiler::Compiler;
 use super::dispatcher::RouteUpdate;
+use super::port::EffectPort;
 use super::routes::Routes;
 use super::rule::{HostParts, RuleSpec, StartError, Subscription};
 use super::status::StatusBoard;
-use super::worker::{Control, Worker, WorkerConfig, WorkerHandle, queue};
-use crate::actions::Effects;
+use super::worker::{Control, Worker, WorkerConfig, WorkerHandle, WorkerParts, queue};
 use crate::config::Rules as RulesConfig;
+use crate::shutdown::Shutdown;
 
 /// Quiet time after the last change to a file before it is loaded: long enough to coalesce a
 /// copy's many writes, short enough to keep a reload well under 100 ms.
@@ -33,7 +34,7 @@ pub struct Registry {
     compiler: Compiler,
     host: HostParts,
     config: RulesConfig,
-    actions: Effects,
+    effects: EffectPort,
     routes: Routes,
     status: StatusBoard,
     rules: HashMap<Arc<str>, Loaded>,
@@ -47,22 +48,25 @@ pub enum LoadResult {
     Unchanged,
 }
 
+/// Everything the registry is made of.
+pub struct RegistryParts {
+    pub compiler: Compiler,
+    pub host: HostParts,
+    pub config: RulesConfig,
+    pub effects: EffectPort,
+    pub routes: Routes,
+    pub status: StatusBoard,
+}
+
 impl Registry {
-    pub fn new(
-        compiler: Compiler,
-        host: HostParts,
-        config: RulesConfig,
-        actions: Effects,
-        routes: Routes,
-        status: StatusBoard,
-    ) -> Self {
+    pub fn new(parts: RegistryParts) -> Self {
         Self {
-            compiler,
-            host,
-            config,
-            actions,
-            routes,
-            status,
+            compiler: parts.compiler,
+            host: parts.host,
+            config: parts.config,
+            effects: parts.effects,
+            routes: parts.routes,
+            status: parts.status,
             rules: HashMap::new(),
         }
     }
@@ -169,25 +173,25 @@ impl Registry {
         let (events_tx, events_rx) = queue(self.config.queue_capacity);
         let routes = self.routes.clone();
         let rule = name.clone();
-        let worker = Worker::spawn(
+        let worker = Worker::spawn(WorkerParts {
             spec,
             started,
-            self.host.clone(),
-            events_rx,
-            self.actions.clone(),
-            self.status.clone(),
-            WorkerConfig {
+            host: self.host.clone(),
+            events: events_rx,
+            effects: self.effects.clone(),
+            status: self.status.clone(),
+            cfg: WorkerConfig {
                 max_batch: self.config.max_batch,
                 fault_backoff: self.config.fault_backoff,
                 max_backoff: self.config.max_backoff,
             },
-            Box::new(move |subscription: Subscription| {
+            on_subscription: Box::new(move |subscription: Subscription| {
                 routes.send(RouteUpdate::Subscribe {
                     rule: rule.clone(),
                     subscription: Arc::new(subscription),
                 });
             }),
-        )?;
+        })?;
         self.routes.send(RouteUpdate::Set {
             rule: name.clone(),
             subscription,
@@ -209,6 +213,25 @@ impl Registry {
         tracing::info!(rule = name, "rule unloaded (its file was removed)");
     }
 
+    /// Have every rule take all the events already queued for it (shutdown, once the
+    /// dispatcher has ended), so every command they will ask for has been asked for.
+    pub fn drain_all(&self) {
+        let replies: Vec<_> = self
+            .rules
+            .values()
+            .filter_map(|loaded| {
+                let (done, wait) = crossbeam_channel::bounded(1);
+                loaded.worker.control.send(Control::Drain(done)).ok()?;
+                Some(wait)
+            })
+            .collect();
+        for wait in replies {
+            let _ = wait.recv();
+        }
+    }
+
+    /// Stop every rule: each delivers what it has batched (command results included),
+    /// suspends, and its thread ends.
     pub fn stop_all(&mut self) {
         let names: Vec<Arc<str>> = self.rules.keys().cloned().collect();
         for name in names {
@@ -220,13 +243,24 @@ impl Registry {
         }
     }
 
-    /// Watch the rules directory and apply changes until `stop` is dropped. Blocks the calling
-    /// thread (give it its own).
-    /// `ready` is told once the watch is in place, so no change after it can be missed.
-    pub fn watch(
-        mut self,
-        stop: crossbeam_channel::Receiver<()>,
-        ready: crossbeam_channel::Sender<()>,
+    /// Watch the rules directory and apply changes until `shutdown` fires; then hand the
+    /// registry back (its rules still running: the daemon stops them in its order). Blocks the
+    /// calling thread (give it its own). `ready` is told once the watch is in place, so no
+    /// change after it can be missed; a watch that cannot start is logged and the rules keep
+    /// serving without hot reload.
+    pub fn watch(mut self, shutdown: Shutdown, ready: crossbeam_channel::Sender<()>) -> Self {
+        if let Err(e) = self.watch_until(&shutdown, &ready) {
+            tracing::error!("hot reload is off: {e:#}");
+            let _ = ready.send(());
+            let _ = shutdown.for_threads().recv();
+        }
+        self
+    }
+
+    fn watch_until(
+        &mut self,
+        shutdown: &Shutdown,
+        ready: &crossbeam_channel::Sender<()>,
     ) -> anyhow::Result<()> {
         let (tx, rx) = crossbeam_channel::unbounded();
         let mut debouncer = new_debouncer(DEBOUNCE, None, move |result: DebounceEventResult| {
@@ -265,11 +299,10 @@ impl Registry {
                     }
                     Err(_) => break,
                 },
-                recv(stop) -> _ => break,
+                recv(shutdown.for_threads()) -> _ => break,
             }
         }
         drop(debouncer);
-        self.stop_all();
         Ok(())
     }
 

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use globset::{GlobSet, GlobSetBuilder};
+use medic_rules::PatternSet;
 
 use super::bindings as wit;
 use super::compiler::Compiled;
@@ -31,23 +31,13 @@ pub struct HostParts {
 #[derive(Debug, Clone)]
 pub struct Subscription {
     pub info: wit::RuleInfo,
-    pub values: GlobSet,
-    pub notifications: GlobSet,
+    /// Globs with the SDK's semantics (`*` never crosses `/`): host and rule agree.
+    pub values: PatternSet,
+    pub notifications: PatternSet,
 }
 
 impl Subscription {
     pub fn new(info: wit::RuleInfo) -> Result<Self, String> {
-        let set = |patterns: &[String], what: &str| {
-            let mut b = GlobSetBuilder::new();
-            for p in patterns {
-                let glob = globset::GlobBuilder::new(p)
-                    .literal_separator(true)
-                    .build()
-                    .map_err(|e| format!("{what} pattern `{p}` is not a valid glob: {e}"))?;
-                b.add(glob);
-            }
-            b.build().map_err(|e| format!("{what} patterns: {e}"))
-        };
         if let Some(bad) = info
             .topics
             .iter()
@@ -55,18 +45,16 @@ impl Subscription {
         {
             return Err(format!("`{bad}` is not an MQTT topic filter"));
         }
-        let values = set(&info.values, "value")?;
-        let notifications = set(&info.notifications, "notification")?;
         Ok(Self {
+            values: PatternSet::new(&info.values),
+            notifications: PatternSet::new(&info.notifications),
             info,
-            values,
-            notifications,
         })
     }
 
     /// A subscription to nothing, for a rule that is not running.
     pub fn none() -> Self {
-        let empty = GlobSet::empty();
+        let empty = PatternSet::default();
         Self {
             info: wit::RuleInfo {
                 name: String::new(),

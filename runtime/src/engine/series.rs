@@ -7,8 +7,8 @@ use std::sync::{Arc, RwLock};
 
 use super::batch::Observation;
 use super::bindings as wit;
-use crate::ingest::types_db::{DataSource, TypesDb};
-use crate::ingest::value::{self, Sample};
+use crate::event::{self, Sample};
+use crate::types_db::{DataSource, TypesDb};
 
 struct Entry {
     /// `host/plugin[-inst]/type[-inst]`, what subscriptions match against.
@@ -60,7 +60,7 @@ impl SeriesTable {
     }
 
     /// Record a value list: number its series, compute rates, remember it as the latest.
-    pub fn observe(&self, vl: &value::ValueList) -> Result<Observed, Rejected> {
+    pub fn observe(&self, vl: &event::ValueList) -> Result<Observed, Rejected> {
         let key = vl.identifier.to_string();
         let mut inner = self.inner.write().unwrap_or_else(|p| p.into_inner());
         let id = match inner.ids.get(key.as_str()) {
@@ -75,7 +75,7 @@ impl SeriesTable {
                 inner.entries.push(Entry {
                     key: key.clone(),
                     info: wit::SeriesInfo {
-                        identifier: to_wit_identifier(&vl.identifier),
+                        identifier: (&vl.identifier).into(),
                         ds_names: sources.iter().map(|d| d.name.clone()).collect(),
                     },
                     sources,
@@ -100,7 +100,7 @@ impl SeriesTable {
             .iter()
             .enumerate()
             .map(|(i, s)| wit::Value {
-                sample: to_wit_sample(*s),
+                sample: (*s).into(),
                 rate: rate(
                     *s,
                     previous.and_then(|(t, p)| Some((*t, *p.get(i)?))),
@@ -172,29 +172,10 @@ fn rate(now: Sample, previous: Option<(u64, Sample)>, time: u64, interval: u64) 
     Some(diff / dt)
 }
 
-pub fn to_wit_identifier(id: &value::Identifier) -> wit::Identifier {
-    wit::Identifier {
-        host: id.host.clone(),
-        plugin: id.plugin.clone(),
-        plugin_instance: id.plugin_instance.clone(),
-        type_: id.type_.clone(),
-        type_instance: id.type_instance.clone(),
-    }
-}
-
-fn to_wit_sample(s: Sample) -> wit::Sample {
-    match s {
-        Sample::Gauge(v) => wit::Sample::Gauge(v),
-        Sample::Derive(v) => wit::Sample::Derive(v),
-        Sample::Counter(v) => wit::Sample::Counter(v),
-        Sample::Absolute(v) => wit::Sample::Absolute(v),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ingest::value::{Identifier, ValueList};
+    use crate::event::{Identifier, ValueList};
 
     const S: u64 = 1_000_000_000;
 

@@ -11,10 +11,10 @@ use crossbeam_channel::{Receiver, Sender, select};
 use super::batch::{BatchBuilder, Queued};
 use super::bindings as wit;
 use super::instance::RuleInstance;
+use super::port::{Decision, EffectPort};
 use super::rule::{HostParts, RuleSpec, StartError, Started, Subscription};
 use super::status::{Health, StatusBoard};
-use crate::actions::{Effects, Outcome, Request, next_action_id};
-use crate::mqtt::MqttRequest;
+use crate::event::{CommandResult, ReplyTo, next_action_id};
 
 /// Messages that must never be dropped, unlike events.
 pub enum Control {
@@ -26,8 +26,10 @@ pub enum Control {
         reply: Sender<Result<Subscription, String>>,
     },
     /// A command this rule asked for has finished.
-    Outcome(Outcome),
-    /// Suspend the instance and end the thread.
+    Result(CommandResult),
+    /// Deliver every event already queued, then say so (shutdown: before commands drain).
+    Drain(Sender<()>),
+    /// Deliver what is batched (results included), suspend the instance and end the thread.
     Stop,
 }
 
@@ -44,7 +46,7 @@ pub struct Worker {
     events: Receiver<Queued>,
     control: Receiver<Control>,
     control_tx: Sender<Control>,
-    actions: Effects,
+    effects: EffectPort,
     status: StatusBoard,
     cfg: WorkerConfig,
     timers: BTreeMap<String, Instant>,
@@ -59,33 +61,36 @@ pub struct WorkerHandle {
     pub thread: std::thread::JoinHandle<()>,
 }
 
+/// Everything a worker is started with.
+pub struct WorkerParts {
+    pub spec: RuleSpec,
+    pub started: Started,
+    pub host: HostParts,
+    pub events: Receiver<Queued>,
+    pub effects: EffectPort,
+    pub status: StatusBoard,
+    pub cfg: WorkerConfig,
+    /// Subscription changes after a re-instantiation are reported here.
+    pub on_subscription: Box<dyn Fn(Subscription) + Send>,
+}
+
 impl Worker {
-    #[allow(clippy::too_many_arguments)]
-    pub fn spawn(
-        spec: RuleSpec,
-        started: Started,
-        host: HostParts,
-        events: Receiver<Queued>,
-        actions: Effects,
-        status: StatusBoard,
-        cfg: WorkerConfig,
-        on_subscription: Box<dyn Fn(Subscription) + Send>,
-    ) -> std::io::Result<WorkerHandle> {
+    pub fn spawn(parts: WorkerParts) -> std::io::Result<WorkerHandle> {
         let (control_tx, control) = crossbeam_channel::unbounded();
-        let name = spec.name.clone();
+        let name = parts.spec.name.clone();
         let worker = Worker {
-            spec,
-            instance: Some(started.instance),
-            host,
-            events,
+            spec: parts.spec,
+            instance: Some(parts.started.instance),
+            host: parts.host,
+            events: parts.events,
             control,
             control_tx: control_tx.clone(),
-            actions,
-            status,
-            cfg,
+            effects: parts.effects,
+            status: parts.status,
+            cfg: parts.cfg,
             timers: BTreeMap::new(),
             retry: None,
-            on_subscription,
+            on_subscription: parts.on_subscription,
         };
         let thread = std::thread::Builder::new()
             .name(format!("rule:{name}"))
@@ -106,12 +111,13 @@ impl Worker {
             select! {
                 recv(self.control) -> msg => match msg {
                     Ok(msg) => if !self.handle_control(msg, &mut batch) { return },
-                    Err(_) => return self.stop(),
+                    Err(_) => return self.stop(&mut batch),
                 },
                 recv(self.events) -> ev => match ev {
                     Ok(ev) => batch.push(ev),
-                    // The dispatcher is gone: the daemon is shutting down.
-                    Err(_) => return self.stop(),
+                    // The dispatcher is gone (shutdown): results may still come, and the
+                    // registry says when to stop.
+                    Err(_) => self.events = crossbeam_channel::never(),
                 },
                 default(wait) => {}
             }
@@ -132,16 +138,9 @@ impl Worker {
             if self.instance.is_none() {
                 self.try_restart();
             }
-            if batch.is_empty() {
-                continue;
+            if !batch.is_empty() {
+                self.deliver_or_drop(&mut batch);
             }
-            if self.instance.is_some() {
-                self.deliver(&batch);
-            } else {
-                self.status
-                    .count_dropped(&self.spec.name, batch.len() as u64);
-            }
-            batch.clear();
         }
     }
 
@@ -161,21 +160,17 @@ impl Worker {
                 let _ = reply.send(self.swap(spec, instance));
                 true
             }
-            Control::Outcome(o) => {
-                batch.push_event(wit::Event::CommandResult(wit::CommandResult {
-                    action_id: o.action_id,
-                    service: o.service,
-                    command: o.command,
-                    code: o.code,
-                    signal: o.signal,
-                    output: o.output,
-                    error: o.error,
-                    duration: o.duration.as_nanos() as u64,
-                }));
+            Control::Result(r) => {
+                batch.push_event(r.into());
+                true
+            }
+            Control::Drain(done) => {
+                self.drain(batch);
+                let _ = done.send(());
                 true
             }
             Control::Stop => {
-                self.stop();
+                self.stop(batch);
                 false
             }
         }
@@ -204,7 +199,36 @@ impl Worker {
         }
     }
 
-    fn stop(&mut self) {
+    /// Deliver everything queued now, in batches.
+    fn drain(&mut self, batch: &mut BatchBuilder) {
+        loop {
+            while batch.len() < self.cfg.max_batch {
+                match self.events.try_recv() {
+                    Ok(ev) => batch.push(ev),
+                    Err(_) => break,
+                }
+            }
+            if batch.is_empty() {
+                return;
+            }
+            self.deliver_or_drop(batch);
+        }
+    }
+
+    fn deliver_or_drop(&mut self, batch: &mut BatchBuilder) {
+        if self.instance.is_some() {
+            self.deliver(batch);
+        } else {
+            self.status
+                .count_dropped(&self.spec.name, batch.len() as u64);
+        }
+        batch.clear();
+    }
+
+    fn stop(&mut self, batch: &mut BatchBuilder) {
+        if !batch.is_empty() {
+            self.deliver_or_drop(batch);
+        }
         if let Some(instance) = &mut self.instance
             && let Err(fault) = instance.suspend()
         {
@@ -319,55 +343,31 @@ impl Worker {
     }
 
     fn act(&mut self, action: wit::Action) {
-        let rule = &*self.spec.name;
-        match action {
+        let rule = self.spec.name.clone();
+        let decision = match action {
             wit::Action::Run(run) => {
                 let action_id = next_action_id();
                 tracing::info!(
-                    rule,
+                    rule = &*rule,
                     action_id,
                     service = run.service,
                     command = run.command,
                     reason = run.reason,
                     "rule asks to run a command"
                 );
-                let request = Request {
-                    origin: self.spec.name.clone(),
+                Decision::Run {
+                    rule,
                     action_id,
                     service: run.service,
                     command: run.command,
                     reason: run.reason,
                     reply: self.reply_here(),
-                };
-                if self.actions.commands.send(request).is_err() {
-                    tracing::error!(rule, action_id, "executor is gone; command not run");
                 }
-            }
-            wit::Action::Notify(n) => match n.severity {
-                wit::Severity::Failure => tracing::error!(rule, "notification: {}", n.message),
-                wit::Severity::Warning => tracing::warn!(rule, "notification: {}", n.message),
-                wit::Severity::Okay => tracing::info!(rule, "notification: {}", n.message),
-            },
-            wit::Action::SetTimer(t) => {
-                let at = Instant::now() + Duration::from_nanos(t.after);
-                self.timers.insert(t.name, at);
-            }
-            wit::Action::CancelTimer(name) => {
-                self.timers.remove(&name);
-            }
-            wit::Action::Publish(p) => {
-                let request = MqttRequest::Publish {
-                    rule: self.spec.name.clone(),
-                    topic: p.topic,
-                    payload: p.payload,
-                    retain: p.retain,
-                };
-                self.send_mqtt(request);
             }
             wit::Action::RunRemote(r) => {
                 let action_id = next_action_id();
                 tracing::info!(
-                    rule,
+                    rule = &*rule,
                     action_id,
                     node = r.node,
                     service = r.service,
@@ -375,41 +375,47 @@ impl Worker {
                     reason = r.reason,
                     "rule asks another node to run a command"
                 );
-                let request = MqttRequest::RunRemote {
-                    rule: self.spec.name.clone(),
+                Decision::RunRemote {
+                    rule,
                     action_id,
                     node: r.node,
                     service: r.service,
                     command: r.command,
+                    reason: r.reason,
                     reply: self.reply_here(),
-                };
-                self.send_mqtt(request);
+                }
             }
-        }
-    }
-}
-
-impl Worker {
-    /// Where an outcome of this rule's request goes: back into this worker, as an event.
-    fn reply_here(&self) -> Box<dyn FnOnce(Outcome) + Send> {
-        let control = self.control_tx.clone();
-        Box::new(move |outcome| {
-            let _ = control.send(Control::Outcome(outcome));
-        })
-    }
-
-    /// Hand a request to the MQTT client; without one, say why it is refused (and a
-    /// `run-remote` still gets its result event, as an error).
-    fn send_mqtt(&self, request: MqttRequest) {
-        let rule = &*self.spec.name;
-        let request = match &self.actions.mqtt {
-            Some(mqtt) => match mqtt.send(request) {
-                Ok(()) => return,
-                Err(back) => back.0,
+            wit::Action::Publish(p) => Decision::Publish {
+                rule,
+                topic: p.topic,
+                payload: p.payload,
+                retain: p.retain,
             },
-            None => request,
+            wit::Action::Notify(n) => Decision::Notify {
+                rule,
+                severity: n.severity.into(),
+                message: n.message,
+            },
+            // Timers belong to the rule's worker, not to the outside world.
+            wit::Action::SetTimer(t) => {
+                let at = Instant::now() + Duration::from_nanos(t.after);
+                self.timers.insert(t.name, at);
+                return;
+            }
+            wit::Action::CancelTimer(name) => {
+                self.timers.remove(&name);
+                return;
+            }
         };
-        request.refuse(rule, "MQTT is not configured on this node");
+        (self.effects)(decision);
+    }
+
+    /// Where the result of this rule's request goes: back into this worker, as an event.
+    fn reply_here(&self) -> ReplyTo {
+        let control = self.control_tx.clone();
+        Box::new(move |result| {
+            let _ = control.send(Control::Result(result));
+        })
     }
 }
 

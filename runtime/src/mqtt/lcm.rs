@@ -5,8 +5,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::actions::Outcome;
-use crate::actions::policy::Refusal;
+use crate::event::{CommandResult as Outcome, Refusal};
 
 /// Reply codes. Below 0x1000 a code is the command's own exit status (or a shell-style status
 /// when it did not exit: 124 timed out, 127 could not start, 128+N killed by signal N).
@@ -208,7 +207,9 @@ pub fn outcome_reply(outcome: &Outcome) -> (i64, String) {
             Refusal::NoServices => code::NO_SERVICES,
             Refusal::UnknownService(_) => code::UNKNOWN_SERVICE,
             Refusal::UnknownCommand { .. } => code::UNKNOWN_COMMAND,
-            Refusal::AlreadyRunning { .. } | Refusal::CoolingDown { .. } => code::REFUSED,
+            Refusal::AlreadyRunning { .. } | Refusal::CoolingDown { .. } | Refusal::Stopping => {
+                code::REFUSED
+            }
         };
         return (code, refusal.to_string());
     }

@@ -8,61 +8,11 @@ use std::time::Duration;
 use anyhow::Context;
 use rumqttc::{LastWill, MqttOptions, QoS, TlsConfiguration, Transport};
 
-use crate::config::MqttProtocol;
+use crate::config::{BrokerUrl, MqttProtocol};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
-
-/// `mqtt://host[:port]` or `mqtts://host[:port]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BrokerUrl {
-    pub host: String,
-    pub port: u16,
-    pub tls: bool,
-}
-
-impl BrokerUrl {
-    pub fn parse(url: &str) -> Result<Self, String> {
-        let (scheme, rest) = url
-            .split_once("://")
-            .ok_or_else(|| format!("`{url}` is not a URL like mqtt://host:1883"))?;
-        let tls = match scheme {
-            "mqtt" | "tcp" => false,
-            "mqtts" | "ssl" => true,
-            other => {
-                return Err(format!(
-                    "unsupported scheme `{other}` in `{url}` (use mqtt:// or mqtts://)"
-                ));
-            }
-        };
-        let authority = rest.trim_end_matches('/');
-        if authority.contains('/') || authority.contains('@') {
-            return Err(format!(
-                "`{url}`: only host and port belong in the URL (credentials go in username/password)"
-            ));
-        }
-        let (host, port) = match authority.rsplit_once(':') {
-            // `[::1]:1883`, `host:1883`; a bare IPv6 address needs brackets.
-            Some((h, p)) if !h.is_empty() && (!h.contains(':') || h.starts_with('[')) => {
-                let port = p
-                    .parse::<u16>()
-                    .map_err(|_| format!("`{url}`: port `{p}` is not a number"))?;
-                (h, port)
-            }
-            _ => (authority, if tls { 8883 } else { 1883 }),
-        };
-        let host = host.trim_start_matches('[').trim_end_matches(']');
-        if host.is_empty() {
-            return Err(format!("`{url}` has no host"));
-        }
-        Ok(Self {
-            host: host.to_string(),
-            port,
-            tls,
-        })
-    }
-}
 
 /// Everything needed to open one MQTT session.
 #[derive(Debug, Clone)]
@@ -83,6 +33,32 @@ pub struct Connect {
 const INFLIGHT: u16 = 20;
 
 impl Connect {
+    /// The daemon's connection, from its `[mqtt]` section: a fixed client id (`medic-<node>`
+    /// by default, so a restart resumes the session) and `offline` as the last will.
+    pub fn from_config(m: &crate::config::Mqtt, node: &str) -> anyhow::Result<Self> {
+        let password = password(m.password.as_ref(), m.password_file.as_deref())?;
+        Ok(Self {
+            url: m.broker.clone(),
+            protocol: m.protocol,
+            client_id: m
+                .client_id
+                .clone()
+                .unwrap_or_else(|| format!("medic-{node}")),
+            credentials: m
+                .username
+                .clone()
+                .map(|u| (u, password.unwrap_or_default())),
+            ca_file: m.ca_file.clone(),
+            insecure: m.insecure,
+            keepalive: m.keepalive,
+            clean_session: m.clean_session,
+            last_will: Some((
+                crate::config::Mqtt::topic_for(&m.status_topic, node),
+                b"offline".to_vec(),
+            )),
+        })
+    }
+
     /// Read the credentials and TLS material now (for `medic check`).
     pub fn check(&self) -> anyhow::Result<()> {
         self.transport().map(drop)

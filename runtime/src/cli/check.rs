@@ -1,0 +1,183 @@
+//! `medic check`: validate a config and try every rule with it, without touching the daemon's
+//! state. Each rule is instantiated, `init`ed with its config, `describe`d, and given an empty
+//! batch (a rule that traps or hangs on that would fault in service too).
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use crate::config::{Config, Program};
+use crate::engine::compiler::Compiler;
+use crate::engine::instance::Limits;
+use crate::engine::registry::{rule_config, rule_files, rule_name};
+use crate::engine::rule::{HostParts, RuleSpec, StartError};
+use crate::engine::series::SeriesTable;
+use crate::mqtt::options::Connect;
+use crate::store::Store;
+use crate::types_db::TypesDb;
+
+pub struct RuleReport {
+    pub name: String,
+    pub version: String,
+    pub subscriptions: String,
+    pub result: Result<(), String>,
+}
+
+/// Returns the report lines and whether everything passed.
+pub fn check(config: &Config) -> anyhow::Result<(String, bool)> {
+    let compiler = Compiler::new(None)?;
+    let host = HostParts {
+        state: Store::in_memory()?,
+        series: Arc::new(SeriesTable::new(Arc::new(TypesDb::default()))),
+        limits: Limits::from_config(&config.rules),
+    };
+    let mut reports = Vec::new();
+    let files = if config.rules.dir.exists() {
+        rule_files(&config.rules.dir)?
+    } else {
+        Vec::new()
+    };
+    for path in &files {
+        let name = rule_name(path).unwrap_or_default().to_string();
+        reports.push(check_rule(&compiler, &host, config, path, name));
+    }
+
+    let mut out = String::new();
+    let mut ok = true;
+    let width = reports
+        .iter()
+        .map(|r| r.name.len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    writeln!(
+        out,
+        "{:width$}  {:10}  {:6}  SUBSCRIPTIONS / ERROR",
+        "RULE", "VERSION", "STATUS"
+    )?;
+    for r in &reports {
+        let (status, detail) = match &r.result {
+            Ok(()) => ("ok", r.subscriptions.clone()),
+            Err(e) => {
+                ok = false;
+                ("FAILED", e.clone())
+            }
+        };
+        writeln!(
+            out,
+            "{:width$}  {:10}  {:6}  {detail}",
+            r.name, r.version, status
+        )?;
+    }
+    if files.is_empty() {
+        writeln!(out, "(no .wasm rules in {})", config.rules.dir.display())?;
+    }
+    for name in config.rules.config.keys() {
+        if !reports.iter().any(|r| &r.name == name) {
+            writeln!(
+                out,
+                "warning: [rules.config.{name}] has no {name}.wasm in the rules directory"
+            )?;
+        }
+    }
+    if let Some(m) = &config.mqtt {
+        // Credentials and TLS material are read now, not at the first connection.
+        let ready = Connect::from_config(m, &config.daemon.node).and_then(|c| c.check());
+        match ready {
+            Ok(_) => writeln!(out, "mqtt: {} (credentials and TLS ok)", m.broker)?,
+            Err(e) => {
+                ok = false;
+                writeln!(out, "mqtt: FAILED: {e:#}")?;
+            }
+        }
+        for rule in m.grants.keys() {
+            if !reports.iter().any(|r| &r.name == rule) {
+                writeln!(
+                    out,
+                    "warning: mqtt.grants.{rule} names no rule in the rules directory"
+                )?;
+            }
+        }
+    }
+    for (service, s) in &config.services {
+        for (command, c) in &s.commands {
+            if let Program::Argv(argv) = &c.program
+                && !program_exists(&argv[0])
+            {
+                writeln!(
+                    out,
+                    "warning: services.{service}.commands.{command}: `{}` not found",
+                    argv[0]
+                )?;
+            }
+        }
+    }
+    Ok((out, ok))
+}
+
+fn check_rule(
+    compiler: &Compiler,
+    host: &HostParts,
+    config: &Config,
+    path: &std::path::Path,
+    name: String,
+) -> RuleReport {
+    let mut report = RuleReport {
+        name: name.clone(),
+        version: "-".into(),
+        subscriptions: String::new(),
+        result: Ok(()),
+    };
+    let attempt = || -> Result<(String, String), String> {
+        let compiled = compiler.compile_file(path).map_err(|e| format!("{e:#}"))?;
+        let config = rule_config(&config.rules, &name).map_err(|e| format!("{e:#}"))?;
+        let spec = RuleSpec {
+            name: name.as_str().into(),
+            config,
+            compiled,
+        };
+        let instance = spec
+            .instantiate(host)
+            .map_err(|e| StartError::from(e).to_string())?;
+        let mut started = spec.start(instance).map_err(|e| e.to_string())?;
+        let info = &started.subscription.info;
+        let mut subs: Vec<String> = Vec::new();
+        subs.extend(info.values.iter().map(|p| format!("values {p}")));
+        subs.extend(
+            info.notifications
+                .iter()
+                .map(|p| format!("notifications {p}")),
+        );
+        subs.extend(info.topics.iter().map(|p| format!("topic {p}")));
+        let version = info.version.clone();
+        started
+            .instance
+            .on_events(
+                &crate::engine::batch::BatchBuilder::default()
+                    .batch()
+                    .clone(),
+            )
+            .map_err(|e| format!("faulted on an empty batch: {e}"))?;
+        Ok((version, subs.join(", ")))
+    };
+    match attempt() {
+        Ok((version, subs)) => {
+            report.version = version;
+            report.subscriptions = if subs.is_empty() {
+                "(none)".into()
+            } else {
+                subs
+            };
+        }
+        Err(e) => report.result = Err(e),
+    }
+    report
+}
+
+fn program_exists(program: &str) -> bool {
+    if program.contains('/') {
+        return std::path::Path::new(program).is_file();
+    }
+    std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).any(|d| d.join(program).is_file()))
+        .unwrap_or(false)
+}

@@ -1,0 +1,153 @@
+//! `medic decode`: print what collectd network datagrams carry, one JSON object per line, from
+//! captured files or live from a socket. For debugging a collectd setup.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde_json::{Value as Json, json};
+
+use crate::event::{DsType, Sample};
+use crate::sources::collectd::protocol::{Credentials, Decoded, Item, SecurityLevel, decode};
+use crate::sources::collectd::udp::AuthFile;
+use crate::types_db::TypesDb;
+
+pub struct Options {
+    pub level: SecurityLevel,
+    pub auth_file: Option<PathBuf>,
+    pub types_db: Vec<PathBuf>,
+}
+
+/// Decode each file (one raw datagram each). Returns false if any could not be decoded; the
+/// reason goes to stderr, naming the file.
+pub fn files(options: &Options, files: &[PathBuf]) -> anyhow::Result<bool> {
+    let credentials = credentials(options.auth_file.as_deref())?;
+    let types = TypesDb::load(&options.types_db);
+    let mut ok = true;
+    let mut out = std::io::stdout().lock();
+    for file in files {
+        let bytes = match std::fs::read(file) {
+            Ok(b) => b,
+            Err(e) => {
+                eprintln!("{}: cannot read: {e}", file.display());
+                ok = false;
+                continue;
+            }
+        };
+        let mut decoded = Vec::new();
+        let result = decode(&bytes, options.level, &credentials, &mut decoded);
+        for d in &decoded {
+            writeln!(out, "{}", to_json(d, &types))?;
+        }
+        if let Err(e) = result {
+            eprintln!("{}: {e}", file.display());
+            ok = false;
+        }
+    }
+    Ok(ok)
+}
+
+/// Print live traffic until interrupted.
+pub async fn listen(options: &Options, addr: SocketAddr) -> anyhow::Result<()> {
+    let socket = crate::sources::collectd::udp::bind(addr, None)?;
+    let mut auth = AuthFile::load(options.auth_file.as_deref())?;
+    let types = TypesDb::load(&options.types_db);
+    eprintln!("listening on {}", socket.local_addr()?);
+    let mut buf = vec![0u8; 65_536];
+    loop {
+        let (n, from) = socket.recv_from(&mut buf).await?;
+        let mut decoded = Vec::new();
+        let result = decode(&buf[..n], options.level, auth.credentials(), &mut decoded);
+        let mut out = std::io::stdout().lock();
+        for d in &decoded {
+            writeln!(out, "{}", to_json(d, &types))?;
+        }
+        if let Err(e) = result {
+            eprintln!("{from}: {e}");
+        }
+    }
+}
+
+fn credentials(path: Option<&Path>) -> anyhow::Result<Credentials> {
+    Ok(AuthFile::load(path)?.credentials().clone())
+}
+
+fn secs(cdtime: u64) -> f64 {
+    cdtime as f64 / (1u64 << 30) as f64
+}
+
+pub fn to_json(d: &Decoded, types: &TypesDb) -> Json {
+    match &d.item {
+        Item::Values { fields, samples } => {
+            let sources = types.sources_or_fallback(&fields.type_, samples.len());
+            let dsnames: Vec<String> = match &sources {
+                Some(s) if s.len() == samples.len() => s.iter().map(|d| d.name.clone()).collect(),
+                _ => (0..samples.len())
+                    .map(|i| {
+                        if samples.len() == 1 {
+                            "value".into()
+                        } else {
+                            format!("value{i}")
+                        }
+                    })
+                    .collect(),
+            };
+            let dstypes: Vec<&str> = samples.iter().map(|s| ds_type(s.ds_type())).collect();
+            let values: Vec<Json> = samples
+                .iter()
+                .map(|s| match *s {
+                    Sample::Gauge(g) if g.is_nan() => Json::Null,
+                    Sample::Gauge(g) => json!(g),
+                    Sample::Derive(v) => json!(v),
+                    Sample::Counter(v) | Sample::Absolute(v) => json!(v),
+                })
+                .collect();
+            json!({
+                "host": fields.host,
+                "plugin": fields.plugin,
+                "plugin_instance": fields.plugin_instance,
+                "type": fields.type_,
+                "type_instance": fields.type_instance,
+                "time": secs(fields.time_hr),
+                "interval": secs(fields.interval_hr),
+                "dsnames": dsnames,
+                "dstypes": dstypes,
+                "values": values,
+                "security": d.security.as_str(),
+            })
+        }
+        Item::Notification {
+            fields,
+            severity,
+            message,
+        } => {
+            let mut j = json!({
+                "severity": match severity { 1 => "failure", 2 => "warning", 4 => "okay", _ => "unknown" },
+                "message": message,
+                "time": secs(fields.time_hr),
+                "security": d.security.as_str(),
+            });
+            for (key, value) in [
+                ("host", &fields.host),
+                ("plugin", &fields.plugin),
+                ("plugin_instance", &fields.plugin_instance),
+                ("type", &fields.type_),
+                ("type_instance", &fields.type_instance),
+            ] {
+                if !value.is_empty() {
+                    j[key] = json!(value);
+                }
+            }
+            j
+        }
+    }
+}
+
+fn ds_type(t: DsType) -> &'static str {
+    match t {
+        DsType::Gauge => "gauge",
+        DsType::Derive => "derive",
+        DsType::Counter => "counter",
+        DsType::Absolute => "absolute",
+    }
+}

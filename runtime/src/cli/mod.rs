@@ -1,0 +1,7 @@
+//! The subcommands other than `run`: each is a small program over the same parts the daemon
+//! uses, so what they accept and print agrees with what the daemon does.
+
+pub mod check;
+pub mod decode;
+pub mod import_lcm;
+pub mod send;

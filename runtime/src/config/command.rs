@@ -1,0 +1,150 @@
+//! `[services.<service>.commands]`: the allow-list. A command is written as an argv array (run
+//! without a shell), a string (run by `/bin/sh -c` exactly as written), or a table with `run`
+//! and per-command limits.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Service {
+    pub commands: BTreeMap<String, Command>,
+}
+
+/// One allow-listed command. Written as an argv array (run without a shell), a string (run by
+/// `/bin/sh -c` exactly as written), or a table with `run` and per-command limits.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Command {
+    pub program: Program,
+    pub timeout: Duration,
+    /// Minimum time between two starts, whoever asks.
+    pub cooldown: Duration,
+    /// Bytes of stdout + stderr kept; the rest is drained and dropped.
+    pub output_cap: usize,
+    /// Time between SIGTERM and SIGKILL on timeout.
+    pub kill_grace: Duration,
+    /// Runs of this command allowed at once (whoever asks); 1 by default.
+    pub concurrency: usize,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Program {
+    Argv(Vec<String>),
+    Shell(String),
+}
+
+impl fmt::Display for Program {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Program::Argv(argv) => write!(f, "{argv:?}"),
+            Program::Shell(s) => write!(f, "sh -c {s:?}"),
+        }
+    }
+}
+
+impl Command {
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+    pub const DEFAULT_OUTPUT_CAP: usize = 64 * 1024;
+    pub const DEFAULT_KILL_GRACE: Duration = Duration::from_secs(5);
+
+    pub fn new(program: Program) -> Self {
+        Self {
+            program,
+            timeout: Self::DEFAULT_TIMEOUT,
+            cooldown: Duration::ZERO,
+            output_cap: Self::DEFAULT_OUTPUT_CAP,
+            kill_grace: Self::DEFAULT_KILL_GRACE,
+            concurrency: 1,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Command {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(CommandVisitor)
+    }
+}
+
+struct CommandVisitor;
+
+impl<'de> Visitor<'de> for CommandVisitor {
+    type Value = Command;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a command: an argv array, a shell string, or a table with `run`")
+    }
+
+    fn visit_str<E: de::Error>(self, s: &str) -> Result<Command, E> {
+        Ok(Command::new(shell(s)?))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Command, A::Error> {
+        let argv = Vec::<String>::deserialize(de::value::SeqAccessDeserializer::new(seq))?;
+        Ok(Command::new(argv_program(argv)?))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Command, A::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Table {
+            run: RunField,
+            #[serde(default, with = "humantime_serde")]
+            timeout: Option<Duration>,
+            #[serde(default, with = "humantime_serde")]
+            cooldown: Option<Duration>,
+            #[serde(default)]
+            output_cap: Option<usize>,
+            #[serde(default, with = "humantime_serde")]
+            kill_grace: Option<Duration>,
+            #[serde(default)]
+            concurrency: Option<usize>,
+        }
+        #[derive(Deserialize)]
+        #[serde(untagged, expecting = "`run` must be an argv array or a shell string")]
+        enum RunField {
+            Argv(Vec<String>),
+            Shell(String),
+        }
+        let t = Table::deserialize(de::value::MapAccessDeserializer::new(map))?;
+        let program = match t.run {
+            RunField::Argv(argv) => argv_program(argv)?,
+            RunField::Shell(s) => shell(&s)?,
+        };
+        let mut c = Command::new(program);
+        if let Some(timeout) = t.timeout {
+            if timeout.is_zero() {
+                return Err(de::Error::custom("`timeout` must be more than 0"));
+            }
+            c.timeout = timeout;
+        }
+        c.cooldown = t.cooldown.unwrap_or(c.cooldown);
+        c.output_cap = t.output_cap.unwrap_or(c.output_cap);
+        c.kill_grace = t.kill_grace.unwrap_or(c.kill_grace);
+        if let Some(n) = t.concurrency {
+            if n == 0 {
+                return Err(de::Error::custom("`concurrency` must be at least 1"));
+            }
+            c.concurrency = n;
+        }
+        Ok(c)
+    }
+}
+
+fn shell<E: de::Error>(s: &str) -> Result<Program, E> {
+    if s.trim().is_empty() {
+        return Err(E::custom("a shell command must not be empty"));
+    }
+    Ok(Program::Shell(s.to_string()))
+}
+
+fn argv_program<E: de::Error>(argv: Vec<String>) -> Result<Program, E> {
+    match argv.first() {
+        None => Err(E::custom("an argv array needs at least the program")),
+        Some(p) if p.is_empty() => Err(E::custom("the program (argv[0]) must not be empty")),
+        Some(_) => Ok(Program::Argv(argv)),
+    }
+}

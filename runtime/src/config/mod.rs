@@ -1,0 +1,448 @@
+//! The one TOML file an operator writes. Parse errors carry `file:line:col`; relative paths are
+//! resolved against the config file's directory so a config works from any working directory.
+
+mod command;
+mod mqtt;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer};
+
+pub use command::{Command, Program, Service};
+pub use mqtt::{BrokerUrl, Mqtt, MqttProtocol};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub daemon: Daemon,
+    #[serde(default)]
+    pub rules: Rules,
+    #[serde(default)]
+    pub ingest: Ingest,
+    /// Remote commands, results and rule topics over MQTT; off when absent.
+    #[serde(default)]
+    pub mqtt: Option<Mqtt>,
+    /// The allow-list: `[services.<service>.commands]`. Nothing outside it can ever run.
+    #[serde(default)]
+    pub services: BTreeMap<String, Service>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Daemon {
+    /// This machine's name for remote commands and logs; default: the hostname.
+    pub node: String,
+    /// Rule state, compiled-rule cache, MQTT outbox and task ids live here.
+    pub state_dir: PathBuf,
+    /// At shutdown, how long running commands may finish before their process groups are
+    /// killed.
+    #[serde(with = "humantime_serde")]
+    pub stop_timeout: Duration,
+}
+
+impl Default for Daemon {
+    fn default() -> Self {
+        Self {
+            node: hostname(),
+            state_dir: PathBuf::from("/var/lib/medic"),
+            stop_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Rules {
+    /// Directory watched for `*.wasm` rules; a rule's name is its file stem.
+    pub dir: PathBuf,
+    /// Wall-clock budget of one call into a rule; past it the rule is marked faulted.
+    #[serde(with = "humantime_serde")]
+    pub call_timeout: Duration,
+    /// Linear-memory cap of one rule instance.
+    pub memory_limit_mib: u64,
+    /// Events waiting for one rule; past it new events for that rule are dropped and counted.
+    pub queue_capacity: usize,
+    /// Most events handed to a rule in one call.
+    pub max_batch: usize,
+    /// First wait before re-instantiating a faulted rule; doubles up to `max_backoff`.
+    #[serde(with = "humantime_serde")]
+    pub fault_backoff: Duration,
+    #[serde(with = "humantime_serde")]
+    pub max_backoff: Duration,
+    /// Per-rule config tables, `[rules.config.<file stem>]`, handed to the rule's `init`.
+    pub config: BTreeMap<String, toml::Table>,
+}
+
+impl Default for Rules {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::from("/etc/medic/rules"),
+            call_timeout: Duration::from_millis(50),
+            memory_limit_mib: 64,
+            queue_capacity: 16_384,
+            max_batch: 256,
+            fault_backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(60),
+            config: BTreeMap::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Ingest {
+    /// collectd types.db files, as collectd's `TypesDB`; later files override earlier ones.
+    pub types_db: Vec<PathBuf>,
+    /// Interval assumed for values that do not state one (collectd's default `Interval`).
+    #[serde(with = "humantime_serde")]
+    pub default_interval: Duration,
+    pub putval: Option<Putval>,
+    pub network: Option<Network>,
+    pub unixsock: Option<Unixsock>,
+}
+
+impl Default for Ingest {
+    fn default() -> Self {
+        Self {
+            types_db: vec![PathBuf::from("/usr/share/collectd/types.db")],
+            default_interval: Duration::from_secs(10),
+            putval: None,
+            network: None,
+            unixsock: None,
+        }
+    }
+}
+
+/// Polling collectd's unixsock plugin (LISTVAL, then GETVAL).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Unixsock {
+    pub socket: PathBuf,
+    #[serde(default = "default_poll_interval", with = "humantime_serde")]
+    pub interval: Duration,
+    /// Identifier globs to fetch (`*` does not cross `/`); default: everything.
+    #[serde(default = "default_unixsock_patterns")]
+    pub patterns: Vec<String>,
+}
+
+fn default_poll_interval() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn default_unixsock_patterns() -> Vec<String> {
+    vec!["**".into()]
+}
+
+/// collectd's network plugin, receiving side.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Network {
+    /// Addresses to listen on (IPv4 or IPv6); a multicast group address is joined.
+    #[serde(default = "default_network_listen")]
+    pub listen: Vec<std::net::SocketAddr>,
+    #[serde(default)]
+    pub security_level: SecurityLevel,
+    /// collectd AuthFile (`user: password` lines), re-read when it changes.
+    #[serde(default)]
+    pub auth_file: Option<PathBuf>,
+    /// SO_RCVBUF in bytes; the kernel default loses datagrams in bursts.
+    #[serde(default)]
+    pub receive_buffer: Option<usize>,
+}
+
+fn default_network_listen() -> Vec<std::net::SocketAddr> {
+    vec!["0.0.0.0:25826".parse().unwrap()]
+}
+
+/// What the network receiver accepts, as collectd's `SecurityLevel`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum SecurityLevel {
+    /// Plain and signed data (signatures unchecked); encrypted data is dropped.
+    #[default]
+    None,
+    /// Signed (verified) and encrypted data; plain data is refused.
+    Sign,
+    /// Encrypted data only.
+    Encrypt,
+}
+
+/// A unix socket speaking collectd's text protocol (PUTVAL, PUTNOTIF).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Putval {
+    pub socket: PathBuf,
+    /// File mode of the socket, written in octal as collectd's unixsock `SocketPerms`
+    /// (`"0660"`).
+    #[serde(default = "default_socket_mode", deserialize_with = "octal_mode")]
+    pub mode: u32,
+}
+
+fn default_socket_mode() -> u32 {
+    0o660
+}
+
+fn octal_mode<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    let text = String::deserialize(d)?;
+    u32::from_str_radix(&text, 8)
+        .ok()
+        .filter(|m| *m <= 0o7777)
+        .ok_or_else(|| {
+            de::Error::custom(format!("`{text}` is not an octal file mode like \"0660\""))
+        })
+}
+
+/// A config error an operator can act on: where, and what is wrong, in plain words.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: cannot read the config: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}:{col}: {message}")]
+    Parse {
+        path: PathBuf,
+        line: usize,
+        col: usize,
+        message: String,
+    },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Self::parse(&text, path, base)
+    }
+
+    /// Parse `text` (read from `path`, used in messages), resolving relative paths against `base`.
+    pub fn parse(text: &str, path: &Path, base: &Path) -> Result<Self, ConfigError> {
+        let mut config: Config = toml::from_str(text).map_err(|e| {
+            let (line, col) = e.span().map(|s| line_col(text, s.start)).unwrap_or((1, 1));
+            ConfigError::Parse {
+                path: path.to_path_buf(),
+                line,
+                col,
+                message: e.message().trim_end().to_string(),
+            }
+        })?;
+        config.resolve_paths(base);
+        config.validate().map_err(|message| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            message,
+        })?;
+        Ok(config)
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        let abs = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        abs(&mut self.daemon.state_dir);
+        abs(&mut self.rules.dir);
+        self.ingest.types_db.iter_mut().for_each(abs);
+        if let Some(p) = &mut self.ingest.putval {
+            abs(&mut p.socket);
+        }
+        if let Some(u) = &mut self.ingest.unixsock {
+            abs(&mut u.socket);
+        }
+        if let Some(n) = &mut self.ingest.network
+            && let Some(f) = &mut n.auth_file
+        {
+            abs(f);
+        }
+        if let Some(m) = &mut self.mqtt {
+            m.password_file.iter_mut().for_each(abs);
+            m.ca_file.iter_mut().for_each(abs);
+        }
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.daemon.node.trim().is_empty() {
+            return Err("daemon.node must not be empty".into());
+        }
+        if self.rules.call_timeout.is_zero() {
+            return Err("rules.call_timeout must be more than 0".into());
+        }
+        if self.rules.memory_limit_mib == 0 {
+            return Err("rules.memory_limit_mib must be more than 0".into());
+        }
+        if self.rules.queue_capacity == 0 || self.rules.max_batch == 0 {
+            return Err("rules.queue_capacity and rules.max_batch must be more than 0".into());
+        }
+        if let Some(u) = &self.ingest.unixsock
+            && u.interval.is_zero()
+        {
+            return Err("ingest.unixsock.interval must be more than 0".into());
+        }
+        if let Some(n) = &self.ingest.network {
+            if n.listen.is_empty() {
+                return Err("ingest.network.listen needs at least one address".into());
+            }
+            if n.security_level != SecurityLevel::None && n.auth_file.is_none() {
+                return Err(
+                    "ingest.network.security_level sign/encrypt needs ingest.network.auth_file"
+                        .into(),
+                );
+            }
+        }
+        if let Some(m) = &self.mqtt {
+            m.validate()?;
+        }
+        for (name, service) in &self.services {
+            if service.commands.is_empty() {
+                return Err(format!("services.{name} has no commands"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The state database path.
+    pub fn state_db(&self) -> PathBuf {
+        self.daemon.state_dir.join("medic.db")
+    }
+
+    /// Where compiled rules are cached.
+    pub fn cache_dir(&self) -> PathBuf {
+        self.daemon.state_dir.join("cache")
+    }
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, col)
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("medic.toml"), Path::new("/etc/medic"))
+    }
+
+    #[test]
+    fn full_example_parses_with_defaults_and_resolved_paths() {
+        let c = parse(
+            r#"
+            [daemon]
+            node = "web1"
+            state_dir = "state"
+            [rules]
+            dir = "/opt/rules"
+            call_timeout = "20ms"
+            [rules.config.threshold]
+            below = 5
+            [ingest.putval]
+            socket = "putval.sock"
+            [services.hello.commands]
+            exec = "echo Hello World!"
+            argv = ["echo", "hi"]
+            slow = { run = ["sleep", "9"], timeout = "2s", cooldown = "1m", output_cap = 10 }
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.daemon.state_dir, Path::new("/etc/medic/state"));
+        assert_eq!(c.rules.dir, Path::new("/opt/rules"));
+        assert_eq!(c.rules.call_timeout, Duration::from_millis(20));
+        assert_eq!(c.rules.memory_limit_mib, 64);
+        assert_eq!(
+            c.ingest.putval.unwrap().socket,
+            Path::new("/etc/medic/putval.sock")
+        );
+        let hello = &c.services["hello"].commands;
+        assert_eq!(
+            hello["exec"].program,
+            Program::Shell("echo Hello World!".into())
+        );
+        assert_eq!(hello["exec"].timeout, Duration::from_secs(60));
+        assert_eq!(
+            hello["argv"].program,
+            Program::Argv(vec!["echo".into(), "hi".into()])
+        );
+        let slow = &hello["slow"];
+        assert_eq!(slow.timeout, Duration::from_secs(2));
+        assert_eq!(slow.cooldown, Duration::from_secs(60));
+        assert_eq!(slow.output_cap, 10);
+        assert_eq!(c.rules.config["threshold"]["below"].as_integer(), Some(5));
+    }
+
+    #[test]
+    fn errors_have_line_and_column() {
+        let err = parse("[daemon]\nnode = \"a\"\nbogus = 1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("medic.toml:3:1: unknown field `bogus`"),
+            "{err}"
+        );
+
+        let err = parse("[rules]\ncall_timeout = \"soon\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("medic.toml:2:16: "), "{err}");
+        assert!(err.contains("soon"), "{err}");
+
+        let err = parse("[services.s.commands]\nx = []\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("medic.toml:2:5: an argv array needs at least the program"),
+            "{err}"
+        );
+
+        let err = parse("[services.s.commands]\nx = 5\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("2:5: invalid type: integer `5`, expected a command"),
+            "{err}"
+        );
+
+        let err = parse("[services.s.commands]\nx = { run = \"a\", tiemout = \"1s\" }\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown field `tiemout`"), "{err}");
+
+        let err = parse("[daemon\n").unwrap_err().to_string();
+        assert!(err.starts_with("medic.toml:1:"), "{err}");
+    }
+
+    #[test]
+    fn semantic_errors_name_the_key() {
+        let err = parse("[rules]\nmemory_limit_mib = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "medic.toml: rules.memory_limit_mib must be more than 0"
+        );
+        let err = parse("[services.s]\ncommands = {}\n")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(err, "medic.toml: services.s has no commands");
+    }
+}

@@ -1,0 +1,420 @@
+//! Runs allow-listed commands: no shell unless the operator wrote a string, its own process
+//! group, a timeout that ends the whole group (SIGTERM, then SIGKILL), and output captured up to
+//! a cap while the rest is drained (a child whose pipe is not read would block or die of
+//! SIGPIPE).
+
+use std::collections::BTreeMap;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::sync::{Notify, watch};
+
+use super::policy::Gate;
+use crate::config::{Command, Config, Program};
+use crate::event::{CommandRequest, CommandResult, Refusal};
+
+/// How long to keep reading output after the command exited, for a background child that
+/// still holds the pipe. Past it the output so far is returned; the child is left alone (it may
+/// be a daemon the command started on purpose).
+const PIPE_GRACE: Duration = Duration::from_secs(2);
+
+/// What one run of a command produced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunResult {
+    pub code: Option<i32>,
+    pub signal: Option<i32>,
+    pub output: String,
+    pub error: Option<String>,
+    pub timed_out: bool,
+    pub duration: Duration,
+}
+
+/// Run one command to completion (or timeout). Never panics on the command's behaviour.
+pub async fn run(spec: &Command) -> RunResult {
+    let (_keep, mut never) = watch::channel(false);
+    run_until(spec, &mut never).await
+}
+
+/// [`run`], but `stop` turning true ends the command early: its process group is killed as on
+/// a timeout (medic is stopping and its deadline has passed).
+pub async fn run_until(spec: &Command, stop: &mut watch::Receiver<bool>) -> RunResult {
+    let started = Instant::now();
+    let mut cmd = match &spec.program {
+        Program::Argv(argv) => {
+            let mut c = tokio::process::Command::new(&argv[0]);
+            c.args(&argv[1..]);
+            c
+        }
+        Program::Shell(script) => {
+            let mut c = tokio::process::Command::new("/bin/sh");
+            c.arg("-c").arg(script);
+            c
+        }
+    };
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            return RunResult {
+                code: None,
+                signal: None,
+                output: String::new(),
+                error: Some(format!("cannot start {}: {e}", spec.program)),
+                timed_out: false,
+                duration: started.elapsed(),
+            };
+        }
+    };
+    let pgid = child.id().map(|id| id as i32);
+    let capture = Arc::new(Mutex::new(Capture::new(spec.output_cap)));
+    let readers = [
+        child
+            .stdout
+            .take()
+            .map(|p| tokio::spawn(drain(p, capture.clone()))),
+        child
+            .stderr
+            .take()
+            .map(|p| tokio::spawn(drain(p, capture.clone()))),
+    ];
+
+    let mut error = None;
+    let mut timed_out = false;
+    let ended = tokio::select! {
+        status = child.wait() => Some(status),
+        _ = tokio::time::sleep(spec.timeout) => {
+            timed_out = true;
+            error = Some(format!(
+                "timed out after {:?}; process group killed",
+                spec.timeout
+            ));
+            None
+        }
+        _ = stop.wait_for(|stop| *stop) => {
+            error = Some("medic is stopping: process group killed".to_string());
+            None
+        }
+    };
+    let status = match ended {
+        Some(status) => status,
+        None => {
+            kill_group(pgid, libc::SIGTERM);
+            match tokio::time::timeout(spec.kill_grace, child.wait()).await {
+                Ok(status) => {
+                    // The leader is gone; make sure nothing of its group outlives it.
+                    kill_group(pgid, libc::SIGKILL);
+                    status
+                }
+                Err(_) => {
+                    kill_group(pgid, libc::SIGKILL);
+                    child.wait().await
+                }
+            }
+        }
+    };
+    let deadline = tokio::time::Instant::now() + PIPE_GRACE;
+    for reader in readers.into_iter().flatten() {
+        let abort = reader.abort_handle();
+        if tokio::time::timeout_at(deadline, reader).await.is_err() {
+            abort.abort();
+        }
+    }
+    let output = capture.lock().unwrap_or_else(|p| p.into_inner()).finish();
+    let (code, signal) = match status {
+        Ok(s) => {
+            use std::os::unix::process::ExitStatusExt;
+            (s.code(), s.signal())
+        }
+        Err(e) => {
+            error.get_or_insert(format!("cannot wait for the command: {e}"));
+            (None, None)
+        }
+    };
+    RunResult {
+        code,
+        signal,
+        output,
+        error,
+        timed_out,
+        duration: started.elapsed(),
+    }
+}
+
+fn kill_group(pgid: Option<i32>, signal: i32) {
+    if let Some(pgid) = pgid.filter(|&p| p > 0) {
+        // SAFETY: killpg has no memory-safety preconditions; the group is the child's own
+        // (process_group(0) made the child its leader).
+        unsafe {
+            libc::killpg(pgid, signal);
+        }
+    }
+}
+
+/// Combined stdout and stderr in arrival order, up to a cap.
+struct Capture {
+    buf: Vec<u8>,
+    cap: usize,
+    dropped: u64,
+}
+
+impl Capture {
+    fn new(cap: usize) -> Self {
+        Self {
+            buf: Vec::new(),
+            cap,
+            dropped: 0,
+        }
+    }
+
+    fn push(&mut self, bytes: &[u8]) {
+        let room = self.cap.saturating_sub(self.buf.len());
+        let take = room.min(bytes.len());
+        self.buf.extend_from_slice(&bytes[..take]);
+        self.dropped += (bytes.len() - take) as u64;
+    }
+
+    fn finish(&mut self) -> String {
+        let mut s = String::from_utf8_lossy(&self.buf).into_owned();
+        if self.dropped > 0 {
+            s.push_str(&format!(
+                "\n[medic: output truncated, {} bytes dropped]",
+                self.dropped
+            ));
+        }
+        s
+    }
+}
+
+async fn drain(mut pipe: impl AsyncRead + Unpin, capture: Arc<Mutex<Capture>>) {
+    let mut chunk = [0u8; 8192];
+    loop {
+        match pipe.read(&mut chunk).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => capture
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(&chunk[..n]),
+        }
+    }
+}
+
+/// Receives run requests, applies the policy gate, runs admitted commands concurrently, and
+/// hands every result (refusals included) back to whoever asked.
+pub struct Executor {
+    config: Arc<Config>,
+    gate: Arc<Mutex<Gate>>,
+    running: Arc<Running>,
+}
+
+/// What is running now, for the shutdown order: stop admitting, wait, then kill what is left.
+struct Running {
+    /// action id → `service/command`, to name what had to be killed.
+    now: Mutex<BTreeMap<u64, String>>,
+    changed: Notify,
+    stopping: std::sync::atomic::AtomicBool,
+    /// Turns true when the shutdown grace has passed: every running command is killed.
+    kill: watch::Sender<bool>,
+}
+
+/// Drives the executor's part of the shutdown order.
+#[derive(Clone)]
+pub struct ExecutorHandle {
+    running: Arc<Running>,
+}
+
+impl ExecutorHandle {
+    /// Refuse new requests, let running commands finish for up to `grace`, then kill the
+    /// process groups of those still running and wait for their results to be handed back.
+    /// Returns what had to be killed (`service/command`), for the log.
+    pub async fn drain(&self, grace: Duration) -> Vec<String> {
+        use std::sync::atomic::Ordering;
+        self.running.stopping.store(true, Ordering::SeqCst);
+        let idle = || {
+            self.running
+                .now
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_empty()
+        };
+        let deadline = tokio::time::Instant::now() + grace;
+        while !idle() {
+            let changed = self.running.changed.notified();
+            if idle() || tokio::time::timeout_at(deadline, changed).await.is_err() {
+                break;
+            }
+        }
+        let forced: Vec<String> = self
+            .running
+            .now
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        if forced.is_empty() {
+            return forced;
+        }
+        self.running.kill.send_replace(true);
+        while !idle() {
+            let changed = self.running.changed.notified();
+            if !idle() {
+                changed.await;
+            }
+        }
+        forced
+    }
+}
+
+impl Executor {
+    pub fn new(config: Arc<Config>) -> Self {
+        let running = Arc::new(Running {
+            now: Mutex::default(),
+            changed: Notify::new(),
+            stopping: std::sync::atomic::AtomicBool::new(false),
+            kill: watch::channel(false).0,
+        });
+        Self {
+            config,
+            gate: Arc::default(),
+            running,
+        }
+    }
+
+    pub fn handle(&self) -> ExecutorHandle {
+        ExecutorHandle {
+            running: self.running.clone(),
+        }
+    }
+
+    pub async fn serve(self, mut requests: UnboundedReceiver<CommandRequest>) {
+        let me = Arc::new(self);
+        while let Some(request) = requests.recv().await {
+            let me = me.clone();
+            tokio::spawn(async move { me.handle_request(request).await });
+        }
+    }
+
+    async fn handle_request(&self, req: CommandRequest) {
+        let stopping = self
+            .running
+            .stopping
+            .load(std::sync::atomic::Ordering::SeqCst);
+        let admitted = if stopping {
+            Err(Refusal::Stopping)
+        } else {
+            self.gate
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .admit(&self.config, &req.service, &req.command, Instant::now())
+                .map(|(spec, token)| (spec.clone(), token))
+        };
+        let origin = &*req.origin;
+        let mut refused = None;
+        let result = match admitted {
+            Err(refusal) => {
+                tracing::warn!(
+                    origin,
+                    action_id = req.action_id,
+                    service = req.service,
+                    command = req.command,
+                    "command refused: {refusal}"
+                );
+                let result = RunResult {
+                    code: None,
+                    signal: None,
+                    output: String::new(),
+                    error: Some(refusal.to_string()),
+                    timed_out: false,
+                    duration: Duration::ZERO,
+                };
+                refused = Some(refusal);
+                result
+            }
+            Ok((spec, token)) => {
+                tracing::info!(
+                    origin,
+                    action_id = req.action_id,
+                    service = req.service,
+                    command = req.command,
+                    program = %spec.program,
+                    reason = req.reason,
+                    "running command"
+                );
+                let mut stop = self.start(req.action_id, &req.service, &req.command);
+                let result = run_until(&spec, &mut stop).await;
+                self.gate
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .finish(token);
+                let output = summary(&result.output);
+                match (&result.error, result.code) {
+                    (None, Some(0)) => tracing::info!(
+                        origin, action_id = req.action_id, service = req.service,
+                        command = req.command, took = ?result.duration, output, "command succeeded"
+                    ),
+                    _ => tracing::warn!(
+                        origin, action_id = req.action_id, service = req.service,
+                        command = req.command, code = ?result.code, signal = ?result.signal,
+                        error = ?result.error, took = ?result.duration, output, "command failed"
+                    ),
+                }
+                result
+            }
+        };
+        let action_id = req.action_id;
+        (req.reply)(CommandResult {
+            action_id,
+            service: req.service,
+            command: req.command,
+            code: result.code,
+            signal: result.signal,
+            output: result.output,
+            error: result.error,
+            refusal: refused,
+            timed_out: result.timed_out,
+            duration: result.duration,
+        });
+        // Only once the result is handed back: the shutdown order waits for this.
+        self.finish(action_id);
+    }
+
+    fn start(&self, action_id: u64, service: &str, command: &str) -> watch::Receiver<bool> {
+        self.running
+            .now
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(action_id, format!("{service}/{command}"));
+        self.running.kill.subscribe()
+    }
+
+    fn finish(&self, action_id: u64) {
+        let removed = self
+            .running
+            .now
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&action_id);
+        if removed.is_some() {
+            self.running.changed.notify_waiters();
+        }
+    }
+}
+
+/// The first line or so of output, for a log line.
+fn summary(output: &str) -> String {
+    let trimmed = output.trim();
+    match trimmed.char_indices().nth(200) {
+        Some((i, _)) => format!("{}…", &trimmed[..i]),
+        None => trimmed.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

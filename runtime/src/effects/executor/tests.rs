@@ -1,0 +1,150 @@
+//! Unit tests of `executor`.
+
+use super::*;
+
+fn shell(script: &str) -> Command {
+    Command::new(Program::Shell(script.into()))
+}
+
+#[tokio::test]
+async fn exit_codes_output_and_signals() {
+    let r = run(&Command::new(Program::Argv(vec![
+        "echo".into(),
+        "a  b".into(),
+    ])))
+    .await;
+    assert_eq!(
+        (r.code, r.signal, r.output.as_str(), r.error),
+        (Some(0), None, "a  b\n", None)
+    );
+
+    let r = run(&shell("echo out; echo err >&2; exit 3")).await;
+    assert_eq!(r.code, Some(3));
+    assert!(
+        r.output.contains("out\n") && r.output.contains("err\n"),
+        "{:?}",
+        r.output
+    );
+
+    let r = run(&shell("kill -USR1 $$")).await;
+    assert_eq!((r.code, r.signal), (None, Some(libc::SIGUSR1)));
+
+    let r = run(&Command::new(Program::Argv(vec![
+        "/nonexistent/cmd".into(),
+    ])))
+    .await;
+    assert!(
+        r.error
+            .unwrap()
+            .starts_with("cannot start [\"/nonexistent/cmd\"]")
+    );
+}
+
+#[tokio::test]
+async fn timeout_kills_the_whole_process_tree() {
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("grandchild.pid");
+    let mut spec = shell(&format!(
+        "sh -c 'echo $$ > {}; sleep 30' & sleep 30",
+        pidfile.display()
+    ));
+    spec.timeout = Duration::from_millis(300);
+    spec.kill_grace = Duration::from_millis(200);
+    let started = Instant::now();
+    let r = run(&spec).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(
+        r.error
+            .as_deref()
+            .unwrap()
+            .starts_with("timed out after 300ms")
+    );
+    assert_eq!(r.signal, Some(libc::SIGTERM));
+    let pid: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // SAFETY: signal 0 only checks for existence.
+    let alive = unsafe { libc::kill(pid, 0) } == 0;
+    let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| s.contains(") Z "))
+        .unwrap_or(true);
+    assert!(!alive || zombie, "grandchild {pid} survived the timeout");
+}
+
+#[tokio::test]
+async fn ignoring_sigterm_gets_sigkill() {
+    let mut spec = shell("trap '' TERM; sleep 30");
+    spec.timeout = Duration::from_millis(200);
+    spec.kill_grace = Duration::from_millis(200);
+    let r = run(&spec).await;
+    assert_eq!(r.signal, Some(libc::SIGKILL));
+}
+
+#[tokio::test]
+async fn output_is_capped_and_the_rest_drained() {
+    let mut spec = shell("head -c 1000000 /dev/zero | tr '\\0' x; echo done >&2; exit 7");
+    spec.output_cap = 100;
+    let r = run(&spec).await;
+    assert_eq!(r.code, Some(7), "the writer was not killed by SIGPIPE");
+    assert!(r.output.starts_with(&"x".repeat(100)));
+    assert!(r.output.ends_with("bytes dropped]"), "{}", &r.output[100..]);
+}
+
+#[tokio::test]
+async fn background_child_holding_the_pipe_does_not_hang_the_result() {
+    let started = Instant::now();
+    let r = run(&shell("sleep 5 & echo started")).await;
+    assert_eq!(r.code, Some(0));
+    assert_eq!(r.output, "started\n");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn executor_refuses_a_concurrent_run_and_reports_back() {
+    let config = Config::parse(
+        "[services.s.commands]\nslow = \"sleep 0.5; echo finished\"\n",
+        std::path::Path::new("t.toml"),
+        std::path::Path::new("/"),
+    )
+    .unwrap();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(Executor::new(Arc::new(config)).serve(rx));
+    let (otx, mut orx) = tokio::sync::mpsc::unbounded_channel();
+    for id in 0..2 {
+        let otx = otx.clone();
+        tx.send(CommandRequest {
+            origin: "test".into(),
+            action_id: id,
+            service: "s".into(),
+            command: "slow".into(),
+            reason: "test".into(),
+            reply: Box::new(move |o| {
+                let _ = otx.send(o);
+            }),
+        })
+        .unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let first = orx.recv().await.unwrap();
+    assert_eq!(first.action_id, 1);
+    assert_eq!(
+        first.error.as_deref(),
+        Some("`s`/`slow` is already running (1 of 1 allowed at once)")
+    );
+    let second = orx.recv().await.unwrap();
+    assert_eq!(
+        (second.action_id, second.code, second.output.as_str()),
+        (0, Some(0), "finished\n")
+    );
+}

@@ -1,0 +1,85 @@
+//! Effects: what decisions become, after the policy gate. `Effects` implements the engine's
+//! port: `run` goes to the gate and executor, `publish` and `run-remote` to MQTT, `notify` to
+//! the log. Remote commands from MQTT reach the same executor through [`Effects::run`].
+//!
+//! Invariant: effects import the engine only for its port; no source imports an effect.
+
+pub mod executor;
+pub mod mqtt;
+pub mod policy;
+mod remote;
+
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+
+use crate::engine::port::{Decision, EffectPort};
+use crate::event::{CommandRequest, Severity};
+
+/// Where every kind of decision goes. Cheap to clone.
+#[derive(Clone)]
+pub struct Effects {
+    pub commands: mpsc::UnboundedSender<CommandRequest>,
+    /// `None` when this node has no `[mqtt]` section.
+    pub mqtt: Option<mqtt::Outbound>,
+}
+
+impl Effects {
+    /// The engine's port, backed by these effects.
+    pub fn port(self) -> EffectPort {
+        Arc::new(move |decision| self.carry_out(decision))
+    }
+
+    /// Hand a run request to the policy gate and executor.
+    pub fn run(&self, request: CommandRequest) {
+        if let Err(mpsc::error::SendError(request)) = self.commands.send(request) {
+            tracing::error!(
+                origin = &*request.origin,
+                action_id = request.action_id,
+                "executor is gone; command not run"
+            );
+            (request.reply)(crate::event::CommandResult::error(
+                request.action_id,
+                request.service,
+                request.command,
+                "medic is stopping".into(),
+            ));
+        }
+    }
+
+    fn carry_out(&self, decision: Decision) {
+        match decision {
+            Decision::Run {
+                rule,
+                action_id,
+                service,
+                command,
+                reason,
+                reply,
+            } => self.run(CommandRequest {
+                origin: rule,
+                action_id,
+                service,
+                command,
+                reason,
+                reply,
+            }),
+            d @ (Decision::Publish { .. } | Decision::RunRemote { .. }) => match &self.mqtt {
+                Some(mqtt) => mqtt.send(d),
+                None => d.refuse("MQTT is not configured on this node"),
+            },
+            Decision::Notify {
+                rule,
+                severity,
+                message,
+            } => {
+                let rule = &*rule;
+                match severity {
+                    Severity::Failure => tracing::error!(rule, "notification: {message}"),
+                    Severity::Warning => tracing::warn!(rule, "notification: {message}"),
+                    Severity::Okay => tracing::info!(rule, "notification: {message}"),
+                }
+            }
+        }
+    }
+}

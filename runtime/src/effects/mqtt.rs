@@ -1,0 +1,172 @@
+//! MQTT out: rules' `publish` (only on topics granted to the rule) and `run-remote` (a command
+//! in lua-collectd-monitor's format to another node, whose result comes back to the rule).
+//! Everything goes through the session's persistent outbox.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::remote::{Asked, Remote};
+use crate::config::Mqtt;
+use crate::engine::port::Decision;
+use crate::mqtt::lcm;
+use crate::mqtt::session::{Handled, Session, SessionHandle};
+
+enum Msg {
+    Decision(Decision),
+    /// Answer every `run-remote` still waiting; reply with how many there were.
+    Abandon(oneshot::Sender<usize>),
+}
+
+/// Hands `publish` and `run-remote` decisions to the outbound task. Cloneable.
+#[derive(Clone)]
+pub struct Outbound {
+    tx: mpsc::UnboundedSender<Msg>,
+}
+
+impl Outbound {
+    /// Start the outbound task; results of `run-remote` are read from `session`'s messages.
+    pub fn start(cfg: Mqtt, handle: SessionHandle, session: &mut Session) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (results_tx, results) = mpsc::unbounded_channel();
+        let result_topics: Arc<RwLock<BTreeSet<String>>> = Arc::default();
+        let topics = result_topics.clone();
+        session.on_message(Box::new(move |m| {
+            let ours = topics
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains(&m.topic);
+            if ours {
+                let _ = results_tx.send(m.payload.clone());
+            }
+            Handled::Done
+        }));
+        let task = Task {
+            cfg,
+            session: handle,
+            remote: Remote::default(),
+            result_topics,
+        };
+        tokio::spawn(task.run(rx, results));
+        Self { tx }
+    }
+
+    /// Hand over a `publish` or `run-remote`; refused (with its result) when the task is gone.
+    pub fn send(&self, decision: Decision) {
+        if let Err(mpsc::error::SendError(Msg::Decision(d))) = self.tx.send(Msg::Decision(decision))
+        {
+            d.refuse("the MQTT client has stopped");
+        }
+    }
+
+    /// Answer every `run-remote` still waiting for its node (medic is stopping).
+    pub async fn abandon_waiting(&self) -> usize {
+        let (done, wait) = oneshot::channel();
+        if self.tx.send(Msg::Abandon(done)).is_err() {
+            return 0;
+        }
+        wait.await.unwrap_or(0)
+    }
+}
+
+struct Task {
+    cfg: Mqtt,
+    session: SessionHandle,
+    remote: Remote,
+    result_topics: Arc<RwLock<BTreeSet<String>>>,
+}
+
+impl Task {
+    async fn run(
+        mut self,
+        mut rx: mpsc::UnboundedReceiver<Msg>,
+        mut results: mpsc::UnboundedReceiver<Vec<u8>>,
+    ) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                msg = rx.recv() => match msg {
+                    Some(Msg::Decision(d)) => self.on_decision(d),
+                    Some(Msg::Abandon(done)) => {
+                        let _ = done.send(self.remote.abandon("medic is stopping"));
+                    }
+                    None => {
+                        self.remote.abandon("medic is stopping");
+                        return;
+                    }
+                },
+                Some(payload) = results.recv() => self.remote.on_result(&payload),
+                _ = tick.tick() => self.remote.expire(Instant::now()),
+            }
+        }
+    }
+
+    fn on_decision(&mut self, decision: Decision) {
+        match decision {
+            Decision::Publish {
+                rule,
+                topic,
+                payload,
+                retain,
+            } => {
+                let granted = || {
+                    let filters = self.cfg.grants.get(&*rule);
+                    filters.is_some_and(|f| f.iter().any(|f| rumqttc::matches(&topic, f)))
+                };
+                let refusal = if topic.is_empty() || !rumqttc::valid_topic(&topic) {
+                    Some("not a valid topic name".to_string())
+                } else if !granted() {
+                    Some(format!(
+                        "topic not granted to this rule (mqtt.grants.{rule})"
+                    ))
+                } else {
+                    None
+                };
+                if let Some(why) = refusal {
+                    return tracing::warn!(rule = &*rule, topic, "publish refused: {why}");
+                }
+                tracing::debug!(
+                    rule = &*rule,
+                    topic,
+                    bytes = payload.len(),
+                    "rule publishes"
+                );
+                self.session.queue(&topic, &payload, retain);
+            }
+            Decision::RunRemote {
+                rule,
+                action_id,
+                node,
+                service,
+                command,
+                reply,
+                ..
+            } => {
+                let command_topic = Mqtt::topic_for(&self.cfg.command_topic, &node);
+                let result_topic = Mqtt::topic_for(&self.cfg.result_topic, &node);
+                let payload = lcm::command_payload(action_id, &service, &command);
+                let asked = Asked {
+                    rule,
+                    node,
+                    service,
+                    command,
+                    reply,
+                };
+                let timeout = self.cfg.remote_timeout;
+                if self.remote.ask(action_id, asked, result_topic, timeout) {
+                    let topics = self.remote.result_topics.clone();
+                    *self
+                        .result_topics
+                        .write()
+                        .unwrap_or_else(|p| p.into_inner()) = topics.clone();
+                    // Subscribed before the command goes out: requests leave in order.
+                    self.session.want("run-remote results", topics);
+                }
+                self.session.queue(&command_topic, &payload, false);
+            }
+            other => other.refuse("not an MQTT decision"),
+        }
+    }
+}

@@ -1,0 +1,220 @@
+//! The one event model every part of medic shares: what sources produce (value lists,
+//! notifications, MQTT messages), what the engine consumes, and what comes back from an effect
+//! (command results), with the clock they are stamped by.
+//!
+//! Invariant: this file imports nothing of medic (the rules SDK's pure identifier parser is the
+//! contract, not medic). It sits at the bottom of the house, so any
+//! module may use it and it can never be part of an import circle.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// collectd's series identifier. Empty instance strings mean "not set".
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub struct Identifier {
+    pub host: String,
+    pub plugin: String,
+    pub plugin_instance: String,
+    pub type_: String,
+    pub type_instance: String,
+}
+
+impl Identifier {
+    /// Parse `host/plugin[-instance]/type[-instance]`, with the rules SDK's parser (one parser
+    /// for host and rules).
+    pub fn parse(text: &str) -> Option<Self> {
+        let p = medic_rules::identifier::split(text)?;
+        Some(Self {
+            host: p.host.into(),
+            plugin: p.plugin.into(),
+            plugin_instance: p.plugin_instance.into(),
+            type_: p.type_.into(),
+            type_instance: p.type_instance.into(),
+        })
+    }
+}
+
+impl fmt::Display for Identifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        medic_rules::identifier::write(
+            f,
+            medic_rules::identifier::Parts {
+                host: &self.host,
+                plugin: &self.plugin,
+                plugin_instance: &self.plugin_instance,
+                type_: &self.type_,
+                type_instance: &self.type_instance,
+            },
+        )
+    }
+}
+
+/// A data-source type, as in types.db.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DsType {
+    Gauge,
+    Derive,
+    Counter,
+    Absolute,
+}
+
+/// One raw value.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Sample {
+    Gauge(f64),
+    Derive(i64),
+    Counter(u64),
+    Absolute(u64),
+}
+
+impl Sample {
+    pub fn ds_type(&self) -> DsType {
+        match self {
+            Sample::Gauge(_) => DsType::Gauge,
+            Sample::Derive(_) => DsType::Derive,
+            Sample::Counter(_) => DsType::Counter,
+            Sample::Absolute(_) => DsType::Absolute,
+        }
+    }
+}
+
+/// One value list: one identifier, one time, one value per data source.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValueList {
+    pub identifier: Identifier,
+    /// Nanoseconds since the Unix epoch.
+    pub time: u64,
+    /// Nanoseconds.
+    pub interval: u64,
+    pub samples: Vec<Sample>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Severity {
+    Failure,
+    Warning,
+    Okay,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Notification {
+    pub severity: Severity,
+    pub time: u64,
+    pub message: String,
+    pub identifier: Identifier,
+}
+
+/// A message on an MQTT topic some rule subscribed to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MqttMessage {
+    pub topic: String,
+    pub payload: Vec<u8>,
+}
+
+/// What an ingest source hands to the engine.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Ingested {
+    Values(ValueList),
+    Notification(Notification),
+    Mqtt(MqttMessage),
+}
+
+pub fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// Seconds (as collectd writes them) to nanoseconds; `None` for negative or absurd values.
+pub fn secs_to_ns(secs: f64) -> Option<u64> {
+    (0.0..1.8e10)
+        .contains(&secs)
+        .then(|| (secs * 1e9).round() as u64)
+}
+
+/// Action ids: unique across restarts without persistence, by starting from the clock. Every
+/// decision (a rule's `run`, a remote command) gets one; its result carries it back.
+pub fn next_action_id() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let _ = NEXT.compare_exchange(0, now_ns() / 1_000, Ordering::Relaxed, Ordering::Relaxed);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Why the policy gate refused to run a command (it never started).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Refusal {
+    #[error("no services are configured")]
+    NoServices,
+    #[error("unknown service `{0}`")]
+    UnknownService(String),
+    #[error("service `{service}` has no command `{command}`")]
+    UnknownCommand { service: String, command: String },
+    #[error("`{service}`/`{command}` is already running ({running} of {limit} allowed at once)")]
+    AlreadyRunning {
+        service: String,
+        command: String,
+        running: usize,
+        limit: usize,
+    },
+    #[error("`{service}`/`{command}` is cooling down for another {remaining:?}")]
+    CoolingDown {
+        service: String,
+        command: String,
+        remaining: Duration,
+    },
+    #[error("medic is stopping")]
+    Stopping,
+}
+
+/// What happened to one request to run a command, wherever it ran (here or on another node).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CommandResult {
+    pub action_id: u64,
+    pub service: String,
+    pub command: String,
+    pub code: Option<i32>,
+    pub signal: Option<i32>,
+    pub output: String,
+    /// Why it did not run or did not finish normally (refused, timed out, failed to start).
+    pub error: Option<String>,
+    /// Set when the policy gate refused it (it never ran).
+    pub refusal: Option<Refusal>,
+    /// It ran past its timeout and was killed.
+    pub timed_out: bool,
+    pub duration: Duration,
+}
+
+impl CommandResult {
+    /// A result for a command that never ran.
+    pub fn error(action_id: u64, service: String, command: String, error: String) -> Self {
+        Self {
+            action_id,
+            service,
+            command,
+            code: None,
+            signal: None,
+            output: String::new(),
+            error: Some(error),
+            refusal: None,
+            timed_out: false,
+            duration: Duration::ZERO,
+        }
+    }
+}
+
+/// Where a command's result goes: back to whoever asked (a rule's worker, an MQTT sender).
+pub type ReplyTo = Box<dyn FnOnce(CommandResult) + Send>;
+
+/// A request to run one allow-listed command, from a rule or a remote sender alike.
+pub struct CommandRequest {
+    /// Who asked: a rule name, or `mqtt:<task id>` for a remote command.
+    pub origin: Arc<str>,
+    /// Number of this decision in logs and the audit trail.
+    pub action_id: u64,
+    pub service: String,
+    pub command: String,
+    pub reason: String,
+    pub reply: ReplyTo,
+}

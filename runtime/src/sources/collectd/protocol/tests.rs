@@ -1,0 +1,320 @@
+//! Unit tests of `protocol`.
+
+use super::*;
+use serde_json::Value as Json;
+
+use crate::test_fixtures::bytes as fixture;
+
+fn creds(password: &str) -> Credentials {
+    Credentials::parse(&format!(
+        "# comment\n\nfixture-user: {password}\nother: x\n"
+    ))
+}
+
+fn decode_all(
+    bytes: &[u8],
+    level: SecurityLevel,
+    c: &Credentials,
+) -> Result<Vec<Decoded>, DecodeError> {
+    let mut out = Vec::new();
+    decode(bytes, level, c, &mut out).map(|()| out)
+}
+
+/// The fixture's expected JSON, in the form the fixtures use.
+fn to_json(d: &Decoded) -> Json {
+    let f = match &d.item {
+        Item::Values { fields, .. } | Item::Notification { fields, .. } => fields,
+    };
+    let mut j = serde_json::json!({
+        "security": d.security.as_str(),
+        "host": f.host, "plugin": f.plugin, "plugin_instance": f.plugin_instance,
+        "type": f.type_, "type_instance": f.type_instance, "time_hr": f.time_hr,
+    });
+    match &d.item {
+        Item::Values { samples, .. } => {
+            j["kind"] = "values".into();
+            j["interval_hr"] = f.interval_hr.into();
+            j["values"] = samples
+                .iter()
+                .map(|s| match *s {
+                    Sample::Gauge(g) if g.is_nan() => {
+                        serde_json::json!({"ds_type": "gauge", "value": "NaN"})
+                    }
+                    Sample::Gauge(g) => serde_json::json!({"ds_type": "gauge", "value": g}),
+                    Sample::Derive(v) => serde_json::json!({"ds_type": "derive", "value": v}),
+                    Sample::Counter(v) => serde_json::json!({"ds_type": "counter", "value": v}),
+                    Sample::Absolute(v) => {
+                        serde_json::json!({"ds_type": "absolute", "value": v})
+                    }
+                })
+                .collect();
+        }
+        Item::Notification {
+            severity, message, ..
+        } => {
+            j["kind"] = "notification".into();
+            j["severity"] = (*severity).into();
+            j["message"] = message.as_str().into();
+        }
+    }
+    j
+}
+
+#[test]
+fn every_fixture_decodes_to_its_expected_json() {
+    let cases = [
+        ("plain", SecurityLevel::None),
+        ("plain-small", SecurityLevel::None),
+        ("alltypes", SecurityLevel::None),
+        ("notif-okay", SecurityLevel::None),
+        ("notif-failure-nohost", SecurityLevel::None),
+        ("sign", SecurityLevel::Sign),
+        ("encrypt", SecurityLevel::Encrypt),
+    ];
+    let c = creds("fixture-secret");
+    for (name, level) in cases {
+        let got = decode_all(&fixture(&format!("{name}.bin")), level, &c).unwrap();
+        let text = crate::test_fixtures::text(&format!("{name}.expected.json"));
+        let expected: Vec<Json> = serde_json::from_str(&text).unwrap();
+        assert_eq!(got.len(), expected.len(), "{name}");
+        for (i, (g, e)) in got.iter().zip(&expected).enumerate() {
+            let mut e = e.clone();
+            // `time` is derived from `time_hr`; compare the exact field.
+            e.as_object_mut().unwrap().remove("time");
+            assert_eq!(to_json(g), e, "{name} item {i}");
+        }
+    }
+}
+
+#[test]
+fn security_levels_apply_as_collectd_applies_them() {
+    let (plain, sign, encrypt) = (
+        fixture("plain.bin"),
+        fixture("sign.bin"),
+        fixture("encrypt.bin"),
+    );
+    let good = creds("fixture-secret");
+    let wrong = creds("wrong");
+    use SecurityLevel::*;
+    // none: plain and signed (unchecked) pass, encrypted is dropped.
+    assert_eq!(
+        decode_all(&plain, None, &Credentials::default())
+            .unwrap()
+            .len(),
+        29
+    );
+    let s = decode_all(&sign, None, &Credentials::default()).unwrap();
+    assert!(s.len() == 28 && s.iter().all(|d| d.security == Security::None));
+    assert_eq!(
+        decode_all(&encrypt, None, &good),
+        Err(DecodeError::EncryptedAtNone)
+    );
+    // sign: plain refused, signature checked, encrypted decrypted.
+    assert_eq!(
+        decode_all(&plain, Sign, &good),
+        Err(DecodeError::Unsigned(Sign))
+    );
+    assert_eq!(
+        decode_all(&sign, Sign, &wrong),
+        Err(DecodeError::BadSignature("fixture-user".into()))
+    );
+    assert_eq!(
+        decode_all(&sign, Sign, &Credentials::default()),
+        Err(DecodeError::UnknownUser("fixture-user".into()))
+    );
+    assert_eq!(decode_all(&encrypt, Sign, &good).unwrap().len(), 29);
+    // encrypt: only encrypted data.
+    assert_eq!(
+        decode_all(&sign, Encrypt, &good),
+        Err(DecodeError::Unsigned(Encrypt))
+    );
+    assert_eq!(
+        decode_all(&encrypt, Encrypt, &wrong),
+        Err(DecodeError::BadChecksum("fixture-user".into()))
+    );
+}
+
+fn part(t: u16, body: &[u8]) -> Vec<u8> {
+    let mut p = t.to_be_bytes().to_vec();
+    p.extend(((body.len() + 4) as u16).to_be_bytes());
+    p.extend(body);
+    p
+}
+
+fn decode_none(bytes: &[u8]) -> Result<Vec<Decoded>, DecodeError> {
+    decode_all(bytes, SecurityLevel::None, &Credentials::default())
+}
+
+#[test]
+fn every_part_type_and_field_carry_over() {
+    let mut d = Vec::new();
+    d.extend(part(HOST, b"h\0"));
+    d.extend(part(TIME, &10u64.to_be_bytes()));
+    d.extend(part(INTERVAL, &2u64.to_be_bytes()));
+    d.extend(part(PLUGIN, b"p\0"));
+    d.extend(part(PLUGIN_INSTANCE, b"pi\0"));
+    d.extend(part(TYPE, b"t\0"));
+    d.extend(part(TYPE_INSTANCE, b"\0"));
+    d.extend(part(0x7777, b"unknown parts are skipped"));
+    let mut values = 4u16.to_be_bytes().to_vec();
+    values.extend([0, 1, 2, 3]);
+    values.extend(7u64.to_be_bytes());
+    values.extend(1.5f64.to_le_bytes());
+    values.extend((-3i64).to_be_bytes());
+    values.extend(9u64.to_be_bytes());
+    d.extend(part(VALUES, &values));
+    d.extend(part(TIME_HR, &(5u64 << 30).to_be_bytes()));
+    d.extend(part(INTERVAL_HR, &(1u64 << 29).to_be_bytes()));
+    d.extend(part(VALUES, &0u16.to_be_bytes()));
+    d.extend(part(SEVERITY, &2u64.to_be_bytes()));
+    d.extend(part(MESSAGE, b"disk full\0"));
+    let out = decode_none(&d).unwrap();
+    assert_eq!(out.len(), 3);
+    let Item::Values { fields, samples } = &out[0].item else {
+        panic!()
+    };
+    assert_eq!(
+        (
+            fields.host.as_str(),
+            fields.plugin_instance.as_str(),
+            fields.type_instance.as_str()
+        ),
+        ("h", "pi", "")
+    );
+    assert_eq!((fields.time_hr, fields.interval_hr), (10 << 30, 2 << 30));
+    assert_eq!(
+        samples,
+        &vec![
+            Sample::Counter(7),
+            Sample::Gauge(1.5),
+            Sample::Derive(-3),
+            Sample::Absolute(9)
+        ]
+    );
+    let Item::Values { fields, samples } = &out[1].item else {
+        panic!()
+    };
+    assert!(
+        samples.is_empty(),
+        "a 0-value list decodes (and is dropped later by types.db)"
+    );
+    assert_eq!((fields.time_hr, fields.interval_hr), (5 << 30, 1 << 29));
+    assert!(
+        matches!(&out[2].item, Item::Notification { severity: 2, message, .. } if message == "disk full")
+    );
+}
+
+#[test]
+fn malformed_input_is_an_error_never_a_panic() {
+    let host = part(HOST, b"h\0");
+    assert_eq!(
+        decode_none(&host[..3]),
+        Err(DecodeError::TruncatedHeader { offset: 0 })
+    );
+    let mut lying = host.clone();
+    lying[3] = 200;
+    assert!(matches!(
+        decode_none(&lying),
+        Err(DecodeError::LengthTooLong {
+            length: 200,
+            left: 6,
+            ..
+        })
+    ));
+    lying[3] = 2;
+    assert!(matches!(
+        decode_none(&lying),
+        Err(DecodeError::BadLength { length: 2, .. })
+    ));
+    assert!(matches!(
+        decode_none(&part(HOST, b"no nul")),
+        Err(DecodeError::BadString { .. })
+    ));
+    assert!(matches!(
+        decode_none(&part(HOST, b"")),
+        Err(DecodeError::BadString { .. })
+    ));
+    assert!(matches!(
+        decode_none(&part(TIME, &[1, 2, 3])),
+        Err(DecodeError::BadLength { .. })
+    ));
+    let mut v = 2u16.to_be_bytes().to_vec();
+    v.extend([1, 1]);
+    v.extend(1.0f64.to_le_bytes());
+    assert!(
+        matches!(
+            decode_none(&part(VALUES, &v)),
+            Err(DecodeError::BadLength { .. })
+        ),
+        "count lies"
+    );
+    let mut v = 1u16.to_be_bytes().to_vec();
+    v.push(9);
+    v.extend(1.0f64.to_le_bytes());
+    assert_eq!(
+        decode_none(&part(VALUES, &v)),
+        Err(DecodeError::BadDsType {
+            offset: 0,
+            ds_type: 9
+        })
+    );
+    // Items before the error are kept.
+    let mut out = Vec::new();
+    let mut d = part(TYPE, b"t\0");
+    d.extend(part(VALUES, &0u16.to_be_bytes()));
+    d.extend([0, 1]);
+    assert!(decode(&d, SecurityLevel::None, &Credentials::default(), &mut out).is_err());
+    assert_eq!(out.len(), 1);
+    // Truncated signature and encryption parts.
+    assert!(
+        decode_all(
+            &part(SIGN_SHA256, &[0; 10]),
+            SecurityLevel::Sign,
+            &creds("x")
+        )
+        .is_err()
+    );
+    assert!(
+        decode_all(
+            &part(ENCR_AES256, &[0, 50, 1]),
+            SecurityLevel::Encrypt,
+            &creds("x")
+        )
+        .is_err()
+    );
+    let enc = fixture("encrypt.bin");
+    for cut in [1, 7, 30, 100, enc.len() - 1] {
+        assert!(
+            decode_all(
+                &enc[..cut],
+                SecurityLevel::Encrypt,
+                &creds("fixture-secret")
+            )
+            .is_err()
+        );
+    }
+}
+
+proptest::proptest! {
+    #[test]
+    fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..2048)) {
+        for level in [SecurityLevel::None, SecurityLevel::Sign, SecurityLevel::Encrypt] {
+            let mut out = Vec::new();
+            let _ = decode(&bytes, level, &creds("fixture-secret"), &mut out);
+        }
+    }
+
+    #[test]
+    fn mutated_fixtures_never_panic(i in 0usize..1378, b in proptest::num::u8::ANY, cut in 0usize..1400) {
+        for name in ["plain.bin", "sign.bin", "encrypt.bin", "alltypes.bin"] {
+            let mut bytes = fixture(name);
+            let i = i % bytes.len();
+            bytes[i] = b;
+            bytes.truncate(cut.max(1));
+            for level in [SecurityLevel::None, SecurityLevel::Sign, SecurityLevel::Encrypt] {
+                let mut out = Vec::new();
+                let _ = decode(&bytes, level, &creds("fixture-secret"), &mut out);
+            }
+        }
+    }
+}

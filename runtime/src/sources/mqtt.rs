@@ -1,0 +1,321 @@
+//! MQTT in: remote commands on `command_topic` (lua-collectd-monitor's format) and messages on
+//! the rules' topics.
+//!
+//! A remote command travels the same road as a rule's decision: it is handed to the policy gate
+//! and executor (through the `run` closure the daemon gives), and its result is recorded with
+//! its task id and queued in the outbox in one transaction. Task ids are recorded before the
+//! command is acknowledged to the broker, so a crash between the two makes the broker deliver it
+//! again and the dedupe record answers it.
+//!
+//! Messages for rules go to the ingest queue through a small buffer of their own: a full
+//! dispatcher queue drops (and counts) rule messages, and never stalls remote commands.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+use crate::config::Mqtt;
+use crate::event::{CommandRequest, CommandResult, Ingested, MqttMessage, next_action_id, now_ns};
+use crate::logging::RateLimited;
+use crate::mqtt::lcm::{self, Reply, code};
+use crate::mqtt::link::Message;
+use crate::mqtt::session::{Handled, Session, SessionHandle};
+use crate::shutdown::Shutdown;
+use crate::store::{Store, TaskSeen};
+
+/// How often expired task ids are forgotten.
+const EXPIRE_EVERY: Duration = Duration::from_secs(3600);
+/// Rule messages waiting for room in the ingest queue.
+const RULE_BUFFER: usize = 1024;
+
+/// What the inbound side needs.
+pub struct Parts {
+    pub config: Mqtt,
+    pub node: String,
+    pub store: Store,
+    pub session: SessionHandle,
+    /// Hands a remote command to the policy gate and executor.
+    pub run: Arc<dyn Fn(CommandRequest) + Send + Sync>,
+    pub ingest: mpsc::Sender<Ingested>,
+    pub shutdown: Shutdown,
+}
+
+/// Register the inbound handler on `session` and start the tasks behind it. They end when
+/// `shutdown` fires (commands arriving after it stay with the broker for the next start).
+pub fn start(parts: Parts, session: &mut Session) -> Vec<tokio::task::JoinHandle<()>> {
+    let (rules_tx, rules_rx) = mpsc::channel(RULE_BUFFER);
+    let mut inbound = Inbound {
+        command_topic: Mqtt::topic_for(&parts.config.command_topic, &parts.node),
+        result_topic: Mqtt::topic_for(&parts.config.result_topic, &parts.node),
+        cfg: parts.config,
+        store: parts.store,
+        session: parts.session,
+        run: parts.run,
+        rules: rules_tx,
+        shutdown: parts.shutdown.clone(),
+        invalid: 0,
+        rule_drops: 0,
+        rule_drop_log: RateLimited::default(),
+    };
+    inbound.recover();
+    inbound.session.want(
+        "remote commands",
+        BTreeSet::from([inbound.command_topic.clone()]),
+    );
+    let maintenance = tokio::spawn(expire_tasks(
+        inbound.store.clone(),
+        inbound.cfg.dedupe_window,
+        parts.shutdown.clone(),
+    ));
+    let forward = tokio::spawn(forward_to_rules(rules_rx, parts.ingest, parts.shutdown));
+    session.on_message(Box::new(move |m| inbound.on_message(m)));
+    vec![maintenance, forward]
+}
+
+struct Inbound {
+    cfg: Mqtt,
+    command_topic: String,
+    result_topic: String,
+    store: Store,
+    session: SessionHandle,
+    run: Arc<dyn Fn(CommandRequest) + Send + Sync>,
+    rules: mpsc::Sender<MqttMessage>,
+    shutdown: Shutdown,
+    invalid: u64,
+    rule_drops: u64,
+    rule_drop_log: RateLimited,
+}
+
+impl Inbound {
+    fn on_message(&mut self, m: &Message) -> Handled {
+        if self.shutdown.is_triggered() {
+            return Handled::Leave;
+        }
+        if m.topic == self.command_topic {
+            self.on_command(m);
+        }
+        // Every message may be on some rule's topic: the dispatcher matches each rule's filters
+        // (once, there), and subscriptions are the union of them plus medic's own topics.
+        let message = MqttMessage {
+            topic: m.topic.clone(),
+            payload: m.payload.clone(),
+        };
+        if self.rules.try_send(message).is_err() {
+            self.rule_drops += 1;
+            let total = self.rule_drops;
+            self.rule_drop_log.log(|suppressed| {
+                tracing::warn!(
+                    total_dropped = total,
+                    suppressed,
+                    "engine busy: MQTT message for rules dropped"
+                )
+            });
+        }
+        Handled::Done
+    }
+
+    /// After a restart: tasks recorded as running never finished here. Answer them, so their
+    /// senders are not left waiting.
+    fn recover(&mut self) {
+        forget_expired(&self.store, self.cfg.dedupe_window);
+        match self.store.tasks_running() {
+            Ok(keys) => {
+                for key in keys {
+                    let task_id = serde_json::from_str(&key).unwrap_or(Value::String(key.clone()));
+                    tracing::warn!(
+                        task_id = key,
+                        "remote command was running when medic stopped; answering `interrupted`"
+                    );
+                    let reply = Reply::new(
+                        task_id,
+                        code::INTERRUPTED,
+                        "medic stopped while this command ran; it may or may not have completed",
+                    );
+                    finish_task(&self.store, &self.session, &self.result_topic, &key, &reply);
+                }
+            }
+            Err(e) => tracing::error!("cannot read unfinished remote commands: {e}"),
+        }
+    }
+
+    fn on_command(&mut self, p: &Message) {
+        let request = match lcm::parse_request(&p.payload) {
+            Ok(r) => r,
+            Err(invalid) => {
+                self.invalid += 1;
+                match invalid.task_id {
+                    Some(task_id) => {
+                        tracing::warn!(
+                            task_id = %task_id, total_invalid = self.invalid,
+                            "invalid remote command: {}; answered with code {}",
+                            invalid.message, code::INVALID_REQUEST
+                        );
+                        self.reply(&Reply::new(task_id, code::INVALID_REQUEST, invalid.message));
+                    }
+                    None => tracing::warn!(
+                        total_invalid = self.invalid,
+                        payload = %String::from_utf8_lossy(&p.payload[..p.payload.len().min(200)]),
+                        "invalid remote command dropped (no task id to answer): {}",
+                        invalid.message
+                    ),
+                }
+                return;
+            }
+        };
+        let key = request.key();
+        let now = now_ns();
+        let since = now.saturating_sub(self.cfg.dedupe_window.as_nanos() as u64);
+        match self.store.task_begin(&key, now, since) {
+            Err(e) => {
+                tracing::error!(task_id = key, "cannot record the remote task id: {e}");
+                let reply = Reply::new(
+                    request.task_id,
+                    code::REFUSED,
+                    format!("medic cannot record the task id, so it does not run it: {e}"),
+                );
+                self.reply(&reply);
+            }
+            // The broker redelivers what it is not sure we got (DUP): not a new request.
+            Ok(TaskSeen::Done(_) | TaskSeen::Running) if p.dup => {
+                tracing::info!(
+                    task_id = key,
+                    "broker redelivered a remote command already handled"
+                );
+            }
+            Ok(TaskSeen::Done(reply)) => {
+                tracing::info!(
+                    task_id = key,
+                    "remote command seen before: sending its recorded result again"
+                );
+                self.session.queue(&self.result_topic, &reply, false);
+            }
+            Ok(TaskSeen::Running) => {
+                tracing::warn!(task_id = key, "duplicate task id while it is still running");
+                let reply = Reply::new(
+                    request.task_id,
+                    code::DUPLICATE_RUNNING,
+                    format!("task {key} is still running"),
+                );
+                self.reply(&reply);
+            }
+            Ok(TaskSeen::New) => self.run_command(key, request),
+        }
+    }
+
+    fn run_command(&mut self, key: String, request: lcm::Request) {
+        if let Some(why) = self.stale(&request) {
+            tracing::warn!(task_id = key, "stale remote command refused: {why}");
+            let reply = Reply::new(request.task_id, code::STALE, why);
+            return finish_task(&self.store, &self.session, &self.result_topic, &key, &reply);
+        }
+        let action_id = next_action_id();
+        tracing::info!(
+            task_id = key,
+            action_id,
+            service = request.service,
+            command = request.command,
+            "remote command received"
+        );
+        let (store, session) = (self.store.clone(), self.session.clone());
+        let (result_topic, task_id) = (self.result_topic.clone(), request.task_id);
+        let origin: Arc<str> = format!("mqtt:{key}").into();
+        (self.run)(CommandRequest {
+            origin,
+            action_id,
+            service: request.service,
+            command: request.command,
+            reason: "remote command".into(),
+            reply: Box::new(move |result: CommandResult| {
+                let (code, message) = lcm::outcome_reply(&result);
+                let reply = Reply::new(task_id, code, message);
+                finish_task(&store, &session, &result_topic, &key, &reply);
+                // Logged once the result is committed: after this line it survives a crash.
+                tracing::info!(task_id = key, code, "remote command answered");
+            }),
+        });
+    }
+
+    /// Why a request is too old to run (`mqtt.max_age`), if it is.
+    fn stale(&self, request: &lcm::Request) -> Option<String> {
+        let max_age = self.cfg.max_age?;
+        match &request.timestamp {
+            None => Some("the request has no timestamp and mqtt.max_age is set".to_string()),
+            Some(ts) => match lcm::age(ts, jiff::Timestamp::now()) {
+                Err(e) => Some(e),
+                Ok(age) if age > max_age => Some(format!(
+                    "the request is {}s old; mqtt.max_age is {}s",
+                    age.as_secs(),
+                    max_age.as_secs()
+                )),
+                Ok(_) => None,
+            },
+        }
+    }
+
+    /// A reply that is not a task's result (errors about the request itself).
+    fn reply(&self, reply: &Reply) {
+        self.session
+            .queue(&self.result_topic, &reply.to_json(), false);
+    }
+}
+
+/// Record a task's reply and queue it, atomically.
+fn finish_task(store: &Store, session: &SessionHandle, topic: &str, key: &str, reply: &Reply) {
+    let json = reply.to_json();
+    match store.task_finish(key, topic, &json, session.outbox_limit()) {
+        Ok((_, dropped)) => session.queued(dropped),
+        Err(e) => {
+            tracing::error!(
+                task_id = key,
+                "cannot record the result: {e}; publishing it directly"
+            );
+            session.publish_direct(topic, json);
+        }
+    }
+}
+
+fn forget_expired(store: &Store, window: Duration) {
+    let before = now_ns().saturating_sub(window.as_nanos() as u64);
+    match store.tasks_expire(before) {
+        Ok(0) => {}
+        Ok(n) => tracing::debug!(forgotten = n, "expired remote task ids"),
+        Err(e) => tracing::error!("cannot expire remote task ids: {e}"),
+    }
+}
+
+async fn expire_tasks(store: Store, window: Duration, mut shutdown: Shutdown) {
+    let mut every = tokio::time::interval(EXPIRE_EVERY);
+    every.tick().await;
+    loop {
+        tokio::select! {
+            _ = every.tick() => forget_expired(&store, window),
+            _ = shutdown.wait() => return,
+        }
+    }
+}
+
+/// Hand rule messages to the ingest queue, waiting for room there (and only here). At
+/// shutdown, what is buffered still goes in before the ingest sender is dropped.
+async fn forward_to_rules(
+    mut rx: mpsc::Receiver<MqttMessage>,
+    ingest: mpsc::Sender<Ingested>,
+    mut shutdown: Shutdown,
+) {
+    loop {
+        tokio::select! {
+            m = rx.recv() => match m {
+                Some(m) => if ingest.send(Ingested::Mqtt(m)).await.is_err() { return },
+                None => return,
+            },
+            _ = shutdown.wait() => break,
+        }
+    }
+    while let Ok(m) = rx.try_recv() {
+        if ingest.send(Ingested::Mqtt(m)).await.is_err() {
+            return;
+        }
+    }
+}

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Install what building and testing medic needs on a fresh Debian machine with rustup, and say
+# what it does: the wasm32-wasip2 target (rules), and Debian's collectd-core (types.db and a real
+# collectd for the ingest tests), mosquitto + mosquitto-clients (MQTT tests) and openssl (the TLS
+# test makes its own CA). Each step is skipped when already done, so it is cheap to call always.
+set -euo pipefail
+
+say() { echo "setup: $*" >&2; }
+
+if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2; then
+    say "adding the Rust target wasm32-wasip2 (rules compile to it)"
+    rustup target add wasm32-wasip2 >&2
+fi
+
+missing=()
+for pkg in collectd-core mosquitto mosquitto-clients openssl; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+    sudo=()
+    if [ "$(id -u)" -ne 0 ]; then
+        command -v sudo >/dev/null || { say "need root (or sudo) to install: ${missing[*]}"; exit 1; }
+        sudo=(sudo)
+    fi
+    say "installing Debian packages: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    "${sudo[@]}" apt-get update -qq >&2
+    "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+fi
