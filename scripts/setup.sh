@@ -24,6 +24,12 @@ if [ "${#missing[@]}" -gt 0 ]; then
     fi
     say "installing Debian packages: ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
-    "${sudo[@]}" apt-get update -qq >&2
-    "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+    log=$(mktemp)
+    if ! { "${sudo[@]}" apt-get update -qq && "${sudo[@]}" apt-get install -y -qq \
+        --no-install-recommends "${missing[@]}"; } >"$log" 2>&1; then
+        cat "$log" >&2
+        say "installing ${missing[*]} failed (apt's output above)"
+        exit 1
+    fi
+    rm -f "$log"
 fi

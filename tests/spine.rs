@@ -284,3 +284,73 @@ exec = "echo Hello World!; exit 3"
     );
     medic.stop();
 }
+
+/// The shutdown order, seen from outside: a command still running at SIGTERM gets
+/// `daemon.stop_timeout`, then its process group is killed and named; its result still reaches
+/// the rule before the rules are suspended; medic exits 0.
+#[test]
+fn shutdown_kills_overdue_commands_and_hands_their_results_to_the_rules_first() {
+    let site = Site::new();
+    site.add_rule("counter", "counter");
+    let pid_file = site.path("grandchild.pid");
+    site.write_config(&format!(
+        r#"
+[rules.config.counter]
+pattern = "*/load/load"
+run = ["slow", "run"]
+
+[services.slow.commands]
+run = {{ run = "sleep 30 & echo $! > {pid_file}; wait", timeout = "60s", kill_grace = "1s" }}
+"#,
+        pid_file = pid_file.display()
+    ));
+    // stop_timeout is a [daemon] key: add it to the config's own section.
+    let config = site.path("medic.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replacen("[daemon]\n", "[daemon]\nstop_timeout = \"500ms\"\n", 1),
+    )
+    .unwrap();
+    let medic = site.start();
+    medic.putval(&["PUTVAL h/load/load N:1:1:1"]);
+    medic.expect_log("running command", WAIT);
+    let log = site.path("medic.log");
+    let (status, took) = medic.stop_status();
+    let log = std::fs::read_to_string(log).unwrap();
+    assert!(status.success(), "medic exited {status}; log:\n{log}");
+    assert!(
+        took < Duration::from_secs(20),
+        "stop took {took:?}; log:\n{log}"
+    );
+    let position = |needle: &str| {
+        log.find(needle)
+            .unwrap_or_else(|| panic!("no {needle:?} in the log:\n{log}"))
+    };
+    let killed = position("process groups killed");
+    assert!(
+        log[killed..].lines().next().unwrap().contains("slow/run"),
+        "{log}"
+    );
+    let result = position(
+        r#"counter result slow/run code=None output="" error=Some("medic is stopping: process group killed")"#,
+    );
+    let suspended = position("rules suspended");
+    let stopped = position("medic stopped");
+    // The result may reach the rule as soon as the kill ends the command; the rules are
+    // suspended only after both.
+    assert!(
+        killed < suspended && result < suspended && suspended < stopped,
+        "{log}"
+    );
+    // The whole group went, the command's own child included (gone, or a zombie to be reaped).
+    let pid = std::fs::read_to_string(&pid_file).unwrap();
+    let alive = || {
+        std::fs::read_to_string(format!("/proc/{}/stat", pid.trim()))
+            .is_ok_and(|stat| !stat.contains(") Z "))
+    };
+    assert!(
+        wait_until(Duration::from_secs(5), || !alive()),
+        "child {pid} of the killed command still runs"
+    );
+}

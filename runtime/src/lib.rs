@@ -8,12 +8,12 @@
 pub mod cli;
 pub mod config;
 pub mod daemon;
-pub mod effects;
+pub(crate) mod effects;
 pub mod engine;
 pub mod event;
 pub mod logging;
 pub mod mqtt;
-pub mod shutdown;
+pub(crate) mod shutdown;
 pub mod sources;
 pub mod store;
 #[cfg(test)]

@@ -238,10 +238,17 @@ impl Medic {
     }
 
     /// SIGTERM and wait: the graceful stop (rules are suspended).
-    pub fn stop(mut self) {
+    pub fn stop(self) {
+        self.stop_status();
+    }
+
+    /// SIGTERM, wait, and say how medic exited and how long the stop took.
+    pub fn stop_status(mut self) -> (std::process::ExitStatus, Duration) {
+        let asked = Instant::now();
         // SAFETY: plain kill(2) on our own child.
         unsafe { libc_kill(self.child.id() as i32, 15) };
-        let _ = self.child.wait();
+        let status = self.child.wait().unwrap();
+        (status, asked.elapsed())
     }
 }
 

@@ -141,9 +141,16 @@ impl Task {
                 node,
                 service,
                 command,
+                reason,
                 reply,
-                ..
             } => {
+                tracing::debug!(
+                    rule = &*rule,
+                    action_id,
+                    node,
+                    reason,
+                    "remote command queued for its node"
+                );
                 let command_topic = Mqtt::topic_for(&self.cfg.command_topic, &node);
                 let result_topic = Mqtt::topic_for(&self.cfg.result_topic, &node);
                 let payload = lcm::command_payload(action_id, &service, &command);

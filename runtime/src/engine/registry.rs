@@ -15,7 +15,7 @@ use super::compiler::Compiler;
 use super::dispatcher::RouteUpdate;
 use super::port::EffectPort;
 use super::routes::Routes;
-use super::rule::{HostParts, RuleSpec, StartError, Subscription};
+use super::rule::{HostParts, RuleSpec, StartError, Subscription, rule_config};
 use super::status::StatusBoard;
 use super::worker::{Control, Worker, WorkerConfig, WorkerHandle, WorkerParts, queue};
 use crate::config::Rules as RulesConfig;
@@ -69,10 +69,6 @@ impl Registry {
             status: parts.status,
             rules: HashMap::new(),
         }
-    }
-
-    pub fn status(&self) -> &StatusBoard {
-        &self.status
     }
 
     /// Load every `.wasm` in the rules directory, in name order. A rule that fails is logged and
@@ -351,19 +347,4 @@ pub fn rule_name(path: &Path) -> Option<&str> {
     }
     let stem = path.file_stem()?.to_str()?;
     (!stem.starts_with('.') && !stem.is_empty()).then_some(stem)
-}
-
-/// The `(key, JSON text)` pairs `init` receives, from `[rules.config.<name>]`.
-pub fn rule_config(config: &RulesConfig, name: &str) -> anyhow::Result<Vec<(String, String)>> {
-    let Some(table) = config.config.get(name) else {
-        return Ok(Vec::new());
-    };
-    table
-        .iter()
-        .map(|(k, v)| {
-            let json = serde_json::to_string(v)
-                .with_context(|| format!("rules.config.{name}.{k} cannot be passed to the rule"))?;
-            Ok((k.clone(), json))
-        })
-        .collect()
 }

@@ -3,12 +3,14 @@
 
 use std::sync::Arc;
 
+use anyhow::Context;
 use medic_rules::PatternSet;
 
 use super::bindings as wit;
 use super::compiler::Compiled;
 use super::instance::{Fault, Limits, RuleInstance};
 use super::series::SeriesTable;
+use crate::config::Rules as RulesConfig;
 use crate::store::Store as StateStore;
 
 /// One build of one rule with its config: enough to make instances of it.
@@ -107,4 +109,19 @@ impl RuleSpec {
             subscription,
         })
     }
+}
+
+/// The `(key, JSON text)` pairs `init` receives, from `[rules.config.<name>]`.
+pub fn rule_config(config: &RulesConfig, name: &str) -> anyhow::Result<Vec<(String, String)>> {
+    let Some(table) = config.config.get(name) else {
+        return Ok(Vec::new());
+    };
+    table
+        .iter()
+        .map(|(k, v)| {
+            let json = serde_json::to_string(v)
+                .with_context(|| format!("rules.config.{name}.{k} cannot be passed to the rule"))?;
+            Ok((k.clone(), json))
+        })
+        .collect()
 }

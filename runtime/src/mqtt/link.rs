@@ -24,6 +24,20 @@ pub struct Message {
     raw: Raw,
 }
 
+#[cfg(test)]
+impl Message {
+    /// A message as if received over MQTT 3.1.1 (for tests of the handlers).
+    pub(crate) fn for_test(topic: &str, payload: &[u8]) -> Self {
+        let raw = rumqttc::Publish::new(topic, rumqttc::QoS::AtLeastOnce, payload.to_vec());
+        Self {
+            topic: topic.to_string(),
+            payload: payload.to_vec(),
+            dup: false,
+            raw: Raw::V4(raw),
+        }
+    }
+}
+
 #[derive(Debug)]
 enum Raw {
     V4(rumqttc::Publish),
@@ -163,13 +177,19 @@ impl Link {
         };
         let client = match connect.protocol {
             MqttProtocol::V311 => {
-                let (client, eventloop) = rumqttc::AsyncClient::new(connect.options_v4()?, 1024);
-                tokio::spawn(drive_v4(eventloop, health));
+                let (client, mut eventloop) =
+                    rumqttc::AsyncClient::new(connect.options_v4()?, 1024);
+                // Small request/response messages: Nagle's algorithm with delayed ACKs would
+                // add ~40 ms to each round trip. (v5 sets it in its options.)
+                let mut network = eventloop.network_options();
+                network.set_tcp_nodelay(true);
+                eventloop.set_network_options(network);
+                tokio::spawn(drive(eventloop, health));
                 Client::V4(client)
             }
             MqttProtocol::V5 => {
                 let (client, eventloop) = v5::AsyncClient::new(connect.options_v5()?, 1024);
-                tokio::spawn(drive_v5(eventloop, health));
+                tokio::spawn(drive(eventloop, health));
                 Client::V5(client)
             }
         };
@@ -256,93 +276,131 @@ fn log_pubrel_rearm(pkid: u16) {
     );
 }
 
-async fn drive_v4(mut eventloop: rumqttc::EventLoop, mut health: Health) {
-    use rumqttc::{ConnectionError, Event, Packet, StateError};
-    // Small request/response messages: Nagle's algorithm with delayed ACKs would add ~40 ms
-    // to each round trip.
-    let mut network = eventloop.network_options();
-    network.set_tcp_nodelay(true);
-    eventloop.set_network_options(network);
-    loop {
-        let event = match eventloop.poll().await {
-            Ok(Event::Incoming(Packet::ConnAck(ack))) => health.up(ack.session_present),
-            Ok(Event::Incoming(Packet::Publish(p))) if p.topic == PLACEHOLDER => continue,
-            Ok(Event::Incoming(Packet::Publish(p))) => LinkEvent::Message(Message {
+/// What one poll of either protocol's event loop comes to.
+enum Polled {
+    Connected {
+        session_present: bool,
+    },
+    Event(LinkEvent),
+    /// Nothing medic acts on.
+    Skip,
+    /// Our own DISCONNECT went out: the owner is stopping.
+    Closed,
+    /// Every client handle is gone.
+    Done,
+    /// The broker resent PUBREL for a QoS 2 id rumqttc forgot (see `log_pubrel_rearm`).
+    Unsolicited(u16),
+    Failed(String),
+}
+
+/// The two rumqttc event loops (3.1.1 and 5), seen the same way, so one loop drives both.
+trait EventLoop: Send + 'static {
+    fn next(&mut self) -> impl std::future::Future<Output = Polled> + Send;
+    /// Re-arm packet id `pkid` with a placeholder QoS 2 publish, never acknowledged.
+    fn rearm(&mut self, pkid: u16);
+}
+
+impl EventLoop for rumqttc::EventLoop {
+    async fn next(&mut self) -> Polled {
+        use rumqttc::{ConnectionError, Event, Packet, StateError};
+        match self.poll().await {
+            Ok(Event::Incoming(Packet::ConnAck(ack))) => Polled::Connected {
+                session_present: ack.session_present,
+            },
+            Ok(Event::Incoming(Packet::Publish(p))) if p.topic == PLACEHOLDER => Polled::Skip,
+            Ok(Event::Incoming(Packet::Publish(p))) => Polled::Event(LinkEvent::Message(Message {
                 topic: p.topic.clone(),
                 payload: p.payload.to_vec(),
                 dup: p.dup,
                 raw: Raw::V4(p),
-            }),
-            Ok(Event::Incoming(Packet::PubAck(a))) => LinkEvent::Acked(a.pkid),
-            Ok(Event::Incoming(Packet::PubComp(c))) => LinkEvent::Acked(c.pkid),
-            Ok(Event::Incoming(Packet::SubAck(_))) => LinkEvent::Subscribed,
-            Ok(Event::Outgoing(Outgoing::Publish(pkid))) => LinkEvent::Sent(pkid),
-            Ok(Event::Outgoing(Outgoing::Disconnect)) => return health.lost(),
-            Ok(_) => continue,
-            // Every client handle is gone: the owner has stopped.
-            Err(ConnectionError::RequestsDone) => return,
+            })),
+            Ok(Event::Incoming(Packet::PubAck(a))) => Polled::Event(LinkEvent::Acked(a.pkid)),
+            Ok(Event::Incoming(Packet::PubComp(c))) => Polled::Event(LinkEvent::Acked(c.pkid)),
+            Ok(Event::Incoming(Packet::SubAck(_))) => Polled::Event(LinkEvent::Subscribed),
+            Ok(Event::Outgoing(Outgoing::Publish(pkid))) => Polled::Event(LinkEvent::Sent(pkid)),
+            Ok(Event::Outgoing(Outgoing::Disconnect)) => Polled::Closed,
+            Ok(_) => Polled::Skip,
+            Err(ConnectionError::RequestsDone) => Polled::Done,
             Err(ConnectionError::MqttState(StateError::Unsolicited(pkid))) => {
-                health.lost();
-                log_pubrel_rearm(pkid);
-                let mut placeholder =
-                    rumqttc::Publish::new(PLACEHOLDER, rumqttc::QoS::ExactlyOnce, Vec::new());
-                placeholder.pkid = pkid;
-                let _ = eventloop
-                    .state
-                    .handle_incoming_packet(Packet::Publish(placeholder));
-                continue;
+                Polled::Unsolicited(pkid)
             }
-            Err(e) => {
-                if !health.down(e.to_string()).await {
-                    return;
-                }
-                continue;
-            }
-        };
-        if !health.send(event).await {
-            return;
+            Err(e) => Polled::Failed(e.to_string()),
         }
+    }
+
+    fn rearm(&mut self, pkid: u16) {
+        let mut placeholder =
+            rumqttc::Publish::new(PLACEHOLDER, rumqttc::QoS::ExactlyOnce, Vec::new());
+        placeholder.pkid = pkid;
+        let _ = self
+            .state
+            .handle_incoming_packet(rumqttc::Packet::Publish(placeholder));
     }
 }
 
-async fn drive_v5(mut eventloop: v5::EventLoop, mut health: Health) {
-    use v5::{ConnectionError, Event, StateError};
-    loop {
-        let event = match eventloop.poll().await {
-            Ok(Event::Incoming(p5::Packet::ConnAck(ack))) => health.up(ack.session_present),
+impl EventLoop for v5::EventLoop {
+    async fn next(&mut self) -> Polled {
+        use v5::{ConnectionError, Event, StateError};
+        match self.poll().await {
+            Ok(Event::Incoming(p5::Packet::ConnAck(ack))) => Polled::Connected {
+                session_present: ack.session_present,
+            },
             Ok(Event::Incoming(p5::Packet::Publish(p))) if p.topic == PLACEHOLDER.as_bytes() => {
-                continue;
+                Polled::Skip
             }
-            Ok(Event::Incoming(p5::Packet::Publish(p))) => LinkEvent::Message(Message {
-                topic: String::from_utf8_lossy(&p.topic).into_owned(),
-                payload: p.payload.to_vec(),
-                dup: p.dup,
-                raw: Raw::V5(Box::new(p)),
-            }),
-            Ok(Event::Incoming(p5::Packet::PubAck(a))) => LinkEvent::Acked(a.pkid),
-            Ok(Event::Incoming(p5::Packet::PubComp(c))) => LinkEvent::Acked(c.pkid),
-            Ok(Event::Incoming(p5::Packet::SubAck(_))) => LinkEvent::Subscribed,
-            Ok(Event::Outgoing(Outgoing::Publish(pkid))) => LinkEvent::Sent(pkid),
-            Ok(Event::Outgoing(Outgoing::Disconnect)) => return health.lost(),
-            Ok(_) => continue,
-            Err(ConnectionError::RequestsDone) => return,
+            Ok(Event::Incoming(p5::Packet::Publish(p))) => {
+                Polled::Event(LinkEvent::Message(Message {
+                    topic: String::from_utf8_lossy(&p.topic).into_owned(),
+                    payload: p.payload.to_vec(),
+                    dup: p.dup,
+                    raw: Raw::V5(Box::new(p)),
+                }))
+            }
+            Ok(Event::Incoming(p5::Packet::PubAck(a))) => Polled::Event(LinkEvent::Acked(a.pkid)),
+            Ok(Event::Incoming(p5::Packet::PubComp(c))) => Polled::Event(LinkEvent::Acked(c.pkid)),
+            Ok(Event::Incoming(p5::Packet::SubAck(_))) => Polled::Event(LinkEvent::Subscribed),
+            Ok(Event::Outgoing(Outgoing::Publish(pkid))) => Polled::Event(LinkEvent::Sent(pkid)),
+            Ok(Event::Outgoing(Outgoing::Disconnect)) => Polled::Closed,
+            Ok(_) => Polled::Skip,
+            Err(ConnectionError::RequestsDone) => Polled::Done,
             Err(ConnectionError::MqttState(StateError::Unsolicited(pkid))) => {
+                Polled::Unsolicited(pkid)
+            }
+            Err(e) => Polled::Failed(e.to_string()),
+        }
+    }
+
+    fn rearm(&mut self, pkid: u16) {
+        let mut placeholder = p5::Publish::new(
+            PLACEHOLDER,
+            v5::mqttbytes::QoS::ExactlyOnce,
+            Vec::new(),
+            None,
+        );
+        placeholder.pkid = pkid;
+        let _ = self
+            .state
+            .handle_incoming_packet(p5::Packet::Publish(placeholder));
+    }
+}
+
+/// The one client loop, for both protocol versions.
+async fn drive(mut eventloop: impl EventLoop, mut health: Health) {
+    loop {
+        let event = match eventloop.next().await {
+            Polled::Connected { session_present } => health.up(session_present),
+            Polled::Event(event) => event,
+            Polled::Skip => continue,
+            Polled::Closed => return health.lost(),
+            Polled::Done => return,
+            Polled::Unsolicited(pkid) => {
                 health.lost();
                 log_pubrel_rearm(pkid);
-                let mut placeholder = p5::Publish::new(
-                    PLACEHOLDER,
-                    v5::mqttbytes::QoS::ExactlyOnce,
-                    Vec::new(),
-                    None,
-                );
-                placeholder.pkid = pkid;
-                let _ = eventloop
-                    .state
-                    .handle_incoming_packet(p5::Packet::Publish(placeholder));
+                eventloop.rearm(pkid);
                 continue;
             }
-            Err(e) => {
-                if !health.down(e.to_string()).await {
+            Polled::Failed(message) => {
+                if !health.down(message).await {
                     return;
                 }
                 continue;

@@ -6,5 +6,5 @@
 pub mod lcm;
 pub mod link;
 pub mod options;
-pub mod session;
+pub(crate) mod session;
 mod tracker;

@@ -5,6 +5,6 @@
 //! queue and (MQTT remote commands) run requests to a closure the daemon gives it.
 
 pub mod collectd;
-pub mod mqtt;
-pub mod putval;
-pub mod unixsock;
+pub(crate) mod mqtt;
+pub(crate) mod putval;
+pub(crate) mod unixsock;

@@ -46,20 +46,8 @@ pub struct Parts {
 /// Register the inbound handler on `session` and start the tasks behind it. They end when
 /// `shutdown` fires (commands arriving after it stay with the broker for the next start).
 pub fn start(parts: Parts, session: &mut Session) -> Vec<tokio::task::JoinHandle<()>> {
-    let (rules_tx, rules_rx) = mpsc::channel(RULE_BUFFER);
-    let mut inbound = Inbound {
-        command_topic: Mqtt::topic_for(&parts.config.command_topic, &parts.node),
-        result_topic: Mqtt::topic_for(&parts.config.result_topic, &parts.node),
-        cfg: parts.config,
-        store: parts.store,
-        session: parts.session,
-        run: parts.run,
-        rules: rules_tx,
-        shutdown: parts.shutdown.clone(),
-        invalid: 0,
-        rule_drops: 0,
-        rule_drop_log: RateLimited::default(),
-    };
+    let (ingest, shutdown) = (parts.ingest.clone(), parts.shutdown.clone());
+    let (mut inbound, rules_rx) = Inbound::new(parts);
     inbound.recover();
     inbound.session.want(
         "remote commands",
@@ -68,9 +56,9 @@ pub fn start(parts: Parts, session: &mut Session) -> Vec<tokio::task::JoinHandle
     let maintenance = tokio::spawn(expire_tasks(
         inbound.store.clone(),
         inbound.cfg.dedupe_window,
-        parts.shutdown.clone(),
+        shutdown.clone(),
     ));
-    let forward = tokio::spawn(forward_to_rules(rules_rx, parts.ingest, parts.shutdown));
+    let forward = tokio::spawn(forward_to_rules(rules_rx, ingest, shutdown));
     session.on_message(Box::new(move |m| inbound.on_message(m)));
     vec![maintenance, forward]
 }
@@ -90,6 +78,24 @@ struct Inbound {
 }
 
 impl Inbound {
+    fn new(parts: Parts) -> (Self, mpsc::Receiver<MqttMessage>) {
+        let (rules, rules_rx) = mpsc::channel(RULE_BUFFER);
+        let inbound = Inbound {
+            command_topic: Mqtt::topic_for(&parts.config.command_topic, &parts.node),
+            result_topic: Mqtt::topic_for(&parts.config.result_topic, &parts.node),
+            cfg: parts.config,
+            store: parts.store,
+            session: parts.session,
+            run: parts.run,
+            rules,
+            shutdown: parts.shutdown,
+            invalid: 0,
+            rule_drops: 0,
+            rule_drop_log: RateLimited::default(),
+        };
+        (inbound, rules_rx)
+    }
+
     fn on_message(&mut self, m: &Message) -> Handled {
         if self.shutdown.is_triggered() {
             return Handled::Leave;
@@ -317,5 +323,110 @@ async fn forward_to_rules(
         if ingest.send(Ingested::Mqtt(m)).await.is_err() {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mqtt::link::Backoff;
+    use crate::mqtt::options::Connect;
+    use crate::mqtt::session;
+    use std::sync::Mutex;
+
+    /// An inbound side for node `n1` whose session never reaches a broker.
+    fn inbound(
+        run: Arc<dyn Fn(CommandRequest) + Send + Sync>,
+        ingest: mpsc::Sender<Ingested>,
+        shutdown: Shutdown,
+    ) -> (Inbound, mpsc::Receiver<MqttMessage>, Store) {
+        let config = crate::config::Config::parse(
+            "[mqtt]\nbroker = \"mqtt://127.0.0.1:1\"\n",
+            std::path::Path::new("t.toml"),
+            std::path::Path::new("/"),
+        )
+        .unwrap();
+        let m = config.mqtt.unwrap();
+        let store = Store::in_memory().unwrap();
+        let never = Duration::from_secs(3600);
+        let (_session, handle) = Session::new(session::Parts {
+            connect: Connect::from_config(&m, "n1").unwrap(),
+            backoff: Backoff {
+                first: never,
+                max: never,
+            },
+            store: store.clone(),
+            qos: 1,
+            status_topic: "medic/n1/status".into(),
+            outbox_limit: 100,
+        })
+        .unwrap();
+        let parts = Parts {
+            config: m,
+            node: "n1".into(),
+            store: store.clone(),
+            session: handle,
+            run,
+            ingest,
+            shutdown,
+        };
+        let (inbound, rules) = Inbound::new(parts);
+        (inbound, rules, store)
+    }
+
+    fn command(task_id: u32) -> Message {
+        let json = format!(r#"{{"task_id": {task_id}, "service": "web", "command": "restart"}}"#);
+        Message::for_test("medic/n1/command", json.as_bytes())
+    }
+
+    /// However full the way to the rules is, a remote command is still run and answered: rule
+    /// messages past the buffer are dropped and counted, the command is not held behind them.
+    #[tokio::test]
+    async fn a_full_engine_queue_never_stalls_remote_commands() {
+        // An ingest queue that is full and never read: the dispatcher is busy.
+        let (ingest, _never_read) = mpsc::channel(1);
+        let busy = MqttMessage {
+            topic: "x".into(),
+            payload: vec![],
+        };
+        ingest.try_send(Ingested::Mqtt(busy)).unwrap();
+        let asked: Arc<Mutex<Vec<String>>> = Arc::default();
+        let record = asked.clone();
+        let run = Arc::new(move |r: CommandRequest| {
+            record
+                .lock()
+                .unwrap()
+                .push(format!("{}/{}", r.service, r.command));
+            (r.reply)(CommandResult::error(
+                r.action_id,
+                r.service,
+                r.command,
+                "test".into(),
+            ));
+        });
+        let (mut inbound, _rules, store) = inbound(run, ingest, crate::shutdown::channel().1);
+        for i in 0..(RULE_BUFFER + 10) {
+            let m = Message::for_test("sensors/t", format!("{i}").as_bytes());
+            assert_eq!(inbound.on_message(&m), Handled::Done);
+        }
+        assert_eq!(inbound.rule_drops, 10);
+        assert_eq!(inbound.on_message(&command(7)), Handled::Done);
+        assert_eq!(*asked.lock().unwrap(), vec!["web/restart".to_string()]);
+        let outbox = store.outbox_after(0, 10).unwrap();
+        assert_eq!(outbox.len(), 1, "the result waits in the outbox");
+        assert_eq!(outbox[0].topic, "medic/n1/result");
+        let reply: serde_json::Value = serde_json::from_slice(&outbox[0].payload).unwrap();
+        assert_eq!(reply["task_id"], 7);
+    }
+
+    #[tokio::test]
+    async fn after_shutdown_commands_stay_with_the_broker() {
+        let (ingest, _rx) = mpsc::channel(8);
+        let (mut trigger, shutdown) = crate::shutdown::channel();
+        let run = Arc::new(|_: CommandRequest| panic!("nothing runs after shutdown"));
+        let (mut inbound, _rules, store) = inbound(run, ingest, shutdown);
+        trigger.fire();
+        assert_eq!(inbound.on_message(&command(8)), Handled::Leave);
+        assert_eq!(store.outbox_len().unwrap(), 0);
     }
 }

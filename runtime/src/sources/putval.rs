@@ -14,6 +14,7 @@ use tokio::sync::mpsc;
 use crate::event::{
     DsType, Identifier, Ingested, Notification, Sample, Severity, ValueList, now_ns, secs_to_ns,
 };
+use crate::logging::RateLimited;
 use crate::shutdown::Shutdown;
 use crate::types_db::TypesDb;
 
@@ -258,6 +259,7 @@ impl PutvalServer {
 
     pub async fn serve(self, mut shutdown: Shutdown) {
         let shared = Arc::new(self);
+        let mut accept_errors = RateLimited::default();
         loop {
             let accepted = tokio::select! {
                 a = shared.listener.accept() => a,
@@ -277,7 +279,9 @@ impl PutvalServer {
                     });
                 }
                 Err(e) => {
-                    tracing::warn!("putval socket accept failed: {e}");
+                    accept_errors.log(|suppressed| {
+                        tracing::warn!(suppressed, "putval socket accept failed: {e}")
+                    });
                     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                 }
             }

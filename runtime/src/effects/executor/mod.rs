@@ -33,13 +33,8 @@ pub struct RunResult {
 }
 
 /// Run one command to completion (or timeout). Never panics on the command's behaviour.
-pub async fn run(spec: &Command) -> RunResult {
-    let (_keep, mut never) = watch::channel(false);
-    run_until(spec, &mut never).await
-}
-
-/// [`run`], but `stop` turning true ends the command early: its process group is killed as on
-/// a timeout (medic is stopping and its deadline has passed).
+/// `stop` turning true ends it early: its process group is killed as on a timeout (medic is
+/// stopping and its deadline has passed).
 pub async fn run_until(spec: &Command, stop: &mut watch::Receiver<bool>) -> RunResult {
     let started = Instant::now();
     let mut cmd = match &spec.program {

@@ -2,6 +2,12 @@
 
 use super::*;
 
+/// Run to completion, never stopped early.
+async fn run(spec: &Command) -> RunResult {
+    let (_keep, mut never) = watch::channel(false);
+    run_until(spec, &mut never).await
+}
+
 fn shell(script: &str) -> Command {
     Command::new(Program::Shell(script.into()))
 }

@@ -1,4 +1,4 @@
 //! collectd's network plugin: the binary protocol (`protocol`) and the UDP receiver (`udp`).
 
 pub mod protocol;
-pub mod udp;
+pub(crate) mod udp;
