@@ -85,7 +85,16 @@ fn matches(p: &[u8], t: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::Pattern;
+    use super::{Pattern, PatternSet};
+
+    #[test]
+    fn a_set_matches_when_any_pattern_does() {
+        let set = PatternSet::new(["*/load/load", "web1/**"]);
+        assert!(set.matches("db/load/load"));
+        assert!(set.matches("web1/cpu-0/percent-idle"));
+        assert!(!set.matches("db/cpu-0/percent-idle"));
+        assert!(!PatternSet::default().matches("anything/at/all"));
+    }
 
     #[test]
     fn star_stays_within_a_segment() {

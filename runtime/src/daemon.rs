@@ -306,3 +306,41 @@ pub async fn signal() {
         _ = term.recv() => {},
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+    /// `run` stops when the future it is given resolves: no signal involved, and the whole
+    /// shutdown order runs (the PUTVAL socket file is gone afterwards).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn run_stops_on_the_future_it_is_given() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = "[daemon]\nnode = \"t\"\nstate_dir = \"state\"\n[rules]\ndir = \"rules\"\n\
+                    [ingest]\ntypes_db = []\n[ingest.putval]\nsocket = \"putval.sock\"\n";
+        let config = Config::parse(text, Path::new("medic.toml"), dir.path()).unwrap();
+        let socket = dir.path().join("putval.sock");
+        let path = socket.clone();
+        // Stop once medic has answered one PUTVAL.
+        let stop = async move {
+            let stream = loop {
+                match tokio::net::UnixStream::connect(&path).await {
+                    Ok(s) => break s,
+                    Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+                }
+            };
+            let (read, mut write) = stream.into_split();
+            write.write_all(b"PUTVAL h/load/load N:1\n").await.unwrap();
+            let mut reply = String::new();
+            BufReader::new(read).read_line(&mut reply).await.unwrap();
+            assert!(reply.starts_with("0 Success"), "{reply}");
+        };
+        tokio::time::timeout(Duration::from_secs(60), run(config, stop))
+            .await
+            .expect("run returns once its stop future resolves")
+            .expect("and returns Ok");
+        assert!(!socket.exists(), "the socket file is removed at stop");
+    }
+}

@@ -224,46 +224,50 @@ pub struct ExecutorHandle {
     running: Arc<Running>,
 }
 
+/// While stopping, how often what is still running is logged.
+const PENDING_REPORT: Duration = Duration::from_secs(5);
+
 impl ExecutorHandle {
-    /// Refuse new requests, let running commands finish for up to `grace`, then kill the
-    /// process groups of those still running and wait for their results to be handed back.
-    /// Returns what had to be killed (`service/command`), for the log.
+    /// Refuse new requests, let running commands finish for up to `grace` (saying every few
+    /// seconds what is still running), then kill the process groups of those still running and
+    /// wait for their results to be handed back. Returns what had to be killed
+    /// (`service/command`), for the log.
     pub async fn drain(&self, grace: Duration) -> Vec<String> {
         use std::sync::atomic::Ordering;
         self.running.stopping.store(true, Ordering::SeqCst);
-        let idle = || {
-            self.running
-                .now
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .is_empty()
-        };
         let deadline = tokio::time::Instant::now() + grace;
-        while !idle() {
+        let mut report = tokio::time::Instant::now() + PENDING_REPORT;
+        loop {
             let changed = self.running.changed.notified();
-            if idle() || tokio::time::timeout_at(deadline, changed).await.is_err() {
+            let pending = self.running_now();
+            let now = tokio::time::Instant::now();
+            if pending.is_empty() || now >= deadline {
                 break;
             }
+            if now >= report {
+                report += PENDING_REPORT;
+                tracing::info!(?pending, "stopping: waiting for commands to finish");
+            }
+            let _ = tokio::time::timeout_at(deadline.min(report), changed).await;
         }
-        let forced: Vec<String> = self
-            .running
-            .now
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect();
+        let forced = self.running_now();
         if forced.is_empty() {
             return forced;
         }
         self.running.kill.send_replace(true);
-        while !idle() {
+        loop {
             let changed = self.running.changed.notified();
-            if !idle() {
-                changed.await;
+            if self.running_now().is_empty() {
+                return forced;
             }
+            changed.await;
         }
-        forced
+    }
+
+    /// `service/command` of every command running now.
+    fn running_now(&self) -> Vec<String> {
+        let now = self.running.now.lock().unwrap_or_else(|p| p.into_inner());
+        now.values().cloned().collect()
     }
 }
 

@@ -154,3 +154,59 @@ async fn executor_refuses_a_concurrent_run_and_reports_back() {
         (0, Some(0), "finished\n")
     );
 }
+
+/// The shutdown order's step 3: wait for running commands up to the grace, then kill what is
+/// left; every asker still gets its result, and nothing new starts.
+#[tokio::test]
+async fn drain_waits_then_kills_and_refuses_new_runs() {
+    let config = Config::parse(
+        "[services.s.commands]\nquick = \"sleep 0.2; echo done\"\n\
+         slow = { run = \"sleep 30\", kill_grace = \"1s\" }\n",
+        std::path::Path::new("t.toml"),
+        std::path::Path::new("/"),
+    )
+    .unwrap();
+    let executor = Executor::new(Arc::new(config));
+    let handle = executor.handle();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(executor.serve(rx));
+    let (otx, mut orx) = tokio::sync::mpsc::unbounded_channel();
+    let ask = |id: u64, command: &str| {
+        let otx = otx.clone();
+        tx.send(CommandRequest {
+            origin: "test".into(),
+            action_id: id,
+            service: "s".into(),
+            command: command.into(),
+            reason: "test".into(),
+            reply: Box::new(move |r| {
+                let _ = otx.send(r);
+            }),
+        })
+        .unwrap();
+    };
+    ask(1, "quick");
+    ask(2, "slow");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let started = Instant::now();
+    let forced = handle.drain(Duration::from_millis(500)).await;
+    assert_eq!(forced, vec!["s/slow".to_string()]);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    let mut results = [orx.recv().await.unwrap(), orx.recv().await.unwrap()];
+    results.sort_by_key(|r| r.action_id);
+    assert_eq!(
+        (results[0].code, results[0].output.as_str()),
+        (Some(0), "done\n")
+    );
+    assert_eq!(
+        results[1].error.as_deref(),
+        Some("medic is stopping: process group killed")
+    );
+    ask(3, "quick");
+    let refused = orx.recv().await.unwrap();
+    assert_eq!(refused.refusal, Some(Refusal::Stopping));
+}
