@@ -12,7 +12,7 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::sync::{Notify, watch};
 
-use super::policy::Gate;
+use super::policy::{Admitted, Gate};
 use crate::config::{Command, Config, Program};
 use crate::event::{CommandRequest, CommandResult, Refusal};
 
@@ -233,8 +233,13 @@ impl ExecutorHandle {
     /// wait for their results to be handed back. Returns what had to be killed
     /// (`service/command`), for the log.
     pub async fn drain(&self, grace: Duration) -> Vec<String> {
-        use std::sync::atomic::Ordering;
-        self.running.stopping.store(true, Ordering::SeqCst);
+        {
+            // Under the list's lock: a run is either listed already or will be refused.
+            let _listed = self.running.now.lock().unwrap_or_else(|p| p.into_inner());
+            self.running
+                .stopping
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+        }
         let deadline = tokio::time::Instant::now() + grace;
         let mut report = tokio::time::Instant::now() + PENDING_REPORT;
         loop {
@@ -301,19 +306,7 @@ impl Executor {
     }
 
     async fn handle_request(&self, req: CommandRequest) {
-        let stopping = self
-            .running
-            .stopping
-            .load(std::sync::atomic::Ordering::SeqCst);
-        let admitted = if stopping {
-            Err(Refusal::Stopping)
-        } else {
-            self.gate
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .admit(&self.config, &req.service, &req.command, Instant::now())
-                .map(|(spec, token)| (spec.clone(), token))
-        };
+        let admitted = self.admit(&req);
         let origin = &*req.origin;
         let mut refused = None;
         let result = match admitted {
@@ -346,7 +339,7 @@ impl Executor {
                     reason = req.reason,
                     "running command"
                 );
-                let mut stop = self.start(req.action_id, &req.service, &req.command);
+                let mut stop = self.running.kill.subscribe();
                 let result = run_until(&spec, &mut stop).await;
                 self.gate
                     .lock()
@@ -384,13 +377,24 @@ impl Executor {
         self.finish(action_id);
     }
 
-    fn start(&self, action_id: u64, service: &str, command: &str) -> watch::Receiver<bool> {
-        self.running
-            .now
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(action_id, format!("{service}/{command}"));
-        self.running.kill.subscribe()
+    /// The policy gate's verdict, refused outright once medic is stopping. An admitted run is
+    /// listed as running before the list's lock is released, so the shutdown drain, which sets
+    /// `stopping` under the same lock, either sees it or refuses it: none slips past.
+    fn admit(&self, req: &CommandRequest) -> Result<(Command, Admitted), Refusal> {
+        use std::sync::atomic::Ordering;
+        let mut now = self.running.now.lock().unwrap_or_else(|p| p.into_inner());
+        if self.running.stopping.load(Ordering::SeqCst) {
+            return Err(Refusal::Stopping);
+        }
+        let (spec, token) = self.gate.lock().unwrap_or_else(|p| p.into_inner()).admit(
+            &self.config,
+            &req.service,
+            &req.command,
+            Instant::now(),
+        )?;
+        let spec = spec.clone();
+        now.insert(req.action_id, format!("{}/{}", req.service, req.command));
+        Ok((spec, token))
     }
 
     fn finish(&self, action_id: u64) {
