@@ -10,6 +10,14 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+/// Longest identifier part collectd handles (`DATA_MAX_NAME_LEN`, 128 bytes with its NUL).
+pub const MAX_NAME_LEN: usize = 127;
+/// Longest notification message collectd handles (`NOTIF_MAX_MSG_LEN`, 256 with its NUL).
+pub const MAX_MESSAGE_LEN: usize = 255;
+/// Most values one value list may carry. collectd's largest types have a handful of data
+/// sources; a list claiming more is refused rather than allocated.
+pub const MAX_VALUES: usize = 128;
+
 /// collectd's series identifier. Empty instance strings mean "not set".
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
 pub struct Identifier {
@@ -32,6 +40,22 @@ impl Identifier {
             type_: p.type_.into(),
             type_instance: p.type_instance.into(),
         })
+    }
+}
+
+impl Identifier {
+    /// The first part longer than collectd allows ([`MAX_NAME_LEN`]), as `(name, length)`.
+    pub fn too_long(&self) -> Option<(&'static str, usize)> {
+        [
+            ("host", &self.host),
+            ("plugin", &self.plugin),
+            ("plugin instance", &self.plugin_instance),
+            ("type", &self.type_),
+            ("type instance", &self.type_instance),
+        ]
+        .into_iter()
+        .find(|(_, part)| part.len() > MAX_NAME_LEN)
+        .map(|(name, part)| (name, part.len()))
     }
 }
 

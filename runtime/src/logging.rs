@@ -63,9 +63,32 @@ impl Default for RateLimited {
     }
 }
 
+/// [`RateLimited`] per kind of event (an error variant, say), so a flood of one kind never
+/// hides the first line of another. Meant for a small, fixed set of kinds.
+#[derive(Debug, Default)]
+pub struct RateLimitedByKind<K> {
+    kinds: std::collections::HashMap<K, RateLimited>,
+}
+
+impl<K: std::hash::Hash + Eq> RateLimitedByKind<K> {
+    pub fn log(&mut self, kind: K, emit: impl FnOnce(u64)) {
+        self.kinds.entry(kind).or_default().log(emit);
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::RateLimited;
+    use super::{RateLimited, RateLimitedByKind};
+
+    #[test]
+    fn each_kind_gets_its_own_first_line() {
+        let mut r = RateLimitedByKind::default();
+        let mut lines = Vec::new();
+        for kind in ["a", "a", "b", "a", "b"] {
+            r.log(kind, |s| lines.push((kind, s)));
+        }
+        assert_eq!(lines, vec![("a", 0), ("b", 0)]);
+    }
     use std::time::Duration;
 
     #[test]

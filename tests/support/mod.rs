@@ -237,6 +237,11 @@ impl Medic {
         lines.iter().map(|l| c.send(l)).collect()
     }
 
+    /// Still running (not crashed)?
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
     /// SIGTERM and wait: the graceful stop (rules are suspended).
     pub fn stop(self) {
         self.stop_status();

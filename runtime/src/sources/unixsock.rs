@@ -14,12 +14,17 @@ use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::mpsc;
 
 use crate::config::Unixsock as UnixsockConfig;
-use crate::event::{Identifier, Ingested, Sample, ValueList, secs_to_ns};
+use crate::event::{Identifier, Ingested, MAX_VALUES, Sample, ValueList, secs_to_ns};
 use crate::shutdown::Shutdown;
 
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// A reply line longer than this is treated as a broken connection.
 const MAX_LINE: usize = 64 * 1024;
+/// Most identifiers a LISTVAL reply may announce; more ends the poll (a collectd with more
+/// series than this is better read over the network protocol).
+const MAX_LISTVAL: usize = 1_000_000;
+/// A poll that takes longer (collectd stalled mid-reply) ends with an error and a reconnect.
+const POLL_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// `<time> <identifier>` from a LISTVAL reply; the identifier may contain spaces.
 pub fn parse_listval_line(line: &str) -> Option<(u64, &str)> {
@@ -99,7 +104,15 @@ impl Poller {
                     let mut ticker = tokio::time::interval(self.interval);
                     loop {
                         ticker.tick().await;
-                        if let Err(e) = self.poll(&mut read, &mut write).await {
+                        let polled =
+                            tokio::time::timeout(POLL_TIMEOUT, self.poll(&mut read, &mut write))
+                                .await
+                                .unwrap_or_else(|_| {
+                                    Err(anyhow::anyhow!(
+                                        "no complete reply within {POLL_TIMEOUT:?}"
+                                    ))
+                                });
+                        if let Err(e) = polled {
                             tracing::warn!(
                                 socket = %self.socket.display(),
                                 "unixsock: connection to collectd lost: {e}; reconnecting"
@@ -130,6 +143,9 @@ impl Poller {
     ) -> anyhow::Result<()> {
         write.write_all(b"LISTVAL\n").await?;
         let count = match parse_status(&status_line(read).await?) {
+            Ok(n) if n > MAX_LISTVAL => {
+                anyhow::bail!("LISTVAL announces {n} values; at most {MAX_LISTVAL} are read")
+            }
             Ok(n) => n,
             Err(e) => anyhow::bail!("LISTVAL failed: {e}"),
         };
@@ -157,6 +173,9 @@ impl Poller {
                     continue;
                 }
             };
+            if n > MAX_VALUES {
+                anyhow::bail!("GETVAL {id} announces {n} values; at most {MAX_VALUES} are read");
+            }
             let mut samples = Vec::with_capacity(n);
             for _ in 0..n {
                 let l = line(read).await?;
@@ -188,8 +207,10 @@ impl Poller {
 }
 
 async fn line(read: &mut BufReader<OwnedReadHalf>) -> anyhow::Result<String> {
+    use tokio::io::AsyncReadExt;
     let mut line = String::new();
-    let n = read.read_line(&mut line).await?;
+    // Never buffer more than one line's worth, however long the peer keeps writing.
+    let n = read.take(MAX_LINE as u64 + 1).read_line(&mut line).await?;
     if n == 0 {
         anyhow::bail!("collectd closed the socket");
     }

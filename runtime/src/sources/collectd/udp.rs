@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 use super::protocol::{Credentials, SecurityLevel, decode, to_ingested};
 use crate::config::Network as NetworkConfig;
 use crate::event::{Ingested, now_ns};
-use crate::logging::RateLimited;
+use crate::logging::{RateLimited, RateLimitedByKind};
 use crate::shutdown::Shutdown;
 
 /// Counters for the status page and metrics (and the tests).
@@ -152,7 +152,7 @@ async fn receive(
 ) {
     let mut buf = vec![0u8; MAX_DATAGRAM];
     let mut decoded = Vec::new();
-    let mut refusals = RateLimited::default();
+    let mut refusals = RateLimitedByKind::default();
     let mut drops = RateLimited::default();
     loop {
         let (n, from) = match socket.recv_from(&mut buf).await {
@@ -168,6 +168,7 @@ async fn receive(
         if let Err(e) = decode(&buf[..n], level, auth.credentials(), &mut decoded) {
             stats.refused.fetch_add(1, Ordering::Relaxed);
             refusals.log(
+                Some(std::mem::discriminant(&e)),
                 |suppressed| tracing::warn!(%from, bytes = n, suppressed, "datagram refused: {e}"),
             );
         }
@@ -188,8 +189,10 @@ async fn receive(
                 },
                 Err(e) => {
                     stats.refused.fetch_add(1, Ordering::Relaxed);
-                    refusals
-                        .log(|suppressed| tracing::warn!(%from, suppressed, "part refused: {e}"));
+                    refusals.log(
+                        None,
+                        |suppressed| tracing::warn!(%from, suppressed, "part refused: {e}"),
+                    );
                 }
             }
         }

@@ -12,7 +12,8 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::mpsc;
 
 use crate::event::{
-    DsType, Identifier, Ingested, Notification, Sample, Severity, ValueList, now_ns, secs_to_ns,
+    DsType, Identifier, Ingested, MAX_MESSAGE_LEN, MAX_NAME_LEN, MAX_VALUES, Notification, Sample,
+    Severity, ValueList, now_ns, secs_to_ns,
 };
 use crate::logging::RateLimited;
 use crate::shutdown::Shutdown;
@@ -93,6 +94,7 @@ fn putval(
     };
     let identifier = Identifier::parse(ident_text)
         .ok_or_else(|| format!("Cannot parse identifier `{ident_text}'."))?;
+    check_lengths(&identifier)?;
     let mut interval = default_interval_ns;
     let mut lists = Vec::new();
     for token in rest {
@@ -114,6 +116,9 @@ fn putval(
         return Err("Missing identifier and/or value-list.".into());
     }
     let count = lists[0].split(':').count().saturating_sub(1);
+    if count > MAX_VALUES {
+        return Err(format!("Too many values ({count}; at most {MAX_VALUES})."));
+    }
     let sources = types
         .sources_or_fallback(&identifier.type_, count)
         .ok_or_else(|| format!("1 Type `{}' isn't defined.", identifier.type_))?;
@@ -147,6 +152,16 @@ fn putval(
         })
         .collect::<Result<_, ()>>()
         .map_err(|()| "Parsing the values string failed.".into())
+}
+
+/// collectd keeps identifier parts in fixed buffers; a longer one is refused, never cut.
+fn check_lengths(identifier: &Identifier) -> Result<(), String> {
+    match identifier.too_long() {
+        Some((part, length)) => Err(format!(
+            "Identifier {part} too long ({length} bytes; at most {MAX_NAME_LEN})."
+        )),
+        None => Ok(()),
+    }
 }
 
 fn sample(text: &str, ds_type: DsType) -> Result<Sample, ()> {
@@ -194,9 +209,16 @@ fn putnotif(args: &[String]) -> Result<Notification, String> {
             _ => {}
         }
     }
+    check_lengths(&identifier)?;
     let message = message
         .filter(|m| !m.is_empty())
         .ok_or("No message or message of length 0 given.")?;
+    if message.len() > MAX_MESSAGE_LEN {
+        return Err(format!(
+            "Message too long ({} bytes; at most {MAX_MESSAGE_LEN}).",
+            message.len()
+        ));
+    }
     let severity = severity.ok_or("Option `severity' missing.")?;
     let time = time.filter(|&t| t > 0).ok_or("Option `time' missing.")?;
     Ok(Notification {

@@ -14,7 +14,7 @@ use ofb::cipher::{KeyIvInit, StreamCipher};
 use sha1::Sha1;
 use sha2::{Digest, Sha256};
 
-use crate::event::Sample;
+use crate::event::{MAX_MESSAGE_LEN, MAX_NAME_LEN, MAX_VALUES, Sample};
 
 const HOST: u16 = 0x0000;
 const TIME: u16 = 0x0001;
@@ -105,6 +105,21 @@ pub enum DecodeError {
     BadString { part: u16, offset: usize },
     #[error("values part at offset {offset} has an unknown data-source type {ds_type}")]
     BadDsType { offset: usize, ds_type: u8 },
+    #[error(
+        "part 0x{part:04x} at offset {offset} is {length} bytes long; at most {max} are allowed"
+    )]
+    TooLong {
+        part: u16,
+        offset: usize,
+        length: usize,
+        max: usize,
+    },
+    #[error("values part at offset {offset} has {count} values; at most {max} are allowed", max = MAX_VALUES)]
+    TooManyValues { offset: usize, count: usize },
+    #[error(
+        "signature or encryption part at offset {offset} inside signed or encrypted data (collectd sends one layer)"
+    )]
+    Nested { offset: usize },
     #[error("plain data refused at security level {0:?}")]
     Unsigned(SecurityLevel),
     #[error("encrypted data dropped: security level none has no credentials")]
@@ -158,7 +173,7 @@ pub fn decode(
         credentials,
         out,
     }
-    .packet(datagram, 0, Security::None)
+    .packet(datagram, 0, Security::None, 0)
 }
 
 struct Parser<'a> {
@@ -168,8 +183,16 @@ struct Parser<'a> {
 }
 
 impl Parser<'_> {
-    /// `base` is the offset of `buf` in the datagram, for messages.
-    fn packet(&mut self, buf: &[u8], base: usize, security: Security) -> Result<(), DecodeError> {
+    /// `base` is the offset of `buf` in the datagram, for messages; `layers` how many
+    /// signature or encryption parts enclose `buf` (a second one is refused: no recursion
+    /// deeper than one layer, whatever a datagram holds).
+    fn packet(
+        &mut self,
+        buf: &[u8],
+        base: usize,
+        security: Security,
+        layers: u8,
+    ) -> Result<(), DecodeError> {
         let mut fields = Fields::default();
         // Not part of the identifier: kept for the MESSAGE part that follows it.
         let mut severity = 0;
@@ -198,6 +221,9 @@ impl Parser<'_> {
                 });
             }
             let body = &buf[pos + 4..pos + length];
+            if matches!(part, ENCR_AES256 | SIGN_SHA256) && layers > 0 {
+                return Err(DecodeError::Nested { offset });
+            }
             match part {
                 ENCR_AES256 => return self.encrypted(body, offset),
                 SIGN_SHA256 => {
@@ -234,7 +260,15 @@ impl Parser<'_> {
         severity: &mut u64,
         security: Security,
     ) -> Result<(), DecodeError> {
-        let string = || -> Result<String, DecodeError> {
+        let string = |max: usize| -> Result<String, DecodeError> {
+            if body.len() > max + 1 {
+                return Err(DecodeError::TooLong {
+                    part,
+                    offset,
+                    length: body.len() - 1,
+                    max,
+                });
+            }
             match body.split_last() {
                 Some((0, text)) => String::from_utf8(text.to_vec())
                     .map_err(|_| DecodeError::BadString { part, offset }),
@@ -250,18 +284,18 @@ impl Parser<'_> {
             Ok(u64::from_be_bytes(bytes))
         };
         match part {
-            HOST => fields.host = string()?,
-            PLUGIN => fields.plugin = string()?,
-            PLUGIN_INSTANCE => fields.plugin_instance = string()?,
-            TYPE => fields.type_ = string()?,
-            TYPE_INSTANCE => fields.type_instance = string()?,
+            HOST => fields.host = string(MAX_NAME_LEN)?,
+            PLUGIN => fields.plugin = string(MAX_NAME_LEN)?,
+            PLUGIN_INSTANCE => fields.plugin_instance = string(MAX_NAME_LEN)?,
+            TYPE => fields.type_ = string(MAX_NAME_LEN)?,
+            TYPE_INSTANCE => fields.type_instance = string(MAX_NAME_LEN)?,
             TIME => fields.time_hr = number()?.saturating_mul(1 << 30),
             TIME_HR => fields.time_hr = number()?,
             INTERVAL => fields.interval_hr = number()?.saturating_mul(1 << 30),
             INTERVAL_HR => fields.interval_hr = number()?,
             SEVERITY => *severity = number()?,
             MESSAGE => {
-                let message = string()?;
+                let message = string(MAX_MESSAGE_LEN)?;
                 self.out.push(Decoded {
                     security,
                     item: Item::Notification {
@@ -306,7 +340,7 @@ impl Parser<'_> {
         let user = String::from_utf8_lossy(user).into_owned();
         if self.level == SecurityLevel::None {
             // collectd without credentials skips the signature and reads on, unchecked.
-            return self.packet(rest, rest_base, security);
+            return self.packet(rest, rest_base, security, 1);
         }
         let password = self
             .credentials
@@ -324,7 +358,7 @@ impl Parser<'_> {
         } else {
             Security::Signed
         };
-        self.packet(rest, rest_base, security)
+        self.packet(rest, rest_base, security, 1)
     }
 
     fn encrypted(&mut self, body: &[u8], offset: usize) -> Result<(), DecodeError> {
@@ -359,7 +393,7 @@ impl Parser<'_> {
             return Err(DecodeError::BadChecksum(user));
         }
         let payload_base = offset + 4 + 2 + user_len + 16 + 20;
-        self.packet(payload, payload_base, Security::Encrypted)
+        self.packet(payload, payload_base, Security::Encrypted, 1)
     }
 }
 
@@ -370,6 +404,9 @@ fn values(body: &[u8], offset: usize) -> Result<Vec<Sample>, DecodeError> {
         length: body.len() + 4,
     };
     let count = u16::from_be_bytes(body.get(0..2).ok_or_else(bad)?.try_into().unwrap()) as usize;
+    if count > MAX_VALUES {
+        return Err(DecodeError::TooManyValues { offset, count });
+    }
     if body.len() != 2 + count * 9 {
         return Err(bad());
     }

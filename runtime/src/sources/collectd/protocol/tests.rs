@@ -318,3 +318,66 @@ proptest::proptest! {
         }
     }
 }
+
+/// One datagram must never drive the decoder deep or wide: a signature inside a signature (1 000
+/// of them fit in one datagram) is refused at the second, at every security level, and only
+/// one level of recursion is ever taken.
+#[test]
+fn nested_security_parts_are_refused_not_followed() {
+    let mut sign = vec![0u8; 32];
+    sign.extend(b"fixture-user");
+    let one = part(SIGN_SHA256, &sign);
+    let mut d = Vec::new();
+    while d.len() + one.len() <= 65_507 {
+        d.extend(&one);
+    }
+    assert!(d.len() > 60_000, "{}", d.len());
+    let err = decode_none(&d).unwrap_err();
+    assert_eq!(err, DecodeError::Nested { offset: one.len() });
+    // The same nested inside an (unverified, at level none) encryption layer: one layer only.
+    let c = creds("fixture-secret");
+    for level in [SecurityLevel::Sign, SecurityLevel::Encrypt] {
+        let mut out = Vec::new();
+        assert!(decode(&d, level, &c, &mut out).is_err());
+        assert!(out.is_empty());
+    }
+}
+
+#[test]
+fn strings_and_value_counts_are_capped_like_collectd() {
+    let mut long = vec![b'h'; MAX_NAME_LEN];
+    long.push(0);
+    let mut ok = part(HOST, &long);
+    ok.extend(part(PLUGIN, b"p\0"));
+    ok.extend(part(TYPE, b"t\0"));
+    ok.extend(part(VALUES, &[0, 0]));
+    assert_eq!(
+        decode_none(&ok).unwrap().len(),
+        1,
+        "127 bytes is collectd's limit"
+    );
+    long.insert(0, b'h');
+    assert_eq!(
+        decode_none(&part(HOST, &long)),
+        Err(DecodeError::TooLong {
+            part: HOST,
+            offset: 0,
+            length: MAX_NAME_LEN + 1,
+            max: MAX_NAME_LEN
+        })
+    );
+    let mut message = vec![b'm'; MAX_MESSAGE_LEN + 1];
+    message.push(0);
+    assert!(matches!(
+        decode_none(&part(MESSAGE, &message)),
+        Err(DecodeError::TooLong { part: MESSAGE, .. })
+    ));
+    let count = MAX_VALUES + 1;
+    let mut values = (count as u16).to_be_bytes().to_vec();
+    values.extend(std::iter::repeat_n(1u8, count));
+    values.extend(std::iter::repeat_n(0u8, count * 8));
+    assert_eq!(
+        decode_none(&part(VALUES, &values)),
+        Err(DecodeError::TooManyValues { offset: 0, count })
+    );
+}

@@ -1,0 +1,175 @@
+//! Hostile input against a running medic: each bad input is refused with a clear reason, medic
+//! stays up, and ordinary values keep reaching the rules afterwards.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixListener;
+use std::time::Duration;
+
+use medic_integration::{Medic, Site, free_udp_port, max_seen, wait_until, workspace};
+
+const BOUND: Duration = Duration::from_secs(20);
+
+/// The highest `seen=` count the counter rule `rule` has logged.
+fn seen(medic: &Medic, rule: &str) -> u64 {
+    let lines = medic.log_lines_with(&format!("rule=\"{rule}\""));
+    max_seen(lines.iter().map(String::as_str))
+}
+
+fn part(t: u16, body: &[u8]) -> Vec<u8> {
+    let mut p = t.to_be_bytes().to_vec();
+    p.extend(((body.len() + 4) as u16).to_be_bytes());
+    p.extend(body);
+    p
+}
+
+/// A datagram of nested signature parts (the decoder used to recurse once per part and
+/// overflow its stack), one with a 200-byte host name, one claiming 4 000 values.
+fn bombs() -> Vec<Vec<u8>> {
+    let mut sign = vec![0u8; 32];
+    sign.extend(b"fixture-user");
+    let one = part(0x0200, &sign);
+    let mut nested = Vec::new();
+    while nested.len() + one.len() <= 65_507 {
+        nested.extend(&one);
+    }
+    let mut long_host = vec![b'h'; 200];
+    long_host.push(0);
+    let mut wide = 4000u16.to_be_bytes().to_vec();
+    wide.extend(std::iter::repeat_n(1u8, 4000 * 9));
+    vec![nested, part(0x0000, &long_host), part(0x0006, &wide)]
+}
+
+#[test]
+fn udp_bombs_are_refused_and_values_keep_flowing() {
+    let port = free_udp_port();
+    let site = Site::new();
+    site.add_rule("counter", "fixture");
+    site.write_config(&format!(
+        r#"
+[rules.config.fixture]
+pattern = "collectd-fixture/**"
+
+[ingest.network]
+listen = ["127.0.0.1:{port}"]
+"#
+    ));
+    let mut medic = site.start();
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    for bomb in bombs() {
+        socket.send_to(&bomb, ("127.0.0.1", port)).unwrap();
+    }
+    medic.expect_log(
+        "datagram refused: signature or encryption part at offset 48 inside signed or encrypted data",
+        BOUND,
+    );
+    medic.expect_log(
+        "datagram refused: part 0x0000 at offset 0 is 200 bytes long; at most 127 are allowed",
+        BOUND,
+    );
+    medic.expect_log(
+        "datagram refused: values part at offset 0 has 4000 values; at most 128 are allowed",
+        BOUND,
+    );
+    assert!(medic.is_running(), "{}", medic.log());
+    // Ordinary traffic still flows: a real collectd packet of 6 value lists.
+    let packet =
+        std::fs::read(workspace().join("tests/fixtures/collectd/plain-small.bin")).unwrap();
+    socket.send_to(&packet, ("127.0.0.1", port)).unwrap();
+    assert!(
+        wait_until(BOUND, || seen(&medic, "fixture") >= 6),
+        "{}",
+        medic.log()
+    );
+    medic.stop();
+}
+
+#[test]
+fn putval_refuses_what_collectd_would_and_keeps_serving() {
+    let site = Site::new();
+    site.add_rule("counter", "load");
+    site.write_config(
+        r#"
+[rules.config.load]
+pattern = "*/load/load"
+"#,
+    );
+    let mut medic = site.start();
+    let long_host = "h".repeat(60_000);
+    let many = vec!["1"; 200].join(":");
+    let replies = medic.putval(&[
+        &format!("PUTVAL {long_host}/load/load N:1:1:1"),
+        &format!("PUTVAL h/load/load N:{many}"),
+        &format!(
+            "PUTNOTIF severity=okay time=1 host=h message={}",
+            "m".repeat(300)
+        ),
+        "PUTVAL h/load/load N:1:1:1",
+    ]);
+    assert_eq!(
+        replies[0],
+        "-1 Identifier host too long (60000 bytes; at most 127)."
+    );
+    assert_eq!(replies[1], "-1 Too many values (200; at most 128).");
+    assert_eq!(replies[2], "-1 Message too long (300 bytes; at most 255).");
+    assert_eq!(replies[3], "0 Success: 1 value has been dispatched.");
+    assert!(
+        wait_until(BOUND, || seen(&medic, "load") >= 1),
+        "{}",
+        medic.log()
+    );
+    assert!(medic.is_running());
+    medic.stop();
+}
+
+/// A unixsock peer that claims 2^40 values for a GETVAL (medic used to allocate for the claim
+/// and abort) on the first connection, and answers properly on the next.
+#[test]
+fn a_lying_unixsock_peer_ends_one_poll_not_the_poller() {
+    let site = Site::new();
+    let path = site.path("collectd.sock");
+    let listener = UnixListener::bind(&path).unwrap();
+    std::thread::spawn(move || {
+        for (n, stream) in listener.incoming().enumerate() {
+            let Ok(stream) = stream else { return };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut writer = stream;
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 0) {
+                let reply = if line.starts_with("LISTVAL") {
+                    "1 Value found\n1700000000.000 fake/load/load\n".to_string()
+                } else if n == 0 {
+                    "1099511627776 Values found\n".to_string()
+                } else {
+                    "3 Values found\nshortterm=1\nmidterm=2\nlongterm=3\n".to_string()
+                };
+                if writer.write_all(reply.as_bytes()).is_err() {
+                    break;
+                }
+                line.clear();
+            }
+        }
+    });
+    site.add_rule("counter", "load");
+    site.write_config(
+        r#"
+[rules.config.load]
+pattern = "fake/load/load"
+
+[ingest.unixsock]
+socket = "collectd.sock"
+interval = "200ms"
+"#,
+    );
+    let mut medic = site.start();
+    medic.expect_log(
+        "GETVAL fake/load/load announces 1099511627776 values; at most 128 are read",
+        BOUND,
+    );
+    assert!(
+        wait_until(BOUND, || seen(&medic, "load") >= 1),
+        "{}",
+        medic.log()
+    );
+    assert!(medic.is_running());
+    medic.stop();
+}
