@@ -16,8 +16,9 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("config", &["event"]),
     ("logging", &[]),
     ("shutdown", &[]),
+    ("os", &[]),
     ("types_db", &["event"]),
-    ("store", &["event", "config"]),
+    ("store", &["event", "config", "os"]),
     ("mqtt", &["event", "config", "logging", "store"]),
     // Sources produce events; they import neither the engine nor an effect.
     (
@@ -30,7 +31,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     (
         "engine",
         &[
-            "event", "config", "logging", "shutdown", "types_db", "store",
+            "event", "config", "logging", "shutdown", "types_db", "store", "os",
         ],
     ),
     // Effects implement the engine's port (and only that part of the engine).
@@ -41,6 +42,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "config",
             "logging",
             "store",
+            "os",
             "mqtt",
             "engine::port",
         ],

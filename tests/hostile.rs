@@ -173,3 +173,72 @@ interval = "200ms"
     assert!(medic.is_running());
     medic.stop();
 }
+
+fn mode(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
+}
+
+/// Started under umask 000: medic's own files are private anyway, the commands it runs get the
+/// umask medic was started with, and a compiled-rule cache file that others could have changed
+/// is never loaded.
+#[test]
+fn files_are_private_whatever_the_umask_and_a_tampered_cache_is_not_run() {
+    use std::os::unix::fs::PermissionsExt;
+    let site = Site::new();
+    site.add_rule("counter", "load");
+    let made = site.path("made-by-command");
+    site.write_config(&format!(
+        r#"
+[rules.config.load]
+pattern = "*/load/load"
+run = ["touch", "it"]
+
+[services.touch.commands]
+it = ["touch", "{made}"]
+"#,
+        made = made.display()
+    ));
+    let medic = site.start_with_umask(0);
+    medic.putval(&["PUTVAL h/load/load N:1:1:1"]);
+    assert!(wait_until(BOUND, || made.exists()), "{}", medic.log());
+    medic.stop();
+    let state = site.path("state");
+    assert_eq!(mode(&state), 0o700);
+    assert_eq!(mode(&state.join("medic.db")), 0o600);
+    let cache = state.join("cache");
+    assert_eq!(mode(&cache), 0o700);
+    let cached: Vec<_> = std::fs::read_dir(&cache)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "cwasm"))
+        .collect();
+    assert_eq!(cached.len(), 1, "{cached:?}");
+    assert_eq!(mode(&cached[0]), 0o600);
+    // The command's file was made with the umask medic was started with (000), not medic's own.
+    assert_eq!(mode(&made), 0o666);
+
+    // Someone else could have written it: not loaded, compiled afresh.
+    std::fs::set_permissions(&cached[0], std::fs::Permissions::from_mode(0o666)).unwrap();
+    let medic = site.start();
+    medic.expect_log("cached compiled rule not used, recompiling", BOUND);
+    medic.expect_log("is writable by group or others (mode 666)", BOUND);
+    medic.expect_log("rule loaded rule=\"load\"", BOUND);
+    medic.stop();
+    // Changed behind medic's back: its digest no longer matches.
+    let mut bytes = std::fs::read(&cached[0]).unwrap();
+    assert_eq!(
+        mode(&cached[0]),
+        0o600,
+        "the recompiled build was written privately"
+    );
+    bytes.push(0);
+    std::fs::write(&cached[0], bytes).unwrap();
+    let medic = site.start();
+    medic.expect_log(
+        "its content does not match the digest recorded at compile time",
+        BOUND,
+    );
+    medic.expect_log("rule loaded rule=\"load\"", BOUND);
+    medic.stop();
+}

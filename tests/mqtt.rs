@@ -97,7 +97,7 @@ fn remote_commands_answer_like_lua_collectd_monitor() {
     assert!(ts.len() == 20 && ts.ends_with('Z'), "{ts}");
 
     // lua-collectd-monitor's senders publish the JSON themselves.
-    let cases: [(u64, String, i64); 6] = [
+    let cases: [(u64, String, i64); 7] = [
         (2, request(2, "nope", "exec"), 0x1002),
         (3, request(3, "hello", "nope"), 0x1003),
         (4, request(4, "hello", "fail"), 3),
@@ -106,6 +106,12 @@ fn remote_commands_answer_like_lua_collectd_monitor() {
         (
             7,
             r#"{"task_id": 7, "timestamp": "2020-11-26T00:41:19Z", "service": "hello", "command": "exec"}"#.into(),
+            0x1101,
+        ),
+        // Stamped far in the future: never fresh.
+        (
+            8,
+            r#"{"task_id": 8, "timestamp": "2099-01-01T00:00:00Z", "service": "hello", "command": "exec"}"#.into(),
             0x1101,
         ),
     ];

@@ -82,6 +82,11 @@ struct Running {
 }
 
 async fn start(config: Arc<Config>, shutdown: Shutdown) -> anyhow::Result<Running> {
+    crate::os::private_umask();
+    match crate::os::raise_nofile_limit() {
+        Ok(limit) => tracing::debug!(limit, "open files limit"),
+        Err(e) => tracing::warn!("cannot raise the open files limit: {e}"),
+    }
     let types = Arc::new(TypesDb::load(&config.ingest.types_db));
     let store = Store::open(&config.state_db())?;
     let series = Arc::new(SeriesTable::new(types.clone()));

@@ -13,6 +13,7 @@ pub mod engine;
 pub mod event;
 pub mod logging;
 pub mod mqtt;
+pub(crate) mod os;
 pub(crate) mod shutdown;
 pub mod sources;
 pub mod store;

@@ -19,13 +19,21 @@ pub struct Store {
 impl Store {
     pub fn open(path: &Path) -> anyhow::Result<Self> {
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)
+            crate::os::private_dir(dir)
                 .with_context(|| format!("cannot create state directory {}", dir.display()))?;
         }
         let conn = Connection::open(path)
             .with_context(|| format!("cannot open state database {}", path.display()))?;
-        Self::init(conn)
-            .with_context(|| format!("cannot prepare state database {}", path.display()))
+        let store = Self::init(conn)
+            .with_context(|| format!("cannot prepare state database {}", path.display()))?;
+        // The database, its WAL and shared memory: private, even if made under another umask.
+        for suffix in ["", "-wal", "-shm"] {
+            let mut file = path.as_os_str().to_owned();
+            file.push(suffix);
+            crate::os::private_file(Path::new(&file))
+                .with_context(|| format!("cannot make {} private", Path::new(&file).display()))?;
+        }
+        Ok(store)
     }
 
     /// A throw-away store, for `medic check` and tests.

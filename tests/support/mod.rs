@@ -267,6 +267,20 @@ impl Drop for Medic {
 unsafe extern "C" {
     #[link_name = "kill"]
     pub(crate) fn libc_kill(pid: i32, sig: i32) -> i32;
+    #[link_name = "umask"]
+    fn libc_umask(mask: u32) -> u32;
+}
+
+impl Site {
+    /// Start medic with the process umask set to `mask` (restored right after the spawn; the
+    /// umask is process-wide, so keep such tests in a binary that tolerates it).
+    pub fn start_with_umask(&self, mask: u32) -> Medic {
+        // SAFETY: umask(2) only changes this process's file mode creation mask.
+        let before = unsafe { libc_umask(mask) };
+        let medic = self.start();
+        unsafe { libc_umask(before) };
+        medic
+    }
 }
 
 /// One PUTVAL connection.

@@ -57,6 +57,10 @@ pub struct Mqtt {
     /// Refuse commands whose `timestamp` is older than this (code 0x1101); off when absent.
     #[serde(default, with = "humantime_serde")]
     pub max_age: Option<Duration>,
+    /// With `max_age`: how far in the future a command's `timestamp` may be (clocks differ);
+    /// further is refused like a stale command.
+    #[serde(default = "default_max_clock_skew", with = "humantime_serde")]
+    pub max_clock_skew: Duration,
     /// Messages kept while the broker is away; past it the oldest is dropped (logged, counted).
     #[serde(default = "default_outbox_limit")]
     pub outbox_limit: usize,
@@ -100,6 +104,9 @@ fn default_status_topic() -> String {
 }
 fn default_dedupe_window() -> Duration {
     Duration::from_secs(24 * 3600)
+}
+fn default_max_clock_skew() -> Duration {
+    Duration::from_secs(30)
 }
 fn default_outbox_limit() -> usize {
     10_000

@@ -67,7 +67,7 @@ impl Compiler {
             })
             .context("cannot start the epoch ticker thread")?;
         if let Some(dir) = &cache_dir {
-            std::fs::create_dir_all(dir)
+            crate::os::own_private_dir(dir)
                 .with_context(|| format!("cannot create cache directory {}", dir.display()))?;
         }
         Ok(Self {
@@ -115,14 +115,11 @@ impl Compiler {
         if let Some(path) = &cached
             && path.exists()
         {
-            // SAFETY: the file was written by `Component::serialize` of this same engine
-            // configuration (its name carries the engine's compatibility hash) in a directory
-            // only medic writes to.
-            match unsafe { Component::deserialize_file(&self.engine, path) } {
+            match self.load_cached(path) {
                 Ok(c) => return Ok((c, true)),
                 Err(e) => tracing::warn!(
                     file = %path.display(),
-                    "cached compiled rule unusable, recompiling: {e:#}"
+                    "cached compiled rule not used, recompiling: {e:#}"
                 ),
             }
         }
@@ -153,11 +150,52 @@ impl Compiler {
     }
 }
 
+impl Compiler {
+    /// A cached build is native code medic will run: it is loaded only from a directory and a
+    /// file that medic owns and no one else can write, and only when its bytes still have the
+    /// SHA-256 recorded when medic wrote it.
+    fn load_cached(&self, path: &Path) -> anyhow::Result<Component> {
+        let dir = path.parent().unwrap_or(Path::new("."));
+        for p in [dir, path] {
+            if let Some(why) = crate::os::untrusted(p) {
+                return Err(anyhow!("{why}"));
+            }
+        }
+        let recorded = std::fs::read_to_string(digest_path(path))
+            .context("its recorded digest cannot be read")?;
+        let bytes = std::fs::read(path)?;
+        if recorded.trim() != hex(&Sha256::digest(&bytes)) {
+            return Err(anyhow!(
+                "its content does not match the digest recorded at compile time"
+            ));
+        }
+        // SAFETY: the file was written by `Component::serialize` of this same engine
+        // configuration (its name carries the engine's compatibility hash), sits in a directory
+        // only medic can write (so it cannot change between the check and the mapping), and its
+        // bytes are the ones medic recorded. Mapped from the file, not copied: its pages stay
+        // shared and reclaimable.
+        unsafe { Component::deserialize_file(&self.engine, path) }.map_err(|e| anyhow!("{e:#}"))
+    }
+}
+
+/// `<name>.cwasm.sha256`, beside the cached build.
+fn digest_path(path: &Path) -> std::path::PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".sha256");
+    name.into()
+}
+
 fn write_atomically(path: &Path, component: &Component) -> anyhow::Result<()> {
     let bytes = component.serialize().map_err(|e| anyhow!("{e:#}"))?;
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, path)?;
+    let put = |to: &Path, content: &[u8]| -> std::io::Result<()> {
+        let tmp = to.with_extension("tmp");
+        std::fs::write(&tmp, content)?;
+        crate::os::private_file(&tmp)?;
+        std::fs::rename(&tmp, to)
+    };
+    // The digest first: a build without its digest is never loaded.
+    put(&digest_path(path), hex(&Sha256::digest(&bytes)).as_bytes())?;
+    put(path, &bytes)?;
     Ok(())
 }
 

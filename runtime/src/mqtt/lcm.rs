@@ -173,12 +173,30 @@ fn scan_task_id(payload: &[u8]) -> Option<Value> {
     digits.parse::<u64>().ok().map(Value::from)
 }
 
-/// How old a request is, from its ISO 8601 `timestamp`; `Err` when it cannot be read.
-pub fn age(timestamp: &str, now: jiff::Timestamp) -> Result<std::time::Duration, String> {
+/// How old a request is, from its ISO 8601 `timestamp`; `Err` when it cannot be read, or
+/// when it lies further in the future than clocks may differ (`max_skew`): a far-future stamp
+/// must never pass for fresh.
+pub fn age(
+    timestamp: &str,
+    now: jiff::Timestamp,
+    max_skew: std::time::Duration,
+) -> Result<std::time::Duration, String> {
     let t: jiff::Timestamp = timestamp
         .parse()
         .map_err(|e| format!("`timestamp` {timestamp:?} is not ISO 8601: {e}"))?;
     let span = now.duration_since(t);
+    if span.is_negative() {
+        let ahead = std::time::Duration::try_from(-span).unwrap_or(std::time::Duration::MAX);
+        if ahead > max_skew {
+            return Err(format!(
+                "`timestamp` {timestamp:?} is {}s in the future; clocks may differ by {}s \
+                 (mqtt.max_clock_skew)",
+                ahead.as_secs(),
+                max_skew.as_secs()
+            ));
+        }
+        return Ok(std::time::Duration::ZERO);
+    }
     Ok(span.try_into().unwrap_or(std::time::Duration::ZERO))
 }
 
@@ -242,10 +260,18 @@ mod tests {
         assert_eq!(r.key(), "3126260400");
         assert_eq!((r.service.as_str(), r.command.as_str()), ("hello", "exec"));
         let now: jiff::Timestamp = "2020-11-26T00:42:19Z".parse().unwrap();
+        let skew = Duration::from_secs(30);
         assert_eq!(
-            age(r.timestamp.as_deref().unwrap(), now).unwrap(),
+            age(r.timestamp.as_deref().unwrap(), now, skew).unwrap(),
             Duration::from_secs(60)
         );
+        // Slightly ahead (clocks differ) is fresh; far ahead is refused.
+        assert_eq!(
+            age("2020-11-26T00:42:40Z", now, skew).unwrap(),
+            Duration::ZERO
+        );
+        let err = age("2099-01-01T00:00:00Z", now, skew).unwrap_err();
+        assert!(err.contains("in the future"), "{err}");
         let s = parse_request(br#"{"task_id": "a-1", "service": "s", "command": "c"}"#).unwrap();
         assert_eq!(s.key(), "\"a-1\"");
     }

@@ -249,7 +249,7 @@ impl Inbound {
         let max_age = self.cfg.max_age?;
         match &request.timestamp {
             None => Some("the request has no timestamp and mqtt.max_age is set".to_string()),
-            Some(ts) => match lcm::age(ts, jiff::Timestamp::now()) {
+            Some(ts) => match lcm::age(ts, jiff::Timestamp::now(), self.cfg.max_clock_skew) {
                 Err(e) => Some(e),
                 Ok(age) if age > max_age => Some(format!(
                     "the request is {}s old; mqtt.max_age is {}s",

@@ -54,6 +54,15 @@ pub async fn run_until(spec: &Command, stop: &mut watch::Receiver<bool>) -> RunR
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
+    let umask = crate::os::inherited_umask() as libc::mode_t;
+    // SAFETY: the closure runs in the child between fork and exec and calls only umask(2),
+    // which is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::umask(umask);
+            Ok(())
+        });
+    }
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {

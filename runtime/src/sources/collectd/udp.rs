@@ -36,7 +36,11 @@ const MAX_DATAGRAM: usize = 65_536;
 /// Bind a UDP socket, joining the group if `addr` is a multicast address.
 pub fn bind(addr: SocketAddr, receive_buffer: Option<usize>) -> anyhow::Result<UdpSocket> {
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
-    socket.set_reuse_address(true)?;
+    // Only a multicast group is meant to be shared; a unicast port that another process could
+    // also bind would let it read (part of) the feed.
+    if addr.ip().is_multicast() {
+        socket.set_reuse_address(true)?;
+    }
     if addr.is_ipv6() {
         socket.set_only_v6(true)?;
     }
@@ -280,5 +284,17 @@ mod tests {
             .expect("no multicast datagram arrived")
             .unwrap();
         assert_eq!(&buf[..n], b"hello group");
+    }
+
+    #[tokio::test]
+    async fn a_unicast_port_cannot_be_shared() {
+        let socket = bind("127.0.0.1:0".parse().unwrap(), None).unwrap();
+        let addr = socket.local_addr().unwrap();
+        let second = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).unwrap();
+        second.set_reuse_address(true).unwrap();
+        assert!(
+            second.bind(&addr.into()).is_err(),
+            "another socket could bind {addr} and read the feed"
+        );
     }
 }

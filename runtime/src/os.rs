@@ -1,0 +1,147 @@
+//! What medic asks of the operating system for itself: files only its own user can read or
+//! change (it runs commands as root and maps compiled rules as native code), and enough file
+//! descriptors that a flood of clients cannot keep it from spawning a recovery command.
+
+use std::io;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+
+/// The umask medic was started with, restored for the commands it runs.
+static INHERITED_UMASK: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0o022);
+
+/// New files and directories are private from here on (rw for medic's user only). Commands
+/// medic runs get the umask it was started with back ([`inherited_umask`]): a recovery script
+/// that writes a file should make it as it would outside medic.
+pub fn private_umask() {
+    // SAFETY: umask(2) only changes this process's file mode creation mask.
+    let inherited = unsafe { libc::umask(0o077) };
+    INHERITED_UMASK.store(inherited as u32, std::sync::atomic::Ordering::Relaxed);
+}
+
+pub fn inherited_umask() -> u32 {
+    INHERITED_UMASK.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// A directory that is medic's alone (the compiled-rule cache): created if needed and made
+/// 0700 whatever it was before.
+pub fn own_private_dir(dir: &Path) -> io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+}
+
+/// A directory the operator names (`state_dir`): made 0700 when medic creates it. One that
+/// exists already is left as it is (it may be shared, like `/var/tmp`), with a warning when
+/// others can enter it.
+pub fn private_dir(dir: &Path) -> io::Result<()> {
+    if !dir.exists() {
+        return own_private_dir(dir);
+    }
+    let mode = std::fs::metadata(dir)?.permissions().mode() & 0o7777;
+    if mode & 0o077 != 0 {
+        tracing::warn!(
+            dir = %dir.display(),
+            "directory is mode {mode:o}: other users can look into medic's state; `chmod 700` it"
+        );
+    }
+    Ok(())
+}
+
+/// Make an existing file 0600 (a database made before the umask was set, say).
+pub fn private_file(file: &Path) -> io::Result<()> {
+    match std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o600)) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
+}
+
+/// Why `path` cannot be trusted to hold what only medic wrote: owned by another user, or
+/// writable by group or others. `None` when it can.
+pub fn untrusted(path: &Path) -> Option<String> {
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) => return Some(format!("{}: {e}", path.display())),
+    };
+    // SAFETY: geteuid(2) has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    if meta.uid() != me {
+        return Some(format!(
+            "{} is owned by uid {}, not medic's uid {me}",
+            path.display(),
+            meta.uid()
+        ));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Some(format!(
+            "{} is writable by group or others (mode {:o})",
+            path.display(),
+            meta.mode() & 0o7777
+        ));
+    }
+    None
+}
+
+/// Raise the soft limit on open files to the hard limit; returns the limit in force.
+pub fn raise_nofile_limit() -> io::Result<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read and write the struct we pass, nothing else.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: limit.rlim_max,
+                rlim_max: limit.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            limit = raised;
+        }
+    }
+    Ok(limit.rlim_cur)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn private_dirs_and_the_trust_check() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        private_dir(&state).unwrap();
+        assert_eq!(mode(&state), 0o700);
+        assert_eq!(untrusted(&state), None);
+        std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let why = untrusted(&state).unwrap();
+        assert!(
+            why.contains("writable by group or others (mode 777)"),
+            "{why}"
+        );
+        // An existing directory the operator named is left alone (it may be shared)...
+        private_dir(&state).unwrap();
+        assert_eq!(mode(&state), 0o777);
+        // ...medic's own is closed again.
+        own_private_dir(&state).unwrap();
+        assert_eq!(untrusted(&state), None);
+        assert!(untrusted(&dir.path().join("missing")).is_some());
+    }
+
+    #[test]
+    fn the_descriptor_limit_only_goes_up() {
+        let before = unsafe {
+            let mut l = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            libc::getrlimit(libc::RLIMIT_NOFILE, &mut l);
+            l.rlim_cur
+        };
+        assert!(raise_nofile_limit().unwrap() >= before);
+    }
+}
