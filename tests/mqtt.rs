@@ -97,7 +97,7 @@ fn remote_commands_answer_like_lua_collectd_monitor() {
     assert!(ts.len() == 20 && ts.ends_with('Z'), "{ts}");
 
     // lua-collectd-monitor's senders publish the JSON themselves.
-    let cases: [(u64, String, i64); 7] = [
+    let cases: [(u64, String, i64); 8] = [
         (2, request(2, "nope", "exec"), 0x1002),
         (3, request(3, "hello", "nope"), 0x1003),
         (4, request(4, "hello", "fail"), 3),
@@ -114,6 +114,8 @@ fn remote_commands_answer_like_lua_collectd_monitor() {
             r#"{"task_id": 8, "timestamp": "2099-01-01T00:00:00Z", "service": "hello", "command": "exec"}"#.into(),
             0x1101,
         ),
+        // A 200-byte service name is refused, not echoed back.
+        (9, request(9, &"s".repeat(200), "exec"), 0x1004),
     ];
     for (_, payload, _) in &cases {
         broker.publish("medic/test/command", payload);
@@ -459,4 +461,41 @@ fn mqtt_5_works_the_same() {
     assert_eq!(results.reply(52, WAIT)["message"], "slow done\n");
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(results.replies(52).len(), 1, "{:?}", results.lines());
+}
+
+/// A message over `mqtt.max_message_size` on the command topic is taken off the broker's hands
+/// and dropped, once: no reconnect loop, also after a restart, and commands keep being answered.
+#[test]
+fn an_oversized_message_is_dropped_once_and_commands_keep_working() {
+    let broker = Mosquitto::start(false);
+    let site = Site::new();
+    site.write_config(&mqtt_config(&site, &broker, &services(&site)));
+    let medic = site.start();
+    medic.expect_log("MQTT: subscribed", WAIT);
+    let big = site.path("big.json");
+    std::fs::write(
+        &big,
+        format!(r#"{{"task_id": 90, "pad": "{}"}}"#, "x".repeat(2 << 20)),
+    )
+    .unwrap();
+    broker.publish_file("medic/test/command", &big);
+    medic.expect_log(
+        "MQTT message larger than mqtt.max_message_size dropped",
+        WAIT,
+    );
+    let out = send(&broker, "test", &["hello", "exec", "--task-id", "91"]);
+    assert_eq!(stdout(&out), "Hello World!\n", "{}", stderr(&out));
+    // It was acknowledged: a restart does not get it again, and the link never dropped.
+    medic.stop();
+    let medic = site.start();
+    medic.expect_log("MQTT: subscribed", WAIT);
+    let out = send(&broker, "test", &["hello", "exec", "--task-id", "92"]);
+    assert_eq!(stdout(&out), "Hello World!\n", "{}", stderr(&out));
+    let log = medic.log();
+    assert_eq!(
+        log.matches("larger than mqtt.max_message_size").count(),
+        1,
+        "{log}"
+    );
+    assert!(!log.contains("MQTT connection down"), "{log}");
 }

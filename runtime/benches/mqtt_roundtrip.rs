@@ -138,6 +138,7 @@ impl Client {
             keepalive: Duration::from_secs(30),
             clean_session: true,
             last_will: None,
+            max_message: 1 << 20,
         };
         let backoff = Backoff {
             first: Duration::from_millis(100),

@@ -143,6 +143,13 @@ impl Mosquitto {
         run(cmd.args(["-q", "2", "-t", topic, "-m", payload]));
     }
 
+    /// Publish the contents of `file` (for payloads too large for a command line).
+    pub fn publish_file(&self, topic: &str, file: &std::path::Path) {
+        let mut cmd = Command::new("mosquitto_pub");
+        self.client_args(&mut cmd);
+        run(cmd.args(["-q", "1", "-t", topic, "-f"]).arg(file));
+    }
+
     fn client_args(&self, cmd: &mut Command) {
         cmd.args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
             .args(["-u", USER, "-P", PASSWORD]);

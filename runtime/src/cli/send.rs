@@ -54,6 +54,7 @@ pub async fn send(o: SendOptions) -> Result<Reply, SendError> {
         keepalive: Duration::from_secs(30),
         clean_session: true,
         last_will: None,
+        max_message: 1 << 20,
     };
     let backoff = Backoff {
         first: Duration::from_millis(200),

@@ -61,6 +61,10 @@ pub struct Mqtt {
     /// further is refused like a stale command.
     #[serde(default = "default_max_clock_skew", with = "humantime_serde")]
     pub max_clock_skew: Duration,
+    /// Largest message payload medic takes or sends; a larger incoming one is acknowledged,
+    /// dropped and counted (MQTT 5 tells the broker not to send it at all).
+    #[serde(default = "default_max_message_size")]
+    pub max_message_size: usize,
     /// Messages kept while the broker is away; past it the oldest is dropped (logged, counted).
     #[serde(default = "default_outbox_limit")]
     pub outbox_limit: usize,
@@ -105,6 +109,9 @@ fn default_status_topic() -> String {
 fn default_dedupe_window() -> Duration {
     Duration::from_secs(24 * 3600)
 }
+fn default_max_message_size() -> usize {
+    1 << 20
+}
 fn default_max_clock_skew() -> Duration {
     Duration::from_secs(30)
 }
@@ -138,6 +145,9 @@ impl Mqtt {
         }
         if self.reconnect_interval.is_zero() {
             return Err("mqtt.reconnect_interval must be more than 0".into());
+        }
+        if self.max_message_size == 0 || self.max_message_size > 256 << 20 {
+            return Err("mqtt.max_message_size must be between 1 and 268435456 bytes".into());
         }
         if self.outbox_limit == 0 {
             return Err("mqtt.outbox_limit must be more than 0".into());

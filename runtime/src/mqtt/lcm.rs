@@ -98,6 +98,10 @@ impl Reply {
     }
 }
 
+/// Longest task id (as a string), service and command name, and timestamp accepted: a reply
+/// echoes them, so a request can never make medic publish more than a small reply.
+pub const MAX_FIELD_LEN: usize = 128;
+
 /// Read a request. A task id must be a non-negative integer or a non-empty string.
 pub fn parse_request(payload: &[u8]) -> Result<Request, Invalid> {
     let value: Value = serde_json::from_slice(payload).map_err(|e| Invalid {
@@ -112,6 +116,15 @@ pub fn parse_request(payload: &[u8]) -> Result<Request, Invalid> {
     };
     let task_id = match map.get("task_id") {
         Some(Value::Number(n)) if n.is_u64() => Value::Number(n.clone()),
+        Some(Value::String(s)) if s.len() > MAX_FIELD_LEN => {
+            return Err(Invalid {
+                task_id: None,
+                message: format!(
+                    "`task_id` is {} bytes long; at most {MAX_FIELD_LEN} are answered",
+                    s.len()
+                ),
+            });
+        }
         Some(Value::String(s)) if !s.is_empty() => Value::String(s.clone()),
         Some(other) => {
             return Err(Invalid {
@@ -129,6 +142,10 @@ pub fn parse_request(payload: &[u8]) -> Result<Request, Invalid> {
         }
     };
     let text = |field: &str| match map.get(field) {
+        Some(Value::String(s)) if s.len() > MAX_FIELD_LEN => Err(format!(
+            "`{field}` is {} bytes long; at most {MAX_FIELD_LEN} are allowed",
+            s.len()
+        )),
         Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
         Some(_) => Err(format!("`{field}` must be a non-empty string")),
         None => Err(format!("`{field}` is missing")),
@@ -145,11 +162,13 @@ pub fn parse_request(payload: &[u8]) -> Result<Request, Invalid> {
     };
     let timestamp = match map.get("timestamp") {
         None | Some(Value::Null) => None,
-        Some(Value::String(s)) => Some(s.clone()),
-        Some(other) => {
+        Some(Value::String(s)) if s.len() <= MAX_FIELD_LEN => Some(s.clone()),
+        Some(_) => {
             return Err(Invalid {
                 task_id: Some(task_id),
-                message: format!("`timestamp` must be an ISO 8601 string, not {other}"),
+                message: format!(
+                    "`timestamp` must be an ISO 8601 string of at most {MAX_FIELD_LEN} bytes"
+                ),
             });
         }
     };
@@ -290,6 +309,28 @@ mod tests {
         assert_eq!(e.task_id, None);
         let e = parse_request(b"[1]").unwrap_err();
         assert_eq!(e.message, "the request must be a JSON object");
+        // Nothing long is echoed back: long fields are refused, a long task id is not answered.
+        let long = "x".repeat(MAX_FIELD_LEN + 1);
+        let e = parse_request(
+            format!(r#"{{"task_id": 44, "service": "{long}", "command": "b"}}"#).as_bytes(),
+        )
+        .unwrap_err();
+        assert_eq!(e.task_id, Some(Value::from(44)));
+        assert_eq!(
+            e.message,
+            "`service` is 129 bytes long; at most 128 are allowed"
+        );
+        let e = parse_request(
+            format!(r#"{{"task_id": "{long}", "service": "a", "command": "b"}}"#).as_bytes(),
+        )
+        .unwrap_err();
+        assert_eq!(e.task_id, None);
+        let e = parse_request(
+            format!(r#"{{"task_id": 45, "timestamp": "{long}", "service": "a", "command": "b"}}"#)
+                .as_bytes(),
+        )
+        .unwrap_err();
+        assert!(!e.message.contains(&long), "{}", e.message);
     }
 
     #[test]

@@ -27,7 +27,14 @@ pub struct Connect {
     pub clean_session: bool,
     /// Published retained (QoS 1) by the broker when the connection dies.
     pub last_will: Option<(String, Vec<u8>)>,
+    /// Largest message payload medic handles (`mqtt.max_message_size`).
+    pub max_message: usize,
 }
+
+/// MQTT's own ceiling on a packet (a 4-byte remaining length) plus its fixed header.
+const MQTT_MAX_PACKET: usize = 268_435_455 + 5;
+/// Room for a topic and properties beside a payload of `max_message` bytes.
+const PACKET_OVERHEAD: usize = 64 * 1024;
 
 /// mosquitto's default receive maximum is 20; more in flight and QoS 2 messages are lost.
 const INFLIGHT: u16 = 20;
@@ -56,6 +63,7 @@ impl Connect {
                 crate::config::Mqtt::topic_for(&m.status_topic, node),
                 b"offline".to_vec(),
             )),
+            max_message: m.max_message_size,
         })
     }
 
@@ -84,7 +92,9 @@ impl Connect {
             o.set_session_expiry_interval(Some(u32::MAX));
         }
         o.set_outgoing_inflight_upper_limit(INFLIGHT);
-        o.set_max_packet_size(Some(1 << 20));
+        // Told to the broker in CONNECT: it does not send us anything larger.
+        let limit = (self.max_message + PACKET_OVERHEAD).min(MQTT_MAX_PACKET);
+        o.set_max_packet_size(Some(limit as u32));
         o.set_manual_acks(true);
         let mut network = rumqttc::NetworkOptions::new();
         network.set_tcp_nodelay(true);
@@ -112,7 +122,10 @@ impl Connect {
         o.set_keep_alive(self.keepalive);
         o.set_clean_session(self.clean_session);
         o.set_inflight(INFLIGHT);
-        o.set_max_packet_size(1 << 20, 1 << 20);
+        // MQTT 3.1.1 cannot tell the broker a limit, and rumqttc drops the connection on an
+        // incoming packet over its limit (the broker then redelivers it, for ever): accept any
+        // packet MQTT allows, and let the session drop oversized messages after reading them.
+        o.set_max_packet_size(MQTT_MAX_PACKET, self.max_message + PACKET_OVERHEAD);
         o.set_manual_acks(true);
         if let Some((user, password)) = &self.credentials {
             o.set_credentials(user, password);

@@ -21,6 +21,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::link::{Backoff, Link, LinkEvent, Message};
 use super::options::Connect;
 use super::tracker::Tracker;
+use crate::logging::RateLimited;
 use crate::store::Store;
 
 /// Outbox messages handed to rumqttc at once; the rest wait in the outbox.
@@ -137,6 +138,9 @@ pub struct Session {
     subscribed: BTreeSet<String>,
     up: bool,
     ctl: mpsc::UnboundedReceiver<Ctl>,
+    max_message: usize,
+    oversized: u64,
+    oversized_log: RateLimited,
 }
 
 impl Session {
@@ -162,6 +166,9 @@ impl Session {
             subscribed: BTreeSet::new(),
             up: false,
             ctl,
+            max_message: parts.connect.max_message,
+            oversized: 0,
+            oversized_log: RateLimited::default(),
         };
         match session.store.outbox_len() {
             Ok(0) | Err(_) => {}
@@ -287,6 +294,23 @@ impl Session {
     }
 
     fn on_incoming(&mut self, m: Message) {
+        if m.payload.len() > self.max_message {
+            // Taken off the broker's hands, so it is not redelivered, and dropped.
+            self.oversized += 1;
+            let (total, bytes, limit) = (self.oversized, m.payload.len(), self.max_message);
+            self.oversized_log.log(|suppressed| {
+                tracing::warn!(
+                    topic = ?m.topic,
+                    bytes,
+                    limit,
+                    total_dropped = total,
+                    suppressed,
+                    "MQTT message larger than mqtt.max_message_size dropped"
+                )
+            });
+            self.link.client.ack(&m);
+            return;
+        }
         let mut leave = false;
         for handler in &mut self.handlers {
             leave |= handler(&m) == Handled::Leave;
