@@ -242,3 +242,80 @@ it = ["touch", "{made}"]
     medic.expect_log("rule loaded rule=\"load\"", BOUND);
     medic.stop();
 }
+
+/// Idle clients cannot take every descriptor: past `max_clients` a new client is told so and
+/// closed, idle ones are dropped after `idle_timeout`, and a second medic never takes over a
+/// socket the first still answers on.
+#[test]
+fn putval_clients_are_capped_and_idle_ones_closed() {
+    use std::io::Read;
+    let site = Site::new();
+    site.add_rule("counter", "load");
+    site.write_config(
+        r#"
+[rules.config.load]
+pattern = "*/load/load"
+"#,
+    );
+    let config = site.path("medic.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace(
+            "socket = \"putval.sock\"\n",
+            "socket = \"putval.sock\"\nmax_clients = 3\nidle_timeout = \"1s\"\n",
+        ),
+    )
+    .unwrap();
+    let mut medic = site.start();
+    let idle: Vec<_> = (0..3)
+        .map(|_| std::os::unix::net::UnixStream::connect(site.socket()).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(100));
+    let mut extra = std::os::unix::net::UnixStream::connect(site.socket()).unwrap();
+    extra
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut reply = String::new();
+    extra.read_to_string(&mut reply).unwrap();
+    assert_eq!(
+        reply,
+        "-1 Too many clients (3; ingest.putval.max_clients).\n"
+    );
+    medic.expect_log("PUTVAL client refused: too many clients", BOUND);
+    // The idle ones are closed by medic, and the socket serves again.
+    for mut c in idle {
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut rest = Vec::new();
+        assert_eq!(
+            c.read_to_end(&mut rest).unwrap(),
+            0,
+            "closed without a word"
+        );
+    }
+    assert_eq!(
+        medic.putval(&["PUTVAL h/load/load N:1:1:1"]),
+        vec!["0 Success: 1 value has been dispatched."]
+    );
+    assert!(
+        wait_until(BOUND, || seen(&medic, "load") >= 1),
+        "{}",
+        medic.log()
+    );
+
+    // A second medic on the same config must not take the live socket over.
+    let second = std::process::Command::new(medic_integration::medic_bin())
+        .args(["run", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!second.status.success());
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(err.contains("something already answers on"), "{err}");
+    assert!(medic.is_running());
+    assert_eq!(
+        medic.putval(&["PUTVAL h/load/load N:2:2:2"]),
+        vec!["0 Success: 1 value has been dispatched."]
+    );
+    medic.stop();
+}

@@ -144,7 +144,7 @@ async fn start(config: Arc<Config>, shutdown: Shutdown) -> anyhow::Result<Runnin
 
     if let Some(p) = &config.ingest.putval {
         let interval = config.ingest.default_interval.as_nanos() as u64;
-        let server = PutvalServer::bind(&p.socket, p.mode, types.clone(), interval, ingest.clone())
+        let server = PutvalServer::bind(p, types.clone(), interval, ingest.clone())
             .with_context(|| format!("cannot listen on {}", p.socket.display()))?;
         tracing::info!(socket = %p.socket.display(), "PUTVAL/PUTNOTIF socket ready");
         sources.push(tokio::spawn(server.serve(shutdown.clone())));

@@ -180,6 +180,20 @@ pub struct Putval {
     /// (`"0660"`).
     #[serde(default = "default_socket_mode", deserialize_with = "octal_mode")]
     pub mode: u32,
+    /// Clients connected at once; one more gets `-1 Too many clients` and is closed.
+    #[serde(default = "default_max_clients")]
+    pub max_clients: usize,
+    /// A client that sends nothing for this long is disconnected.
+    #[serde(default = "default_idle_timeout", with = "humantime_serde")]
+    pub idle_timeout: Duration,
+}
+
+fn default_max_clients() -> usize {
+    128
+}
+
+fn default_idle_timeout() -> Duration {
+    Duration::from_secs(15 * 60)
 }
 
 fn default_socket_mode() -> u32 {
@@ -282,6 +296,14 @@ impl Config {
         }
         if self.rules.queue_capacity == 0 || self.rules.max_batch == 0 {
             return Err("rules.queue_capacity and rules.max_batch must be more than 0".into());
+        }
+        if let Some(p) = &self.ingest.putval
+            && (p.max_clients == 0 || p.idle_timeout.is_zero())
+        {
+            return Err(
+                "ingest.putval.max_clients and ingest.putval.idle_timeout must be more than 0"
+                    .into(),
+            );
         }
         if let Some(u) = &self.ingest.unixsock
             && u.interval.is_zero()

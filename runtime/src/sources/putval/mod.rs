@@ -4,13 +4,13 @@
 
 use std::io;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
-use std::path::Path;
 use std::sync::Arc;
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::mpsc;
 
+use crate::config::Putval as PutvalConfig;
 use crate::event::{
     DsType, Identifier, Ingested, MAX_MESSAGE_LEN, MAX_NAME_LEN, MAX_VALUES, Notification, Sample,
     Severity, ValueList, now_ns, secs_to_ns,
@@ -239,29 +239,43 @@ pub fn success_reply(parsed: &Parsed) -> String {
 }
 
 /// Serves the socket until shutdown. Each connection is handled on its own task, which ends
-/// at shutdown too (so the ingest queue closes and the engine can drain).
+/// at shutdown too (so the ingest queue closes and the engine can drain). Connections are
+/// capped (`max_clients`) and closed when idle (`idle_timeout`), so idle clients can never use
+/// up the descriptors a recovery command needs.
 pub struct PutvalServer {
     listener: UnixListener,
     types: Arc<TypesDb>,
     default_interval_ns: u64,
     sink: mpsc::Sender<Ingested>,
+    clients: Arc<tokio::sync::Semaphore>,
+    max_clients: usize,
+    idle_timeout: std::time::Duration,
 }
 
 impl PutvalServer {
-    /// Bind `socket`, replacing a stale socket file left by a previous run (never another kind
-    /// of file), and give it `mode`.
+    /// Bind the configured socket, replacing a stale socket file left by a previous run (never
+    /// a socket something still answers on, nor another kind of file), and give it its mode.
     pub fn bind(
-        socket: &Path,
-        mode: u32,
+        config: &PutvalConfig,
         types: Arc<TypesDb>,
         default_interval_ns: u64,
         sink: mpsc::Sender<Ingested>,
     ) -> io::Result<Self> {
+        let socket = config.socket.as_path();
         if let Ok(meta) = std::fs::symlink_metadata(socket) {
             if !meta.file_type().is_socket() {
                 return Err(io::Error::new(
                     io::ErrorKind::AlreadyExists,
                     format!("{} exists and is not a socket", socket.display()),
+                ));
+            }
+            if std::os::unix::net::UnixStream::connect(socket).is_ok() {
+                return Err(io::Error::new(
+                    io::ErrorKind::AddrInUse,
+                    format!(
+                        "something already answers on {} (another medic?); not replacing it",
+                        socket.display()
+                    ),
                 ));
             }
             std::fs::remove_file(socket)?;
@@ -270,18 +284,23 @@ impl PutvalServer {
             std::fs::create_dir_all(dir)?;
         }
         let listener = UnixListener::bind(socket)?;
-        std::fs::set_permissions(socket, std::fs::Permissions::from_mode(mode))?;
+        std::fs::set_permissions(socket, std::fs::Permissions::from_mode(config.mode))?;
         Ok(Self {
             listener,
             types,
             default_interval_ns,
             sink,
+            clients: Arc::new(tokio::sync::Semaphore::new(config.max_clients)),
+            max_clients: config.max_clients,
+            idle_timeout: config.idle_timeout,
         })
     }
 
     pub async fn serve(self, mut shutdown: Shutdown) {
         let shared = Arc::new(self);
         let mut accept_errors = RateLimited::default();
+        let mut refusals = RateLimited::default();
+        let mut refused = 0u64;
         loop {
             let accepted = tokio::select! {
                 a = shared.listener.accept() => a,
@@ -289,9 +308,27 @@ impl PutvalServer {
             };
             match accepted {
                 Ok((stream, _)) => {
+                    let Ok(permit) = shared.clients.clone().try_acquire_owned() else {
+                        refused += 1;
+                        let max = shared.max_clients;
+                        refusals.log(|suppressed| {
+                            tracing::warn!(
+                                max_clients = max,
+                                total_refused = refused,
+                                suppressed,
+                                "PUTVAL client refused: too many clients"
+                            )
+                        });
+                        let reply =
+                            format!("-1 Too many clients ({max}; ingest.putval.max_clients).\n");
+                        // Best effort and never waiting: the client is closed either way.
+                        let _ = stream.try_write(reply.as_bytes());
+                        continue;
+                    };
                     let s = shared.clone();
                     let mut shutdown = shutdown.clone();
                     tokio::spawn(async move {
+                        let _permit = permit;
                         tokio::select! {
                             r = s.connection(stream) => if let Err(e) = r {
                                 tracing::debug!("putval connection ended: {e}");
@@ -316,10 +353,13 @@ impl PutvalServer {
         let mut line = String::new();
         loop {
             line.clear();
-            let n = (&mut reader)
-                .take(MAX_LINE + 1)
-                .read_line(&mut line)
-                .await?;
+            let mut limited = (&mut reader).take(MAX_LINE + 1);
+            let read = limited.read_line(&mut line);
+            let Ok(n) = tokio::time::timeout(self.idle_timeout, read).await else {
+                tracing::debug!("putval client idle for {:?}: closed", self.idle_timeout);
+                return Ok(());
+            };
+            let n = n?;
             if n == 0 {
                 return Ok(());
             }
