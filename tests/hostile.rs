@@ -319,3 +319,36 @@ pattern = "*/load/load"
     );
     medic.stop();
 }
+
+/// Peer text with a newline or ESC never starts a log line of its own.
+#[test]
+fn peer_text_cannot_forge_log_lines() {
+    let port = free_udp_port();
+    let site = Site::new();
+    std::fs::write(site.path("passwd"), "fixture-user: fixture-secret\n").unwrap();
+    site.write_config(&format!(
+        r#"
+[ingest.network]
+listen = ["127.0.0.1:{port}"]
+security_level = "sign"
+auth_file = "passwd"
+"#
+    ));
+    let medic = site.start();
+    let mut sign = vec![0u8; 32];
+    sign.extend(b"evil\nFAKE medic::daemon: medic stopped\x1b[2J");
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket
+        .send_to(&part(0x0200, &sign), ("127.0.0.1", port))
+        .unwrap();
+    medic.expect_log(
+        r"unknown user `evil\nFAKE medic::daemon: medic stopped\u{1b}[2J`",
+        BOUND,
+    );
+    let log = medic.log();
+    assert!(
+        !log.lines().any(|l| l.starts_with("FAKE")) && !log.contains('\x1b'),
+        "{log}"
+    );
+    medic.stop();
+}

@@ -24,6 +24,25 @@ pub fn init(level: &str, format: LogFormat) {
     }
 }
 
+/// Text from outside (a peer's packet, an MQTT payload, what a rule says) made safe for a log
+/// line: control characters (newline, ESC, …) are written escaped, so such text can never start
+/// a forged line or steer a terminal. The JSON log format escapes on its own.
+pub struct Untrusted<'a>(pub &'a str);
+
+impl std::fmt::Display for Untrusted<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use std::fmt::Write;
+        for c in self.0.chars() {
+            if c.is_control() {
+                write!(f, "{}", c.escape_default())?;
+            } else {
+                f.write_char(c)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The one rate-limited-log helper: logs the first occurrence, then at most once per
 /// `every` with how many were suppressed in between. Keep one per call site (a field of the
 /// task that logs), so a flood of one kind never hides another.
@@ -79,6 +98,12 @@ impl<K: std::hash::Hash + Eq> RateLimitedByKind<K> {
 #[cfg(test)]
 mod tests {
     use super::{RateLimited, RateLimitedByKind};
+
+    #[test]
+    fn untrusted_text_cannot_forge_a_line() {
+        let text = super::Untrusted("evil\nFAKE\u{1b}[31m \u{e9}").to_string();
+        assert_eq!(text, "evil\\nFAKE\\u{1b}[31m \u{e9}");
+    }
 
     #[test]
     fn each_kind_gets_its_own_first_line() {

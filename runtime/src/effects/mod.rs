@@ -74,6 +74,7 @@ impl Effects {
                 message,
             } => {
                 let rule = &*rule;
+                let message = crate::logging::Untrusted(&message);
                 match severity {
                     Severity::Failure => tracing::error!(rule, "notification: {message}"),
                     Severity::Warning => tracing::warn!(rule, "notification: {message}"),

@@ -16,7 +16,7 @@ use super::rule::Subscription;
 use super::series::SeriesTable;
 use super::status::StatusBoard;
 use crate::event::Ingested;
-use crate::logging::RateLimited;
+use crate::logging::{RateLimited, Untrusted};
 
 /// How routes change; sent by the registry.
 pub enum RouteUpdate {
@@ -147,7 +147,7 @@ impl Dispatcher {
                     let total = self.rejected;
                     self.rejected_log.log(|suppressed| {
                         tracing::warn!(
-                            identifier = %vl.identifier,
+                            identifier = %Untrusted(&vl.identifier.to_string()),
                             total_rejected = total,
                             suppressed,
                             "value list dropped: {why}"

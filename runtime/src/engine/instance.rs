@@ -11,6 +11,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use super::bindings::{self as wit, RuleV0};
 use super::series::SeriesTable;
 use crate::event::now_ns;
+use crate::logging::Untrusted;
 use crate::store::Store as StateStore;
 
 /// What a rule's calls may reach: its own state, the series table, the clock, the log. No
@@ -38,6 +39,8 @@ impl wit::medic::rules::types::Host for HostState {}
 impl wit::medic::rules::host::Host for HostState {
     fn log(&mut self, level: wit::LogLevel, message: String) {
         let rule = &*self.rule;
+        // A rule may pass on what a peer sent (an MQTT payload, a host name).
+        let message = Untrusted(&message);
         match level {
             wit::LogLevel::Trace => tracing::trace!(rule, "{message}"),
             wit::LogLevel::Debug => tracing::debug!(rule, "{message}"),

@@ -163,7 +163,7 @@ impl Inbound {
                     }
                     None => tracing::warn!(
                         total_invalid = self.invalid,
-                        payload = %String::from_utf8_lossy(&p.payload[..p.payload.len().min(200)]),
+                        payload = ?String::from_utf8_lossy(&p.payload[..p.payload.len().min(200)]),
                         "invalid remote command dropped (no task id to answer): {}",
                         invalid.message
                     ),

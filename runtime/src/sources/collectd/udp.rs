@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 use super::protocol::{Credentials, SecurityLevel, decode, to_ingested};
 use crate::config::Network as NetworkConfig;
 use crate::event::{Ingested, now_ns};
-use crate::logging::{RateLimited, RateLimitedByKind};
+use crate::logging::{RateLimited, RateLimitedByKind, Untrusted};
 use crate::shutdown::Shutdown;
 
 /// Counters for the status page and metrics (and the tests).
@@ -171,10 +171,10 @@ async fn receive(
         decoded.clear();
         if let Err(e) = decode(&buf[..n], level, auth.credentials(), &mut decoded) {
             stats.refused.fetch_add(1, Ordering::Relaxed);
-            refusals.log(
-                Some(std::mem::discriminant(&e)),
-                |suppressed| tracing::warn!(%from, bytes = n, suppressed, "datagram refused: {e}"),
-            );
+            refusals.log(Some(std::mem::discriminant(&e)), |suppressed| {
+                let e = Untrusted(&e.to_string()).to_string();
+                tracing::warn!(%from, bytes = n, suppressed, "datagram refused: {e}")
+            });
         }
         let now = now_ns();
         for d in decoded.drain(..) {
@@ -193,10 +193,10 @@ async fn receive(
                 },
                 Err(e) => {
                     stats.refused.fetch_add(1, Ordering::Relaxed);
-                    refusals.log(
-                        None,
-                        |suppressed| tracing::warn!(%from, suppressed, "part refused: {e}"),
-                    );
+                    refusals.log(None, |suppressed| {
+                        let e = Untrusted(&e).to_string();
+                        tracing::warn!(%from, suppressed, "part refused: {e}")
+                    });
                 }
             }
         }

@@ -15,7 +15,7 @@ use crate::event::{
     DsType, Identifier, Ingested, MAX_MESSAGE_LEN, MAX_NAME_LEN, MAX_VALUES, Notification, Sample,
     Severity, ValueList, now_ns, secs_to_ns,
 };
-use crate::logging::RateLimited;
+use crate::logging::{RateLimited, Untrusted};
 use crate::shutdown::Shutdown;
 use crate::types_db::TypesDb;
 
@@ -381,7 +381,7 @@ impl PutvalServer {
                     }
                 }
                 Err(e) => {
-                    tracing::debug!(line = text, "putval refused: {e}");
+                    tracing::debug!(line = text, "putval refused: {}", Untrusted(&e));
                     format!("-1 {e}")
                 }
             };
