@@ -33,6 +33,12 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Check a config and have the running medic reload it (SIGHUP): the allow-list, MQTT
+    /// grants and rule configs change at once; other changes are named and wait for a restart.
+    Reload {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
     /// Validate a config and load, init and describe every rule with it; exit 1 on any error.
     Check {
         #[arg(long, short)]
@@ -117,8 +123,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     logging::init(&cli.log_level, cli.log_format);
     match cli.command {
-        Command::Run { config } => {
-            let config = match Config::load(&config) {
+        Command::Run { config: path } => {
+            let config = match Config::load(&path) {
                 Ok(c) => c,
                 Err(e) => return fail(e),
             };
@@ -126,7 +132,8 @@ fn main() -> ExitCode {
                 Ok(r) => r,
                 Err(e) => return fail(format!("cannot start the async runtime: {e}")),
             };
-            match runtime.block_on(medic::daemon::run(config, medic::daemon::signal())) {
+            let stop = medic::daemon::signal();
+            match runtime.block_on(medic::daemon::run(config, &path, stop)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(format!("{e:#}")),
             }
@@ -146,6 +153,13 @@ fn main() -> ExitCode {
             decode_command(options, listen, files)
         }
         Command::Send(args) => send_command(args),
+        Command::Reload { config } => match medic::cli::reload::reload(&config) {
+            Ok(pid) => {
+                println!("medic (pid {pid}) asked to reload {}", config.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(format!("{e:#}")),
+        },
         Command::ImportLcm {
             config,
             state_dir,

@@ -237,6 +237,16 @@ impl Medic {
         lines.iter().map(|l| c.send(l)).collect()
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Send a signal (SIGHUP = 1, SIGTERM = 15).
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: plain kill(2) on our own child.
+        unsafe { libc_kill(self.child.id() as i32, sig) };
+    }
+
     /// Still running (not crashed)?
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))

@@ -4,4 +4,5 @@
 pub mod check;
 pub mod decode;
 pub mod import_lcm;
+pub mod reload;
 pub mod send;

@@ -14,7 +14,7 @@ use serde::de::{self, Deserializer};
 pub use command::{Command, Program, Service};
 pub use mqtt::{BrokerUrl, Mqtt, MqttProtocol};
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     #[serde(default)]
@@ -31,7 +31,7 @@ pub struct Config {
     pub services: BTreeMap<String, Service>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Daemon {
     /// This machine's name for remote commands and logs; default: the hostname.
@@ -54,7 +54,7 @@ impl Default for Daemon {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Rules {
     /// Directory watched for `*.wasm` rules; a rule's name is its file stem.
@@ -92,7 +92,7 @@ impl Default for Rules {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Ingest {
     /// collectd types.db files, as collectd's `TypesDB`; later files override earlier ones.
@@ -118,7 +118,7 @@ impl Default for Ingest {
 }
 
 /// Polling collectd's unixsock plugin (LISTVAL, then GETVAL).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Unixsock {
     pub socket: PathBuf,
@@ -138,7 +138,7 @@ fn default_unixsock_patterns() -> Vec<String> {
 }
 
 /// collectd's network plugin, receiving side.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Network {
     /// Addresses to listen on (IPv4 or IPv6); a multicast group address is joined.
@@ -172,7 +172,7 @@ pub enum SecurityLevel {
 }
 
 /// A unix socket speaking collectd's text protocol (PUTVAL, PUTNOTIF).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Putval {
     pub socket: PathBuf,

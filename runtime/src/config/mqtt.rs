@@ -9,7 +9,7 @@ use serde::Deserialize;
 /// The MQTT client: remote commands in lua-collectd-monitor's format, their results, a status
 /// topic, and topics for rules. Topics may contain `{node}`, replaced by `daemon.node` (and, for
 /// `run-remote`, by the target node).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Mqtt {
     /// `mqtt://host[:port]` (1883) or `mqtts://host[:port]` (8883, TLS).

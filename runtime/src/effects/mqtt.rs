@@ -16,6 +16,8 @@ use crate::mqtt::session::{Handled, Session, SessionHandle};
 
 enum Msg {
     Decision(Decision),
+    /// A reloaded config's `[mqtt.grants]`.
+    Grants(std::collections::BTreeMap<String, Vec<String>>),
     /// Answer every `run-remote` still waiting; reply with how many there were.
     Abandon(oneshot::Sender<usize>),
 }
@@ -61,6 +63,11 @@ impl Outbound {
         }
     }
 
+    /// Take a reloaded config's publish grants.
+    pub fn set_grants(&self, grants: std::collections::BTreeMap<String, Vec<String>>) {
+        let _ = self.tx.send(Msg::Grants(grants));
+    }
+
     /// Answer every `run-remote` still waiting for its node (medic is stopping).
     pub async fn abandon_waiting(&self) -> usize {
         let (done, wait) = oneshot::channel();
@@ -89,6 +96,7 @@ impl Task {
             tokio::select! {
                 msg = rx.recv() => match msg {
                     Some(Msg::Decision(d)) => self.on_decision(d),
+                    Some(Msg::Grants(grants)) => self.cfg.grants = grants,
                     Some(Msg::Abandon(done)) => {
                         let _ = done.send(self.remote.abandon("medic is stopping"));
                     }

@@ -27,6 +27,7 @@ pub const DEBOUNCE: Duration = Duration::from_millis(30);
 
 struct Loaded {
     hash: String,
+    path: PathBuf,
     worker: WorkerHandle,
 }
 
@@ -119,11 +120,16 @@ impl Registry {
 
     /// Load or reload one rule file.
     pub fn load(&mut self, path: &Path) -> anyhow::Result<LoadResult> {
+        self.load_with(path, false)
+    }
+
+    /// `force`: swap in a fresh instance even when the build is unchanged (its config changed).
+    fn load_with(&mut self, path: &Path, force: bool) -> anyhow::Result<LoadResult> {
         let name: Arc<str> = rule_name(path).context("not a .wasm file")?.into();
         let bytes =
             std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
         let hash = Compiler::hash(&bytes);
-        if self.rules.get(&name).is_some_and(|l| l.hash == hash) {
+        if !force && self.rules.get(&name).is_some_and(|l| l.hash == hash) {
             return Ok(LoadResult::Unchanged);
         }
         let compiled = self.compiler.compile(&bytes)?;
@@ -151,6 +157,7 @@ impl Registry {
                 .context("the rule's worker did not answer the swap")?
                 .map_err(anyhow::Error::msg)?;
             loaded.hash = hash.clone();
+            loaded.path = path.to_path_buf();
             let version = subscription.info.version.clone();
             self.status
                 .loaded(&name, path.to_path_buf(), version.clone(), hash);
@@ -193,7 +200,8 @@ impl Registry {
             subscription,
             queue: events_tx,
         });
-        self.rules.insert(name, Loaded { hash, worker });
+        let path = path.to_path_buf();
+        self.rules.insert(name, Loaded { hash, path, worker });
         Ok(LoadResult::Started { version })
     }
 
@@ -207,6 +215,38 @@ impl Registry {
         let _ = loaded.worker.thread.join();
         self.status.remove(name);
         tracing::info!(rule = name, "rule unloaded (its file was removed)");
+    }
+
+    /// Take a new `[rules]` section (a reloaded config): every rule whose
+    /// `[rules.config.NAME]` changed is re-initialised with it, keeping its state (the old
+    /// instance suspends first, as on a hot reload). A rule whose new config it refuses keeps
+    /// running with the old one.
+    pub fn reconfigure(&mut self, config: RulesConfig) {
+        let changed: Vec<(Arc<str>, PathBuf)> = self
+            .rules
+            .iter()
+            .filter(|(name, _)| {
+                rule_config(&self.config, name).ok() != rule_config(&config, name).ok()
+            })
+            .map(|(name, loaded)| (name.clone(), loaded.path.clone()))
+            .collect();
+        let old = std::mem::replace(&mut self.config, config);
+        for (name, path) in changed {
+            match self.load_with(&path, true) {
+                Ok(_) => tracing::info!(rule = &*name, "rule re-initialised with its new config"),
+                Err(e) => {
+                    tracing::error!(
+                        rule = &*name,
+                        "new config refused: {e:#}; the rule keeps its old config"
+                    );
+                    // Keep what the rule runs with on record, so a later reload compares right.
+                    match old.config.get(&*name) {
+                        Some(table) => self.config.config.insert(name.to_string(), table.clone()),
+                        None => self.config.config.remove(&*name),
+                    };
+                }
+            }
+        }
     }
 
     /// Have every rule take all the events already queued for it (shutdown, once the
@@ -244,11 +284,28 @@ impl Registry {
     /// calling thread (give it its own). `ready` is told once the watch is in place, so no
     /// change after it can be missed; a watch that cannot start is logged and the rules keep
     /// serving without hot reload.
-    pub fn watch(mut self, shutdown: Shutdown, ready: crossbeam_channel::Sender<()>) -> Self {
-        if let Err(e) = self.watch_until(&shutdown, &ready) {
+    pub fn watch(
+        mut self,
+        shutdown: Shutdown,
+        ready: crossbeam_channel::Sender<()>,
+        reconfigure: crossbeam_channel::Receiver<RulesConfig>,
+    ) -> Self {
+        if let Err(e) = self.watch_until(&shutdown, &ready, &reconfigure) {
             tracing::error!("hot reload is off: {e:#}");
             let _ = ready.send(());
-            let _ = shutdown.for_threads().recv();
+            // Config reloads still reach the rules.
+            loop {
+                crossbeam_channel::select! {
+                    recv(reconfigure) -> config => match config {
+                        Ok(config) => self.reconfigure(config),
+                        Err(_) => {
+                            let _ = shutdown.for_threads().recv();
+                            break;
+                        }
+                    },
+                    recv(shutdown.for_threads()) -> _ => break,
+                }
+            }
         }
         self
     }
@@ -257,6 +314,7 @@ impl Registry {
         &mut self,
         shutdown: &Shutdown,
         ready: &crossbeam_channel::Sender<()>,
+        reconfigure: &crossbeam_channel::Receiver<RulesConfig>,
     ) -> anyhow::Result<()> {
         let (tx, rx) = crossbeam_channel::unbounded();
         let mut debouncer = new_debouncer(DEBOUNCE, None, move |result: DebounceEventResult| {
@@ -294,6 +352,9 @@ impl Registry {
                         self.rescan();
                     }
                     Err(_) => break,
+                },
+                recv(reconfigure) -> config => if let Ok(config) = config {
+                    self.reconfigure(config);
                 },
                 recv(shutdown.for_threads()) -> _ => break,
             }

@@ -212,7 +212,9 @@ async fn drain(mut pipe: impl AsyncRead + Unpin, capture: Arc<Mutex<Capture>>) {
 /// Receives run requests, applies the policy gate, runs admitted commands concurrently, and
 /// hands every result (refusals included) back to whoever asked.
 pub struct Executor {
-    config: Arc<Config>,
+    /// Swapped whole on a config reload; per-command policy state (cooldowns, runs) lives in
+    /// the gate and survives the swap.
+    config: Arc<std::sync::RwLock<Arc<Config>>>,
     gate: Arc<Mutex<Gate>>,
     running: Arc<Running>,
 }
@@ -231,6 +233,7 @@ struct Running {
 #[derive(Clone)]
 pub struct ExecutorHandle {
     running: Arc<Running>,
+    config: Arc<std::sync::RwLock<Arc<Config>>>,
 }
 
 /// While stopping, how often what is still running is logged.
@@ -278,6 +281,11 @@ impl ExecutorHandle {
         }
     }
 
+    /// Use a reloaded config's allow-list and per-command limits from the next request on.
+    pub fn reconfigure(&self, config: Arc<Config>) {
+        *self.config.write().unwrap_or_else(|p| p.into_inner()) = config;
+    }
+
     /// `service/command` of every command running now.
     fn running_now(&self) -> Vec<String> {
         let now = self.running.now.lock().unwrap_or_else(|p| p.into_inner());
@@ -294,7 +302,7 @@ impl Executor {
             kill: watch::channel(false).0,
         });
         Self {
-            config,
+            config: Arc::new(std::sync::RwLock::new(config)),
             gate: Arc::default(),
             running,
         }
@@ -303,6 +311,7 @@ impl Executor {
     pub fn handle(&self) -> ExecutorHandle {
         ExecutorHandle {
             running: self.running.clone(),
+            config: self.config.clone(),
         }
     }
 
@@ -395,8 +404,13 @@ impl Executor {
         if self.running.stopping.load(Ordering::SeqCst) {
             return Err(Refusal::Stopping);
         }
+        let config = self
+            .config
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         let (spec, token) = self.gate.lock().unwrap_or_else(|p| p.into_inner()).admit(
-            &self.config,
+            &config,
             &req.service,
             &req.command,
             Instant::now(),

@@ -17,8 +17,13 @@
 //!    `offline` is published and the session disconnected. What is left goes out after the
 //!    next start.
 //! 6. `run` returns `Ok`: medic exits 0.
+//!
+//! SIGHUP reloads the config ([`reload`]): what can change live does, the rest is named.
+
+mod reload;
 
 use std::future::Future;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -52,27 +57,47 @@ const INGEST_QUEUE: usize = 65_536;
 /// How long the outbox may take to flush at shutdown.
 const OUTBOX_FLUSH: Duration = Duration::from_secs(3);
 
-/// Run the daemon until `stop` resolves, then shut down in the order above.
-pub async fn run(config: Config, stop: impl Future<Output = ()>) -> anyhow::Result<()> {
+/// Run the daemon on the config read from `path` until `stop` resolves, then shut down in the
+/// order above. SIGHUP meanwhile reloads `path`.
+pub async fn run(
+    config: Config,
+    path: &Path,
+    stop: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
     let config = Arc::new(config);
     let (mut trigger, shutdown) = shutdown::channel();
     let started = start(config.clone(), shutdown).await?;
+    let pid_file = config.daemon.state_dir.join("medic.pid");
+    if let Err(e) = std::fs::write(&pid_file, format!("{}\n", std::process::id())) {
+        tracing::warn!(file = %pid_file.display(), "cannot write the pid file (medic reload needs it): {e}");
+    }
     tracing::info!(
         node = config.daemon.node,
         rules = started.status.snapshot().len(),
         rules_dir = %config.rules.dir.display(),
         "medic running"
     );
-    stop.await;
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("cannot handle SIGHUP")?;
+    let mut in_effect = (*config).clone();
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            _ = hangup.recv() => in_effect = reload::apply(path, in_effect, &started.reload),
+        }
+    }
     tracing::info!("shutting down");
     trigger.fire();
     started.stop(&config).await;
+    let _ = std::fs::remove_file(&pid_file);
     Ok(())
 }
 
 /// Everything that runs, held for the shutdown order.
 struct Running {
     status: StatusBoard,
+    reload: reload::Targets,
     sources: Vec<JoinHandle<()>>,
     dispatcher: std::thread::JoinHandle<()>,
     watcher: std::thread::JoinHandle<Registry>,
@@ -136,10 +161,11 @@ async fn start(config: Arc<Config>, shutdown: Shutdown) -> anyhow::Result<Runnin
     });
     registry.load_all()?;
     let (ready_tx, ready) = crossbeam_channel::bounded::<()>(1);
+    let (rules_tx, rules_rx) = crossbeam_channel::unbounded();
     let watch_shutdown = shutdown.clone();
     let watcher = std::thread::Builder::new()
         .name("rules-watch".into())
-        .spawn(move || registry.watch(watch_shutdown, ready_tx))?;
+        .spawn(move || registry.watch(watch_shutdown, ready_tx, rules_rx))?;
     let _ = tokio::task::spawn_blocking(move || ready.recv()).await;
 
     if let Some(p) = &config.ingest.putval {
@@ -166,8 +192,14 @@ async fn start(config: Arc<Config>, shutdown: Shutdown) -> anyhow::Result<Runnin
     }
     // From here only the sources hold the ingest queue: when they end, the dispatcher drains.
     drop(ingest);
+    let reload = reload::Targets {
+        executor: executor_handle.clone(),
+        mqtt: effects.mqtt.clone(),
+        rules: rules_tx,
+    };
     Ok(Running {
         status,
+        reload,
         sources,
         dispatcher,
         watcher,
@@ -315,7 +347,6 @@ pub async fn signal() {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::Path;
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
     /// `run` stops when the future it is given resolves: no signal involved, and the whole
@@ -325,13 +356,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let text = "[daemon]\nnode = \"t\"\nstate_dir = \"state\"\n[rules]\ndir = \"rules\"\n\
                     [ingest]\ntypes_db = []\n[ingest.putval]\nsocket = \"putval.sock\"\n";
-        let config = Config::parse(text, Path::new("medic.toml"), dir.path()).unwrap();
+        let path = dir.path().join("medic.toml");
+        std::fs::write(&path, text).unwrap();
+        let config = Config::load(&path).unwrap();
         let socket = dir.path().join("putval.sock");
-        let path = socket.clone();
+        let socket_path = socket.clone();
         // Stop once medic has answered one PUTVAL.
         let stop = async move {
             let stream = loop {
-                match tokio::net::UnixStream::connect(&path).await {
+                match tokio::net::UnixStream::connect(&socket_path).await {
                     Ok(s) => break s,
                     Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
                 }
@@ -342,7 +375,7 @@ mod tests {
             BufReader::new(read).read_line(&mut reply).await.unwrap();
             assert!(reply.starts_with("0 Success"), "{reply}");
         };
-        tokio::time::timeout(Duration::from_secs(60), run(config, stop))
+        tokio::time::timeout(Duration::from_secs(60), run(config, &path, stop))
             .await
             .expect("run returns once its stop future resolves")
             .expect("and returns Ok");
