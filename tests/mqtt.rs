@@ -62,7 +62,8 @@ fn send(broker: &Mosquitto, node: &str, args: &[&str]) -> Output {
     cmd.arg("send")
         .args(args)
         .args(["--broker", &broker.url(), "--node", node])
-        .args(["--user", broker::USER, "--password", broker::PASSWORD]);
+        .args(["--user", broker::USER])
+        .env("MEDIC_MQTT_PASSWORD", broker::PASSWORD);
     cmd.output().unwrap()
 }
 
@@ -86,6 +87,34 @@ fn remote_commands_answer_like_lua_collectd_monitor() {
         .lines()
         .contains(&"online".into())));
     let results = broker.watch("medic/test/result", None);
+
+    // A password in argv works, with a warning (everyone can read the process list).
+    let out = Command::new(medic_bin())
+        .args([
+            "send",
+            "hello",
+            "exec",
+            "--task-id",
+            "100",
+            "--broker",
+            &broker.url(),
+        ])
+        .args([
+            "--node",
+            "test",
+            "--user",
+            broker::USER,
+            "--password",
+            broker::PASSWORD,
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&out), "Hello World!\n", "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("--password is visible to other users"),
+        "{}",
+        stderr(&out)
+    );
 
     // `medic send` round trip: prints the message, exits with the code.
     let out = send(&broker, "test", &["hello", "exec", "--task-id", "1"]);

@@ -87,8 +87,11 @@ struct SendArgs {
     broker: String,
     #[arg(long)]
     user: Option<String>,
+    /// Visible to every local user in the process list: prefer --password-file or the
+    /// MEDIC_MQTT_PASSWORD environment variable.
     #[arg(long, requires = "user", conflicts_with = "password_file")]
     password: Option<String>,
+    /// A file whose first line is the password.
     #[arg(long, requires = "user")]
     password_file: Option<PathBuf>,
     /// Command topic; default `medic/<node>/command` with --node.
@@ -205,11 +208,21 @@ fn main() -> ExitCode {
 fn send_command(a: SendArgs) -> ExitCode {
     use medic::cli::send;
     use medic::mqtt::lcm;
-    let password =
-        match medic::mqtt::options::password(a.password.as_ref(), a.password_file.as_deref()) {
-            Ok(p) => p,
-            Err(e) => return fail(format!("{e:#}")),
-        };
+    if a.password.is_some() {
+        eprintln!(
+            "medic: warning: --password is visible to other users in the process list; \
+             use --password-file or MEDIC_MQTT_PASSWORD"
+        );
+    }
+    let from_env = std::env::var("MEDIC_MQTT_PASSWORD").ok();
+    let inline = a
+        .password
+        .as_ref()
+        .or(from_env.as_ref().filter(|_| a.password_file.is_none()));
+    let password = match medic::mqtt::options::password(inline, a.password_file.as_deref()) {
+        Ok(p) => p,
+        Err(e) => return fail(format!("{e:#}")),
+    };
     let topic_for = |given: &Option<String>, kind: &str| {
         given
             .clone()

@@ -29,6 +29,8 @@ pub struct Command {
     pub kill_grace: Duration,
     /// Runs of this command allowed at once (whoever asks); 1 by default.
     pub concurrency: usize,
+    /// The command's whole environment besides `PATH` (medic's own is never passed on).
+    pub env: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -59,6 +61,7 @@ impl Command {
             output_cap: Self::DEFAULT_OUTPUT_CAP,
             kill_grace: Self::DEFAULT_KILL_GRACE,
             concurrency: 1,
+            env: BTreeMap::new(),
         }
     }
 }
@@ -102,6 +105,8 @@ impl<'de> Visitor<'de> for CommandVisitor {
             kill_grace: Option<Duration>,
             #[serde(default)]
             concurrency: Option<usize>,
+            #[serde(default)]
+            env: BTreeMap<String, String>,
         }
         #[derive(Deserialize)]
         #[serde(untagged, expecting = "`run` must be an argv array or a shell string")]
@@ -130,6 +135,16 @@ impl<'de> Visitor<'de> for CommandVisitor {
             }
             c.concurrency = n;
         }
+        if let Some(bad) = t
+            .env
+            .keys()
+            .find(|k| k.is_empty() || k.contains(['=', '\0']))
+        {
+            return Err(de::Error::custom(format!(
+                "`env` key `{bad}` is not a variable name"
+            )));
+        }
+        c.env = t.env;
         Ok(c)
     }
 }

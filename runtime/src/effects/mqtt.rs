@@ -143,6 +143,13 @@ impl Task {
                 );
                 self.session.queue(&topic, &payload, retain);
             }
+            Decision::RunRemote { ref node, .. } if !valid_node(node) => {
+                let why = format!(
+                    "`{}` is not a node name (empty, too long, or with `/`, `+` or `#`)",
+                    crate::logging::Untrusted(node)
+                );
+                decision.refuse(&why);
+            }
             Decision::RunRemote {
                 rule,
                 action_id,
@@ -182,6 +189,24 @@ impl Task {
                 self.session.queue(&command_topic, &payload, false);
             }
             other => other.refuse("not an MQTT decision"),
+        }
+    }
+}
+
+/// A node name goes into topics: it must be one topic level, without wildcards.
+fn valid_node(node: &str) -> bool {
+    !node.is_empty()
+        && node.len() <= crate::mqtt::lcm::MAX_FIELD_LEN
+        && !node.contains(['/', '+', '#', '\0'])
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn node_names_are_one_topic_level() {
+        assert!(super::valid_node("web-1.example"));
+        for bad in ["", "a/b", "+", "#", "x#", &"n".repeat(200)] {
+            assert!(!super::valid_node(bad), "{bad}");
         }
     }
 }

@@ -21,6 +21,9 @@ use crate::event::{CommandRequest, CommandResult, Refusal};
 /// be a daemon the command started on purpose).
 const PIPE_GRACE: Duration = Duration::from_secs(2);
 
+/// The `PATH` commands run with (systemd's default for services).
+const COMMAND_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
 /// What one run of a command produced.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunResult {
@@ -49,6 +52,9 @@ pub async fn run_until(spec: &Command, stop: &mut watch::Receiver<bool>) -> RunR
             c
         }
     };
+    // Nothing of medic's own environment (credentials, say) reaches a command: a fixed PATH
+    // and what the config gives it.
+    cmd.env_clear().env("PATH", COMMAND_PATH).envs(&spec.env);
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

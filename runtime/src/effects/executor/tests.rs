@@ -210,3 +210,23 @@ async fn drain_waits_then_kills_and_refuses_new_runs() {
     let refused = orx.recv().await.unwrap();
     assert_eq!(refused.refusal, Some(Refusal::Stopping));
 }
+
+/// A command sees a fixed PATH and what its config gives it, never medic's own environment.
+#[tokio::test]
+async fn commands_get_a_clean_environment() {
+    // SAFETY: set before any command starts; nothing else in this test reads it concurrently.
+    unsafe { std::env::set_var("MEDIC_SECRET_FOR_TEST", "leaked") };
+    let mut spec = Command::new(Program::Argv(vec!["env".into()]));
+    spec.env.insert("SERVICE_ENV".into(), "given".into());
+    let r = run(&spec).await;
+    assert_eq!(r.code, Some(0), "{r:?}");
+    let mut vars: Vec<&str> = r.output.lines().collect();
+    vars.sort();
+    assert_eq!(
+        vars,
+        vec![
+            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "SERVICE_ENV=given"
+        ]
+    );
+}
