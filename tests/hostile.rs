@@ -352,3 +352,41 @@ auth_file = "passwd"
     );
     medic.stop();
 }
+
+/// A corrupt state database does not keep medic from starting: it is moved aside, the loss is
+/// logged, and values and commands are served as usual.
+#[test]
+fn a_corrupt_state_database_is_moved_aside_and_medic_serves() {
+    let site = Site::new();
+    site.add_rule("counter", "load");
+    site.write_config(
+        r#"
+[rules.config.load]
+pattern = "*/load/load"
+"#,
+    );
+    std::fs::create_dir_all(site.path("state")).unwrap();
+    std::fs::write(site.path("state/medic.db"), b"garbage ".repeat(1000)).unwrap();
+    let mut medic = site.start();
+    medic.expect_log("state database is corrupt", BOUND);
+    medic.expect_log("lost: rule state keys: unreadable", BOUND);
+    assert_eq!(
+        medic.putval(&["PUTVAL h/load/load N:1:1:1"]),
+        vec!["0 Success: 1 value has been dispatched."]
+    );
+    assert!(
+        wait_until(BOUND, || seen(&medic, "load") >= 1),
+        "{}",
+        medic.log()
+    );
+    assert!(medic.is_running());
+    medic.stop();
+    let moved = std::fs::read_dir(site.path("state"))
+        .unwrap()
+        .filter(|e| {
+            let name = e.as_ref().unwrap().file_name();
+            name.to_string_lossy().starts_with("medic.db.corrupt-")
+        })
+        .count();
+    assert_eq!(moved, 1);
+}

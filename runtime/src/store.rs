@@ -17,15 +17,43 @@ pub struct Store {
 }
 
 impl Store {
+    /// Open (or create) the database at `path`. A corrupt one is moved aside (to
+    /// `medic.db.corrupt-<unix time>`) and a fresh one made: a recovery daemon that refuses to
+    /// start recovers nothing. What was lost is logged.
     pub fn open(path: &Path) -> anyhow::Result<Self> {
         if let Some(dir) = path.parent() {
             crate::os::private_dir(dir)
                 .with_context(|| format!("cannot create state directory {}", dir.display()))?;
         }
+        match Self::open_at(path) {
+            Err(e) if is_corrupt(&e) => {
+                let moved = move_aside(path)
+                    .with_context(|| format!("cannot move the corrupt {} aside", path.display()))?;
+                tracing::error!(
+                    file = %path.display(),
+                    moved_to = %moved.display(),
+                    "state database is corrupt ({e:#}): moved aside, starting with a fresh one; \
+                     lost: {}",
+                    lost(&moved)
+                );
+                Self::open_at(path)
+            }
+            other => other,
+        }
+    }
+
+    fn open_at(path: &Path) -> anyhow::Result<Self> {
         let conn = Connection::open(path)
             .with_context(|| format!("cannot open state database {}", path.display()))?;
         let store = Self::init(conn)
             .with_context(|| format!("cannot prepare state database {}", path.display()))?;
+        let check: String = store
+            .conn()
+            .query_row("PRAGMA quick_check", [], |r| r.get(0))
+            .with_context(|| format!("cannot check state database {}", path.display()))?;
+        if check != "ok" {
+            return Err(Corrupt(check).into());
+        }
         // The database, its WAL and shared memory: private, even if made under another umask.
         for suffix in ["", "-wal", "-shm"] {
             let mut file = path.as_os_str().to_owned();
@@ -260,6 +288,62 @@ fn trim(tx: &rusqlite::Transaction, limit: usize) -> rusqlite::Result<usize> {
     .execute(params![limit as i64])
 }
 
+/// `PRAGMA quick_check` found damage.
+#[derive(Debug, thiserror::Error)]
+#[error("integrity check failed: {0}")]
+struct Corrupt(String);
+
+fn is_corrupt(e: &anyhow::Error) -> bool {
+    use rusqlite::ffi::ErrorCode;
+    e.chain().any(|cause| {
+        cause.is::<Corrupt>()
+            || matches!(
+                cause.downcast_ref::<rusqlite::Error>(),
+                Some(rusqlite::Error::SqliteFailure(f, _))
+                    if matches!(f.code, ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase)
+            )
+    })
+}
+
+/// Rename the database and its WAL and shared-memory files; returns the database's new name.
+fn move_aside(path: &Path) -> std::io::Result<std::path::PathBuf> {
+    let stamp = crate::event::now_ns() / 1_000_000_000;
+    let mut moved = None;
+    for suffix in ["", "-wal", "-shm"] {
+        let mut from = path.as_os_str().to_owned();
+        from.push(suffix);
+        let mut to = path.as_os_str().to_owned();
+        to.push(format!(".corrupt-{stamp}{suffix}"));
+        match std::fs::rename(&from, &to) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        moved.get_or_insert(std::path::PathBuf::from(to));
+    }
+    Ok(moved.expect("set on the first pass"))
+}
+
+/// What the moved-aside database held, as far as it can still be read.
+fn lost(moved: &Path) -> String {
+    let Ok(conn) = Connection::open_with_flags(moved, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+    else {
+        return "everything (it cannot be opened)".into();
+    };
+    let count = |table: &str| -> String {
+        conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| {
+            r.get::<_, i64>(0)
+        })
+        .map_or_else(|_| "unreadable".into(), |n| n.to_string())
+    };
+    format!(
+        "rule state keys: {}, MQTT outbox messages: {}, remote task ids: {}",
+        count("rule_state"),
+        count("mqtt_outbox"),
+        count("mqtt_tasks")
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -312,5 +396,21 @@ mod tests {
         s.task_finish("7", "r", b"again", 10).unwrap();
         assert_eq!(s.tasks_expire(400).unwrap(), 1);
         assert!(s.tasks_running().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_corrupt_database_is_moved_aside_and_a_fresh_one_made() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("medic.db");
+        std::fs::write(&path, b"this is not a database, just bytes ".repeat(200)).unwrap();
+        let s = Store::open(&path).unwrap();
+        s.state_set("r", "k", b"v").unwrap();
+        assert_eq!(s.state_get("r", "k").unwrap().as_deref(), Some(&b"v"[..]));
+        let moved: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("medic.db.corrupt-"))
+            .collect();
+        assert_eq!(moved.len(), 1, "{moved:?}");
     }
 }
