@@ -390,3 +390,45 @@ pattern = "*/load/load"
         .count();
     assert_eq!(moved, 1);
 }
+
+/// The series table is bounded: past `ingest.max_series` new series are refused (known ones
+/// still flow), and a value stamped far in the future is refused rather than kept "fresh".
+#[test]
+fn new_series_past_the_cap_and_far_future_values_are_refused() {
+    let site = Site::new();
+    site.add_rule("counter", "load");
+    let path = site.write_config(
+        r#"
+[rules.config.load]
+pattern = "*/load/load"
+"#,
+    );
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(
+        &path,
+        text.replacen("[ingest]\n", "[ingest]\nmax_series = 3\n", 1),
+    )
+    .unwrap();
+    let mut medic = site.start();
+    let lines: Vec<String> = (0..5)
+        .map(|i| format!("PUTVAL h{i}/load/load N:1:1:1"))
+        .collect();
+    let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+    medic.putval(&lines);
+    medic.expect_log(
+        "a new series, and 3 series are known already (ingest.max_series)",
+        BOUND,
+    );
+    medic.putval(&["PUTVAL h0/load/load 4102444800:1:1:1"]);
+    medic.expect_log("in the future (at most 3 intervals ahead are taken)", BOUND);
+    medic.putval(&["PUTVAL h1/load/load N:2:2:2"]);
+    assert!(
+        wait_until(BOUND, || seen(&medic, "load") == 4),
+        "{}",
+        medic.log()
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(seen(&medic, "load"), 4, "{}", medic.log());
+    assert!(medic.is_running());
+    medic.stop();
+}

@@ -84,9 +84,17 @@ impl Default for RateLimited {
 
 /// [`RateLimited`] per kind of event (an error variant, say), so a flood of one kind never
 /// hides the first line of another. Meant for a small, fixed set of kinds.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct RateLimitedByKind<K> {
     kinds: std::collections::HashMap<K, RateLimited>,
+}
+
+impl<K> Default for RateLimitedByKind<K> {
+    fn default() -> Self {
+        Self {
+            kinds: std::collections::HashMap::new(),
+        }
+    }
 }
 
 impl<K: std::hash::Hash + Eq> RateLimitedByKind<K> {

@@ -103,6 +103,10 @@ pub struct Ingest {
     pub putval: Option<Putval>,
     pub network: Option<Network>,
     pub unixsock: Option<Unixsock>,
+    /// Series known at once; values of a new series beyond it are refused and counted.
+    pub max_series: usize,
+    /// How many of its intervals a value's time may lie ahead of medic's clock.
+    pub max_future_intervals: u32,
 }
 
 impl Default for Ingest {
@@ -113,6 +117,8 @@ impl Default for Ingest {
             putval: None,
             network: None,
             unixsock: None,
+            max_series: 100_000,
+            max_future_intervals: 3,
         }
     }
 }
@@ -296,6 +302,11 @@ impl Config {
         }
         if self.rules.queue_capacity == 0 || self.rules.max_batch == 0 {
             return Err("rules.queue_capacity and rules.max_batch must be more than 0".into());
+        }
+        if self.ingest.max_series == 0 || self.ingest.max_future_intervals == 0 {
+            return Err(
+                "ingest.max_series and ingest.max_future_intervals must be more than 0".into(),
+            );
         }
         if let Some(p) = &self.ingest.putval
             && (p.max_clients == 0 || p.idle_timeout.is_zero())

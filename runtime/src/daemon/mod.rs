@@ -40,7 +40,7 @@ use crate::engine::instance::Limits;
 use crate::engine::registry::{Registry, RegistryParts};
 use crate::engine::routes::{Routes, TopicFilters};
 use crate::engine::rule::HostParts;
-use crate::engine::series::SeriesTable;
+use crate::engine::series::{SeriesLimits, SeriesTable};
 use crate::engine::status::StatusBoard;
 use crate::event::Ingested;
 use crate::mqtt::link::Backoff;
@@ -114,7 +114,11 @@ async fn start(config: Arc<Config>, shutdown: Shutdown) -> anyhow::Result<Runnin
     }
     let types = Arc::new(TypesDb::load(&config.ingest.types_db));
     let store = Store::open(&config.state_db())?;
-    let series = Arc::new(SeriesTable::new(types.clone()));
+    let limits = SeriesLimits {
+        max_series: config.ingest.max_series,
+        max_future_intervals: config.ingest.max_future_intervals,
+    };
+    let series = Arc::new(SeriesTable::with_limits(types.clone(), limits));
     let status = StatusBoard::default();
 
     let (commands, commands_rx) = mpsc::unbounded_channel();

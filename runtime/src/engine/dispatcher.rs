@@ -13,10 +13,10 @@ use tokio::sync::mpsc;
 use super::batch::Queued;
 use super::bindings as wit;
 use super::rule::Subscription;
-use super::series::SeriesTable;
+use super::series::{Rejected, SeriesTable};
 use super::status::StatusBoard;
 use crate::event::Ingested;
-use crate::logging::{RateLimited, Untrusted};
+use crate::logging::{RateLimitedByKind, Untrusted};
 
 /// How routes change; sent by the registry.
 pub enum RouteUpdate {
@@ -55,7 +55,7 @@ pub struct Dispatcher {
     updates: Receiver<RouteUpdate>,
     status: StatusBoard,
     rejected: u64,
-    rejected_log: RateLimited,
+    rejected_log: RateLimitedByKind<std::mem::Discriminant<Rejected>>,
     last_report: Instant,
 }
 
@@ -71,7 +71,7 @@ impl Dispatcher {
             updates,
             status,
             rejected: 0,
-            rejected_log: RateLimited::default(),
+            rejected_log: RateLimitedByKind::default(),
             last_report: Instant::now(),
         }
     }
@@ -145,14 +145,15 @@ impl Dispatcher {
                 Err(why) => {
                     self.rejected += 1;
                     let total = self.rejected;
-                    self.rejected_log.log(|suppressed| {
-                        tracing::warn!(
-                            identifier = %Untrusted(&vl.identifier.to_string()),
-                            total_rejected = total,
-                            suppressed,
-                            "value list dropped: {why}"
-                        )
-                    });
+                    self.rejected_log
+                        .log(std::mem::discriminant(&why), |suppressed| {
+                            tracing::warn!(
+                                identifier = %Untrusted(&vl.identifier.to_string()),
+                                total_rejected = total,
+                                suppressed,
+                                "value list dropped: {why}"
+                            )
+                        });
                 }
             },
             Ingested::Notification(n) => {

@@ -23,6 +23,12 @@ struct Entry {
 /// Why a value list was not accepted.
 #[derive(Debug, PartialEq, thiserror::Error)]
 pub enum Rejected {
+    #[error("a new series, and {0} series are known already (ingest.max_series)")]
+    TooManySeries(usize),
+    #[error(
+        "its time is {ahead_s}s in the future (at most {max_intervals} intervals ahead are taken)"
+    )]
+    Future { ahead_s: u64, max_intervals: u32 },
     #[error("type `{0}` is not in types.db")]
     UnknownType(String),
     #[error("type `{type_}` has {expected} data sources, the value list has {got}")]
@@ -42,7 +48,27 @@ struct Inner {
 /// Shared between the dispatcher (the only writer) and rule workers (readers).
 pub struct SeriesTable {
     types: Arc<TypesDb>,
+    limits: SeriesLimits,
     inner: RwLock<Inner>,
+}
+
+/// Bounds on what peers can make the table hold.
+#[derive(Debug, Clone, Copy)]
+pub struct SeriesLimits {
+    /// Series known at once; a value list of a new series beyond it is refused.
+    pub max_series: usize,
+    /// How many of its own intervals a value may lie in the future (clocks differ a little; a
+    /// time far ahead would stay "fresh" for ever).
+    pub max_future_intervals: u32,
+}
+
+impl Default for SeriesLimits {
+    fn default() -> Self {
+        Self {
+            max_series: 100_000,
+            max_future_intervals: 3,
+        }
+    }
 }
 
 /// A value list as rules receive it, plus the key their subscriptions match.
@@ -53,19 +79,36 @@ pub struct Observed {
 
 impl SeriesTable {
     pub fn new(types: Arc<TypesDb>) -> Self {
+        Self::with_limits(types, SeriesLimits::default())
+    }
+
+    pub fn with_limits(types: Arc<TypesDb>, limits: SeriesLimits) -> Self {
         Self {
             types,
+            limits,
             inner: RwLock::default(),
         }
     }
 
     /// Record a value list: number its series, compute rates, remember it as the latest.
     pub fn observe(&self, vl: &event::ValueList) -> Result<Observed, Rejected> {
+        // At least a second's worth of slack, for lists that state no interval.
+        let slack = vl.interval.max(1_000_000_000) * u64::from(self.limits.max_future_intervals);
+        let now = event::now_ns();
+        if vl.time > now.saturating_add(slack) {
+            return Err(Rejected::Future {
+                ahead_s: (vl.time - now) / 1_000_000_000,
+                max_intervals: self.limits.max_future_intervals,
+            });
+        }
         let key = vl.identifier.to_string();
         let mut inner = self.inner.write().unwrap_or_else(|p| p.into_inner());
         let id = match inner.ids.get(key.as_str()) {
             Some(&id) => id,
             None => {
+                if inner.entries.len() >= self.limits.max_series {
+                    return Err(Rejected::TooManySeries(inner.entries.len()));
+                }
                 let sources = self
                     .types
                     .sources_or_fallback(&vl.identifier.type_, vl.samples.len())
@@ -284,5 +327,34 @@ mod tests {
             })
         ));
         assert!(t.is_empty() || t.len() == 1);
+    }
+
+    #[test]
+    fn the_table_is_bounded_and_refuses_the_far_future() {
+        let mut db = TypesDb::default();
+        db.add("gauge value:GAUGE:U:U\n");
+        let limits = SeriesLimits {
+            max_series: 2,
+            max_future_intervals: 3,
+        };
+        let t = SeriesTable::with_limits(Arc::new(db), limits);
+        let now = crate::event::now_ns();
+        let g = |id: &str, time| vl(id, time, vec![Sample::Gauge(1.0)]);
+        t.observe(&g("a/p/gauge", now)).unwrap();
+        t.observe(&g("b/p/gauge", now)).unwrap();
+        assert_eq!(
+            t.observe(&g("c/p/gauge", now)).err(),
+            Some(Rejected::TooManySeries(2))
+        );
+        // Known series still flow; a little ahead is fine, far ahead is not.
+        t.observe(&g("a/p/gauge", now + 15 * S)).unwrap();
+        assert!(matches!(
+            t.observe(&g("a/p/gauge", now + 3600 * S)),
+            Err(Rejected::Future {
+                max_intervals: 3,
+                ..
+            })
+        ));
+        assert_eq!(t.len(), 2);
     }
 }
