@@ -432,3 +432,94 @@ pattern = "*/load/load"
     assert!(medic.is_running());
     medic.stop();
 }
+
+/// Unmounts the test's tmpfs however the test ends.
+struct Mounted(std::path::PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// A full disk under `state_dir`: rules keep deciding and commands keep running, the failed
+/// writes are said once (not once per write), and state is written again once there is room.
+/// Needs root for the tmpfs (CI runs as root); elsewhere it says so and stops.
+#[test]
+fn a_full_disk_is_reported_once_and_medic_recovers_when_space_returns() {
+    use std::io::Write;
+    let site = Site::new();
+    let state = site.path("state");
+    std::fs::create_dir_all(&state).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs"])
+        .arg(&state)
+        .status();
+    if !mounted.is_ok_and(|s| s.success()) {
+        eprintln!("cannot mount a tmpfs (not root?): the disk-full test needs one");
+        return;
+    }
+    let _guard = Mounted(state.clone());
+    site.add_rule("counter", "load");
+    site.write_config(
+        r#"
+[rules.config.load]
+pattern = "*/load/load"
+run = ["hello", "exec"]
+
+[services.hello.commands]
+exec = "echo still acting"
+"#,
+    );
+    let medic = site.start();
+    medic.putval(&["PUTVAL h/load/load N:1:1:1"]);
+    medic.expect_log("counter v1 seen=1", BOUND);
+    // Fill the disk.
+    let mut filler = std::fs::File::create(state.join("filler")).unwrap();
+    let chunk = vec![0u8; 4096];
+    while filler
+        .write_all(&chunk)
+        .and_then(|()| filler.sync_all())
+        .is_ok()
+    {}
+    for i in 0..20 {
+        medic.putval(&[&format!("PUTVAL h/load/load N:{i}:1:1")]);
+    }
+    medic.expect_log("cannot write its state", BOUND);
+    medic.expect_log(
+        r#"counter result hello/exec code=Some(0) output="still acting\n""#,
+        BOUND,
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let said = medic.log().matches("(disk full?)").count();
+    assert_eq!(
+        said,
+        1,
+        "said once a minute, not once per write:\n{}",
+        medic.log()
+    );
+    // Room again: the next values are counted and persisted from where the state stands.
+    drop(filler);
+    std::fs::remove_file(state.join("filler")).unwrap();
+    // While full, every batch counted from the last stored value (1); now each is stored.
+    for i in 0..2 {
+        medic.putval(&[&format!("PUTVAL h/load/load N:{i}:9:9")]);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    medic.stop();
+    let medic = site.start();
+    medic.expect_log("counter v1 starting at seen=", BOUND);
+    let stored = max_seen(
+        medic
+            .log_lines_with("starting at seen=")
+            .last()
+            .map(String::as_str),
+    );
+    assert_eq!(
+        stored,
+        3,
+        "1 before the disk filled, +2 after it emptied:\n{}",
+        medic.log()
+    );
+    medic.stop();
+}

@@ -80,6 +80,24 @@ pub fn untrusted(path: &Path) -> Option<String> {
     None
 }
 
+/// A write past `RLIMIT_FSIZE` fails with an error medic reports, instead of killing it with
+/// SIGXFSZ. Commands get the default back ([`restore_signals_in_child`]).
+pub fn ignore_file_size_signal() {
+    // SAFETY: setting a signal's disposition to SIG_IGN has no preconditions.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
+}
+
+/// In a child between fork and exec: what medic changed for itself goes back to the defaults
+/// (an ignored signal stays ignored across exec otherwise). Async-signal-safe.
+pub fn restore_signals_in_child() {
+    // SAFETY: signal(2) is async-signal-safe; called in the forked child before exec.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_DFL);
+    }
+}
+
 /// Raise the soft limit on open files to the hard limit; returns the limit in force.
 pub fn raise_nofile_limit() -> io::Result<u64> {
     let mut limit = libc::rlimit {

@@ -14,6 +14,9 @@ use rusqlite::{Connection, OptionalExtension, params};
 #[derive(Clone)]
 pub struct Store {
     conn: Arc<Mutex<Connection>>,
+    /// Failed writes (a full disk, say) are said once a minute, not once per write: medic
+    /// keeps deciding and acting meanwhile, and SQLite writes again once there is room.
+    failures: Arc<Mutex<(crate::logging::RateLimited, u64)>>,
 }
 
 impl Store {
@@ -95,7 +98,27 @@ impl Store {
         )?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
+            failures: Arc::new(Mutex::new((
+                crate::logging::RateLimited::new(std::time::Duration::from_secs(60)),
+                0,
+            ))),
         })
+    }
+
+    /// Report a failed read or write of the state database (`what` failed: the caller's
+    /// context), at most once a minute, with how many failed since medic started.
+    pub fn report(&self, what: &str, e: &dyn std::fmt::Display) {
+        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        failures.1 += 1;
+        let total = failures.1;
+        failures.0.log(|suppressed| {
+            tracing::error!(
+                total_failures = total,
+                suppressed,
+                "state database: {what}: {e} (disk full?); medic keeps running and writes again \
+                 when it can"
+            )
+        });
     }
 
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {

@@ -108,6 +108,7 @@ struct Running {
 
 async fn start(config: Arc<Config>, shutdown: Shutdown) -> anyhow::Result<Running> {
     crate::os::private_umask();
+    crate::os::ignore_file_size_signal();
     match crate::os::raise_nofile_limit() {
         Ok(limit) => tracing::debug!(limit, "open files limit"),
         Err(e) => tracing::warn!("cannot raise the open files limit: {e}"),

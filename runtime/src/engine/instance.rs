@@ -52,20 +52,25 @@ impl wit::medic::rules::host::Host for HostState {
 
     fn state_get(&mut self, key: String) -> Option<Vec<u8>> {
         self.state.state_get(&self.rule, &key).unwrap_or_else(|e| {
-            tracing::error!(rule = &*self.rule, key, "state read failed: {e}");
+            self.state
+                .report(&format!("rule {} cannot read its state", self.rule), &e);
             None
         })
     }
 
     fn state_set(&mut self, key: String, value: Vec<u8>) {
         if let Err(e) = self.state.state_set(&self.rule, &key, &value) {
-            tracing::error!(rule = &*self.rule, key, "state write failed: {e}");
+            self.state
+                .report(&format!("rule {} cannot write its state", self.rule), &e);
         }
     }
 
     fn state_delete(&mut self, key: String) {
         if let Err(e) = self.state.state_delete(&self.rule, &key) {
-            tracing::error!(rule = &*self.rule, key, "state delete failed: {e}");
+            self.state.report(
+                &format!("rule {} cannot delete from its state", self.rule),
+                &e,
+            );
         }
     }
 

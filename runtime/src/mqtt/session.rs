@@ -82,7 +82,10 @@ impl SessionHandle {
             .outbox_push(topic, payload, retain, self.outbox_limit)
         {
             Ok((_, dropped)) => self.queued(dropped),
-            Err(e) => tracing::error!(topic, "cannot queue an MQTT message: {e}; it is lost"),
+            Err(e) => self.store.report(
+                &format!("an MQTT message for {topic} cannot be queued, it is lost"),
+                &e,
+            ),
         }
     }
 
@@ -322,7 +325,8 @@ impl Session {
 
     fn delivered(&mut self, id: i64) {
         if let Err(e) = self.store.outbox_remove(id) {
-            tracing::error!(id, "cannot remove a delivered message from the outbox: {e}");
+            self.store
+                .report("a delivered message cannot leave the outbox", &e);
         }
         self.pump();
     }

@@ -61,11 +61,12 @@ pub async fn run_until(spec: &Command, stop: &mut watch::Receiver<bool>) -> RunR
         .process_group(0)
         .kill_on_drop(true);
     let umask = crate::os::inherited_umask() as libc::mode_t;
-    // SAFETY: the closure runs in the child between fork and exec and calls only umask(2),
-    // which is async-signal-safe.
+    // SAFETY: the closure runs in the child between fork and exec and calls only umask(2) and
+    // signal(2), which are async-signal-safe.
     unsafe {
         cmd.pre_exec(move || {
             libc::umask(umask);
+            crate::os::restore_signals_in_child();
             Ok(())
         });
     }
