@@ -151,6 +151,14 @@ impl Store {
     }
 }
 
+/// How much the MQTT outbox keeps while the broker is away; past either bound the oldest
+/// messages are dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutboxLimit {
+    pub messages: usize,
+    pub bytes: usize,
+}
+
 /// One message waiting in the MQTT outbox.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Outgoing {
@@ -179,7 +187,7 @@ impl Store {
         topic: &str,
         payload: &[u8],
         retain: bool,
-        limit: usize,
+        limit: OutboxLimit,
     ) -> rusqlite::Result<(i64, usize)> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
@@ -224,7 +232,15 @@ impl Store {
     }
 
     /// Record a task id as running unless it was seen after `since` (ns); say what was known.
-    pub fn task_begin(&self, task_id: &str, now: u64, since: u64) -> rusqlite::Result<TaskSeen> {
+    /// Record a task id as running unless it was seen since `since`. At most `keep` finished
+    /// task ids are kept (the oldest go first; running ones are never dropped).
+    pub fn task_begin(
+        &self,
+        task_id: &str,
+        now: u64,
+        since: u64,
+        keep: usize,
+    ) -> rusqlite::Result<TaskSeen> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         let seen: Option<(i64, Option<Vec<u8>>)> = tx
@@ -242,6 +258,12 @@ impl Store {
                      ON CONFLICT (task_id) DO UPDATE SET received = excluded.received, reply = NULL",
                 )?
                 .execute(params![task_id, now as i64])?;
+                tx.prepare_cached(
+                    "DELETE FROM mqtt_tasks WHERE task_id IN (
+                         SELECT task_id FROM mqtt_tasks WHERE reply IS NOT NULL
+                         ORDER BY received DESC LIMIT -1 OFFSET ?1)",
+                )?
+                .execute(params![keep as i64])?;
                 TaskSeen::New
             }
         };
@@ -256,7 +278,7 @@ impl Store {
         task_id: &str,
         topic: &str,
         reply: &[u8],
-        limit: usize,
+        limit: OutboxLimit,
     ) -> rusqlite::Result<(i64, usize)> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
@@ -302,13 +324,24 @@ fn push(
     Ok(tx.last_insert_rowid())
 }
 
-/// Drop the oldest messages past `limit`.
-fn trim(tx: &rusqlite::Transaction, limit: usize) -> rusqlite::Result<usize> {
-    tx.prepare_cached(
-        "DELETE FROM mqtt_outbox WHERE id IN (
-             SELECT id FROM mqtt_outbox ORDER BY id DESC LIMIT -1 OFFSET ?1)",
-    )?
-    .execute(params![limit as i64])
+/// Drop the oldest messages past either bound of `limit` (the newest are kept).
+fn trim(tx: &rusqlite::Transaction, limit: OutboxLimit) -> rusqlite::Result<usize> {
+    let by_count = tx
+        .prepare_cached(
+            "DELETE FROM mqtt_outbox WHERE id IN (
+                 SELECT id FROM mqtt_outbox ORDER BY id DESC LIMIT -1 OFFSET ?1)",
+        )?
+        .execute(params![limit.messages as i64])?;
+    let by_bytes = tx
+        .prepare_cached(
+            "DELETE FROM mqtt_outbox WHERE id IN (
+                 SELECT id FROM (
+                     SELECT id, sum(length(payload)) OVER (ORDER BY id DESC) AS newer
+                     FROM mqtt_outbox)
+                 WHERE newer > ?1)",
+        )?
+        .execute(params![limit.bytes as i64])?;
+    Ok(by_count + by_bytes)
 }
 
 /// `PRAGMA quick_check` found damage.
@@ -387,11 +420,20 @@ mod tests {
         assert_eq!(s.state_get("a", "k").unwrap(), None);
     }
 
+    const ROOMY: OutboxLimit = OutboxLimit {
+        messages: 10,
+        bytes: 1 << 20,
+    };
+
     #[test]
     fn outbox_keeps_order_and_drops_the_oldest_past_its_limit() {
         let s = Store::in_memory().unwrap();
+        let three = OutboxLimit {
+            messages: 3,
+            bytes: 1 << 20,
+        };
         for i in 0..5 {
-            let (_, dropped) = s.outbox_push("t", &[i], false, 3).unwrap();
+            let (_, dropped) = s.outbox_push("t", &[i], false, three).unwrap();
             assert_eq!(dropped, usize::from(i >= 3));
         }
         let left = s.outbox_after(0, 10).unwrap();
@@ -400,25 +442,65 @@ mod tests {
         s.outbox_remove(left[0].id).unwrap();
         assert_eq!(s.outbox_after(left[0].id, 1).unwrap()[0].payload, [3]);
         assert_eq!(s.outbox_len().unwrap(), 2);
+        // By bytes: 10-byte messages in a 25-byte outbox keep the newest two.
+        let small = OutboxLimit {
+            messages: 100,
+            bytes: 25,
+        };
+        for i in 0..4u8 {
+            s.outbox_push("b", &[i; 10], false, small).unwrap();
+        }
+        let left: Vec<u8> = s
+            .outbox_after(0, 10)
+            .unwrap()
+            .iter()
+            .map(|m| m.payload[0])
+            .collect();
+        assert_eq!(left, [2, 3]);
     }
 
     #[test]
     fn tasks_dedupe_within_the_window() {
         let s = Store::in_memory().unwrap();
-        assert_eq!(s.task_begin("7", 100, 0).unwrap(), TaskSeen::New);
-        assert_eq!(s.task_begin("7", 101, 0).unwrap(), TaskSeen::Running);
+        assert_eq!(s.task_begin("7", 100, 0, 10).unwrap(), TaskSeen::New);
+        assert_eq!(s.task_begin("7", 101, 0, 10).unwrap(), TaskSeen::Running);
         assert_eq!(s.tasks_running().unwrap(), ["7"]);
-        s.task_finish("7", "r", b"done", 10).unwrap();
+        s.task_finish("7", "r", b"done", ROOMY).unwrap();
         assert_eq!(
-            s.task_begin("7", 102, 50).unwrap(),
+            s.task_begin("7", 102, 50, 10).unwrap(),
             TaskSeen::Done(b"done".to_vec())
         );
         assert_eq!(s.outbox_len().unwrap(), 1);
         // Outside the window it is a new task.
-        assert_eq!(s.task_begin("7", 300, 200).unwrap(), TaskSeen::New);
-        s.task_finish("7", "r", b"again", 10).unwrap();
+        assert_eq!(s.task_begin("7", 300, 200, 10).unwrap(), TaskSeen::New);
+        s.task_finish("7", "r", b"again", ROOMY).unwrap();
         assert_eq!(s.tasks_expire(400).unwrap(), 1);
         assert!(s.tasks_running().unwrap().is_empty());
+    }
+
+    #[test]
+    fn the_dedupe_table_keeps_the_newest_finished_tasks() {
+        let s = Store::in_memory().unwrap();
+        for t in 0..5u64 {
+            s.task_begin(&t.to_string(), t, 0, 2).unwrap();
+            s.task_finish(&t.to_string(), "r", b"x", ROOMY).unwrap();
+        }
+        // A running task is never dropped, however many come after it.
+        s.task_begin("running", 10, 0, 2).unwrap();
+        for t in 20..23u64 {
+            s.task_begin(&t.to_string(), t, 0, 2).unwrap();
+            s.task_finish(&t.to_string(), "r", b"x", ROOMY).unwrap();
+        }
+        assert_eq!(s.tasks_running().unwrap(), ["running"]);
+        assert_eq!(
+            s.task_begin("0", 30, 0, 2).unwrap(),
+            TaskSeen::New,
+            "forgotten"
+        );
+        assert!(matches!(
+            s.task_begin("22", 31, 0, 2).unwrap(),
+            TaskSeen::Done(_)
+        ));
     }
 
     #[test]

@@ -68,6 +68,12 @@ pub struct Mqtt {
     /// Messages kept while the broker is away; past it the oldest is dropped (logged, counted).
     #[serde(default = "default_outbox_limit")]
     pub outbox_limit: usize,
+    /// Bytes of payload the outbox keeps; past it the oldest messages are dropped too.
+    #[serde(default = "default_outbox_max_bytes")]
+    pub outbox_max_bytes: usize,
+    /// Finished task ids kept for dedupe (the oldest go first; running ones stay).
+    #[serde(default = "default_dedupe_limit")]
+    pub dedupe_limit: usize,
     /// How long a rule's `run-remote` waits for the other node's result.
     #[serde(default = "default_remote_timeout", with = "humantime_serde")]
     pub remote_timeout: Duration,
@@ -115,6 +121,12 @@ fn default_max_message_size() -> usize {
 fn default_max_clock_skew() -> Duration {
     Duration::from_secs(30)
 }
+fn default_outbox_max_bytes() -> usize {
+    64 << 20
+}
+fn default_dedupe_limit() -> usize {
+    100_000
+}
 fn default_outbox_limit() -> usize {
     10_000
 }
@@ -149,8 +161,11 @@ impl Mqtt {
         if self.max_message_size == 0 || self.max_message_size > 256 << 20 {
             return Err("mqtt.max_message_size must be between 1 and 268435456 bytes".into());
         }
-        if self.outbox_limit == 0 {
-            return Err("mqtt.outbox_limit must be more than 0".into());
+        if self.outbox_limit == 0 || self.outbox_max_bytes == 0 || self.dedupe_limit == 0 {
+            return Err(
+                "mqtt.outbox_limit, mqtt.outbox_max_bytes and mqtt.dedupe_limit must be more than 0"
+                    .into(),
+            );
         }
         for (key, topic) in [
             ("command_topic", &self.command_topic),

@@ -238,7 +238,10 @@ fn start_mqtt(
         store: store.clone(),
         qos: m.qos,
         status_topic: Mqtt::topic_for(&m.status_topic, node),
-        outbox_limit: m.outbox_limit,
+        outbox_limit: crate::store::OutboxLimit {
+            messages: m.outbox_limit,
+            bytes: m.outbox_max_bytes,
+        },
     })?;
     let run_effects = effects.clone();
     let tasks = crate::sources::mqtt::start(

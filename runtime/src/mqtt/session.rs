@@ -22,7 +22,7 @@ use super::link::{Backoff, Link, LinkEvent, Message};
 use super::options::Connect;
 use super::tracker::Tracker;
 use crate::logging::RateLimited;
-use crate::store::Store;
+use crate::store::{OutboxLimit, Store};
 
 /// Outbox messages handed to rumqttc at once; the rest wait in the outbox.
 const WINDOW: usize = 64;
@@ -45,7 +45,7 @@ pub struct Parts {
     pub store: Store,
     pub qos: u8,
     pub status_topic: String,
-    pub outbox_limit: usize,
+    pub outbox_limit: OutboxLimit,
 }
 
 enum Ctl {
@@ -70,7 +70,7 @@ enum Ctl {
 pub struct SessionHandle {
     ctl: mpsc::UnboundedSender<Ctl>,
     store: Store,
-    outbox_limit: usize,
+    outbox_limit: OutboxLimit,
     dropped: Arc<AtomicU64>,
 }
 
@@ -97,7 +97,8 @@ impl SessionHandle {
             tracing::warn!(
                 dropped,
                 total_dropped = total,
-                limit = self.outbox_limit,
+                limit_messages = self.outbox_limit.messages,
+                limit_bytes = self.outbox_limit.bytes,
                 "MQTT outbox full: dropped the oldest messages"
             );
         }
@@ -115,7 +116,7 @@ impl SessionHandle {
         let _ = self.ctl.send(Ctl::Want { owner, filters });
     }
 
-    pub fn outbox_limit(&self) -> usize {
+    pub fn outbox_limit(&self) -> OutboxLimit {
         self.outbox_limit
     }
 

@@ -174,7 +174,10 @@ impl Inbound {
         let key = request.key();
         let now = now_ns();
         let since = now.saturating_sub(self.cfg.dedupe_window.as_nanos() as u64);
-        match self.store.task_begin(&key, now, since) {
+        match self
+            .store
+            .task_begin(&key, now, since, self.cfg.dedupe_limit)
+        {
             Err(e) => {
                 tracing::error!(task_id = key, "cannot record the remote task id: {e}");
                 let reply = Reply::new(
@@ -358,7 +361,10 @@ mod tests {
             store: store.clone(),
             qos: 1,
             status_topic: "medic/n1/status".into(),
-            outbox_limit: 100,
+            outbox_limit: crate::store::OutboxLimit {
+                messages: 100,
+                bytes: 1 << 20,
+            },
         })
         .unwrap();
         let parts = Parts {
