@@ -15,6 +15,19 @@ fn seen(medic: &Medic, rule: &str) -> u64 {
     max_seen(lines.iter().map(String::as_str))
 }
 
+/// A site with the counter rule `load` on every host's load.
+fn load_site() -> Site {
+    let site = Site::new();
+    site.add_rule("counter", "load");
+    site.write_config(
+        r#"
+[rules.config.load]
+pattern = "*/load/load"
+"#,
+    );
+    site
+}
+
 fn part(t: u16, body: &[u8]) -> Vec<u8> {
     let mut p = t.to_be_bytes().to_vec();
     p.extend(((body.len() + 4) as u16).to_be_bytes());
@@ -85,14 +98,7 @@ listen = ["127.0.0.1:{port}"]
 
 #[test]
 fn putval_refuses_what_collectd_would_and_keeps_serving() {
-    let site = Site::new();
-    site.add_rule("counter", "load");
-    site.write_config(
-        r#"
-[rules.config.load]
-pattern = "*/load/load"
-"#,
-    );
+    let site = load_site();
     let mut medic = site.start();
     let long_host = "h".repeat(60_000);
     let many = vec!["1"; 200].join(":");
@@ -249,24 +255,9 @@ it = ["touch", "{made}"]
 #[test]
 fn putval_clients_are_capped_and_idle_ones_closed() {
     use std::io::Read;
-    let site = Site::new();
-    site.add_rule("counter", "load");
-    site.write_config(
-        r#"
-[rules.config.load]
-pattern = "*/load/load"
-"#,
-    );
+    let site = load_site();
+    site.set("ingest.putval", "max_clients = 3\nidle_timeout = \"1s\"");
     let config = site.path("medic.toml");
-    let text = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(
-        &config,
-        text.replace(
-            "socket = \"putval.sock\"\n",
-            "socket = \"putval.sock\"\nmax_clients = 3\nidle_timeout = \"1s\"\n",
-        ),
-    )
-    .unwrap();
     let mut medic = site.start();
     let idle: Vec<_> = (0..3)
         .map(|_| std::os::unix::net::UnixStream::connect(site.socket()).unwrap())
@@ -357,14 +348,7 @@ auth_file = "passwd"
 /// logged, and values and commands are served as usual.
 #[test]
 fn a_corrupt_state_database_is_moved_aside_and_medic_serves() {
-    let site = Site::new();
-    site.add_rule("counter", "load");
-    site.write_config(
-        r#"
-[rules.config.load]
-pattern = "*/load/load"
-"#,
-    );
+    let site = load_site();
     std::fs::create_dir_all(site.path("state")).unwrap();
     std::fs::write(site.path("state/medic.db"), b"garbage ".repeat(1000)).unwrap();
     let mut medic = site.start();

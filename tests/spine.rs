@@ -304,14 +304,7 @@ run = {{ run = "sleep 30 & echo $! > {pid_file}; wait", timeout = "60s", kill_gr
 "#,
         pid_file = pid_file.display()
     ));
-    // stop_timeout is a [daemon] key: add it to the config's own section.
-    let config = site.path("medic.toml");
-    let text = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(
-        &config,
-        text.replacen("[daemon]\n", "[daemon]\nstop_timeout = \"500ms\"\n", 1),
-    )
-    .unwrap();
+    site.set("daemon", "stop_timeout = \"500ms\"");
     let medic = site.start();
     medic.putval(&["PUTVAL h/load/load N:1:1:1"]);
     medic.expect_log("running command", WAIT);
@@ -383,12 +376,7 @@ exec = "echo {say}"
     );
 
     let path = site.write_config(&config("*/memory/*", "two"));
-    let text = std::fs::read_to_string(&path).unwrap();
-    std::fs::write(
-        &path,
-        text.replacen("[daemon]\n", "[daemon]\nstop_timeout = \"3s\"\n", 1),
-    )
-    .unwrap();
+    site.set("daemon", "stop_timeout = \"3s\"");
     let reload = std::process::Command::new(medic_integration::medic_bin())
         .args(["reload", "--config"])
         .arg(&path)

@@ -140,6 +140,19 @@ socket = "putval.sock"
         path
     }
 
+    /// Add `line` to section `[section]` of the config written by `write_config`.
+    pub fn set(&self, section: &str, line: &str) {
+        let path = self.path("medic.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let header = format!("[{section}]\n");
+        assert!(text.contains(&header), "no [{section}] in medic.toml");
+        std::fs::write(
+            &path,
+            text.replacen(&header, &format!("{header}{line}\n"), 1),
+        )
+        .unwrap();
+    }
+
     pub fn check(&self) -> Output {
         Command::new(medic_bin())
             .args(["check", "--config"])

@@ -6,5 +6,5 @@
 
 pub mod collectd;
 pub(crate) mod mqtt;
-pub(crate) mod putval;
-pub(crate) mod unixsock;
+pub mod putval;
+pub mod unixsock;
