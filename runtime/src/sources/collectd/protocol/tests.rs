@@ -381,3 +381,74 @@ fn strings_and_value_counts_are_capped_like_collectd() {
         Err(DecodeError::TooManyValues { offset: 0, count })
     );
 }
+
+/// A value list as collectd's sender writes it: every identifier part, high-resolution time
+/// and interval, then the values (gauges little-endian, the rest big-endian).
+fn encode(fields: &Fields, samples: &[Sample]) -> Vec<u8> {
+    let string = |t: u16, s: &str| {
+        let mut body = s.as_bytes().to_vec();
+        body.push(0);
+        part(t, &body)
+    };
+    let mut d = string(HOST, &fields.host);
+    d.extend(part(TIME_HR, &fields.time_hr.to_be_bytes()));
+    d.extend(part(INTERVAL_HR, &fields.interval_hr.to_be_bytes()));
+    d.extend(string(PLUGIN, &fields.plugin));
+    d.extend(string(PLUGIN_INSTANCE, &fields.plugin_instance));
+    d.extend(string(TYPE, &fields.type_));
+    d.extend(string(TYPE_INSTANCE, &fields.type_instance));
+    let mut values = (samples.len() as u16).to_be_bytes().to_vec();
+    let (types, data): (Vec<u8>, Vec<[u8; 8]>) = samples
+        .iter()
+        .map(|s| match *s {
+            Sample::Counter(v) => (0, v.to_be_bytes()),
+            Sample::Gauge(v) => (1, v.to_le_bytes()),
+            Sample::Derive(v) => (2, v.to_be_bytes()),
+            Sample::Absolute(v) => (3, v.to_be_bytes()),
+        })
+        .unzip();
+    values.extend(types);
+    values.extend(data.concat());
+    d.extend(part(VALUES, &values));
+    d
+}
+
+fn name() -> impl proptest::strategy::Strategy<Value = String> {
+    // Any text collectd could carry: no NUL, at most 127 bytes (31 chars of up to 4 bytes).
+    proptest::string::string_regex("[^\u{0}]{0,31}").unwrap()
+}
+
+fn sample() -> impl proptest::strategy::Strategy<Value = Sample> {
+    use proptest::prelude::*;
+    prop_oneof![
+        any::<u64>().prop_map(Sample::Counter),
+        any::<f64>()
+            .prop_filter("NaN never equals itself", |v| !v.is_nan())
+            .prop_map(Sample::Gauge),
+        any::<i64>().prop_map(Sample::Derive),
+        any::<u64>().prop_map(Sample::Absolute),
+    ]
+}
+
+proptest::proptest! {
+    /// Whatever a sender encodes (within collectd's bounds) decodes to the same value list.
+    #[test]
+    fn encode_then_decode_gives_back_the_value_list(
+        host in name(), plugin in name(), plugin_instance in name(),
+        type_ in name(), type_instance in name(),
+        time_hr in proptest::num::u64::ANY, interval_hr in proptest::num::u64::ANY,
+        samples in proptest::collection::vec(sample(), 0..=MAX_VALUES),
+    ) {
+        let fields = Fields {
+            host, plugin, plugin_instance, type_, type_instance, time_hr, interval_hr,
+        };
+        let datagram = encode(&fields, &samples);
+        proptest::prop_assume!(datagram.len() <= 65_507);
+        let decoded = decode_none(&datagram).unwrap();
+        proptest::prop_assert_eq!(decoded.len(), 1);
+        proptest::prop_assert_eq!(
+            &decoded[0].item,
+            &Item::Values { fields: fields.clone(), samples: samples.clone() }
+        );
+    }
+}
