@@ -424,3 +424,32 @@ exec = "echo {say}"
     assert!(medic.is_running());
     medic.stop();
 }
+
+/// A command's cooldown survives a restart: medic does not run it again just because it was
+/// restarted (a crash loop must not turn into a restart loop of what it guards).
+#[test]
+fn cooldowns_survive_a_restart() {
+    let site = Site::new();
+    site.add_rule("counter", "counter");
+    site.write_config(
+        r#"
+[rules.config.counter]
+pattern = "*/load/load"
+run = ["web", "restart"]
+
+[services.web.commands]
+restart = { run = "echo restarted", cooldown = "1h" }
+"#,
+    );
+    let medic = site.start();
+    medic.putval(&["PUTVAL h/load/load N:1:1:1"]);
+    medic.expect_log(
+        r#"counter result web/restart code=Some(0) output="restarted\n""#,
+        WAIT,
+    );
+    medic.stop();
+    let medic = site.start();
+    medic.putval(&["PUTVAL h/load/load N:1:1:1"]);
+    medic.expect_log("`web`/`restart` is cooling down for another", WAIT);
+    medic.stop();
+}

@@ -90,6 +90,12 @@ impl Store {
                  retain  INTEGER NOT NULL,
                  created INTEGER NOT NULL
              );
+             CREATE TABLE IF NOT EXISTS policy_starts (
+                 service TEXT NOT NULL,
+                 command TEXT NOT NULL,
+                 at      INTEGER NOT NULL,
+                 PRIMARY KEY (service, command)
+             ) WITHOUT ROWID;
              CREATE TABLE IF NOT EXISTS mqtt_tasks (
                  task_id  TEXT PRIMARY KEY,
                  received INTEGER NOT NULL,
@@ -295,6 +301,28 @@ impl Store {
         self.conn()
             .prepare_cached("SELECT task_id FROM mqtt_tasks WHERE reply IS NULL")?
             .query_map([], |r| r.get(0))?
+            .collect()
+    }
+
+    /// Record when a command last started (ns since the epoch), so its cooldown survives a
+    /// restart.
+    pub fn policy_start_set(&self, service: &str, command: &str, at: u64) -> rusqlite::Result<()> {
+        self.conn()
+            .prepare_cached(
+                "INSERT INTO policy_starts (service, command, at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (service, command) DO UPDATE SET at = excluded.at",
+            )?
+            .execute(params![service, command, at as i64])
+            .map(drop)
+    }
+
+    /// Every `(service, command, last start in ns)` recorded.
+    pub fn policy_starts(&self) -> rusqlite::Result<Vec<(String, String, u64)>> {
+        self.conn()
+            .prepare_cached("SELECT service, command, at FROM policy_starts")?
+            .query_map([], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? as u64))
+            })?
             .collect()
     }
 

@@ -123,7 +123,7 @@ async fn start(config: Arc<Config>, shutdown: Shutdown) -> anyhow::Result<Runnin
     let status = StatusBoard::default();
 
     let (commands, commands_rx) = mpsc::unbounded_channel();
-    let executor = Executor::new(config.clone());
+    let executor = Executor::new(config.clone()).with_store(store.clone());
     let executor_handle = executor.handle();
     tokio::spawn(executor.serve(commands_rx));
 

@@ -70,6 +70,22 @@ impl Gate {
         Ok((spec, Admitted { key }))
     }
 
+    /// Take the last starts recorded before a restart (`(service, command, ns since the
+    /// epoch)`), so cooldowns carry over; `now_ns` and `now` are the same moment on both clocks.
+    pub fn restore(
+        &mut self,
+        starts: impl IntoIterator<Item = (String, String, u64)>,
+        now_ns: u64,
+        now: Instant,
+    ) {
+        for (service, command, at) in starts {
+            let ago = std::time::Duration::from_nanos(now_ns.saturating_sub(at));
+            if let Some(when) = now.checked_sub(ago) {
+                self.last_start.insert((service, command), when);
+            }
+        }
+    }
+
     pub fn finish(&mut self, admitted: Admitted) {
         if let Some(n) = self.running.get_mut(&admitted.key) {
             *n -= 1;
@@ -156,6 +172,33 @@ mod tests {
                 .admit(&c, "a", "b", Instant::now())
                 .unwrap_err(),
             Refusal::NoServices
+        );
+    }
+
+    #[test]
+    fn restored_starts_keep_their_cooldown() {
+        let c = Config::parse(
+            "[services.web.commands]\nrestart = { run = \"true\", cooldown = \"1m\" }\n",
+            Path::new("t.toml"),
+            Path::new("/"),
+        )
+        .unwrap();
+        let mut g = Gate::default();
+        let now = Instant::now();
+        let wall = 1_000 * 1_000_000_000;
+        // Started 20 s ago (before the restart): 40 s of cooldown left.
+        g.restore(
+            [("web".into(), "restart".into(), wall - 20 * 1_000_000_000)],
+            wall,
+            now,
+        );
+        assert!(matches!(
+            g.admit(&c, "web", "restart", now),
+            Err(Refusal::CoolingDown { remaining, .. }) if remaining.as_secs() == 40
+        ));
+        assert!(
+            g.admit(&c, "web", "restart", now + Duration::from_secs(41))
+                .is_ok()
         );
     }
 }

@@ -224,6 +224,8 @@ pub struct Executor {
     config: Arc<std::sync::RwLock<Arc<Config>>>,
     gate: Arc<Mutex<Gate>>,
     running: Arc<Running>,
+    /// Where last starts are kept, so cooldowns survive a restart (none in unit tests).
+    store: Option<crate::store::Store>,
 }
 
 /// What is running now, for the shutdown order: stop admitting, wait, then kill what is left.
@@ -312,7 +314,22 @@ impl Executor {
             config: Arc::new(std::sync::RwLock::new(config)),
             gate: Arc::default(),
             running,
+            store: None,
         }
+    }
+
+    /// Keep the gate's last starts in `store`, starting from what it recorded before.
+    pub fn with_store(mut self, store: crate::store::Store) -> Self {
+        match store.policy_starts() {
+            Ok(starts) => self.gate.lock().unwrap_or_else(|p| p.into_inner()).restore(
+                starts,
+                crate::event::now_ns(),
+                Instant::now(),
+            ),
+            Err(e) => store.report("the last command starts cannot be read", &e),
+        }
+        self.store = Some(store);
+        self
     }
 
     pub fn handle(&self) -> ExecutorHandle {
@@ -424,6 +441,12 @@ impl Executor {
         )?;
         let spec = spec.clone();
         now.insert(req.action_id, format!("{}/{}", req.service, req.command));
+        if let Some(store) = &self.store
+            && let Err(e) =
+                store.policy_start_set(&req.service, &req.command, crate::event::now_ns())
+        {
+            store.report("a command's start cannot be recorded", &e);
+        }
         Ok((spec, token))
     }
 
