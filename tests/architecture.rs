@@ -18,7 +18,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("shutdown", &[]),
     ("os", &[]),
     ("types_db", &["event"]),
-    ("store", &["event", "config", "os"]),
+    ("store", &["event", "config", "logging", "os"]),
     ("mqtt", &["event", "config", "logging", "store"]),
     // Sources produce events; they import neither the engine nor an effect.
     (
