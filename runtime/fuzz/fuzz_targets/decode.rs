@@ -7,7 +7,11 @@ use medic::sources::collectd::protocol::{Credentials, SecurityLevel, decode, to_
 fuzz_target!(|data: &[u8]| {
     let mut creds = Credentials::default();
     creds.insert("fixture-user", "fixture-secret");
-    for level in [SecurityLevel::None, SecurityLevel::Sign, SecurityLevel::Encrypt] {
+    for level in [
+        SecurityLevel::None,
+        SecurityLevel::Sign,
+        SecurityLevel::Encrypt,
+    ] {
         let mut out = Vec::new();
         let _ = decode(data, level, &creds, &mut out);
         for d in out {
