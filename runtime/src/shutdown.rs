@@ -1,6 +1,6 @@
 //! One shutdown signal for every task and thread. `daemon::run` takes the future that fires
 //! it (main passes SIGINT/SIGTERM, tests their own), fires the [`Trigger`] once, and then stops
-//! the parts in the order written down in `daemon.rs`. Outside sources watch [`Shutdown`] and
+//! the parts in the order written down in `daemon/mod.rs`. Outside sources watch [`Shutdown`] and
 //! end; everything downstream of them ends by draining, when its input closes.
 
 use tokio::sync::watch;

@@ -1,5 +1,5 @@
 //! The engine's one way out: what a rule's decision becomes outside the sandbox. The engine
-//! defines this port and hands every decision to it; `daemon.rs` plugs in the effects (policy
+//! defines this port and hands every decision to it; `daemon` plugs in the effects (policy
 //! gate and executor, MQTT), and tests plug in a closure that records.
 //!
 //! Invariant: the engine imports no effect module. Whatever lies behind the port, a `run` or
