@@ -65,6 +65,9 @@ pub async fn run(
     stop: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let config = Arc::new(config);
+    // Before anything starts: a SIGHUP must never find the default action (exit) in place.
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("cannot handle SIGHUP")?;
     let (mut trigger, shutdown) = shutdown::channel();
     let started = start(config.clone(), shutdown).await?;
     let pid_file = config.daemon.state_dir.join("medic.pid");
@@ -77,8 +80,6 @@ pub async fn run(
         rules_dir = %config.rules.dir.display(),
         "medic running"
     );
-    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-        .context("cannot handle SIGHUP")?;
     let mut in_effect = (*config).clone();
     tokio::pin!(stop);
     loop {
