@@ -28,6 +28,19 @@ pattern = "*/load/load"
     site
 }
 
+/// medic still serves: a PUTVAL is taken and reaches the `load` rule.
+fn a_value_reaches_the_load_rule(medic: &Medic) {
+    assert_eq!(
+        medic.putval(&["PUTVAL h/load/load N:1:1:1"]),
+        vec!["0 Success: 1 value has been dispatched."]
+    );
+    assert!(
+        wait_until(BOUND, || seen(medic, "load") >= 1),
+        "{}",
+        medic.log()
+    );
+}
+
 fn part(t: u16, body: &[u8]) -> Vec<u8> {
     let mut p = t.to_be_bytes().to_vec();
     p.extend(((body.len() + 4) as u16).to_be_bytes());
@@ -284,15 +297,7 @@ fn putval_clients_are_capped_and_idle_ones_closed() {
             "closed without a word"
         );
     }
-    assert_eq!(
-        medic.putval(&["PUTVAL h/load/load N:1:1:1"]),
-        vec!["0 Success: 1 value has been dispatched."]
-    );
-    assert!(
-        wait_until(BOUND, || seen(&medic, "load") >= 1),
-        "{}",
-        medic.log()
-    );
+    a_value_reaches_the_load_rule(&medic);
 
     // A second medic on the same config must not take the live socket over.
     let second = std::process::Command::new(medic_integration::medic_bin())
@@ -354,15 +359,7 @@ fn a_corrupt_state_database_is_moved_aside_and_medic_serves() {
     let mut medic = site.start();
     medic.expect_log("state database is corrupt", BOUND);
     medic.expect_log("lost: rule state keys: unreadable", BOUND);
-    assert_eq!(
-        medic.putval(&["PUTVAL h/load/load N:1:1:1"]),
-        vec!["0 Success: 1 value has been dispatched."]
-    );
-    assert!(
-        wait_until(BOUND, || seen(&medic, "load") >= 1),
-        "{}",
-        medic.log()
-    );
+    a_value_reaches_the_load_rule(&medic);
     assert!(medic.is_running());
     medic.stop();
     let moved = std::fs::read_dir(site.path("state"))
