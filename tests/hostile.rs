@@ -5,6 +5,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixListener;
 use std::time::Duration;
 
+use medic_integration::packet::{HOST, SIGNATURE, VALUES, part};
 use medic_integration::{Medic, Site, free_udp_port, max_seen, wait_until, workspace};
 
 const BOUND: Duration = Duration::from_secs(20);
@@ -41,19 +42,12 @@ fn a_value_reaches_the_load_rule(medic: &Medic) {
     );
 }
 
-fn part(t: u16, body: &[u8]) -> Vec<u8> {
-    let mut p = t.to_be_bytes().to_vec();
-    p.extend(((body.len() + 4) as u16).to_be_bytes());
-    p.extend(body);
-    p
-}
-
 /// A datagram of nested signature parts (the decoder used to recurse once per part and
 /// overflow its stack), one with a 200-byte host name, one claiming 4 000 values.
 fn bombs() -> Vec<Vec<u8>> {
     let mut sign = vec![0u8; 32];
     sign.extend(b"fixture-user");
-    let one = part(0x0200, &sign);
+    let one = part(SIGNATURE, &sign);
     let mut nested = Vec::new();
     while nested.len() + one.len() <= 65_507 {
         nested.extend(&one);
@@ -62,7 +56,7 @@ fn bombs() -> Vec<Vec<u8>> {
     long_host.push(0);
     let mut wide = 4000u16.to_be_bytes().to_vec();
     wide.extend(std::iter::repeat_n(1u8, 4000 * 9));
-    vec![nested, part(0x0000, &long_host), part(0x0006, &wide)]
+    vec![nested, part(HOST, &long_host), part(VALUES, &wide)]
 }
 
 #[test]
@@ -374,8 +368,9 @@ fn a_corrupt_state_database_is_moved_aside_and_medic_serves() {
 
 /// The series table is bounded: past `ingest.max_series` new series are refused (known ones
 /// still flow), and a value stamped far in the future is refused rather than kept "fresh".
+/// Series that fall silent expire, which makes room for new ones.
 #[test]
-fn new_series_past_the_cap_and_far_future_values_are_refused() {
+fn new_series_past_the_cap_and_far_future_values_are_refused_until_some_expire() {
     let site = Site::new();
     site.add_rule("counter", "load");
     let path = site.write_config(
@@ -387,12 +382,16 @@ pattern = "*/load/load"
     let text = std::fs::read_to_string(&path).unwrap();
     std::fs::write(
         &path,
-        text.replacen("[ingest]\n", "[ingest]\nmax_series = 3\n", 1),
+        text.replacen(
+            "[ingest]\n",
+            "[ingest]\nmax_series = 3\nseries_timeout = 1\n",
+            1,
+        ),
     )
     .unwrap();
     let mut medic = site.start();
     let lines: Vec<String> = (0..5)
-        .map(|i| format!("PUTVAL h{i}/load/load N:1:1:1"))
+        .map(|i| format!("PUTVAL h{i}/load/load interval=1 N:1:1:1"))
         .collect();
     let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
     medic.putval(&lines);
@@ -400,9 +399,9 @@ pattern = "*/load/load"
         "a new series, and 3 series are known already (ingest.max_series)",
         BOUND,
     );
-    medic.putval(&["PUTVAL h0/load/load 4102444800:1:1:1"]);
+    medic.putval(&["PUTVAL h0/load/load interval=1 4102444800:1:1:1"]);
     medic.expect_log("in the future (at most 3 intervals ahead are taken)", BOUND);
-    medic.putval(&["PUTVAL h1/load/load N:2:2:2"]);
+    medic.putval(&["PUTVAL h1/load/load interval=1 N:2:2:2"]);
     assert!(
         wait_until(BOUND, || seen(&medic, "load") == 4),
         "{}",
@@ -410,6 +409,18 @@ pattern = "*/load/load"
     );
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(seen(&medic, "load"), 4, "{}", medic.log());
+    // h0..h2 stated a 1 s interval and `series_timeout = 1`: silent for 2 s, they are forgotten
+    // and h4 is taken.
+    medic.expect_log(" live=0", BOUND);
+    assert_eq!(
+        medic.putval(&["PUTVAL h4/load/load interval=1 N:1:1:1"]),
+        vec!["0 Success: 1 value has been dispatched."]
+    );
+    assert!(
+        wait_until(BOUND, || seen(&medic, "load") == 5),
+        "{}",
+        medic.log()
+    );
     assert!(medic.is_running());
     medic.stop();
 }

@@ -146,7 +146,7 @@ impl<'a> Ctx<'a> {
         self.host.last_value(identifier)
     }
 
-    /// What a series number stands for; asked of the host once, then cached.
+    /// What a series number stands for; asked of the host, then cached while it is in use.
     pub fn series(&mut self, id: u32) -> Option<Rc<SeriesInfo>> {
         if let Some(info) = self.series.get(id) {
             return Some(info);

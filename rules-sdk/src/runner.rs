@@ -1,26 +1,62 @@
+use std::collections::HashMap;
 use std::rc::Rc;
 
 use crate::{Action, Batch, Config, Ctx, Host, Rule, RuleInfo, SeriesInfo};
 
-/// Series the host has described to this instance, indexed by the host's dense series number.
-#[derive(Default)]
+/// Series the host has described to this instance, by the host's series number. Bounded: the
+/// host forgets series that fall silent and numbers new ones afresh, so a cache that kept every
+/// number would grow with churn until the instance ran out of memory. Two generations give an
+/// approximate LRU at the cost of a map swap: what was not used during a whole generation is
+/// asked of the host again if it ever comes back.
 pub struct SeriesCache {
-    slots: Vec<Option<Rc<SeriesInfo>>>,
+    current: HashMap<u32, Rc<SeriesInfo>>,
+    previous: HashMap<u32, Rc<SeriesInfo>>,
+    generation: usize,
 }
 
+impl Default for SeriesCache {
+    fn default() -> Self {
+        Self::with_generation(SERIES_PER_GENERATION)
+    }
+}
+
+/// Series kept per generation: the cache holds at most twice this many.
+const SERIES_PER_GENERATION: usize = 4096;
+
 impl SeriesCache {
-    pub(crate) fn get(&self, id: u32) -> Option<Rc<SeriesInfo>> {
-        self.slots.get(id as usize).and_then(Clone::clone)
+    fn with_generation(generation: usize) -> Self {
+        Self {
+            current: HashMap::new(),
+            previous: HashMap::new(),
+            generation,
+        }
+    }
+
+    pub(crate) fn get(&mut self, id: u32) -> Option<Rc<SeriesInfo>> {
+        if let Some(info) = self.current.get(&id) {
+            return Some(info.clone());
+        }
+        let info = self.previous.remove(&id)?;
+        self.keep(id, info.clone());
+        Some(info)
     }
 
     pub(crate) fn insert(&mut self, id: u32, info: SeriesInfo) -> Rc<SeriesInfo> {
-        let i = id as usize;
-        if self.slots.len() <= i {
-            self.slots.resize(i + 1, None);
-        }
         let info = Rc::new(info);
-        self.slots[i] = Some(info.clone());
+        self.keep(id, info.clone());
         info
+    }
+
+    fn keep(&mut self, id: u32, info: Rc<SeriesInfo>) {
+        if self.current.len() >= self.generation {
+            self.previous = std::mem::take(&mut self.current);
+        }
+        self.current.insert(id, info);
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.current.len() + self.previous.len()
     }
 }
 
@@ -77,5 +113,31 @@ impl<R: Rule> Runner<R> {
         if let Some(rule) = &mut self.rule {
             rule.suspend(&mut Ctx::new(host, &mut self.series));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Identifier;
+
+    fn info(n: u32) -> SeriesInfo {
+        SeriesInfo {
+            identifier: Identifier::parse(&format!("h{n}/p/t")).unwrap(),
+            ds_names: vec!["value".into()],
+        }
+    }
+
+    #[test]
+    fn the_series_cache_is_bounded_and_keeps_what_is_used() {
+        let mut cache = SeriesCache::with_generation(4);
+        for n in 0..100 {
+            cache.insert(n, info(n));
+            // Series 0 is used all along: it survives every generation.
+            assert!(cache.get(0).is_some(), "lost at {n}");
+        }
+        assert!(cache.len() <= 8, "{}", cache.len());
+        assert!(cache.get(1).is_none(), "unused series are forgotten");
+        assert_eq!(cache.get(99).unwrap().identifier.host, "h99");
     }
 }

@@ -83,7 +83,9 @@ fn wasm_batch(series: &SeriesTable, n: usize, offset: usize) -> wit::Batch {
             interval: 10_000_000_000,
             samples: vec![Sample::Gauge(free_bytes(k))],
         };
-        b.push(Queued::Values(series.observe(&vl).unwrap().obs));
+        b.push(Queued::Values(
+            series.observe(&vl, series.now()).unwrap().obs,
+        ));
     }
     b.batch().clone()
 }

@@ -10,6 +10,10 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use medic_integration::packet::{
+    Datagram, HOST, INTERVAL_HR, PLUGIN, TIME_HR, TYPE, TYPE_INSTANCE, cdtime, cdtime_now,
+};
+
 const PER_DATAGRAM: usize = 40;
 
 fn env_or(name: &str, default: u64) -> u64 {
@@ -19,33 +23,17 @@ fn env_or(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-fn part(t: u16, body: &[u8], out: &mut Vec<u8>) {
-    out.extend(t.to_be_bytes());
-    out.extend(((body.len() + 4) as u16).to_be_bytes());
-    out.extend(body);
-}
-
 /// One datagram: host, plugin, type, time, interval once; then instance + value per list.
-fn datagram(seq: u64) -> Vec<u8> {
-    let mut d = Vec::with_capacity(1400);
-    part(0x0000, b"load-gen\0", &mut d);
-    part(0x0002, b"load\0", &mut d);
-    part(0x0004, b"gauge\0", &mut d);
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap();
-    part(
-        0x0008,
-        &((now.as_secs_f64() * (1u64 << 30) as f64) as u64).to_be_bytes(),
-        &mut d,
-    );
-    part(0x0009, &(1u64 << 30).to_be_bytes(), &mut d);
+fn datagram(seq: u64) -> Datagram {
+    let mut d = Datagram::default();
+    d.string(HOST, "load-gen")
+        .string(PLUGIN, "load")
+        .string(TYPE, "gauge")
+        .number(TIME_HR, cdtime_now())
+        .number(INTERVAL_HR, cdtime(Duration::from_secs(1)));
     for i in 0..PER_DATAGRAM {
-        part(0x0005, format!("i{}\0", i % 40).as_bytes(), &mut d);
-        let mut v = 1u16.to_be_bytes().to_vec();
-        v.push(1);
-        v.extend(((seq * PER_DATAGRAM as u64 + i as u64) as f64).to_le_bytes());
-        part(0x0006, &v, &mut d);
+        d.string(TYPE_INSTANCE, &format!("i{}", i % 40))
+            .gauge((seq * PER_DATAGRAM as u64 + i as u64) as f64);
     }
     d
 }
@@ -136,7 +124,7 @@ fn main() {
         if let Some(wait) = due.checked_sub(start.elapsed()) {
             std::thread::sleep(wait);
         }
-        socket.send(&datagram(seq)).unwrap();
+        socket.send(datagram(seq).bytes()).unwrap();
     }
     let took = start.elapsed();
     let sent = total * PER_DATAGRAM as u64;

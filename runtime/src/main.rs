@@ -127,6 +127,7 @@ fn main() -> ExitCode {
     logging::init(&cli.log_level, cli.log_format);
     match cli.command {
         Command::Run { config: path } => {
+            medic::daemon::before_threads();
             let config = match Config::load(&path) {
                 Ok(c) => c,
                 Err(e) => return fail(e),

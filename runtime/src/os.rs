@@ -123,6 +123,33 @@ pub fn raise_nofile_limit() -> io::Result<u64> {
     Ok(limit.rlim_cur)
 }
 
+/// One malloc arena for the whole daemon, unless `MALLOC_ARENA_MAX` says otherwise. glibc gives
+/// each thread that meets contention an arena of its own, and what is freed there stays there
+/// when it is fragmented: after a million series expired, medic stayed 25 % above where it
+/// started with the default arenas (or two), and 5 % below with one (`series_memory` bench).
+/// Under 300 000 values/s one arena cost no measurable CPU (87 % of a core against 92–100 %):
+/// the per-thread caches in front of the arena take most allocations without its lock.
+pub fn one_malloc_arena() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: mallopt only sets an allocator parameter; called before threads start.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, 1);
+        }
+    }
+}
+
+/// Hand freed heap pages back to the kernel. glibc keeps freed memory inside its arenas for
+/// reuse; after a large table shrinks (a flood of series that expired) that would leave medic's
+/// RSS at its high-water mark for good.
+pub fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks the allocator's own free lists.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,6 +8,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 pub mod broker;
+pub mod packet;
 
 pub fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -163,6 +164,11 @@ socket = "putval.sock"
 
     /// Start `medic run` on this site's config and wait for its socket.
     pub fn start(&self) -> Medic {
+        self.start_binary(&medic_bin(), "debug")
+    }
+
+    /// Start a given medic binary (benchmarks run the release build) at a log level.
+    pub fn start_binary(&self, bin: &Path, log_level: &str) -> Medic {
         let log = self.path("medic.log");
         // The log is appended to across restarts: wait for this run's own start line.
         let runs_before = std::fs::read_to_string(&log)
@@ -173,8 +179,8 @@ socket = "putval.sock"
             .append(true)
             .open(&log)
             .unwrap();
-        let child = Command::new(medic_bin())
-            .args(["run", "--log-level", "debug", "--config"])
+        let child = Command::new(bin)
+            .args(["run", "--log-level", log_level, "--config"])
             .arg(self.path("medic.toml"))
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())

@@ -107,6 +107,9 @@ pub struct Ingest {
     pub max_series: usize,
     /// How many of its intervals a value's time may lie ahead of medic's clock.
     pub max_future_intervals: u32,
+    /// A series not heard from for this many of its intervals is forgotten (collectd's
+    /// `Timeout`): its memory comes back, and a rule sees it as new if it returns.
+    pub series_timeout: u32,
 }
 
 impl Default for Ingest {
@@ -119,6 +122,7 @@ impl Default for Ingest {
             unixsock: None,
             max_series: 100_000,
             max_future_intervals: 3,
+            series_timeout: 2,
         }
     }
 }
@@ -303,10 +307,13 @@ impl Config {
         if self.rules.queue_capacity == 0 || self.rules.max_batch == 0 {
             return Err("rules.queue_capacity and rules.max_batch must be more than 0".into());
         }
-        if self.ingest.max_series == 0 || self.ingest.max_future_intervals == 0 {
-            return Err(
-                "ingest.max_series and ingest.max_future_intervals must be more than 0".into(),
-            );
+        if self.ingest.max_series == 0
+            || self.ingest.max_future_intervals == 0
+            || self.ingest.series_timeout == 0
+        {
+            return Err("ingest.max_series, ingest.max_future_intervals and \
+                 ingest.series_timeout must be more than 0"
+                .into());
         }
         if let Some(p) = &self.ingest.putval
             && (p.max_clients == 0 || p.idle_timeout.is_zero())

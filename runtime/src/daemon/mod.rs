@@ -57,6 +57,12 @@ const INGEST_QUEUE: usize = 65_536;
 /// How long the outbox may take to flush at shutdown.
 const OUTBOX_FLUSH: Duration = Duration::from_secs(3);
 
+/// Process-wide settings that only take hold before the first thread starts: `main` calls it
+/// first thing for `medic run`.
+pub fn before_threads() {
+    crate::os::one_malloc_arena();
+}
+
 /// Run the daemon on the config read from `path` until `stop` resolves, then shut down in the
 /// order above. SIGHUP meanwhile reloads `path`.
 pub async fn run(
@@ -119,6 +125,7 @@ async fn start(config: Arc<Config>, shutdown: Shutdown) -> anyhow::Result<Runnin
     let limits = SeriesLimits {
         max_series: config.ingest.max_series,
         max_future_intervals: config.ingest.max_future_intervals,
+        timeout_intervals: config.ingest.series_timeout,
     };
     let series = Arc::new(SeriesTable::with_limits(types.clone(), limits));
     let status = StatusBoard::default();

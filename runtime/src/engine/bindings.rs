@@ -25,6 +25,17 @@ impl From<&event::Identifier> for Identifier {
     }
 }
 
+impl From<Sample> for event::Sample {
+    fn from(s: Sample) -> Self {
+        match s {
+            Sample::Gauge(v) => event::Sample::Gauge(v),
+            Sample::Derive(v) => event::Sample::Derive(v),
+            Sample::Counter(v) => event::Sample::Counter(v),
+            Sample::Absolute(v) => event::Sample::Absolute(v),
+        }
+    }
+}
+
 impl From<event::Sample> for Sample {
     fn from(s: event::Sample) -> Self {
         match s {

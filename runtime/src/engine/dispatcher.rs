@@ -1,7 +1,8 @@
 //! Routes ingested values and notifications to the rules that subscribed to them. It numbers
 //! series, computes rates, filters by each rule's globs (cached per series, so a glob runs once
 //! per series and rule, not once per value) and never waits on a rule: a full rule queue drops
-//! the event for that rule, counted and logged.
+//! the event for that rule, counted and logged. Once a second it lets the series table forget
+//! silent series, also when no value arrives (that is when they fall silent).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -13,7 +14,7 @@ use tokio::sync::mpsc;
 use super::batch::Queued;
 use super::bindings as wit;
 use super::rule::Subscription;
-use super::series::{Rejected, SeriesTable};
+use super::series::{Expired, Now, Rejected, SeriesTable};
 use super::status::StatusBoard;
 use crate::event::Ingested;
 use crate::logging::{RateLimitedByKind, Untrusted};
@@ -41,13 +42,18 @@ const NO: u8 = 2;
 struct Route {
     subscription: Arc<Subscription>,
     queue: Sender<Queued>,
-    /// Per series number: does this rule want it? Reset when the subscription changes.
+    /// Per series slot: does this rule want it? Reset when the subscription changes, and for a
+    /// slot when its series expires.
     wants: Vec<u8>,
     dropped: u64,
 }
 
 /// How often a rule's drops are reported.
 const DROP_LOG_EVERY: Duration = Duration::from_secs(10);
+/// How often silent series are looked for.
+const EXPIRE_EVERY: Duration = Duration::from_secs(1);
+/// Items dispatched between looks at route updates and the clock.
+const ROUND: usize = 1024;
 
 pub struct Dispatcher {
     series: Arc<SeriesTable>,
@@ -57,6 +63,7 @@ pub struct Dispatcher {
     rejected: u64,
     rejected_log: RateLimitedByKind<std::mem::Discriminant<Rejected>>,
     last_report: Instant,
+    last_expiry: Instant,
 }
 
 impl Dispatcher {
@@ -73,24 +80,74 @@ impl Dispatcher {
             rejected: 0,
             rejected_log: RateLimitedByKind::default(),
             last_report: Instant::now(),
+            last_expiry: Instant::now(),
         }
     }
 
     /// Run on a dedicated thread until every ingest source has gone.
     pub fn run(mut self, mut input: mpsc::Receiver<Ingested>) {
-        while let Some(first) = input.blocking_recv() {
-            self.apply_updates();
-            self.dispatch(first);
-            // Drain what is already there before looking at updates again.
-            for _ in 0..1024 {
-                match input.try_recv() {
-                    Ok(item) => self.dispatch(item),
-                    Err(_) => break,
+        // A runtime of its own, only for the timed wait: the thread never blocks the daemon's.
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("a current-thread runtime with a timer can always be built");
+        loop {
+            // The timer must be made inside the runtime: `timeout` registers it at once.
+            let next =
+                runtime.block_on(async { tokio::time::timeout(EXPIRE_EVERY, input.recv()).await });
+            match next {
+                Ok(Some(first)) => {
+                    self.apply_updates();
+                    let now = self.series.now();
+                    self.dispatch(first, now);
+                    // Drain what is already there before looking at updates again.
+                    for _ in 0..ROUND {
+                        match input.try_recv() {
+                            Ok(item) => self.dispatch(item, now),
+                            Err(_) => break,
+                        }
+                    }
                 }
+                Ok(None) => break,
+                Err(_idle) => self.apply_updates(),
             }
+            self.expire_silent_series();
             self.report_drops();
         }
         self.report_drops_now();
+    }
+
+    fn expire_silent_series(&mut self) {
+        if self.last_expiry.elapsed() < EXPIRE_EVERY {
+            return;
+        }
+        self.last_expiry = Instant::now();
+        let expired = self.series.expire(self.series.now());
+        self.forget(&expired);
+    }
+
+    /// Routing caches drop what they knew of expired slots: the next series in a slot is
+    /// matched afresh.
+    fn forget(&mut self, expired: &Expired) {
+        if expired.slots.is_empty() {
+            return;
+        }
+        tracing::debug!(
+            expired = expired.slots.len(),
+            live = self.series.len(),
+            "silent series forgotten"
+        );
+        for route in self.routes.values_mut() {
+            for &slot in &expired.slots {
+                if let Some(want) = route.wants.get_mut(slot as usize) {
+                    *want = UNKNOWN;
+                }
+            }
+            route.wants.truncate(expired.slot_bound);
+            if route.wants.capacity() > 2 * route.wants.len() + 64 {
+                route.wants.shrink_to_fit();
+            }
+        }
     }
 
     fn apply_updates(&mut self) {
@@ -124,11 +181,11 @@ impl Dispatcher {
         }
     }
 
-    pub fn dispatch(&mut self, item: Ingested) {
+    fn dispatch(&mut self, item: Ingested, now: Now) {
         match item {
-            Ingested::Values(vl) => match self.series.observe(&vl) {
+            Ingested::Values(vl) => match self.series.observe(&vl, now) {
                 Ok(observed) => {
-                    let id = observed.obs.series as usize;
+                    let id = observed.slot as usize;
                     for route in self.routes.values_mut() {
                         if id >= route.wants.len() {
                             route.wants.resize(id + 1, UNKNOWN);

@@ -1,9 +1,18 @@
-//! Every series the daemon has seen: a dense number for it (so batches carry numbers, not
-//! strings), its data-source names, the previous raw values that rates are computed from, and
-//! the latest value list for `last-value`.
+//! Every series the daemon has heard of recently: a number for it (so batches carry numbers, not
+//! strings), its data sources, and its latest values, which rates are computed from and
+//! `last-value` returns. Series that fall silent are forgotten, as collectd's cache forgets them
+//! after `Timeout` intervals, so the table holds what is live, not all that ever was.
+//!
+//! Memory per series is what bounds medic under a flood of distinct names, so an entry is kept
+//! lean: the identifier once as text (its parts are found again from five lengths), the values
+//! in one allocation reused for every update, and index tables that hold slot numbers rather
+//! than copies of the keys.
 
-use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::hash::{BuildHasher, RandomState};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
+
+use hashbrown::HashTable;
 
 use super::batch::Observation;
 use super::bindings as wit;
@@ -11,13 +20,88 @@ use crate::event::{self, Sample};
 use crate::types_db::{DataSource, TypesDb};
 
 struct Entry {
-    /// `host/plugin[-inst]/type[-inst]`, what subscriptions match against.
+    /// `host/plugin[-inst]/type[-inst]`, what subscriptions match against (shared with each
+    /// observation routed, so routing costs no copy of it).
     key: Arc<str>,
-    info: wit::SeriesInfo,
+    /// Byte lengths of host, plugin, plugin instance, type and type instance in `key`: the parts
+    /// cannot be split from the text alone when a part holds `-` or `/`.
+    lens: [u8; 5],
+    /// The number rules know the series by.
+    number: u32,
     sources: Arc<[DataSource]>,
-    last: Option<Arc<Observation>>,
-    /// Raw values and time of the previous list, for counter and derive rates.
-    previous: Option<(u64, Vec<Sample>)>,
+    /// False until the first value list is recorded.
+    seen: bool,
+    time: u64,
+    interval: u64,
+    /// The latest values with their rates; their raw samples are what the next rates start from.
+    values: Values,
+}
+
+/// Most types have one data source: its value is kept inline, saving an allocation per series.
+enum Values {
+    One(wit::Value),
+    Many(Box<[wit::Value]>),
+}
+
+impl Values {
+    fn new(samples: &[Sample]) -> Self {
+        let value = |&s: &Sample| wit::Value {
+            sample: s.into(),
+            rate: None,
+        };
+        match samples {
+            [one] => Values::One(value(one)),
+            many => Values::Many(many.iter().map(value).collect()),
+        }
+    }
+
+    fn as_slice(&self) -> &[wit::Value] {
+        match self {
+            Values::One(v) => std::slice::from_ref(v),
+            Values::Many(v) => v,
+        }
+    }
+
+    fn as_mut_slice(&mut self) -> &mut [wit::Value] {
+        match self {
+            Values::One(v) => std::slice::from_mut(v),
+            Values::Many(v) => v,
+        }
+    }
+}
+
+impl Entry {
+    fn identifier(&self) -> wit::Identifier {
+        let mut rest = &*self.key;
+        let mut take = |len: u8, sep: usize| {
+            let (part, tail) = rest.split_at(len as usize);
+            rest = tail.get(sep..).unwrap_or("");
+            part.to_string()
+        };
+        let [h, p, pi, t, ti] = self.lens;
+        let host = take(h, 1);
+        let plugin = take(p, 1);
+        let plugin_instance = take(pi, usize::from(pi > 0));
+        let type_ = take(t, usize::from(ti > 0));
+        let type_instance = take(ti, 0);
+        wit::Identifier {
+            host,
+            plugin,
+            plugin_instance,
+            type_,
+            type_instance,
+        }
+    }
+
+    fn list(&self) -> wit::ValueList {
+        wit::ValueList {
+            series: self.number,
+            time: self.time,
+            interval: self.interval,
+            first: 0,
+            count: self.values.as_slice().len() as u32,
+        }
+    }
 }
 
 /// Why a value list was not accepted.
@@ -37,20 +121,13 @@ pub enum Rejected {
         expected: usize,
         got: usize,
     },
+    #[error("an identifier part is longer than {} bytes", u8::MAX)]
+    TooLong,
 }
 
-#[derive(Default)]
-struct Inner {
-    ids: HashMap<Arc<str>, u32>,
-    entries: Vec<Entry>,
-}
-
-/// Shared between the dispatcher (the only writer) and rule workers (readers).
-pub struct SeriesTable {
-    types: Arc<TypesDb>,
-    limits: SeriesLimits,
-    inner: RwLock<Inner>,
-}
+/// Series expired in one pass past which freed memory is handed back to the kernel at once
+/// (a few milliseconds of allocator work, worth it only after a sizeable drop).
+const RELEASE_AFTER: usize = 1000;
 
 /// Bounds on what peers can make the table hold.
 #[derive(Debug, Clone, Copy)]
@@ -60,6 +137,9 @@ pub struct SeriesLimits {
     /// How many of its own intervals a value may lie in the future (clocks differ a little; a
     /// time far ahead would stay "fresh" for ever).
     pub max_future_intervals: u32,
+    /// A series not heard from for this many of its intervals (at least a second each) is
+    /// forgotten: collectd's `Timeout`.
+    pub timeout_intervals: u32,
 }
 
 impl Default for SeriesLimits {
@@ -67,15 +147,95 @@ impl Default for SeriesLimits {
         Self {
             max_series: 100_000,
             max_future_intervals: 3,
+            timeout_intervals: 2,
         }
     }
 }
 
-/// A value list as rules receive it, plus the key their subscriptions match.
+/// The clock a batch of value lists is observed at: read once per batch, not once per list.
+#[derive(Debug, Clone, Copy)]
+pub struct Now {
+    /// Wall clock, to compare value times with.
+    wall_ns: u64,
+    /// Whole seconds since the table was made, on the monotonic clock, for expiry.
+    tick: u32,
+}
+
+/// A value list as rules receive it, plus what routing needs.
 pub struct Observed {
+    /// What subscriptions match against.
     pub key: Arc<str>,
+    /// Where the series lives in the table: dense and reused, unlike `obs.series`, so routing
+    /// caches indexed by it stay as small as the table.
+    pub slot: u32,
     pub obs: Arc<Observation>,
 }
+
+/// What one expiry pass forgot.
+#[derive(Debug, Default, PartialEq)]
+pub struct Expired {
+    /// Slots freed: a routing cache must forget what it knew of them.
+    pub slots: Vec<u32>,
+    /// Slots in use from now on are all below this.
+    pub slot_bound: usize,
+}
+
+/// Slot per key and per number. Both hold slot numbers only and find the key or number in the
+/// slot, so they cost 5 bytes a series each, not a copy of the key.
+struct Indexes {
+    by_key: HashTable<u32>,
+    by_number: HashTable<u32>,
+}
+
+impl Indexes {
+    /// Indexes of every live slot, with room for `capacity` series. Built while readers go on
+    /// (under the read lock), so growing or shrinking them never stalls a rule: rehashing a
+    /// million keys takes tens of milliseconds, more than a rule's whole call deadline.
+    fn of(inner: &Inner, capacity: usize) -> Self {
+        let mut by_key = HashTable::with_capacity(capacity);
+        let mut by_number = HashTable::with_capacity(capacity);
+        let no_growth = |_: &u32| unreachable!("built with room for every live slot");
+        for (s, entry) in inner.slots.iter().enumerate() {
+            if let Some(entry) = entry {
+                let hash = inner.hasher.hash_one(&*entry.key);
+                by_key.insert_unique(hash, s as u32, no_growth);
+                by_number.insert_unique(inner.hasher.hash_one(entry.number), s as u32, no_growth);
+            }
+        }
+        Self { by_key, by_number }
+    }
+}
+
+struct Inner {
+    hasher: RandomState,
+    indexes: Indexes,
+    slots: Vec<Option<Entry>>,
+    /// Per slot, the tick after which it is forgotten; kept apart from the entries so an
+    /// expiry pass reads 4 bytes per series, not a whole entry.
+    deadlines: Vec<u32>,
+    /// Free slots below `slots.len()`, the lowest last (reused first, keeping the table dense).
+    free: Vec<u32>,
+    live: usize,
+    next_number: u32,
+    wrapped: bool,
+    /// Data sources for value lists of types without a types.db entry, by count (shared, so a
+    /// series of an undeclared type costs no more than one of a declared type).
+    fallback: Vec<Option<Arc<[DataSource]>>>,
+}
+
+/// Shared between the dispatcher (the writer) and rule workers (readers).
+pub struct SeriesTable {
+    types: Arc<TypesDb>,
+    limits: SeriesLimits,
+    started: Instant,
+    /// Held by whoever changes the table, for the whole change: work done under the read lock
+    /// (rebuilding indexes, finding expired series) relies on no one else writing meanwhile.
+    writer: Mutex<()>,
+    inner: RwLock<Inner>,
+}
+
+/// Series removed under one hold of the write lock; readers get in between such batches.
+const REMOVE_PER_LOCK: usize = 4096;
 
 impl SeriesTable {
     pub fn new(types: Arc<TypesDb>) -> Self {
@@ -86,110 +246,349 @@ impl SeriesTable {
         Self {
             types,
             limits,
-            inner: RwLock::default(),
+            started: Instant::now(),
+            writer: Mutex::new(()),
+            inner: RwLock::new(Inner {
+                hasher: RandomState::new(),
+                indexes: Indexes {
+                    by_key: HashTable::new(),
+                    by_number: HashTable::new(),
+                },
+                slots: Vec::new(),
+                deadlines: Vec::new(),
+                free: Vec::new(),
+                live: 0,
+                next_number: 0,
+                wrapped: false,
+                fallback: Vec::new(),
+            }),
         }
     }
 
-    /// Record a value list: number its series, compute rates, remember it as the latest.
-    pub fn observe(&self, vl: &event::ValueList) -> Result<Observed, Rejected> {
+    pub fn now(&self) -> Now {
+        Now {
+            wall_ns: event::now_ns(),
+            tick: u32::try_from(self.started.elapsed().as_secs()).unwrap_or(u32::MAX),
+        }
+    }
+
+    /// Record a value list at `now`: number its series, compute rates, remember it as the latest.
+    pub fn observe(&self, vl: &event::ValueList, now: Now) -> Result<Observed, Rejected> {
         // At least a second's worth of slack, for lists that state no interval.
-        let slack = vl.interval.max(1_000_000_000) * u64::from(self.limits.max_future_intervals);
-        let now = event::now_ns();
-        if vl.time > now.saturating_add(slack) {
+        let interval = vl.interval.max(1_000_000_000);
+        let slack = interval * u64::from(self.limits.max_future_intervals);
+        if vl.time > now.wall_ns.saturating_add(slack) {
             return Err(Rejected::Future {
-                ahead_s: (vl.time - now) / 1_000_000_000,
+                ahead_s: (vl.time - now.wall_ns) / 1_000_000_000,
                 max_intervals: self.limits.max_future_intervals,
             });
         }
+        let timeout_s = (interval.div_ceil(1_000_000_000))
+            .saturating_mul(u64::from(self.limits.timeout_intervals));
+        let deadline = u32::try_from(u64::from(now.tick) + timeout_s).unwrap_or(u32::MAX);
         let key = vl.identifier.to_string();
-        let mut inner = self.inner.write().unwrap_or_else(|p| p.into_inner());
-        let id = match inner.ids.get(key.as_str()) {
-            Some(&id) => id,
+        let _writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let mut guard = self.write();
+        let hash = guard.hasher.hash_one(key.as_str());
+        let found = guard.find(hash, &key);
+        let slot_no = match found {
+            Some(s) => s,
             None => {
-                if inner.entries.len() >= self.limits.max_series {
-                    return Err(Rejected::TooManySeries(inner.entries.len()));
+                if guard.indexes.by_key.len() == guard.indexes.by_key.capacity() {
+                    drop(guard);
+                    self.resize_indexes(|live| (live * 2).max(1024));
+                    guard = self.write();
                 }
-                let sources = self
-                    .types
-                    .sources_or_fallback(&vl.identifier.type_, vl.samples.len())
-                    .ok_or_else(|| Rejected::UnknownType(vl.identifier.type_.clone()))?;
-                let id = inner.entries.len() as u32;
-                let key: Arc<str> = key.into();
-                inner.entries.push(Entry {
-                    key: key.clone(),
-                    info: wit::SeriesInfo {
-                        identifier: (&vl.identifier).into(),
-                        ds_names: sources.iter().map(|d| d.name.clone()).collect(),
-                    },
-                    sources,
-                    last: None,
-                    previous: None,
-                });
-                inner.ids.insert(key, id);
-                id
+                self.add(&mut guard, vl, key, hash)?
             }
         };
-        let entry = &mut inner.entries[id as usize];
-        if entry.sources.len() != vl.samples.len() {
+        let inner = &mut *guard;
+        inner.deadlines[slot_no as usize] = deadline;
+        let entry = inner.slots[slot_no as usize]
+            .as_mut()
+            .expect("indexed slots hold an entry");
+        if entry.values.as_slice().len() != vl.samples.len() {
             return Err(Rejected::CountMismatch {
                 type_: vl.identifier.type_.clone(),
-                expected: entry.sources.len(),
+                expected: entry.values.as_slice().len(),
                 got: vl.samples.len(),
             });
         }
-        let previous = entry.previous.as_ref();
-        let values = vl
-            .samples
-            .iter()
-            .enumerate()
-            .map(|(i, s)| wit::Value {
-                sample: (*s).into(),
-                rate: rate(
-                    *s,
-                    previous.and_then(|(t, p)| Some((*t, *p.get(i)?))),
-                    vl.time,
-                    vl.interval,
-                ),
-            })
-            .collect();
+        let previous_time = entry.time;
+        let seen = entry.seen;
+        for (value, &sample) in entry.values.as_mut_slice().iter_mut().zip(&vl.samples) {
+            let previous = seen.then(|| (previous_time, value.sample.into()));
+            *value = wit::Value {
+                sample: sample.into(),
+                rate: rate(sample, previous, vl.time, vl.interval),
+            };
+        }
+        entry.seen = true;
+        entry.time = vl.time;
+        entry.interval = vl.interval;
         let obs = Arc::new(Observation {
-            series: id,
+            series: entry.number,
             time: vl.time,
             interval: vl.interval,
-            values,
+            values: entry.values.as_slice().to_vec(),
         });
-        entry.previous = Some((vl.time, vl.samples.clone()));
-        entry.last = Some(obs.clone());
         Ok(Observed {
             key: entry.key.clone(),
+            slot: slot_no,
             obs,
         })
     }
 
-    pub fn info(&self, id: u32) -> Option<wit::SeriesInfo> {
-        let inner = self.inner.read().unwrap_or_else(|p| p.into_inner());
-        inner.entries.get(id as usize).map(|e| e.info.clone())
+    /// A new series: checked against the cap and types.db, given a slot and a number.
+    fn add(
+        &self,
+        inner: &mut Inner,
+        vl: &event::ValueList,
+        key: String,
+        hash: u64,
+    ) -> Result<u32, Rejected> {
+        if inner.live >= self.limits.max_series {
+            return Err(Rejected::TooManySeries(inner.live));
+        }
+        let id = &vl.identifier;
+        let mut lens = [0u8; 5];
+        let parts = [
+            &id.host,
+            &id.plugin,
+            &id.plugin_instance,
+            &id.type_,
+            &id.type_instance,
+        ];
+        for (len, part) in lens.iter_mut().zip(parts) {
+            *len = u8::try_from(part.len()).map_err(|_| Rejected::TooLong)?;
+        }
+        let sources = match self.types.get(&id.type_) {
+            Some(sources) => sources.clone(),
+            None => inner
+                .fallback_sources(&self.types, vl.samples.len())
+                .ok_or_else(|| Rejected::UnknownType(id.type_.clone()))?,
+        };
+        if sources.len() != vl.samples.len() {
+            return Err(Rejected::CountMismatch {
+                type_: id.type_.clone(),
+                expected: sources.len(),
+                got: vl.samples.len(),
+            });
+        }
+        let number = inner.next_free_number();
+        let entry = Entry {
+            key: key.into(),
+            lens,
+            number,
+            sources,
+            seen: false,
+            time: 0,
+            interval: 0,
+            values: Values::new(&vl.samples),
+        };
+        let slot_no = match inner.free.pop() {
+            Some(s) => {
+                inner.slots[s as usize] = Some(entry);
+                s
+            }
+            None => {
+                inner.slots.push(Some(entry));
+                inner.deadlines.push(0);
+                (inner.slots.len() - 1) as u32
+            }
+        };
+        let Inner {
+            hasher,
+            indexes,
+            slots,
+            ..
+        } = inner;
+        indexes
+            .by_key
+            .insert_unique(hash, slot_no, |&s| hasher.hash_one(&*slot(slots, s).key));
+        indexes
+            .by_number
+            .insert_unique(hasher.hash_one(number), slot_no, |&s| {
+                hasher.hash_one(slot(slots, s).number)
+            });
+        inner.live += 1;
+        Ok(slot_no)
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Inner> {
+        self.inner.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
+        self.inner.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// New indexes with room for `capacity(live series)`, built under the read lock and swapped
+    /// in under the write lock. The caller holds `writer`.
+    fn resize_indexes(&self, capacity: impl FnOnce(usize) -> usize) {
+        let indexes = {
+            let inner = self.read();
+            Indexes::of(&inner, capacity(inner.live))
+        };
+        self.write().indexes = indexes;
+    }
+
+    /// Forget the series whose deadline passed before `now`, and give their memory back.
+    pub fn expire(&self, now: Now) -> Expired {
+        let _writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let expired: Vec<u32> = {
+            let inner = self.read();
+            let slots = inner.deadlines.iter().zip(&inner.slots);
+            (slots.enumerate())
+                .filter(|(_, (deadline, entry))| entry.is_some() && **deadline < now.tick)
+                .map(|(i, _)| i as u32)
+                .collect()
+        };
+        if expired.is_empty() {
+            return Expired {
+                slots: expired,
+                slot_bound: self.read().slots.len(),
+            };
+        }
+        for chunk in expired.chunks(REMOVE_PER_LOCK) {
+            self.write().remove(chunk);
+        }
+        let slot_bound = self.write().compact();
+        let oversized = {
+            let by_key = &self.read().indexes.by_key;
+            by_key.capacity() > 4 * by_key.len() + 1024
+        };
+        if oversized {
+            self.resize_indexes(|live| live * 2);
+        }
+        if expired.len() >= RELEASE_AFTER {
+            crate::os::release_free_memory();
+        }
+        Expired {
+            slots: expired,
+            slot_bound,
+        }
+    }
+
+    pub fn info(&self, number: u32) -> Option<wit::SeriesInfo> {
+        let inner = self.read();
+        let entry = inner.by_number(number)?;
+        Some(wit::SeriesInfo {
+            identifier: entry.identifier(),
+            ds_names: entry.sources.iter().map(|d| d.name.clone()).collect(),
+        })
     }
 
     pub fn last_value(&self, identifier: &str) -> Option<wit::Snapshot> {
-        let inner = self.inner.read().unwrap_or_else(|p| p.into_inner());
-        let id = *inner.ids.get(identifier)?;
-        inner.entries[id as usize]
-            .last
-            .as_ref()
-            .map(|o| o.snapshot())
+        let inner = self.read();
+        let s = inner.find(inner.hasher.hash_one(identifier), identifier)?;
+        let entry = slot(&inner.slots, s);
+        entry.seen.then(|| wit::Snapshot {
+            list: entry.list(),
+            values: entry.values.as_slice().to_vec(),
+        })
     }
 
+    /// Series known now.
     pub fn len(&self) -> usize {
-        self.inner
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .entries
-            .len()
+        self.read().live
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+fn slot(slots: &[Option<Entry>], s: u32) -> &Entry {
+    slots[s as usize]
+        .as_ref()
+        .expect("indexed slots hold an entry")
+}
+
+impl Inner {
+    fn find(&self, hash: u64, key: &str) -> Option<u32> {
+        let slots = &self.slots;
+        let found = self
+            .indexes
+            .by_key
+            .find(hash, |&s| &*slot(slots, s).key == key);
+        found.copied()
+    }
+
+    fn by_number(&self, number: u32) -> Option<&Entry> {
+        let hash = self.hasher.hash_one(number);
+        let s = *self
+            .indexes
+            .by_number
+            .find(hash, |&s| slot(&self.slots, s).number == number)?;
+        Some(slot(&self.slots, s))
+    }
+
+    /// Numbers are not reused while they can be helped: rules key their state by them, and the
+    /// WIT contract says a number names one series for the life of an instance. After 2^32 new
+    /// series they wrap, skipping numbers still in use.
+    fn next_free_number(&mut self) -> u32 {
+        loop {
+            let number = self.next_number;
+            self.next_number = number.wrapping_add(1);
+            if self.next_number == 0 && !self.wrapped {
+                self.wrapped = true;
+                tracing::warn!(
+                    "series numbers wrapped after 2^32 series: a rule that still holds state \
+                     for a long-expired series may see its number again"
+                );
+            }
+            if self.by_number(number).is_none() {
+                return number;
+            }
+        }
+    }
+
+    fn fallback_sources(&mut self, types: &TypesDb, count: usize) -> Option<Arc<[DataSource]>> {
+        if count >= self.fallback.len() {
+            self.fallback.resize(count + 1, None);
+        }
+        if self.fallback[count].is_none() {
+            self.fallback[count] = types.sources_or_fallback("", count);
+        }
+        self.fallback[count].clone()
+    }
+
+    fn remove(&mut self, expired: &[u32]) {
+        for &s in expired {
+            let entry = self.slots[s as usize]
+                .take()
+                .expect("expired slots are live");
+            let hash = self.hasher.hash_one(&*entry.key);
+            if let Ok(found) = self.indexes.by_key.find_entry(hash, |&x| x == s) {
+                found.remove();
+            }
+            let hash = self.hasher.hash_one(entry.number);
+            if let Ok(found) = self.indexes.by_number.find_entry(hash, |&x| x == s) {
+                found.remove();
+            }
+            self.live -= 1;
+        }
+    }
+
+    /// After removals: trailing free slots go, the free list is rebuilt below the new end, and
+    /// spare room is given back. Returns the new end.
+    fn compact(&mut self) -> usize {
+        while matches!(self.slots.last(), Some(None)) {
+            self.slots.pop();
+        }
+        self.deadlines.truncate(self.slots.len());
+        self.free = (0..self.slots.len() as u32)
+            .rev()
+            .filter(|&s| self.slots[s as usize].is_none())
+            .collect();
+        // A flood of names that expired must not leave medic at its high-water mark.
+        if self.slots.capacity() > 2 * self.slots.len() + 64 {
+            self.slots.shrink_to_fit();
+            self.deadlines.shrink_to_fit();
+            self.free.shrink_to_fit();
+        }
+        self.slots.len()
     }
 }
 
@@ -248,21 +647,27 @@ mod tests {
     fn numbers_series_and_computes_rates() {
         let t = table();
         let a = t
-            .observe(&vl(
-                "h/interface-lo/if_octets",
-                10 * S,
-                vec![Sample::Derive(100), Sample::Derive(5)],
-            ))
+            .observe(
+                &vl(
+                    "h/interface-lo/if_octets",
+                    10 * S,
+                    vec![Sample::Derive(100), Sample::Derive(5)],
+                ),
+                t.now(),
+            )
             .unwrap();
         assert_eq!(a.obs.series, 0);
         assert_eq!(&*a.key, "h/interface-lo/if_octets");
         assert_eq!(rates(&a), vec![None, None]);
         let b = t
-            .observe(&vl(
-                "h/interface-lo/if_octets",
-                20 * S,
-                vec![Sample::Derive(200), Sample::Derive(0)],
-            ))
+            .observe(
+                &vl(
+                    "h/interface-lo/if_octets",
+                    20 * S,
+                    vec![Sample::Derive(200), Sample::Derive(0)],
+                ),
+                t.now(),
+            )
             .unwrap();
         assert_eq!(b.obs.series, 0);
         assert_eq!(rates(&b), vec![Some(10.0), Some(-0.5)]);
@@ -272,11 +677,11 @@ mod tests {
             20 * S
         );
         let g = t
-            .observe(&vl("h/x/gauge", S, vec![Sample::Gauge(1.0)]))
+            .observe(&vl("h/x/gauge", S, vec![Sample::Gauge(1.0)]), t.now())
             .unwrap();
         assert_eq!((g.obs.series, rates(&g)), (1, vec![None]));
         let abs = t
-            .observe(&vl("h/x/absolute", S, vec![Sample::Absolute(50)]))
+            .observe(&vl("h/x/absolute", S, vec![Sample::Absolute(50)]), t.now())
             .unwrap();
         assert_eq!(rates(&abs), vec![Some(5.0)]);
     }
@@ -284,28 +689,39 @@ mod tests {
     #[test]
     fn counter_wraps_like_collectd() {
         let t = table();
-        t.observe(&vl(
-            "h/c/counter",
-            10 * S,
-            vec![Sample::Counter(u32::MAX as u64 - 9)],
-        ))
+        t.observe(
+            &vl(
+                "h/c/counter",
+                10 * S,
+                vec![Sample::Counter(u32::MAX as u64 - 9)],
+            ),
+            t.now(),
+        )
         .unwrap();
         let o = t
-            .observe(&vl("h/c/counter", 20 * S, vec![Sample::Counter(10)]))
+            .observe(
+                &vl("h/c/counter", 20 * S, vec![Sample::Counter(10)]),
+                t.now(),
+            )
             .unwrap();
         assert_eq!(rates(&o), vec![Some(2.0)]);
-        t.observe(&vl(
-            "h/c2/counter",
-            10 * S,
-            vec![Sample::Counter(u64::MAX - 9)],
-        ))
+        t.observe(
+            &vl("h/c2/counter", 10 * S, vec![Sample::Counter(u64::MAX - 9)]),
+            t.now(),
+        )
         .unwrap();
         let o = t
-            .observe(&vl("h/c2/counter", 20 * S, vec![Sample::Counter(10)]))
+            .observe(
+                &vl("h/c2/counter", 20 * S, vec![Sample::Counter(10)]),
+                t.now(),
+            )
             .unwrap();
         assert_eq!(rates(&o), vec![Some(2.0)]);
         let o = t
-            .observe(&vl("h/c2/counter", 20 * S, vec![Sample::Counter(30)]))
+            .observe(
+                &vl("h/c2/counter", 20 * S, vec![Sample::Counter(30)]),
+                t.now(),
+            )
             .unwrap();
         assert_eq!(rates(&o), vec![None], "no time passed, no rate");
     }
@@ -314,12 +730,12 @@ mod tests {
     fn rejects_unknown_types_and_wrong_counts() {
         let t = table();
         assert_eq!(
-            t.observe(&vl("h/x/nosuch", S, vec![Sample::Gauge(1.0)]))
+            t.observe(&vl("h/x/nosuch", S, vec![Sample::Gauge(1.0)]), t.now())
                 .err(),
             Some(Rejected::UnknownType("nosuch".into()))
         );
         assert!(matches!(
-            t.observe(&vl("h/x/if_octets", S, vec![Sample::Derive(1)])),
+            t.observe(&vl("h/x/if_octets", S, vec![Sample::Derive(1)]), t.now()),
             Err(Rejected::CountMismatch {
                 expected: 2,
                 got: 1,
@@ -335,26 +751,178 @@ mod tests {
         db.add("gauge value:GAUGE:U:U\n");
         let limits = SeriesLimits {
             max_series: 2,
-            max_future_intervals: 3,
+            ..SeriesLimits::default()
         };
         let t = SeriesTable::with_limits(Arc::new(db), limits);
         let now = crate::event::now_ns();
         let g = |id: &str, time| vl(id, time, vec![Sample::Gauge(1.0)]);
-        t.observe(&g("a/p/gauge", now)).unwrap();
-        t.observe(&g("b/p/gauge", now)).unwrap();
+        t.observe(&g("a/p/gauge", now), t.now()).unwrap();
+        t.observe(&g("b/p/gauge", now), t.now()).unwrap();
         assert_eq!(
-            t.observe(&g("c/p/gauge", now)).err(),
+            t.observe(&g("c/p/gauge", now), t.now()).err(),
             Some(Rejected::TooManySeries(2))
         );
         // Known series still flow; a little ahead is fine, far ahead is not.
-        t.observe(&g("a/p/gauge", now + 15 * S)).unwrap();
+        t.observe(&g("a/p/gauge", now + 15 * S), t.now()).unwrap();
         assert!(matches!(
-            t.observe(&g("a/p/gauge", now + 3600 * S)),
+            t.observe(&g("a/p/gauge", now + 3600 * S), t.now()),
             Err(Rejected::Future {
                 max_intervals: 3,
                 ..
             })
         ));
         assert_eq!(t.len(), 2);
+    }
+
+    /// `now` as if `secs` seconds had passed since the table was made.
+    fn later(t: &SeriesTable, secs: u32) -> Now {
+        Now {
+            tick: secs,
+            ..t.now()
+        }
+    }
+
+    #[test]
+    fn silent_series_expire_and_numbers_are_not_reused() {
+        let t = table();
+        let now = crate::event::now_ns();
+        let g = |id: &str| vl(id, now, vec![Sample::Gauge(1.0)]);
+        // Interval 10 s, timeout 2 intervals: forgotten once 20 s have passed without a value.
+        let a = t.observe(&g("a/p/gauge"), later(&t, 0)).unwrap();
+        let b = t.observe(&g("b/p/gauge"), later(&t, 0)).unwrap();
+        assert_eq!((a.slot, b.slot), (0, 1));
+        t.observe(&g("b/p/gauge"), later(&t, 15)).unwrap();
+        assert_eq!(
+            t.expire(later(&t, 20)),
+            Expired {
+                slots: vec![],
+                slot_bound: 2
+            }
+        );
+        assert_eq!(
+            t.expire(later(&t, 21)),
+            Expired {
+                slots: vec![0],
+                slot_bound: 2
+            }
+        );
+        assert_eq!(t.len(), 1);
+        assert!(t.info(a.obs.series).is_none() && t.last_value("a/p/gauge").is_none());
+        // A series that comes back is new: a fresh number, in the freed slot.
+        let again = t.observe(&g("a/p/gauge"), later(&t, 22)).unwrap();
+        assert_eq!(again.slot, 0);
+        assert_ne!(again.obs.series, a.obs.series);
+        assert_ne!(again.obs.series, b.obs.series);
+        // The last slot going frees the table's tail.
+        assert_eq!(
+            t.expire(later(&t, 40)),
+            Expired {
+                slots: vec![1],
+                slot_bound: 1
+            }
+        );
+        assert_eq!(
+            t.expire(later(&t, 60)),
+            Expired {
+                slots: vec![0],
+                slot_bound: 0
+            }
+        );
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn expiry_makes_room_under_the_cap() {
+        let mut db = TypesDb::default();
+        db.add("gauge value:GAUGE:U:U\n");
+        let limits = SeriesLimits {
+            max_series: 1,
+            ..SeriesLimits::default()
+        };
+        let t = SeriesTable::with_limits(Arc::new(db), limits);
+        let now = crate::event::now_ns();
+        let g = |id: &str| vl(id, now, vec![Sample::Gauge(1.0)]);
+        t.observe(&g("a/p/gauge"), later(&t, 0)).unwrap();
+        assert!(t.observe(&g("b/p/gauge"), later(&t, 1)).is_err());
+        t.expire(later(&t, 30));
+        t.observe(&g("b/p/gauge"), later(&t, 30)).unwrap();
+    }
+
+    #[test]
+    fn identifiers_come_back_whole_even_with_dashes_and_slashes() {
+        let t = table();
+        let identifier = Identifier {
+            host: "web-1/a".into(),
+            plugin: "my-plugin".into(),
+            plugin_instance: "".into(),
+            type_: "gauge".into(),
+            type_instance: "x-y".into(),
+        };
+        let list = ValueList {
+            identifier: identifier.clone(),
+            time: S,
+            interval: 10 * S,
+            samples: vec![Sample::Gauge(2.0)],
+        };
+        let o = t.observe(&list, t.now()).unwrap();
+        let info = t.info(o.obs.series).unwrap();
+        let parts = |i: &wit::Identifier| {
+            let i = i.clone();
+            [
+                i.host,
+                i.plugin,
+                i.plugin_instance,
+                i.type_,
+                i.type_instance,
+            ]
+        };
+        assert_eq!(parts(&info.identifier), parts(&(&identifier).into()));
+        assert_eq!(info.ds_names, vec!["value"]);
+        let last = t.last_value(&identifier.to_string()).unwrap();
+        assert_eq!((last.list.series, last.list.time), (o.obs.series, S));
+    }
+
+    #[test]
+    fn undeclared_types_share_their_fallback_sources() {
+        let t = SeriesTable::new(Arc::new(TypesDb::default()));
+        let a = t
+            .observe(&vl("h/p/x", S, vec![Sample::Gauge(1.0)]), t.now())
+            .unwrap();
+        let b = t
+            .observe(&vl("h/q/y", S, vec![Sample::Gauge(1.0)]), t.now())
+            .unwrap();
+        let inner = t.inner.read().unwrap();
+        let (ea, eb) = (slot(&inner.slots, a.slot), slot(&inner.slots, b.slot));
+        assert!(Arc::ptr_eq(&ea.sources, &eb.sources));
+    }
+
+    #[test]
+    fn indexes_grow_and_shrink_with_the_table() {
+        let t = table();
+        let now = crate::event::now_ns();
+        let g = |i: usize| vl(&format!("h{i}/p/gauge"), now, vec![Sample::Gauge(1.0)]);
+        let numbers: Vec<u32> = (0..5000)
+            .map(|i| t.observe(&g(i), later(&t, 0)).unwrap().obs.series)
+            .collect();
+        assert_eq!(t.len(), 5000);
+        for (i, &n) in numbers.iter().enumerate() {
+            assert_eq!(t.info(n).unwrap().identifier.host, format!("h{i}"));
+        }
+        // The last ten keep talking; the rest fall silent.
+        for i in 4990..5000 {
+            t.observe(&g(i), later(&t, 30)).unwrap();
+        }
+        let expired = t.expire(later(&t, 31));
+        assert_eq!(expired.slots.len(), 4990);
+        assert_eq!(expired.slot_bound, 5000, "live series keep their slots");
+        let inner = t.read();
+        assert!(inner.indexes.by_key.capacity() < 2048, "indexes shrank");
+        assert_eq!(inner.free.len(), 4990);
+        drop(inner);
+        for (i, &n) in numbers.iter().enumerate().skip(4990) {
+            assert!(t.last_value(&format!("h{i}/p/gauge")).is_some());
+            assert!(t.info(n).is_some());
+        }
+        assert!(t.info(numbers[0]).is_none());
     }
 }
