@@ -2,7 +2,7 @@
 //! (and once with TLS), mosquitto-clients as the remote controller, and compiled rules.
 
 use std::process::{Command, Output};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use medic_integration::broker::{self, Mosquitto, request};
 use medic_integration::{Site, marker_count, medic_bin, wait_until};
@@ -371,6 +371,8 @@ publish = ["granted/out", "refused/out"]
     );
 }
 
+/// `a` asks `b` (answered), `nobody` (no status: waits `remote_timeout`) and `c`, a medic that
+/// stopped and so left `offline` as its retained status (refused at once).
 #[test]
 fn run_remote_between_two_medics() {
     let broker = Mosquitto::start(false);
@@ -378,10 +380,16 @@ fn run_remote_between_two_medics() {
     b.write_config(&mqtt_config(&b, &broker, &services(&b)));
     let medic_b = b.start();
     medic_b.expect_log("MQTT: subscribed", WAIT);
+    let c = Site::named("c");
+    c.write_config(&mqtt_config(&c, &broker, &services(&c)));
+    let medic_c = c.start();
+    medic_c.expect_log("MQTT: subscribed", WAIT);
+    medic_c.stop();
 
     let a = Site::named("a");
     a.add_rule("counter", "asker");
     a.add_rule("counter", "lonely");
+    a.add_rule("counter", "gone");
     a.write_config(&mqtt_config(
         &a,
         &broker,
@@ -393,6 +401,10 @@ remote = ["b", "hello", "exec"]
 [rules.config.lonely]
 pattern = "*/lonely/*"
 remote = ["nobody", "hello", "exec"]
+
+[rules.config.gone]
+pattern = "*/gone/*"
+remote = ["c", "hello", "exec"]
 "#,
     ));
     let medic_a = a.start();
@@ -403,6 +415,13 @@ remote = ["nobody", "hello", "exec"]
         WAIT,
     );
     medic_b.expect_log("remote command answered", WAIT);
+    let asked = Instant::now();
+    medic_a.putval(&["PUTVAL h/gone/gauge N:1"]);
+    medic_a.expect_log("node `c` is offline (its status on medic/c/status says so)", WAIT);
+    assert!(
+        asked.elapsed() < Duration::from_secs(2),
+        "refused at once, not after remote_timeout"
+    );
     medic_a.expect_log("no result from node `nobody` within", WAIT);
 }
 

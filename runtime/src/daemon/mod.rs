@@ -18,6 +18,10 @@
 //!    next start.
 //! 6. `run` returns `Ok`: medic exits 0.
 //!
+//! If the dispatcher thread dies (a panic: a bug), nothing would reach a rule again while
+//! every source kept answering `Success`; medic then stops in the same order and `run`
+//! returns an error, so it exits non-zero and systemd (`Restart=on-failure`) starts it afresh.
+//!
 //! SIGHUP reloads the config ([`reload`]): what can change live does, the rest is named.
 
 mod reload;
@@ -28,7 +32,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::config::{Config, Mqtt};
@@ -75,7 +79,7 @@ pub async fn run(
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .context("cannot handle SIGHUP")?;
     let (mut trigger, shutdown) = shutdown::channel();
-    let started = start(config.clone(), shutdown).await?;
+    let mut started = start(config.clone(), shutdown).await?;
     let pid_file = config.daemon.state_dir.join("medic.pid");
     if let Err(e) = std::fs::write(&pid_file, format!("{}\n", std::process::id())) {
         tracing::warn!(file = %pid_file.display(), "cannot write the pid file (medic reload needs it): {e}");
@@ -88,16 +92,28 @@ pub async fn run(
     );
     let mut in_effect = (*config).clone();
     tokio::pin!(stop);
+    let mut dispatcher_died = false;
     loop {
         tokio::select! {
             _ = &mut stop => break,
             _ = hangup.recv() => in_effect = reload::apply(path, in_effect, &started.reload),
+            _ = &mut started.dispatcher_ended => {
+                tracing::error!(
+                    "the dispatcher thread died (see the panic above): values no longer reach \
+                     the rules; medic stops to be restarted"
+                );
+                dispatcher_died = true;
+                break;
+            }
         }
     }
     tracing::info!("shutting down");
     trigger.fire();
     started.stop(&config).await;
     let _ = std::fs::remove_file(&pid_file);
+    if dispatcher_died {
+        anyhow::bail!("the dispatcher thread died");
+    }
     Ok(())
 }
 
@@ -107,6 +123,8 @@ struct Running {
     reload: reload::Targets,
     sources: Vec<JoinHandle<()>>,
     dispatcher: std::thread::JoinHandle<()>,
+    /// Resolves when the dispatcher thread ends; before shutdown that means it died.
+    dispatcher_ended: oneshot::Receiver<()>,
     watcher: std::thread::JoinHandle<Registry>,
     executor: ExecutorHandle,
     effects: Effects,
@@ -139,9 +157,14 @@ async fn start(config: Arc<Config>, shutdown: Shutdown) -> anyhow::Result<Runnin
     let (routes, rule_topics) = Routes::new(routes_tx);
     let (ingest, ingest_rx) = mpsc::channel(INGEST_QUEUE);
     let dispatcher = Dispatcher::new(series.clone(), routes_rx, status.clone());
+    let (dispatcher_gone, dispatcher_ended) = oneshot::channel::<()>();
     let dispatcher = std::thread::Builder::new()
         .name("dispatcher".into())
-        .spawn(move || dispatcher.run(ingest_rx))?;
+        .spawn(move || {
+            // Dropped however the thread ends, a panic included.
+            let _gone = dispatcher_gone;
+            dispatcher.run(ingest_rx)
+        })?;
 
     let mut sources = Vec::new();
     let mut effects = Effects {
@@ -215,6 +238,7 @@ async fn start(config: Arc<Config>, shutdown: Shutdown) -> anyhow::Result<Runnin
         reload,
         sources,
         dispatcher,
+        dispatcher_ended,
         watcher,
         executor: executor_handle,
         effects,

@@ -7,6 +7,7 @@
 pub mod executor;
 pub mod mqtt;
 pub mod policy;
+mod presence;
 mod remote;
 
 use std::sync::Arc;

@@ -3,11 +3,12 @@
 //! Everything goes through the session's persistent outbox.
 
 use std::collections::BTreeSet;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
+use super::presence::Presence;
 use super::remote::{Asked, Remote};
 use crate::config::Mqtt;
 use crate::engine::port::Decision;
@@ -35,7 +36,17 @@ impl Outbound {
         let (results_tx, results) = mpsc::unbounded_channel();
         let result_topics: Arc<RwLock<BTreeSet<String>>> = Arc::default();
         let topics = result_topics.clone();
+        let presence = Arc::new(Mutex::new(Presence::new(&cfg.status_topic)));
+        if let Some(filter) = presence.lock().unwrap_or_else(|p| p.into_inner()).filter() {
+            handle.want("node presence", BTreeSet::from([filter.to_string()]));
+        }
+        let statuses = presence.clone();
         session.on_message(Box::new(move |m| {
+            let mut statuses = statuses.lock().unwrap_or_else(|p| p.into_inner());
+            if statuses.on_message(&m.topic, &m.payload) {
+                return Handled::Done;
+            }
+            drop(statuses);
             let ours = topics
                 .read()
                 .unwrap_or_else(|p| p.into_inner())
@@ -50,6 +61,7 @@ impl Outbound {
             session: handle,
             remote: Remote::default(),
             result_topics,
+            presence,
         };
         tokio::spawn(task.run(rx, results));
         Self { tx }
@@ -83,6 +95,7 @@ struct Task {
     session: SessionHandle,
     remote: Remote,
     result_topics: Arc<RwLock<BTreeSet<String>>>,
+    presence: Arc<Mutex<Presence>>,
 }
 
 impl Task {
@@ -150,6 +163,13 @@ impl Task {
                 );
                 decision.refuse(&why);
             }
+            Decision::RunRemote { ref node, .. } if self.node_is_offline(node) => {
+                let why = format!(
+                    "node `{node}` is offline (its status on {} says so)",
+                    Mqtt::topic_for(&self.cfg.status_topic, node)
+                );
+                decision.refuse(&why);
+            }
             Decision::RunRemote {
                 rule,
                 action_id,
@@ -190,6 +210,11 @@ impl Task {
             }
             other => other.refuse("not an MQTT decision"),
         }
+    }
+
+    fn node_is_offline(&self, node: &str) -> bool {
+        let presence = self.presence.lock().unwrap_or_else(|p| p.into_inner());
+        presence.is_offline(node)
     }
 }
 
