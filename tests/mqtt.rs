@@ -417,7 +417,10 @@ remote = ["c", "hello", "exec"]
     medic_b.expect_log("remote command answered", WAIT);
     let asked = Instant::now();
     medic_a.putval(&["PUTVAL h/gone/gauge N:1"]);
-    medic_a.expect_log("node `c` is offline (its status on medic/c/status says so)", WAIT);
+    medic_a.expect_log(
+        "node `c` is offline (its status on medic/c/status says so)",
+        WAIT,
+    );
     assert!(
         asked.elapsed() < Duration::from_secs(2),
         "refused at once, not after remote_timeout"

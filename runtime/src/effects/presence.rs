@@ -57,8 +57,7 @@ impl Presence {
             }
             _ if self.offline.len() >= MAX_NODES && !self.offline.contains_key(node) => {}
             _ => {
-                self.offline
-                    .insert(node.to_string(), payload == b"offline");
+                self.offline.insert(node.to_string(), payload == b"offline");
             }
         }
         true
