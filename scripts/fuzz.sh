@@ -14,6 +14,11 @@ for t in "${targets[@]}"; do
     mkdir -p "fuzz/corpus/$t"
     echo "fuzz: $t ($runs runs or ${seconds}s)" >&2
     log="fuzz/$t.log"
+    if ! cargo +nightly fuzz build -O "$t" >"$log" 2>&1; then
+        tail -40 "$log" >&2
+        echo "fuzz: $t does not build (see $log)" >&2
+        exit 2
+    fi
     if ! cargo +nightly fuzz run -O "$t" "fuzz/corpus/$t" "fuzz/seeds/$t" -- \
         -runs="$runs" -max_total_time="$seconds" -print_final_stats=1 >"$log" 2>&1; then
         tail -40 "$log" >&2

@@ -346,6 +346,67 @@ run = {{ run = "sleep 30 & echo $! > {pid_file}; wait", timeout = "60s", kill_gr
         wait_until(Duration::from_secs(5), || !alive()),
         "child {pid} of the killed command still runs"
     );
+    // The audit history says so, naming the rule's build.
+    let rows = site.history();
+    let row = rows
+        .iter()
+        .find(|r| r["service"] == "slow")
+        .unwrap_or_else(|| panic!("{rows:?}"));
+    assert_eq!(row["state"], "interrupted", "{row}");
+    assert_eq!(row["origin"], "counter");
+    assert_eq!(row["build"], site.build_of("counter").as_str());
+    assert_eq!(row["error"], "medic is stopping: process group killed");
+}
+
+/// A medic killed mid-command (SIGKILL: no clean stop) leaves the command's audit row
+/// `running`; the next start marks it `interrupted`, and `medic history` shows it, also as a
+/// table for people and filtered to what failed.
+#[test]
+fn a_command_cut_short_by_a_crash_is_recorded_as_interrupted() {
+    let site = Site::new();
+    site.add_rule("counter", "counter");
+    site.write_config(
+        r#"
+[rules.config.counter]
+pattern = "*/load/load"
+run = ["slow", "run"]
+
+[services.slow.commands]
+run = { run = "sleep 30", timeout = "60s" }
+"#,
+    );
+    let mut medic = site.start();
+    medic.putval(&["PUTVAL h/load/load N:1:1:1"]);
+    medic.expect_log("running command", WAIT);
+    let running = || {
+        site.history()
+            .iter()
+            .any(|r| r["service"] == "slow" && r["state"] == "running")
+    };
+    assert!(wait_until(WAIT, running), "{:?}", site.history());
+    medic.signal(9);
+    assert!(wait_until(WAIT, || !medic.is_running()));
+    let medic = site.start();
+    medic.expect_log("recorded as interrupted", WAIT);
+    let rows = site.history();
+    let row = rows.iter().find(|r| r["service"] == "slow").unwrap();
+    assert_eq!(row["state"], "interrupted", "{rows:?}");
+    assert_eq!(row["build"], site.build_of("counter").as_str());
+    let table = std::process::Command::new(medic_integration::medic_bin())
+        .args(["history", "--failed", "--since", "1h", "--config"])
+        .arg(site.path("medic.toml"))
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&table.stdout);
+    let line = table
+        .lines()
+        .find(|l| l.contains("slow/run"))
+        .unwrap_or_else(|| panic!("{table}"));
+    assert!(
+        line.contains("interrupted") && line.contains("counter"),
+        "{table}"
+    );
+    medic.stop();
 }
 
 /// SIGHUP (`medic reload`): a rule's new `[rules.config.NAME]` and a new allow-list take effect

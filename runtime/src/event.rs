@@ -235,6 +235,9 @@ pub type ReplyTo = Box<dyn FnOnce(CommandResult) + Send>;
 pub struct CommandRequest {
     /// Who asked: a rule name, or `mqtt:<task id>` for a remote command.
     pub origin: Arc<str>,
+    /// SHA-256 of the asking rule's build (none for a remote command): the audit history names
+    /// exactly which code decided.
+    pub build: Option<Arc<str>>,
     /// Number of this decision in logs and the audit trail.
     pub action_id: u64,
     pub service: String,

@@ -39,6 +39,27 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// The audit history of the daemon running with this config, newest first.
+    History {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Only decisions taken this long ago or less (e.g. 1h, 30m, 2d).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        since: Option<std::time::Duration>,
+        /// Only decisions of this rule (or `mqtt:<task id>`).
+        #[arg(long)]
+        rule: Option<String>,
+        #[arg(long)]
+        service: Option<String>,
+        /// Only what did not succeed: failed, timed out, interrupted, refused.
+        #[arg(long)]
+        failed: bool,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        /// One JSON object per line, every field.
+        #[arg(long)]
+        json: bool,
+    },
     /// Validate a config and load, init and describe every rule with it; exit 1 on any error.
     Check {
         #[arg(long, short)]
@@ -157,6 +178,30 @@ fn main() -> ExitCode {
             decode_command(options, listen, files)
         }
         Command::Send(args) => send_command(args),
+        Command::History {
+            config,
+            since,
+            rule,
+            service,
+            failed,
+            limit,
+            json,
+        } => {
+            let filter = medic::cli::history::Filter {
+                since,
+                rule,
+                service,
+                failed,
+                limit,
+            };
+            match medic::cli::history::history(&config, filter, json) {
+                Ok(text) => {
+                    print!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(format!("{e:#}")),
+            }
+        }
         Command::Reload { config } => match medic::cli::reload::reload(&config) {
             Ok(pid) => {
                 println!("medic (pid {pid}) asked to reload {}", config.display());

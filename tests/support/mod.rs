@@ -162,6 +162,34 @@ socket = "putval.sock"
             .unwrap()
     }
 
+    /// `medic history --json` on this site's config: every row, newest first.
+    pub fn history(&self) -> Vec<serde_json::Value> {
+        let out = Command::new(medic_bin())
+            .args(["history", "--json", "--limit", "10000", "--config"])
+            .arg(self.path("medic.toml"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "medic history failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    /// SHA-256 of the rule deployed as `name`, as medic records it.
+    pub fn build_of(&self, name: &str) -> String {
+        let out = Command::new("sha256sum")
+            .arg(self.rules_dir().join(format!("{name}.wasm")))
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap()[..64].to_string()
+    }
+
     /// Start `medic run` on this site's config and wait for its socket.
     pub fn start(&self) -> Medic {
         self.start_binary(&medic_bin(), "debug")

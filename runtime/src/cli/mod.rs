@@ -3,6 +3,7 @@
 
 pub mod check;
 pub mod decode;
+pub mod history;
 pub mod import_lcm;
 pub mod reload;
 pub mod send;

@@ -29,6 +29,26 @@ pub struct Config {
     /// The allow-list: `[services.<service>.commands]`. Nothing outside it can ever run.
     #[serde(default)]
     pub services: BTreeMap<String, Service>,
+    #[serde(default)]
+    pub history: History,
+}
+
+/// The audit history in `state_dir/medic.db`, kept within both bounds.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct History {
+    #[serde(with = "humantime_serde")]
+    pub max_age: Duration,
+    pub max_rows: u64,
+}
+
+impl Default for History {
+    fn default() -> Self {
+        Self {
+            max_age: Duration::from_secs(30 * 24 * 3600),
+            max_rows: 100_000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -306,6 +326,9 @@ impl Config {
         }
         if self.rules.queue_capacity == 0 || self.rules.max_batch == 0 {
             return Err("rules.queue_capacity and rules.max_batch must be more than 0".into());
+        }
+        if self.history.max_rows == 0 || self.history.max_age.is_zero() {
+            return Err("history.max_age and history.max_rows must be more than 0".into());
         }
         if self.ingest.max_series == 0
             || self.ingest.max_future_intervals == 0

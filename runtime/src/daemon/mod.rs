@@ -12,7 +12,7 @@
 //!    killed (and named in the log). New requests are refused from now on; `run-remote`s still
 //!    waiting for their node are answered "medic is stopping".
 //! 4. Those results reach the rules, which then `suspend` (flushing their memory into state)
-//!    and their threads end.
+//!    and their threads end. The audit history is written out (killed commands: `interrupted`).
 //! 5. The MQTT outbox is flushed (results of remote commands included) for a few seconds,
 //!    `offline` is published and the session disconnected. What is left goes out after the
 //!    next start.
@@ -53,11 +53,14 @@ use crate::mqtt::session::{self, Session, SessionHandle};
 use crate::shutdown::{self, Shutdown};
 use crate::sources::putval::PutvalServer;
 use crate::store::Store;
+use crate::store::history::{History, Retention};
 use crate::types_db::TypesDb;
 
 /// Values waiting for the dispatcher. Sources that can wait (PUTVAL clients) are slowed down
 /// when it is full; the dispatcher itself never waits on a rule.
 const INGEST_QUEUE: usize = 65_536;
+/// How long the audit history may take to be written at shutdown.
+const HISTORY_FLUSH: Duration = Duration::from_secs(3);
 /// How long the outbox may take to flush at shutdown.
 const OUTBOX_FLUSH: Duration = Duration::from_secs(3);
 
@@ -128,6 +131,7 @@ struct Running {
     watcher: std::thread::JoinHandle<Registry>,
     executor: ExecutorHandle,
     effects: Effects,
+    history: History,
     session: Option<SessionHandle>,
 }
 
@@ -140,6 +144,22 @@ async fn start(config: Arc<Config>, shutdown: Shutdown) -> anyhow::Result<Runnin
     }
     let types = Arc::new(TypesDb::load(&config.ingest.types_db));
     let store = Store::open(&config.state_db())?;
+    match store.history_interrupt_running() {
+        Ok(0) => {}
+        Ok(n) => tracing::warn!(
+            commands = n,
+            "commands that were running when medic last stopped (crash or kill) are recorded as \
+             interrupted"
+        ),
+        Err(e) => store.report("the audit history cannot be updated", &e),
+    }
+    let history = History::start(
+        store.clone(),
+        Retention {
+            max_age: config.history.max_age,
+            max_rows: config.history.max_rows,
+        },
+    )?;
     let limits = SeriesLimits {
         max_series: config.ingest.max_series,
         max_future_intervals: config.ingest.max_future_intervals,
@@ -149,7 +169,9 @@ async fn start(config: Arc<Config>, shutdown: Shutdown) -> anyhow::Result<Runnin
     let status = StatusBoard::default();
 
     let (commands, commands_rx) = mpsc::unbounded_channel();
-    let executor = Executor::new(config.clone()).with_store(store.clone());
+    let executor = Executor::new(config.clone())
+        .with_store(store.clone())
+        .with_history(history.clone());
     let executor_handle = executor.handle();
     tokio::spawn(executor.serve(commands_rx));
 
@@ -170,6 +192,7 @@ async fn start(config: Arc<Config>, shutdown: Shutdown) -> anyhow::Result<Runnin
     let mut effects = Effects {
         commands,
         mqtt: None,
+        history: Some(history.clone()),
     };
     let session = match &config.mqtt {
         Some(m) => {
@@ -242,6 +265,7 @@ async fn start(config: Arc<Config>, shutdown: Shutdown) -> anyhow::Result<Runnin
         watcher,
         executor: executor_handle,
         effects,
+        history,
         session,
     })
 }
@@ -360,6 +384,12 @@ impl Running {
         .await;
         drop(self.effects);
         tracing::info!("rules suspended");
+        // The audit rows of the last commands (killed ones say `interrupted`) are written.
+        let history = self.history;
+        let written = tokio::task::spawn_blocking(move || history.flush(HISTORY_FLUSH)).await;
+        if !matches!(written, Ok(true)) {
+            tracing::warn!("audit history not fully written at exit");
+        }
         // 5. Flush the outbox, say offline.
         if let Some(session) = self.session {
             let left = session.close(OUTBOX_FLUSH).await;

@@ -72,6 +72,9 @@ fn merge(current: Config, new: &Config) -> (Config, Vec<&'static str>) {
     if effective.ingest != new.ingest {
         later.push("ingest");
     }
+    if effective.history != new.history {
+        later.push("history");
+    }
     (effective, later)
 }
 

@@ -16,6 +16,7 @@ use tokio::sync::mpsc;
 
 use crate::engine::port::{Decision, EffectPort};
 use crate::event::{CommandRequest, Severity};
+use crate::store::history::{Entry, History};
 
 /// Where every kind of decision goes. Cheap to clone.
 #[derive(Clone)]
@@ -23,6 +24,8 @@ pub struct Effects {
     pub commands: mpsc::UnboundedSender<CommandRequest>,
     /// `None` when this node has no `[mqtt]` section.
     pub mqtt: Option<mqtt::Outbound>,
+    /// Where notifications are recorded (none in `medic check`).
+    pub history: Option<History>,
 }
 
 impl Effects {
@@ -52,6 +55,7 @@ impl Effects {
         match decision {
             Decision::Run {
                 rule,
+                build,
                 action_id,
                 service,
                 command,
@@ -59,6 +63,7 @@ impl Effects {
                 reply,
             } => self.run(CommandRequest {
                 origin: rule,
+                build: Some(build),
                 action_id,
                 service,
                 command,
@@ -74,12 +79,27 @@ impl Effects {
                 severity,
                 message,
             } => {
-                let rule = &*rule;
-                let message = crate::logging::Untrusted(&message);
-                match severity {
-                    Severity::Failure => tracing::error!(rule, "notification: {message}"),
-                    Severity::Warning => tracing::warn!(rule, "notification: {message}"),
-                    Severity::Okay => tracing::info!(rule, "notification: {message}"),
+                {
+                    let rule = &*rule;
+                    let message = crate::logging::Untrusted(&message);
+                    match severity {
+                        Severity::Failure => tracing::error!(rule, "notification: {message}"),
+                        Severity::Warning => tracing::warn!(rule, "notification: {message}"),
+                        Severity::Okay => tracing::info!(rule, "notification: {message}"),
+                    }
+                }
+                if let Some(history) = &self.history {
+                    history.record(Entry::Notified {
+                        action_id: crate::event::next_action_id(),
+                        at_ns: crate::event::now_ns(),
+                        rule,
+                        severity: match severity {
+                            Severity::Failure => "failure",
+                            Severity::Warning => "warning",
+                            Severity::Okay => "okay",
+                        },
+                        message,
+                    });
                 }
             }
         }

@@ -14,6 +14,8 @@ pub enum Decision {
     /// Run an allow-listed command on this node.
     Run {
         rule: Arc<str>,
+        /// SHA-256 of the rule's build.
+        build: Arc<str>,
         action_id: u64,
         service: String,
         command: String,

@@ -357,6 +357,7 @@ impl Worker {
                 );
                 Decision::Run {
                     rule,
+                    build: self.spec.compiled.hash.as_str().into(),
                     action_id,
                     service: run.service,
                     command: run.command,

@@ -233,6 +233,7 @@ impl Inbound {
         let origin: Arc<str> = format!("mqtt:{key}").into();
         (self.run)(CommandRequest {
             origin,
+            build: None,
             action_id,
             service: request.service,
             command: request.command,

@@ -6,6 +6,8 @@
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
+pub mod history;
+
 use anyhow::Context;
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -67,6 +69,18 @@ impl Store {
         Ok(store)
     }
 
+    /// An existing database, read-only and as it is (no schema change, no move aside): for
+    /// `medic history` beside a running daemon.
+    pub fn open_read_only(path: &Path) -> anyhow::Result<Self> {
+        use rusqlite::OpenFlags;
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        Ok(Self::wrap(conn))
+    }
+
     /// A throw-away store, for `medic check` and tests.
     pub fn in_memory() -> anyhow::Result<Self> {
         Self::init(Connection::open_in_memory()?)
@@ -102,13 +116,18 @@ impl Store {
                  reply    BLOB
              ) WITHOUT ROWID;",
         )?;
-        Ok(Self {
+        conn.execute_batch(history::SCHEMA)?;
+        Ok(Self::wrap(conn))
+    }
+
+    fn wrap(conn: Connection) -> Self {
+        Self {
             conn: Arc::new(Mutex::new(conn)),
             failures: Arc::new(Mutex::new((
                 crate::logging::RateLimited::new(std::time::Duration::from_secs(60)),
                 0,
             ))),
-        })
+        }
     }
 
     /// Report a failed read or write of the state database (`what` failed: the caller's

@@ -116,3 +116,124 @@ fn a_corrupt_database_is_moved_aside_and_a_fresh_one_made() {
         .collect();
     assert_eq!(moved.len(), 1, "{moved:?}");
 }
+
+mod history {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::store::history::{Entry, History, Query, Retention, state};
+
+    fn asked(action_id: u64, at_ns: u64, refusal: Option<&str>) -> Entry {
+        Entry::Asked {
+            action_id,
+            at_ns,
+            origin: Arc::from("threshold"),
+            build: Some(Arc::from("ab12")),
+            reason: "load high".into(),
+            service: "web".into(),
+            command: "restart".into(),
+            refusal: refusal.map(str::to_string),
+        }
+    }
+
+    fn ended(action_id: u64, state: &'static str, code: Option<i32>) -> Entry {
+        Entry::Ended {
+            action_id,
+            at_ns: crate::event::now_ns(),
+            state,
+            code,
+            signal: None,
+            timed_out: false,
+            duration: Duration::from_millis(12),
+            output: "done".into(),
+            error: None,
+        }
+    }
+
+    fn all() -> Query {
+        Query {
+            limit: 100,
+            ..Query::default()
+        }
+    }
+
+    const LONG: Retention = Retention {
+        max_age: Duration::from_secs(3600),
+        max_rows: 1000,
+    };
+
+    #[test]
+    fn decisions_and_outcomes_are_recorded_and_queried() {
+        let store = Store::in_memory().unwrap();
+        let history = History::start(store.clone(), LONG).unwrap();
+        let now = crate::event::now_ns();
+        history.record(asked(1, now, None));
+        history.record(ended(1, state::SUCCEEDED, Some(0)));
+        history.record(asked(2, now + 1, Some("cooldown")));
+        history.record(asked(3, now + 2, None));
+        history.record(Entry::Notified {
+            action_id: 4,
+            at_ns: now + 3,
+            rule: Arc::from("threshold"),
+            severity: "warning",
+            message: "disk almost full".into(),
+        });
+        assert!(history.flush(Duration::from_secs(5)));
+        let rows = store.history(&all()).unwrap();
+        let states: Vec<(u64, &str)> = rows.iter().map(|r| (r.action_id, &*r.state)).collect();
+        assert_eq!(
+            states,
+            vec![
+                (4, "noted"),
+                (3, "running"),
+                (2, "refused"),
+                (1, "succeeded")
+            ]
+        );
+        assert_eq!(rows[3].build.as_deref(), Some("ab12"));
+        assert_eq!((rows[3].code, rows[3].duration_ms), (Some(0), Some(12)));
+        assert_eq!(rows[2].refusal.as_deref(), Some("cooldown"));
+        assert_eq!(rows[0].reason, "warning: disk almost full");
+        let failed = store
+            .history(&Query {
+                failed: true,
+                ..all()
+            })
+            .unwrap();
+        assert_eq!(failed.iter().map(|r| r.action_id).collect::<Vec<_>>(), [2]);
+        // A crash leaves 3 running: the next start says it was interrupted.
+        assert_eq!(store.history_interrupt_running().unwrap(), 1);
+        let rows = store.history(&all()).unwrap();
+        assert_eq!(rows[1].state, "interrupted");
+        assert!(rows[1].error.as_deref().unwrap().contains("crash or kill"));
+    }
+
+    #[test]
+    fn retention_keeps_the_newest_rows_within_age() {
+        let store = Store::in_memory().unwrap();
+        let now = crate::event::now_ns();
+        let keep_two = Retention {
+            max_age: Duration::from_secs(60),
+            max_rows: 2,
+        };
+        {
+            let history = History::start(store.clone(), LONG).unwrap();
+            history.record(asked(1, now - 3_600_000_000_000, None));
+            for id in 2..6 {
+                history.record(asked(id, now + id, None));
+            }
+            assert!(history.flush(Duration::from_secs(5)));
+        }
+        // Retention runs when a writer starts (and every minute after).
+        let history = History::start(store.clone(), keep_two).unwrap();
+        assert!(history.flush(Duration::from_secs(5)));
+        let ids: Vec<u64> = store
+            .history(&all())
+            .unwrap()
+            .iter()
+            .map(|r| r.action_id)
+            .collect();
+        assert_eq!(ids, [5, 4]);
+    }
+}

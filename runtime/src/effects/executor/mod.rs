@@ -15,6 +15,7 @@ use tokio::sync::{Notify, watch};
 use super::policy::{Admitted, Gate};
 use crate::config::{Command, Config, Program};
 use crate::event::{CommandRequest, CommandResult, Refusal};
+use crate::store::history::{Entry, History, state};
 
 /// How long to keep reading output after the command exited, for a background child that
 /// still holds the pipe. Past it the output so far is returned; the child is left alone (it may
@@ -32,6 +33,8 @@ pub struct RunResult {
     pub output: String,
     pub error: Option<String>,
     pub timed_out: bool,
+    /// Killed because medic was stopping.
+    pub interrupted: bool,
     pub duration: Duration,
 }
 
@@ -79,6 +82,7 @@ pub async fn run_until(spec: &Command, stop: &mut watch::Receiver<bool>) -> RunR
                 output: String::new(),
                 error: Some(format!("cannot start {}: {e}", spec.program)),
                 timed_out: false,
+                interrupted: false,
                 duration: started.elapsed(),
             };
         }
@@ -98,6 +102,7 @@ pub async fn run_until(spec: &Command, stop: &mut watch::Receiver<bool>) -> RunR
 
     let mut error = None;
     let mut timed_out = false;
+    let mut interrupted = false;
     let ended = tokio::select! {
         status = child.wait() => Some(status),
         _ = tokio::time::sleep(spec.timeout) => {
@@ -110,6 +115,7 @@ pub async fn run_until(spec: &Command, stop: &mut watch::Receiver<bool>) -> RunR
         }
         _ = stop.wait_for(|stop| *stop) => {
             error = Some("medic is stopping: process group killed".to_string());
+            interrupted = true;
             None
         }
     };
@@ -154,6 +160,7 @@ pub async fn run_until(spec: &Command, stop: &mut watch::Receiver<bool>) -> RunR
         output,
         error,
         timed_out,
+        interrupted,
         duration: started.elapsed(),
     }
 }
@@ -226,6 +233,8 @@ pub struct Executor {
     running: Arc<Running>,
     /// Where last starts are kept, so cooldowns survive a restart (none in unit tests).
     store: Option<crate::store::Store>,
+    /// Where every decision and its outcome is recorded (none in unit tests).
+    history: Option<History>,
 }
 
 /// What is running now, for the shutdown order: stop admitting, wait, then kill what is left.
@@ -315,7 +324,14 @@ impl Executor {
             gate: Arc::default(),
             running,
             store: None,
+            history: None,
         }
+    }
+
+    /// Record every request, its verdict and its outcome in the audit history.
+    pub fn with_history(mut self, history: History) -> Self {
+        self.history = Some(history);
+        self
     }
 
     /// Keep the gate's last starts in `store`, starting from what it recorded before.
@@ -349,6 +365,16 @@ impl Executor {
 
     async fn handle_request(&self, req: CommandRequest) {
         let admitted = self.admit(&req);
+        self.record(|| Entry::Asked {
+            action_id: req.action_id,
+            at_ns: crate::event::now_ns(),
+            origin: req.origin.clone(),
+            build: req.build.clone(),
+            reason: req.reason.clone(),
+            service: req.service.clone(),
+            command: req.command.clone(),
+            refusal: admitted.as_ref().err().map(ToString::to_string),
+        });
         let origin = &*req.origin;
         let mut refused = None;
         let result = match admitted {
@@ -366,6 +392,7 @@ impl Executor {
                     output: String::new(),
                     error: Some(refusal.to_string()),
                     timed_out: false,
+                    interrupted: false,
                     duration: Duration::ZERO,
                 };
                 refused = Some(refusal);
@@ -399,6 +426,17 @@ impl Executor {
                         error = ?result.error, took = ?result.duration, output, "command failed"
                     ),
                 }
+                self.record(|| Entry::Ended {
+                    action_id: req.action_id,
+                    at_ns: crate::event::now_ns(),
+                    state: outcome(&result),
+                    code: result.code,
+                    signal: result.signal,
+                    timed_out: result.timed_out,
+                    duration: result.duration,
+                    output: result.output.clone(),
+                    error: result.error.clone(),
+                });
                 result
             }
         };
@@ -450,6 +488,12 @@ impl Executor {
         Ok((spec, token))
     }
 
+    fn record(&self, entry: impl FnOnce() -> Entry) {
+        if let Some(history) = &self.history {
+            history.record(entry());
+        }
+    }
+
     fn finish(&self, action_id: u64) {
         let removed = self
             .running
@@ -460,6 +504,19 @@ impl Executor {
         if removed.is_some() {
             self.running.changed.notify_waiters();
         }
+    }
+}
+
+/// How a run ended, in the history's words.
+fn outcome(result: &RunResult) -> &'static str {
+    if result.interrupted {
+        state::INTERRUPTED
+    } else if result.timed_out {
+        state::TIMED_OUT
+    } else if result.error.is_none() && result.code == Some(0) {
+        state::SUCCEEDED
+    } else {
+        state::FAILED
     }
 }
 

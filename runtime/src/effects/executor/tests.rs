@@ -130,6 +130,7 @@ async fn executor_refuses_a_concurrent_run_and_reports_back() {
     for id in 0..2 {
         let otx = otx.clone();
         tx.send(CommandRequest {
+            build: None,
             origin: "test".into(),
             action_id: id,
             service: "s".into(),
@@ -174,6 +175,7 @@ async fn drain_waits_then_kills_and_refuses_new_runs() {
     let ask = |id: u64, command: &str| {
         let otx = otx.clone();
         tx.send(CommandRequest {
+            build: None,
             origin: "test".into(),
             action_id: id,
             service: "s".into(),

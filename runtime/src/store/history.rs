@@ -1,0 +1,407 @@
+//! The audit history: one row per decision that reached the policy gate (and per notification
+//! a rule raised), written when the decision is taken and completed when the command ends. A
+//! row still `running` at the next start was cut short by a crash and is marked `interrupted`.
+//!
+//! Writers never wait on the database: [`History::record`] puts the entry in a bounded queue a
+//! writer thread empties in transactions; a full queue drops the entry, counted and logged.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::time::{Duration, Instant};
+
+use rusqlite::{ToSql, params};
+use serde::Serialize;
+
+use super::Store;
+use crate::logging::RateLimited;
+
+/// Entries waiting for the writer; past it new ones are dropped and counted.
+const QUEUE: usize = 10_000;
+/// Entries written in one transaction at most.
+const PER_TRANSACTION: usize = 512;
+/// How often retention runs.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
+
+pub(super) const SCHEMA: &str = "
+    CREATE TABLE IF NOT EXISTS history (
+        action_id   INTEGER PRIMARY KEY,
+        kind        TEXT NOT NULL,
+        asked       INTEGER NOT NULL,
+        origin      TEXT NOT NULL,
+        build       TEXT,
+        reason      TEXT NOT NULL,
+        service     TEXT NOT NULL,
+        command     TEXT NOT NULL,
+        state       TEXT NOT NULL,
+        refusal     TEXT,
+        ended       INTEGER,
+        code        INTEGER,
+        signal      INTEGER,
+        timed_out   INTEGER NOT NULL DEFAULT 0,
+        duration_ms INTEGER,
+        output      TEXT,
+        error       TEXT
+    );
+    CREATE INDEX IF NOT EXISTS history_asked ON history (asked);";
+
+/// Where a row stands.
+pub mod state {
+    pub const RUNNING: &str = "running";
+    pub const SUCCEEDED: &str = "succeeded";
+    pub const FAILED: &str = "failed";
+    pub const TIMED_OUT: &str = "timed out";
+    pub const INTERRUPTED: &str = "interrupted";
+    pub const REFUSED: &str = "refused";
+    /// A notification (kind `notification`): nothing ran.
+    pub const NOTED: &str = "noted";
+}
+
+/// What is recorded.
+#[derive(Debug, Clone)]
+pub enum Entry {
+    /// A decision reached the gate: admitted (state `running`) or refused.
+    Asked {
+        action_id: u64,
+        at_ns: u64,
+        /// A rule name, or `mqtt:<task id>`.
+        origin: Arc<str>,
+        /// SHA-256 of the rule's build, for decisions of rules.
+        build: Option<Arc<str>>,
+        reason: String,
+        service: String,
+        command: String,
+        /// `None`: admitted.
+        refusal: Option<String>,
+    },
+    /// An admitted command ended.
+    Ended {
+        action_id: u64,
+        at_ns: u64,
+        state: &'static str,
+        code: Option<i32>,
+        signal: Option<i32>,
+        timed_out: bool,
+        duration: Duration,
+        output: String,
+        error: Option<String>,
+    },
+    /// A notification a rule raised.
+    Notified {
+        action_id: u64,
+        at_ns: u64,
+        rule: Arc<str>,
+        severity: &'static str,
+        message: String,
+    },
+}
+
+/// How long history is kept.
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    pub max_age: Duration,
+    pub max_rows: u64,
+}
+
+enum Msg {
+    Entry(Entry),
+    /// Answered once everything queued before it is written.
+    Flush(SyncSender<()>),
+}
+
+/// Records entries without waiting. Cheap to clone.
+#[derive(Clone)]
+pub struct History {
+    tx: SyncSender<Msg>,
+    dropped: Arc<(AtomicU64, std::sync::Mutex<RateLimited>)>,
+}
+
+impl History {
+    /// Start the writer thread on `store`. It ends when every `History` is gone, after writing
+    /// what was queued.
+    pub fn start(store: Store, retention: Retention) -> std::io::Result<Self> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE);
+        std::thread::Builder::new()
+            .name("history".into())
+            .spawn(move || write_all(&store, rx, retention))?;
+        Ok(Self {
+            tx,
+            dropped: Arc::new((
+                AtomicU64::new(0),
+                std::sync::Mutex::new(RateLimited::new(Duration::from_secs(60))),
+            )),
+        })
+    }
+
+    pub fn record(&self, entry: Entry) {
+        match self.tx.try_send(Msg::Entry(entry)) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                let total = self.dropped.0.fetch_add(1, Ordering::Relaxed) + 1;
+                let mut limit = self.dropped.1.lock().unwrap_or_else(|p| p.into_inner());
+                limit.log(|suppressed| {
+                    tracing::warn!(
+                        total_dropped = total,
+                        suppressed,
+                        "history queue full: an audit entry was dropped (the database is slower \
+                         than the decisions)"
+                    )
+                });
+            }
+            Err(TrySendError::Disconnected(_)) => {}
+        }
+    }
+
+    /// Entries dropped because the queue was full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.0.load(Ordering::Relaxed)
+    }
+
+    /// Wait (up to `timeout`) until what was recorded so far is written: at shutdown, the
+    /// outcomes of the last commands must not be lost with the process.
+    pub fn flush(&self, timeout: Duration) -> bool {
+        let (done, wait) = std::sync::mpsc::sync_channel(1);
+        let deadline = Instant::now() + timeout;
+        let mut msg = Msg::Flush(done);
+        loop {
+            match self.tx.try_send(msg) {
+                Ok(()) => break,
+                Err(TrySendError::Full(back)) if Instant::now() < deadline => {
+                    msg = back;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(_) => return false,
+            }
+        }
+        wait.recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .is_ok()
+    }
+}
+
+fn write_all(store: &Store, rx: Receiver<Msg>, retention: Retention) {
+    let mut last_prune = Instant::now();
+    store.history_prune(retention);
+    while let Ok(first) = rx.recv() {
+        let mut entries = Vec::new();
+        let mut flushed = Vec::new();
+        for msg in std::iter::once(first).chain(rx.try_iter().take(PER_TRANSACTION - 1)) {
+            match msg {
+                Msg::Entry(e) => entries.push(e),
+                Msg::Flush(done) => flushed.push(done),
+            }
+        }
+        if !entries.is_empty()
+            && let Err(e) = store.history_write(&entries)
+        {
+            store.report("audit history cannot be written", &e);
+        }
+        for done in flushed {
+            let _ = done.send(());
+        }
+        if last_prune.elapsed() >= PRUNE_EVERY {
+            last_prune = Instant::now();
+            store.history_prune(retention);
+        }
+    }
+}
+
+/// One row of history, as `medic history` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Row {
+    pub action_id: u64,
+    pub kind: String,
+    /// Unix time in nanoseconds.
+    pub asked: u64,
+    pub origin: String,
+    pub build: Option<String>,
+    pub reason: String,
+    pub service: String,
+    pub command: String,
+    pub state: String,
+    pub refusal: Option<String>,
+    pub ended: Option<u64>,
+    pub code: Option<i32>,
+    pub signal: Option<i32>,
+    pub timed_out: bool,
+    pub duration_ms: Option<u64>,
+    pub output: Option<String>,
+    pub error: Option<String>,
+}
+
+/// Which rows a query returns, newest first.
+#[derive(Debug, Default, Clone)]
+pub struct Query {
+    pub since_ns: Option<u64>,
+    pub origin: Option<String>,
+    pub service: Option<String>,
+    /// Only what did not succeed: failed, timed out, interrupted, refused.
+    pub failed: bool,
+    pub limit: u32,
+}
+
+impl Store {
+    fn history_write(&self, entries: &[Entry]) -> rusqlite::Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        for entry in entries {
+            match entry {
+                Entry::Asked {
+                    action_id,
+                    at_ns,
+                    origin,
+                    build,
+                    reason,
+                    service,
+                    command,
+                    refusal,
+                } => {
+                    let state = match refusal {
+                        None => state::RUNNING,
+                        Some(_) => state::REFUSED,
+                    };
+                    tx.prepare_cached(
+                        "INSERT OR REPLACE INTO history (action_id, kind, asked, origin, build, \
+                         reason, service, command, state, refusal) \
+                         VALUES (?1, 'command', ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                    )?
+                    .execute(params![
+                        *action_id as i64,
+                        *at_ns as i64,
+                        &**origin,
+                        build.as_deref(),
+                        reason,
+                        service,
+                        command,
+                        state,
+                        refusal,
+                    ])?;
+                }
+                Entry::Ended {
+                    action_id,
+                    at_ns,
+                    state,
+                    code,
+                    signal,
+                    timed_out,
+                    duration,
+                    output,
+                    error,
+                } => {
+                    tx.prepare_cached(
+                        "UPDATE history SET state = ?2, ended = ?3, code = ?4, signal = ?5, \
+                         timed_out = ?6, duration_ms = ?7, output = ?8, error = ?9 \
+                         WHERE action_id = ?1",
+                    )?
+                    .execute(params![
+                        *action_id as i64,
+                        state,
+                        *at_ns as i64,
+                        code,
+                        signal,
+                        timed_out,
+                        duration.as_millis() as i64,
+                        output,
+                        error,
+                    ])?;
+                }
+                Entry::Notified {
+                    action_id,
+                    at_ns,
+                    rule,
+                    severity,
+                    message,
+                } => {
+                    tx.prepare_cached(
+                        "INSERT OR REPLACE INTO history (action_id, kind, asked, origin, reason, \
+                         service, command, state) \
+                         VALUES (?1, 'notification', ?2, ?3, ?4, '', '', ?5)",
+                    )?
+                    .execute(params![
+                        *action_id as i64,
+                        *at_ns as i64,
+                        &**rule,
+                        format!("{severity}: {message}"),
+                        state::NOTED,
+                    ])?;
+                }
+            }
+        }
+        tx.commit()
+    }
+
+    /// At start: rows a crash left `running` become `interrupted`. Returns how many.
+    pub fn history_interrupt_running(&self) -> rusqlite::Result<usize> {
+        self.conn()
+            .prepare_cached(
+                "UPDATE history SET state = ?1, \
+                 error = 'medic stopped before the command ended (crash or kill)' \
+                 WHERE state = ?2",
+            )?
+            .execute(params![state::INTERRUPTED, state::RUNNING])
+    }
+
+    fn history_prune(&self, retention: Retention) {
+        let oldest = crate::event::now_ns().saturating_sub(retention.max_age.as_nanos() as u64);
+        let pruned = self.conn().execute(
+            "DELETE FROM history WHERE asked < ?1 OR action_id IN \
+             (SELECT action_id FROM history ORDER BY asked DESC LIMIT -1 OFFSET ?2)",
+            params![oldest as i64, retention.max_rows as i64],
+        );
+        match pruned {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(rows = n, "audit history pruned"),
+            Err(e) => self.report("audit history cannot be pruned", &e),
+        }
+    }
+
+    pub fn history(&self, q: &Query) -> rusqlite::Result<Vec<Row>> {
+        let mut sql = String::from(
+            "SELECT action_id, kind, asked, origin, build, reason, service, command, state, \
+             refusal, ended, code, signal, timed_out, duration_ms, output, error \
+             FROM history WHERE asked >= ?1",
+        );
+        let since = q.since_ns.unwrap_or(0) as i64;
+        let mut args: Vec<&dyn ToSql> = vec![&since];
+        if let Some(origin) = &q.origin {
+            args.push(origin);
+            sql.push_str(&format!(" AND origin = ?{}", args.len()));
+        }
+        if let Some(service) = &q.service {
+            args.push(service);
+            sql.push_str(&format!(" AND service = ?{}", args.len()));
+        }
+        if q.failed {
+            sql.push_str(" AND state IN ('failed', 'timed out', 'interrupted', 'refused')");
+        }
+        let limit = i64::from(q.limit);
+        args.push(&limit);
+        sql.push_str(&format!(
+            " ORDER BY asked DESC, action_id DESC LIMIT ?{}",
+            args.len()
+        ));
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&sql)?;
+        let rows = stmt.query_map(args.as_slice(), |r| {
+            Ok(Row {
+                action_id: r.get::<_, i64>(0)? as u64,
+                kind: r.get(1)?,
+                asked: r.get::<_, i64>(2)? as u64,
+                origin: r.get(3)?,
+                build: r.get(4)?,
+                reason: r.get(5)?,
+                service: r.get(6)?,
+                command: r.get(7)?,
+                state: r.get(8)?,
+                refusal: r.get(9)?,
+                ended: r.get::<_, Option<i64>>(10)?.map(|v| v as u64),
+                code: r.get(11)?,
+                signal: r.get(12)?,
+                timed_out: r.get(13)?,
+                duration_ms: r.get::<_, Option<i64>>(14)?.map(|v| v as u64),
+                output: r.get(15)?,
+                error: r.get(16)?,
+            })
+        })?;
+        rows.collect()
+    }
+}
