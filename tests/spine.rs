@@ -514,3 +514,115 @@ restart = { run = "echo restarted", cooldown = "1h" }
     medic.expect_log("`web`/`restart` is cooling down for another", WAIT);
     medic.stop();
 }
+
+/// The host bounds what a rule asks for: a command that keeps failing opens its breaker (then
+/// refused with `circuit open`), one trial run after `open_for` closes it again, and a command
+/// asked for too often is refused by its rate limit. Each decision is in the history, with the
+/// rule's build; the breaker's changes are too.
+#[test]
+fn the_breaker_and_the_rate_limit_bound_what_rules_ask_for() {
+    let site = Site::new();
+    site.add_rule("counter", "flaky");
+    site.add_rule("counter", "eager");
+    let fixed = site.path("fixed");
+    site.write_config(&format!(
+        r#"
+[rules.config.flaky]
+pattern = "*/flaky/*"
+run = ["svc", "fix"]
+every_batch = true
+
+[rules.config.eager]
+pattern = "*/eager/*"
+run = ["svc", "ping"]
+every_batch = true
+
+[services.svc.commands]
+fix = {{ run = "test -e {fixed}", breaker = {{ failures = 3, within = "1m", open_for = "2s" }} }}
+ping = {{ run = "true", max_runs = {{ count = 2, within = "1h" }} }}
+"#,
+        fixed = fixed.display()
+    ));
+    let medic = site.start();
+    // One value at a time: each request is answered before the next is asked.
+    let ask = |plugin: &str, i: usize, answered: &str, n: usize| {
+        medic.putval(&[&format!("PUTVAL h/{plugin}/gauge N:{i}")]);
+        assert!(
+            wait_until(WAIT, || medic.log_lines_with(answered).len() >= n),
+            "no {n}th {answered:?}:\n{}",
+            medic.log()
+        );
+    };
+    for i in 1..=3 {
+        ask("flaky", i, "counter result svc/fix code=Some(1)", i);
+    }
+    medic.expect_log(
+        "circuit opened: `svc`/`fix` failed 3 times within 60s",
+        WAIT,
+    );
+    ask(
+        "flaky",
+        4,
+        r#"error=Some("circuit open: `svc`/`fix` failed too often"#,
+        1,
+    );
+    std::fs::write(&fixed, "").unwrap();
+    std::thread::sleep(Duration::from_millis(2100));
+    ask("flaky", 5, "counter result svc/fix code=Some(0)", 1);
+    medic.expect_log(
+        "circuit closed: the trial run of `svc`/`fix` succeeded",
+        WAIT,
+    );
+
+    for i in 1..=2 {
+        ask("eager", i, "counter result svc/ping code=Some(0)", i);
+    }
+    ask(
+        "eager",
+        3,
+        r#"error=Some("rate limit: `svc`/`ping` started 2 times within 3600s")"#,
+        1,
+    );
+
+    let rows = site.history();
+    let fix: Vec<&str> = rows
+        .iter()
+        .rev()
+        .filter(|r| r["command"] == "fix")
+        .map(|r| r["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        fix,
+        ["failed", "failed", "failed", "refused", "succeeded"],
+        "{rows:?}"
+    );
+    let build = site.build_of("flaky");
+    assert!(
+        rows.iter()
+            .filter(|r| r["command"] == "fix")
+            .all(|r| r["origin"] == "flaky" && r["build"] == build.as_str())
+    );
+    let breaker: Vec<&str> = rows
+        .iter()
+        .rev()
+        .filter(|r| r["origin"] == "policy")
+        .map(|r| r["reason"].as_str().unwrap())
+        .collect();
+    assert!(
+        breaker.len() == 2
+            && breaker[0].starts_with("failure: circuit opened")
+            && breaker[1].starts_with("okay: circuit closed"),
+        "{breaker:?}"
+    );
+    let refused = rows
+        .iter()
+        .find(|r| r["command"] == "ping" && r["state"] == "refused")
+        .unwrap();
+    assert!(
+        refused["refusal"]
+            .as_str()
+            .unwrap()
+            .starts_with("rate limit")
+    );
+    medic.stop();
+}

@@ -188,6 +188,25 @@ pub enum Refusal {
         command: String,
         remaining: Duration,
     },
+    #[error("rate limit: `{service}`/`{command}` started {count} times within {within:?}")]
+    RateLimited {
+        service: String,
+        command: String,
+        count: usize,
+        within: Duration,
+    },
+    #[error(
+        "circuit open: `{service}`/`{command}` failed too often; refused for another {remaining:?}"
+    )]
+    CircuitOpen {
+        service: String,
+        command: String,
+        remaining: Duration,
+    },
+    #[error(
+        "circuit open: a trial run of `{service}`/`{command}` is deciding whether it works again"
+    )]
+    CircuitTrial { service: String, command: String },
     #[error("medic is stopping")]
     Stopping,
 }

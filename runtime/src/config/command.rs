@@ -31,6 +31,51 @@ pub struct Command {
     pub concurrency: usize,
     /// The command's whole environment besides `PATH` (medic's own is never passed on).
     pub env: BTreeMap<String, String>,
+    /// Starts allowed within a sliding window, whoever asks.
+    pub max_runs: MaxRuns,
+    /// Refuse a command that keeps failing (Monit's "N restarts within M cycles").
+    pub breaker: Breaker,
+}
+
+/// At most `count` starts within any `within`.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MaxRuns {
+    pub count: usize,
+    #[serde(with = "humantime_serde")]
+    pub within: Duration,
+}
+
+impl Default for MaxRuns {
+    fn default() -> Self {
+        Self {
+            count: 30,
+            within: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// After `failures` failed runs (non-zero exit, signal, timeout, cannot start) within `within`,
+/// the command is refused for `open_for`; then one trial run decides: success closes the
+/// breaker, failure opens it again.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Breaker {
+    pub failures: usize,
+    #[serde(with = "humantime_serde")]
+    pub within: Duration,
+    #[serde(with = "humantime_serde")]
+    pub open_for: Duration,
+}
+
+impl Default for Breaker {
+    fn default() -> Self {
+        Self {
+            failures: 5,
+            within: Duration::from_secs(30 * 60),
+            open_for: Duration::from_secs(30 * 60),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -62,6 +107,8 @@ impl Command {
             kill_grace: Self::DEFAULT_KILL_GRACE,
             concurrency: 1,
             env: BTreeMap::new(),
+            max_runs: MaxRuns::default(),
+            breaker: Breaker::default(),
         }
     }
 }
@@ -107,6 +154,10 @@ impl<'de> Visitor<'de> for CommandVisitor {
             concurrency: Option<usize>,
             #[serde(default)]
             env: BTreeMap<String, String>,
+            #[serde(default)]
+            max_runs: Option<MaxRuns>,
+            #[serde(default)]
+            breaker: Option<Breaker>,
         }
         #[derive(Deserialize)]
         #[serde(untagged, expecting = "`run` must be an argv array or a shell string")]
@@ -145,6 +196,22 @@ impl<'de> Visitor<'de> for CommandVisitor {
             )));
         }
         c.env = t.env;
+        if let Some(m) = t.max_runs {
+            if m.count == 0 || m.within.is_zero() {
+                return Err(de::Error::custom(
+                    "`max_runs` needs a `count` and a `within` of more than 0",
+                ));
+            }
+            c.max_runs = m;
+        }
+        if let Some(b) = t.breaker {
+            if b.failures == 0 || b.within.is_zero() || b.open_for.is_zero() {
+                return Err(de::Error::custom(
+                    "`breaker` needs `failures`, `within` and `open_for` of more than 0",
+                ));
+            }
+            c.breaker = b;
+        }
         Ok(c)
     }
 }

@@ -168,7 +168,7 @@ async fn start(config: Arc<Config>, shutdown: Shutdown) -> anyhow::Result<Runnin
     let series = Arc::new(SeriesTable::with_limits(types.clone(), limits));
     let status = StatusBoard::default();
 
-    let (commands, commands_rx) = mpsc::unbounded_channel();
+    let (commands, commands_rx) = mpsc::channel(crate::effects::COMMAND_QUEUE);
     let executor = Executor::new(config.clone())
         .with_store(store.clone())
         .with_history(history.clone());

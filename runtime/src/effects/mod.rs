@@ -18,10 +18,15 @@ use crate::engine::port::{Decision, EffectPort};
 use crate::event::{CommandRequest, Severity};
 use crate::store::history::{Entry, History};
 
+/// Command requests waiting for the policy gate at most.
+pub const COMMAND_QUEUE: usize = 1024;
+
 /// Where every kind of decision goes. Cheap to clone.
 #[derive(Clone)]
 pub struct Effects {
-    pub commands: mpsc::UnboundedSender<CommandRequest>,
+    /// Bounded ([`COMMAND_QUEUE`]): a rule asking thousands of times a second is refused, never
+    /// grows memory.
+    pub commands: mpsc::Sender<CommandRequest>,
     /// `None` when this node has no `[mqtt]` section.
     pub mqtt: Option<mqtt::Outbound>,
     /// Where notifications are recorded (none in `medic check`).
@@ -34,21 +39,38 @@ impl Effects {
         Arc::new(move |decision| self.carry_out(decision))
     }
 
-    /// Hand a run request to the policy gate and executor.
+    /// Hand a run request to the policy gate and executor; refused at once when too many wait.
     pub fn run(&self, request: CommandRequest) {
-        if let Err(mpsc::error::SendError(request)) = self.commands.send(request) {
-            tracing::error!(
-                origin = &*request.origin,
-                action_id = request.action_id,
-                "executor is gone; command not run"
-            );
-            (request.reply)(crate::event::CommandResult::error(
-                request.action_id,
-                request.service,
-                request.command,
-                "medic is stopping".into(),
-            ));
-        }
+        let (request, why) = match self.commands.try_send(request) {
+            Ok(()) => return,
+            Err(mpsc::error::TrySendError::Full(request)) => {
+                let why = format!(
+                    "too many command requests waiting ({COMMAND_QUEUE}): refused, not queued"
+                );
+                tracing::warn!(
+                    origin = &*request.origin,
+                    action_id = request.action_id,
+                    service = request.service,
+                    command = request.command,
+                    "{why}"
+                );
+                (request, why)
+            }
+            Err(mpsc::error::TrySendError::Closed(request)) => {
+                tracing::error!(
+                    origin = &*request.origin,
+                    action_id = request.action_id,
+                    "executor is gone; command not run"
+                );
+                (request, "medic is stopping".to_string())
+            }
+        };
+        (request.reply)(crate::event::CommandResult::error(
+            request.action_id,
+            request.service,
+            request.command,
+            why,
+        ));
     }
 
     fn carry_out(&self, decision: Decision) {

@@ -244,9 +244,12 @@ pub fn outcome_reply(outcome: &Outcome) -> (i64, String) {
             Refusal::NoServices => code::NO_SERVICES,
             Refusal::UnknownService(_) => code::UNKNOWN_SERVICE,
             Refusal::UnknownCommand { .. } => code::UNKNOWN_COMMAND,
-            Refusal::AlreadyRunning { .. } | Refusal::CoolingDown { .. } | Refusal::Stopping => {
-                code::REFUSED
-            }
+            Refusal::AlreadyRunning { .. }
+            | Refusal::CoolingDown { .. }
+            | Refusal::RateLimited { .. }
+            | Refusal::CircuitOpen { .. }
+            | Refusal::CircuitTrial { .. }
+            | Refusal::Stopping => code::REFUSED,
         };
         return (code, refusal.to_string());
     }

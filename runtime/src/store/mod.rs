@@ -110,6 +110,12 @@ impl Store {
                  at      INTEGER NOT NULL,
                  PRIMARY KEY (service, command)
              ) WITHOUT ROWID;
+             CREATE TABLE IF NOT EXISTS policy_state (
+                 service TEXT NOT NULL,
+                 command TEXT NOT NULL,
+                 state   BLOB NOT NULL,
+                 PRIMARY KEY (service, command)
+             ) WITHOUT ROWID;
              CREATE TABLE IF NOT EXISTS mqtt_tasks (
                  task_id  TEXT PRIMARY KEY,
                  received INTEGER NOT NULL,
@@ -342,6 +348,30 @@ impl Store {
             .query_map([], |r| {
                 Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? as u64))
             })?
+            .collect()
+    }
+
+    /// Keep a command's rate-limit and breaker state (the gate's own serialization).
+    pub fn policy_state_set(
+        &self,
+        service: &str,
+        command: &str,
+        state: &[u8],
+    ) -> rusqlite::Result<()> {
+        self.conn()
+            .prepare_cached(
+                "INSERT INTO policy_state (service, command, state) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (service, command) DO UPDATE SET state = excluded.state",
+            )?
+            .execute(params![service, command, state])
+            .map(drop)
+    }
+
+    /// Every `(service, command, state)` kept.
+    pub fn policy_states(&self) -> rusqlite::Result<Vec<(String, String, Vec<u8>)>> {
+        self.conn()
+            .prepare_cached("SELECT service, command, state FROM policy_state")?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
             .collect()
     }
 

@@ -9,10 +9,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncReadExt};
-use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::sync::mpsc::Receiver;
 use tokio::sync::{Notify, watch};
 
-use super::policy::{Admitted, Gate};
+use super::policy::{Admitted, BreakerChange, Gate};
 use crate::config::{Command, Config, Program};
 use crate::event::{CommandRequest, CommandResult, Refusal};
 use crate::store::history::{Entry, History, state};
@@ -336,6 +336,18 @@ impl Executor {
 
     /// Keep the gate's last starts in `store`, starting from what it recorded before.
     pub fn with_store(mut self, store: crate::store::Store) -> Self {
+        match store.policy_states() {
+            Ok(states) => {
+                let saved = states.into_iter().filter_map(|(service, command, bytes)| {
+                    Some((service, command, serde_json::from_slice(&bytes).ok()?))
+                });
+                self.gate
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .restore_saved(saved, crate::event::now_ns(), Instant::now());
+            }
+            Err(e) => store.report("the commands' policy state cannot be read", &e),
+        }
         match store.policy_starts() {
             Ok(starts) => self.gate.lock().unwrap_or_else(|p| p.into_inner()).restore(
                 starts,
@@ -355,7 +367,7 @@ impl Executor {
         }
     }
 
-    pub async fn serve(self, mut requests: UnboundedReceiver<CommandRequest>) {
+    pub async fn serve(self, mut requests: Receiver<CommandRequest>) {
         let me = Arc::new(self);
         while let Some(request) = requests.recv().await {
             let me = me.clone();
@@ -410,10 +422,7 @@ impl Executor {
                 );
                 let mut stop = self.running.kill.subscribe();
                 let result = run_until(&spec, &mut stop).await;
-                self.gate
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .finish(token);
+                self.finish_run(token, &result);
                 let output = summary(&result.output);
                 match (&result.error, result.code) {
                     (None, Some(0)) => tracing::info!(
@@ -471,13 +480,11 @@ impl Executor {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
-        let (spec, token) = self.gate.lock().unwrap_or_else(|p| p.into_inner()).admit(
-            &config,
-            &req.service,
-            &req.command,
-            Instant::now(),
-        )?;
+        let mut gate = self.gate.lock().unwrap_or_else(|p| p.into_inner());
+        let (spec, token) = gate.admit(&config, &req.service, &req.command, Instant::now())?;
         let spec = spec.clone();
+        self.save_policy(&gate, &req.service, &req.command);
+        drop(gate);
         now.insert(req.action_id, format!("{}/{}", req.service, req.command));
         if let Some(store) = &self.store
             && let Err(e) =
@@ -486,6 +493,49 @@ impl Executor {
             store.report("a command's start cannot be recorded", &e);
         }
         Ok((spec, token))
+    }
+
+    /// Give the run back to the gate: a failure counts towards its breaker (a run medic killed
+    /// while stopping does not: the command did nothing wrong). A breaker change is logged and
+    /// recorded; the command's policy state is kept for the next start.
+    fn finish_run(&self, token: Admitted, result: &RunResult) {
+        let (service, command) = (token.service().to_string(), token.command().to_string());
+        let failed = !result.interrupted && outcome(result) != state::SUCCEEDED;
+        let config = self
+            .config
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let change = {
+            let mut gate = self.gate.lock().unwrap_or_else(|p| p.into_inner());
+            let change = gate.finish(&config, token, failed, Instant::now());
+            self.save_policy(&gate, &service, &command);
+            change
+        };
+        let Some(change) = change else { return };
+        match change {
+            BreakerChange::Opened { .. } => tracing::warn!("{change}"),
+            BreakerChange::Closed { .. } => tracing::info!("{change}"),
+        }
+        self.record(|| Entry::Notified {
+            action_id: crate::event::next_action_id(),
+            at_ns: crate::event::now_ns(),
+            rule: Arc::from("policy"),
+            severity: match change {
+                BreakerChange::Opened { .. } => "failure",
+                BreakerChange::Closed { .. } => "okay",
+            },
+            message: change.to_string(),
+        });
+    }
+
+    fn save_policy(&self, gate: &Gate, service: &str, command: &str) {
+        let Some(store) = &self.store else { return };
+        let saved = gate.saved(service, command, crate::event::now_ns(), Instant::now());
+        let bytes = serde_json::to_vec(&saved).expect("plain numbers serialize");
+        if let Err(e) = store.policy_state_set(service, command, &bytes) {
+            store.report("a command's policy state cannot be kept", &e);
+        }
     }
 
     fn record(&self, entry: impl FnOnce() -> Entry) {

@@ -124,12 +124,12 @@ async fn executor_refuses_a_concurrent_run_and_reports_back() {
         std::path::Path::new("/"),
     )
     .unwrap();
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
     tokio::spawn(Executor::new(Arc::new(config)).serve(rx));
     let (otx, mut orx) = tokio::sync::mpsc::unbounded_channel();
     for id in 0..2 {
         let otx = otx.clone();
-        tx.send(CommandRequest {
+        tx.try_send(CommandRequest {
             build: None,
             origin: "test".into(),
             action_id: id,
@@ -169,12 +169,12 @@ async fn drain_waits_then_kills_and_refuses_new_runs() {
     .unwrap();
     let executor = Executor::new(Arc::new(config));
     let handle = executor.handle();
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
     tokio::spawn(executor.serve(rx));
     let (otx, mut orx) = tokio::sync::mpsc::unbounded_channel();
     let ask = |id: u64, command: &str| {
         let otx = otx.clone();
-        tx.send(CommandRequest {
+        tx.try_send(CommandRequest {
             build: None,
             origin: "test".into(),
             action_id: id,

@@ -4,7 +4,8 @@
 //!
 //! With `run = ["service", "command"]` in its config it also exercises the host's action path:
 //! on its first values it asks for that command and arms a timer; it logs the command's result
-//! and the timer's firing, and notifies when both have come back.
+//! and the timer's firing, and notifies when both have come back. With `every_batch = true` it
+//! asks for the command on every batch of values instead (policy tests).
 //!
 //! MQTT: with `topics = [...]` it receives messages on those filters, logs each one and
 //! publishes `echo:<payload>` on every topic of `publish = [...]`; with
@@ -31,6 +32,9 @@ struct Settings {
     publish: Vec<String>,
     #[serde(default)]
     remote: Option<(String, String, String)>,
+    /// Ask for `run` on every batch of values, not only the first (policy tests).
+    #[serde(default)]
+    every_batch: bool,
 }
 
 pub struct Counter {
@@ -102,6 +106,10 @@ impl Rule for Counter {
             ctx.run_remote(node, service, command, "counter remote test");
         }
         if let Some((service, command)) = &self.settings.run
+            && self.settings.every_batch
+        {
+            ctx.run(service, command, format!("counter asks at seen={seen}"));
+        } else if let Some((service, command)) = &self.settings.run
             && !self.asked
         {
             self.asked = true;
