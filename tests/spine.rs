@@ -626,3 +626,44 @@ ping = {{ run = "true", max_runs = {{ count = 2, within = "1h" }} }}
     );
     medic.stop();
 }
+
+/// `user = "nobody"`: the command runs with nobody's uid and group and no supplementary
+/// groups, and learns who asked from its environment. Needs root (CI is root); elsewhere medic
+/// must refuse the config at start, which is checked instead.
+#[test]
+fn a_command_runs_as_its_configured_user() {
+    let site = Site::new();
+    site.add_rule("counter", "counter");
+    site.write_config(
+        r#"
+[rules.config.counter]
+pattern = "*/load/load"
+run = ["who", "ami"]
+
+[services.who.commands]
+ami = { run = "echo $(id -u) $(id -G) $MEDIC_ORIGIN", user = "nobody", cwd = "/" }
+"#,
+    );
+    if !std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"))
+    {
+        let out = site.check();
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("medic must run as root"),
+            "{out:?}"
+        );
+        return;
+    }
+    let medic = site.start();
+    medic.putval(&["PUTVAL h/load/load N:1:1:1"]);
+    medic.expect_log(
+        r#"counter result who/ami code=Some(0) output="65534 65534 counter\n""#,
+        WAIT,
+    );
+    let rows = site.history();
+    let row = rows.iter().find(|r| r["service"] == "who").unwrap();
+    assert_eq!(row["state"], "succeeded", "{rows:?}");
+    medic.stop();
+}

@@ -207,6 +207,8 @@ pub enum Refusal {
         "circuit open: a trial run of `{service}`/`{command}` is deciding whether it works again"
     )]
     CircuitTrial { service: String, command: String },
+    #[error("{running} commands are running, policy.max_concurrent allows no more")]
+    TooManyRunning { running: usize },
     #[error("medic is stopping")]
     Stopping,
 }

@@ -150,6 +150,85 @@ pub fn release_free_memory() {
     }
 }
 
+/// The uid and gid a command runs as: `user`'s, with `group` (a name) instead of its primary
+/// group when given; `user` absent keeps medic's own uid.
+pub fn account(user: Option<&str>, group: Option<&str>) -> io::Result<(Option<u32>, Option<u32>)> {
+    let mut uid = None;
+    let mut gid = None;
+    if let Some(name) = user {
+        let (u, g) = lookup_user(name)?;
+        uid = Some(u);
+        gid = Some(g);
+    }
+    if let Some(name) = group {
+        gid = Some(lookup_group(name)?);
+    }
+    Ok((uid, gid))
+}
+
+/// Whether medic may change a command's user or group.
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn lookup_user(name: &str) -> io::Result<(u32, u32)> {
+    let c_name = std::ffi::CString::new(name)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a NUL in the user name"))?;
+    let mut buf = vec![0 as libc::c_char; 16 * 1024];
+    // SAFETY: passwd is plain data; getpwnam_r fills it and `buf` (whose size we pass) and
+    // sets `found` to it or to null; nothing is kept past this call.
+    unsafe {
+        let mut pwd: libc::passwd = std::mem::zeroed();
+        let mut found: *mut libc::passwd = std::ptr::null_mut();
+        let rc = libc::getpwnam_r(
+            c_name.as_ptr(),
+            &mut pwd,
+            buf.as_mut_ptr(),
+            buf.len(),
+            &mut found,
+        );
+        if rc != 0 {
+            return Err(io::Error::from_raw_os_error(rc));
+        }
+        if found.is_null() {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("no user `{name}`"),
+            ));
+        }
+        Ok((pwd.pw_uid, pwd.pw_gid))
+    }
+}
+
+fn lookup_group(name: &str) -> io::Result<u32> {
+    let c_name = std::ffi::CString::new(name)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a NUL in the group name"))?;
+    let mut buf = vec![0 as libc::c_char; 16 * 1024];
+    // SAFETY: as in `lookup_user`, with getgrnam_r and a group struct.
+    unsafe {
+        let mut grp: libc::group = std::mem::zeroed();
+        let mut found: *mut libc::group = std::ptr::null_mut();
+        let rc = libc::getgrnam_r(
+            c_name.as_ptr(),
+            &mut grp,
+            buf.as_mut_ptr(),
+            buf.len(),
+            &mut found,
+        );
+        if rc != 0 {
+            return Err(io::Error::from_raw_os_error(rc));
+        }
+        if found.is_null() {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("no group `{name}`"),
+            ));
+        }
+        Ok(grp.gr_gid)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

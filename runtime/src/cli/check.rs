@@ -24,6 +24,7 @@ pub struct RuleReport {
 
 /// Returns the report lines and whether everything passed.
 pub fn check(config: &Config) -> anyhow::Result<(String, bool)> {
+    crate::effects::executor::check_accounts(config).map_err(anyhow::Error::msg)?;
     let compiler = Compiler::new(None)?;
     let host = HostParts {
         state: Store::in_memory()?,

@@ -31,6 +31,12 @@ pub struct Command {
     pub concurrency: usize,
     /// The command's whole environment besides `PATH` (medic's own is never passed on).
     pub env: BTreeMap<String, String>,
+    /// Run as this account (medic must be root): its uid, its primary group unless `group`
+    /// says otherwise, no supplementary groups.
+    pub user: Option<String>,
+    pub group: Option<String>,
+    /// Working directory (default: `/`).
+    pub cwd: Option<std::path::PathBuf>,
     /// Starts allowed within a sliding window, whoever asks.
     pub max_runs: MaxRuns,
     /// Refuse a command that keeps failing (Monit's "N restarts within M cycles").
@@ -107,6 +113,9 @@ impl Command {
             kill_grace: Self::DEFAULT_KILL_GRACE,
             concurrency: 1,
             env: BTreeMap::new(),
+            user: None,
+            group: None,
+            cwd: None,
             max_runs: MaxRuns::default(),
             breaker: Breaker::default(),
         }
@@ -155,6 +164,12 @@ impl<'de> Visitor<'de> for CommandVisitor {
             #[serde(default)]
             env: BTreeMap<String, String>,
             #[serde(default)]
+            user: Option<String>,
+            #[serde(default)]
+            group: Option<String>,
+            #[serde(default)]
+            cwd: Option<std::path::PathBuf>,
+            #[serde(default)]
             max_runs: Option<MaxRuns>,
             #[serde(default)]
             breaker: Option<Breaker>,
@@ -196,6 +211,13 @@ impl<'de> Visitor<'de> for CommandVisitor {
             )));
         }
         c.env = t.env;
+        if t.user.as_deref().or(t.group.as_deref()) == Some("") {
+            return Err(de::Error::custom("`user` and `group` must not be empty"));
+        }
+        if t.cwd.as_ref().is_some_and(|d| !d.is_absolute()) {
+            return Err(de::Error::custom("`cwd` must be an absolute path"));
+        }
+        (c.user, c.group, c.cwd) = (t.user, t.group, t.cwd);
         if let Some(m) = t.max_runs {
             if m.count == 0 || m.within.is_zero() {
                 return Err(de::Error::custom(

@@ -31,6 +31,22 @@ pub struct Config {
     pub services: BTreeMap<String, Service>,
     #[serde(default)]
     pub history: History,
+    #[serde(default)]
+    pub policy: Policy,
+}
+
+/// Limits across all commands (each command has its own too).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Policy {
+    /// Commands running at once, all services together.
+    pub max_concurrent: usize,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self { max_concurrent: 16 }
+    }
 }
 
 /// The audit history in `state_dir/medic.db`, kept within both bounds.
@@ -326,6 +342,9 @@ impl Config {
         }
         if self.rules.queue_capacity == 0 || self.rules.max_batch == 0 {
             return Err("rules.queue_capacity and rules.max_batch must be more than 0".into());
+        }
+        if self.policy.max_concurrent == 0 {
+            return Err("policy.max_concurrent must be more than 0".into());
         }
         if self.history.max_rows == 0 || self.history.max_age.is_zero() {
             return Err("history.max_age and history.max_rows must be more than 0".into());

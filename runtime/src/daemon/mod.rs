@@ -136,6 +136,7 @@ struct Running {
 }
 
 async fn start(config: Arc<Config>, shutdown: Shutdown) -> anyhow::Result<Running> {
+    crate::effects::executor::check_accounts(&config).map_err(anyhow::Error::msg)?;
     crate::os::private_umask();
     crate::os::ignore_file_size_signal();
     match crate::os::raise_nofile_limit() {

@@ -50,6 +50,7 @@ fn merge(current: Config, new: &Config) -> (Config, Vec<&'static str>) {
     let mut effective = current;
     let mut later = Vec::new();
     effective.services = new.services.clone();
+    effective.policy = new.policy.clone();
     effective.rules.config = new.rules.config.clone();
     let mut rules_rest = new.rules.clone();
     rules_rest.config = effective.rules.config.clone();

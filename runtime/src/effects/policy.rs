@@ -135,6 +135,10 @@ impl Gate {
                 service: service.into(),
                 command: command.into(),
             })?;
+        let all: usize = self.running.values().sum();
+        if all >= config.policy.max_concurrent {
+            return Err(Refusal::TooManyRunning { running: all });
+        }
         let key = (service.to_string(), command.to_string());
         let running = self.running.get(&key).copied().unwrap_or(0);
         if running >= spec.concurrency {
@@ -556,5 +560,22 @@ mod tests {
             fresh.admit(&c, "s", "c", later),
             Err(Refusal::CircuitOpen { remaining, .. }) if remaining.as_secs() == 3000
         ));
+    }
+
+    #[test]
+    fn max_concurrent_bounds_all_commands_together() {
+        let c = config(
+            "[policy]\nmax_concurrent = 2\n[services.s.commands]\na = \"true\"\nb = \"true\"\nc = \"true\"\n",
+        );
+        let mut g = Gate::default();
+        let t0 = Instant::now();
+        let (_, a) = g.admit(&c, "s", "a", t0).unwrap();
+        let (_, _b) = g.admit(&c, "s", "b", t0).unwrap();
+        assert_eq!(
+            g.admit(&c, "s", "c", t0).unwrap_err().to_string(),
+            "2 commands are running, policy.max_concurrent allows no more"
+        );
+        g.finish(&c, a, false, t0);
+        assert!(g.admit(&c, "s", "c", t0).is_ok());
     }
 }

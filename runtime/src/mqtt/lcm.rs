@@ -249,6 +249,7 @@ pub fn outcome_reply(outcome: &Outcome) -> (i64, String) {
             | Refusal::RateLimited { .. }
             | Refusal::CircuitOpen { .. }
             | Refusal::CircuitTrial { .. }
+            | Refusal::TooManyRunning { .. }
             | Refusal::Stopping => code::REFUSED,
         };
         return (code, refusal.to_string());

@@ -38,11 +38,55 @@ pub struct RunResult {
     pub duration: Duration,
 }
 
+/// Commands that set `user` or `group`: medic must be root, and the accounts must exist.
+/// Checked at start (and by `medic check`), so a mistake is a config error, not a failed run
+/// at 3 a.m.
+pub fn check_accounts(config: &Config) -> Result<(), String> {
+    for (service, svc) in &config.services {
+        for (name, command) in &svc.commands {
+            if command.user.is_none() && command.group.is_none() {
+                continue;
+            }
+            let at = format!("services.{service}.commands.{name}");
+            if !crate::os::is_root() {
+                return Err(format!(
+                    "{at} sets `user` or `group`: medic must run as root to change them"
+                ));
+            }
+            crate::os::account(command.user.as_deref(), command.group.as_deref())
+                .map_err(|e| format!("{at}: {e}"))?;
+        }
+    }
+    Ok(())
+}
+
+/// Who asked for a run and why: given to the command as `MEDIC_ACTION_ID`, `MEDIC_ORIGIN` and
+/// `MEDIC_REASON`.
+#[derive(Debug, Clone, Default)]
+pub struct Asker {
+    pub action_id: u64,
+    pub origin: String,
+    pub reason: String,
+}
+
 /// Run one command to completion (or timeout). Never panics on the command's behaviour.
 /// `stop` turning true ends it early: its process group is killed as on a timeout (medic is
 /// stopping and its deadline has passed).
-pub async fn run_until(spec: &Command, stop: &mut watch::Receiver<bool>) -> RunResult {
+pub async fn run_until(
+    spec: &Command,
+    asker: &Asker,
+    stop: &mut watch::Receiver<bool>,
+) -> RunResult {
     let started = Instant::now();
+    let not_started = |error: String| RunResult {
+        code: None,
+        signal: None,
+        output: String::new(),
+        error: Some(error),
+        timed_out: false,
+        interrupted: false,
+        duration: started.elapsed(),
+    };
     let mut cmd = match &spec.program {
         Program::Argv(argv) => {
             let mut c = tokio::process::Command::new(&argv[0]);
@@ -56,8 +100,29 @@ pub async fn run_until(spec: &Command, stop: &mut watch::Receiver<bool>) -> RunR
         }
     };
     // Nothing of medic's own environment (credentials, say) reaches a command: a fixed PATH
-    // and what the config gives it.
-    cmd.env_clear().env("PATH", COMMAND_PATH).envs(&spec.env);
+    // and locale, who asked, and what the config gives it (which may override them).
+    cmd.env_clear()
+        .env("PATH", COMMAND_PATH)
+        .env("LANG", "C.UTF-8")
+        .env("MEDIC_ACTION_ID", asker.action_id.to_string())
+        .env("MEDIC_ORIGIN", &asker.origin)
+        .env("MEDIC_REASON", &asker.reason)
+        .envs(&spec.env);
+    if let Some(dir) = &spec.cwd {
+        cmd.current_dir(dir);
+    }
+    match crate::os::account(spec.user.as_deref(), spec.group.as_deref()) {
+        // std drops the supplementary groups when a root parent sets the uid.
+        Ok((uid, gid)) => {
+            if let Some(gid) = gid {
+                cmd.gid(gid);
+            }
+            if let Some(uid) = uid {
+                cmd.uid(uid);
+            }
+        }
+        Err(e) => return not_started(format!("cannot run {} as configured: {e}", spec.program)),
+    }
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -75,17 +140,7 @@ pub async fn run_until(spec: &Command, stop: &mut watch::Receiver<bool>) -> RunR
     }
     let mut child = match cmd.spawn() {
         Ok(c) => c,
-        Err(e) => {
-            return RunResult {
-                code: None,
-                signal: None,
-                output: String::new(),
-                error: Some(format!("cannot start {}: {e}", spec.program)),
-                timed_out: false,
-                interrupted: false,
-                duration: started.elapsed(),
-            };
-        }
+        Err(e) => return not_started(format!("cannot start {}: {e}", spec.program)),
     };
     let pgid = child.id().map(|id| id as i32);
     let capture = Arc::new(Mutex::new(Capture::new(spec.output_cap)));
@@ -421,7 +476,12 @@ impl Executor {
                     "running command"
                 );
                 let mut stop = self.running.kill.subscribe();
-                let result = run_until(&spec, &mut stop).await;
+                let asker = Asker {
+                    action_id: req.action_id,
+                    origin: req.origin.to_string(),
+                    reason: req.reason.clone(),
+                };
+                let result = run_until(&spec, &asker, &mut stop).await;
                 self.finish_run(token, &result);
                 let output = summary(&result.output);
                 match (&result.error, result.code) {

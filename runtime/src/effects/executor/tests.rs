@@ -5,7 +5,7 @@ use super::*;
 /// Run to completion, never stopped early.
 async fn run(spec: &Command) -> RunResult {
     let (_keep, mut never) = watch::channel(false);
-    run_until(spec, &mut never).await
+    run_until(spec, &Asker::default(), &mut never).await
 }
 
 fn shell(script: &str) -> Command {
@@ -213,7 +213,8 @@ async fn drain_waits_then_kills_and_refuses_new_runs() {
     assert_eq!(refused.refusal, Some(Refusal::Stopping));
 }
 
-/// A command sees a fixed PATH and what its config gives it, never medic's own environment.
+/// A command sees a fixed PATH and locale, who asked, and what its config gives it, never
+/// medic's own environment.
 #[tokio::test]
 async fn commands_get_a_clean_environment() {
     // SAFETY: set before any command starts; nothing else in this test reads it concurrently.
@@ -227,8 +228,41 @@ async fn commands_get_a_clean_environment() {
     assert_eq!(
         vars,
         vec![
+            "LANG=C.UTF-8",
+            "MEDIC_ACTION_ID=0",
+            "MEDIC_ORIGIN=",
+            "MEDIC_REASON=",
             "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
             "SERVICE_ENV=given"
         ]
+    );
+}
+
+#[tokio::test]
+async fn a_command_learns_who_asked_and_runs_where_configured() {
+    let mut spec = shell("echo $MEDIC_ACTION_ID $MEDIC_ORIGIN $MEDIC_REASON $LANG; pwd");
+    spec.cwd = Some("/tmp".into());
+    let asker = Asker {
+        action_id: 42,
+        origin: "threshold".into(),
+        reason: "load 9.5 > 8".into(),
+    };
+    let (_keep, mut never) = watch::channel(false);
+    let r = run_until(&spec, &asker, &mut never).await;
+    assert_eq!(r.output, "42 threshold load 9.5 > 8 C.UTF-8\n/tmp\n");
+}
+
+#[tokio::test]
+async fn an_unknown_account_is_an_error_not_a_run() {
+    let mut spec = shell("true");
+    spec.user = Some("no-such-user-here".into());
+    let r = run(&spec).await;
+    assert_eq!(r.code, None);
+    assert!(
+        r.error
+            .as_deref()
+            .unwrap()
+            .contains("no user `no-such-user-here`"),
+        "{r:?}"
     );
 }
