@@ -237,7 +237,23 @@ fn broken_rules_are_contained_and_explained() {
             .any(|l| l.contains("not a valid wasm component")),
         "{corrupt:?}"
     );
+    // Every fault is on record too, with the build that faulted.
     medic.stop();
+    let rows = site.history();
+    let fault = |rule: &str, what: &str| {
+        rows.iter().any(|r| {
+            r["kind"] == "fault"
+                && r["origin"] == rule
+                && r["state"] == "faulted"
+                && r["reason"].as_str().unwrap().contains(what)
+        })
+    };
+    assert!(fault("trap", "faulted: trapped"), "{rows:?}");
+    assert!(fault("spin", "ran past its 50ms deadline"), "{rows:?}");
+    assert!(fault("corrupt", "not loaded: "), "{rows:?}");
+    assert!(fault("refuses", "not loaded: "), "{rows:?}");
+    let trap = rows.iter().find(|r| r["origin"] == "trap").unwrap();
+    assert_eq!(trap["build"], site.build_of("trap").as_str());
 }
 
 #[test]

@@ -59,6 +59,7 @@ fn wasm_instance(series: Arc<SeriesTable>, rule: &str, config: &str) -> RuleInst
             call_timeout: Duration::from_secs(10),
             memory_bytes: 64 << 20,
         },
+        history: None,
     };
     let instance = spec.instantiate(&host).unwrap();
     // The compiler (and its epoch ticker) must outlive the instance; leak it for the bench.

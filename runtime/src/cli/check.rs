@@ -30,6 +30,7 @@ pub fn check(config: &Config) -> anyhow::Result<(String, bool)> {
         state: Store::in_memory()?,
         series: Arc::new(SeriesTable::new(Arc::new(TypesDb::default()))),
         limits: Limits::from_config(&config.rules),
+        history: None,
     };
     let mut reports = Vec::new();
     let files = if config.rules.dir.exists() {

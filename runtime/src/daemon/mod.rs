@@ -213,6 +213,7 @@ async fn start(config: Arc<Config>, shutdown: Shutdown) -> anyhow::Result<Runnin
             state: store,
             series,
             limits: Limits::from_config(&config.rules),
+            history: Some(history.clone()),
         },
         config: config.rules.clone(),
         effects: effects.clone().port(),

@@ -113,6 +113,9 @@ impl Registry {
                     "rule not loaded: {e:#}{}",
                     if running { "; the previous version keeps serving" } else { "" }
                 );
+                let build = std::fs::read(path).ok().map(|b| Compiler::hash(&b));
+                self.host
+                    .record_fault(name, build.as_deref(), format!("not loaded: {e:#}"));
                 self.status.load_failed(name, format!("{e:#}"));
             }
         }
@@ -238,6 +241,12 @@ impl Registry {
                     tracing::error!(
                         rule = &*name,
                         "new config refused: {e:#}; the rule keeps its old config"
+                    );
+                    let build = self.rules.get(&*name).map(|l| l.hash.clone());
+                    self.host.record_fault(
+                        &name,
+                        build.as_deref(),
+                        format!("new config refused: {e:#}"),
                     );
                     // Keep what the rule runs with on record, so a later reload compares right.
                     match old.config.get(&*name) {

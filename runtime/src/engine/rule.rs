@@ -27,6 +27,23 @@ pub struct HostParts {
     pub state: StateStore,
     pub series: Arc<SeriesTable>,
     pub limits: Limits,
+    /// Where rule faults are recorded (none in `medic check` and benchmarks).
+    pub history: Option<crate::store::history::History>,
+}
+
+impl HostParts {
+    /// Record a fault of `rule` (build `build`) in the audit history.
+    pub fn record_fault(&self, rule: &str, build: Option<&str>, what: String) {
+        if let Some(history) = &self.history {
+            history.record(crate::store::history::Entry::Fault {
+                action_id: crate::event::next_action_id(),
+                at_ns: crate::event::now_ns(),
+                rule: rule.into(),
+                build: build.map(Into::into),
+                what,
+            });
+        }
+    }
 }
 
 /// The host-side form of a rule's `describe()`.

@@ -287,6 +287,11 @@ impl Worker {
                     batch = batch.len(),
                     "rule faulted: {fault}; retrying in {wait:?} (the batch is dropped)"
                 );
+                self.host.record_fault(
+                    &self.spec.name,
+                    Some(&self.spec.compiled.hash),
+                    format!("faulted: {fault}; {} events dropped", batch.len()),
+                );
                 self.status
                     .count_dropped(&self.spec.name, batch.len() as u64);
                 self.status.set_health(
@@ -329,6 +334,11 @@ impl Worker {
                 tracing::error!(
                     rule = &*self.spec.name,
                     "rule could not be restarted: {e}; retrying in {next:?}"
+                );
+                self.host.record_fault(
+                    &self.spec.name,
+                    Some(&self.spec.compiled.hash),
+                    format!("could not be restarted: {e}"),
                 );
                 self.status.set_health(
                     &self.spec.name,

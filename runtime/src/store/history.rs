@@ -55,6 +55,8 @@ pub mod state {
     pub const REFUSED: &str = "refused";
     /// A notification (kind `notification`): nothing ran.
     pub const NOTED: &str = "noted";
+    /// A rule fault (kind `fault`).
+    pub const FAULTED: &str = "faulted";
 }
 
 /// What is recorded.
@@ -85,6 +87,15 @@ pub enum Entry {
         duration: Duration,
         output: String,
         error: Option<String>,
+    },
+    /// A rule faulted (trap, deadline, memory cap, init failure) or a new build or config of it
+    /// was refused.
+    Fault {
+        action_id: u64,
+        at_ns: u64,
+        rule: Arc<str>,
+        build: Option<Arc<str>>,
+        what: String,
     },
     /// A notification a rule raised.
     Notified {
@@ -234,7 +245,7 @@ pub struct Query {
     pub since_ns: Option<u64>,
     pub origin: Option<String>,
     pub service: Option<String>,
-    /// Only what did not succeed: failed, timed out, interrupted, refused.
+    /// Only what did not succeed: failed, timed out, interrupted, refused, and rule faults.
     pub failed: bool,
     pub limit: u32,
 }
@@ -304,6 +315,27 @@ impl Store {
                         error,
                     ])?;
                 }
+                Entry::Fault {
+                    action_id,
+                    at_ns,
+                    rule,
+                    build,
+                    what,
+                } => {
+                    tx.prepare_cached(
+                        "INSERT OR REPLACE INTO history (action_id, kind, asked, origin, build, \
+                         reason, service, command, state) \
+                         VALUES (?1, 'fault', ?2, ?3, ?4, ?5, '', '', ?6)",
+                    )?
+                    .execute(params![
+                        *action_id as i64,
+                        *at_ns as i64,
+                        &**rule,
+                        build.as_deref(),
+                        what,
+                        state::FAULTED,
+                    ])?;
+                }
                 Entry::Notified {
                     action_id,
                     at_ns,
@@ -371,7 +403,9 @@ impl Store {
             sql.push_str(&format!(" AND service = ?{}", args.len()));
         }
         if q.failed {
-            sql.push_str(" AND state IN ('failed', 'timed out', 'interrupted', 'refused')");
+            sql.push_str(
+                " AND state IN ('failed', 'timed out', 'interrupted', 'refused', 'faulted')",
+            );
         }
         let limit = i64::from(q.limit);
         args.push(&limit);
