@@ -550,3 +550,41 @@ fn an_oversized_message_is_dropped_once_and_commands_keep_working() {
     );
     assert!(!log.contains("MQTT connection down"), "{log}");
 }
+
+/// A rule's notification is published as JSON on `notify_topic` (besides the log and the
+/// history), for people and other systems watching the broker.
+#[test]
+fn rule_notifications_are_published_on_the_notify_topic() {
+    let broker = Mosquitto::start(false);
+    let site = Site::named("notifier");
+    site.add_rule("counter", "counter");
+    site.write_config(&mqtt_config(
+        &site,
+        &broker,
+        &format!(
+            "{}\n[rules.config.counter]\npattern = \"*/load/load\"\nrun = [\"hello\", \"exec\"]\n",
+            services(&site)
+        ),
+    ));
+    let watcher = broker.watch("medic/notifier/notify", None);
+    let medic = site.start();
+    medic.expect_log("MQTT: subscribed", WAIT);
+    medic.putval(&["PUTVAL h/load/load N:1:1:1"]);
+    let published = || {
+        watcher.json().into_iter().find(|n| {
+            n["rule"] == "counter" && n["message"] == "counter: result and timer both arrived"
+        })
+    };
+    assert!(
+        wait_until(WAIT, || published().is_some()),
+        "{:?}",
+        watcher.lines()
+    );
+    let n = published().unwrap();
+    assert_eq!(
+        (n["node"].as_str(), n["severity"].as_str()),
+        (Some("notifier"), Some("okay"))
+    );
+    assert!(n["timestamp"].as_u64().is_some(), "{n}");
+    medic.stop();
+}

@@ -121,6 +121,17 @@ pub enum Severity {
     Okay,
 }
 
+impl Severity {
+    /// collectd's lower-case name, as in the history and MQTT notifications.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Failure => "failure",
+            Severity::Warning => "warning",
+            Severity::Okay => "okay",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Notification {
     pub severity: Severity,

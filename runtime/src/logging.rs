@@ -87,19 +87,32 @@ impl Default for RateLimited {
 #[derive(Debug)]
 pub struct RateLimitedByKind<K> {
     kinds: std::collections::HashMap<K, RateLimited>,
+    every: std::time::Duration,
 }
 
 impl<K> Default for RateLimitedByKind<K> {
     fn default() -> Self {
+        Self::new(RateLimited::DEFAULT_EVERY)
+    }
+}
+
+impl<K> RateLimitedByKind<K> {
+    pub fn new(every: std::time::Duration) -> Self {
         Self {
             kinds: std::collections::HashMap::new(),
+            every,
         }
     }
 }
 
 impl<K: std::hash::Hash + Eq> RateLimitedByKind<K> {
     pub fn log(&mut self, kind: K, emit: impl FnOnce(u64)) {
-        self.kinds.entry(kind).or_default().log(emit);
+        let every = self.every;
+        let limit = self
+            .kinds
+            .entry(kind)
+            .or_insert_with(|| RateLimited::new(every));
+        limit.log(emit);
     }
 }
 

@@ -51,6 +51,9 @@ pub struct Mqtt {
     /// Retained `online`, and `offline` as the last will.
     #[serde(default = "default_status_topic")]
     pub status_topic: String,
+    /// Where rules' notifications are published (JSON), for people and other systems.
+    #[serde(default = "default_notify_topic")]
+    pub notify_topic: String,
     /// A task id seen within this window gets its recorded result again instead of a new run.
     #[serde(default = "default_dedupe_window", with = "humantime_serde")]
     pub dedupe_window: Duration,
@@ -112,6 +115,9 @@ fn default_result_topic() -> String {
 fn default_status_topic() -> String {
     "medic/{node}/status".into()
 }
+fn default_notify_topic() -> String {
+    "medic/{node}/notify".into()
+}
 fn default_dedupe_window() -> Duration {
     Duration::from_secs(24 * 3600)
 }
@@ -171,6 +177,7 @@ impl Mqtt {
             ("command_topic", &self.command_topic),
             ("result_topic", &self.result_topic),
             ("status_topic", &self.status_topic),
+            ("notify_topic", &self.notify_topic),
         ] {
             let t = Self::topic_for(topic, "node");
             if t.is_empty() || !rumqttc::valid_topic(&t) {

@@ -314,7 +314,8 @@ fn start_mqtt(
         },
         &mut session,
     );
-    let outbound = crate::effects::mqtt::Outbound::start(m.clone(), handle.clone(), &mut session);
+    let outbound =
+        crate::effects::mqtt::Outbound::start(m.clone(), node, handle.clone(), &mut session);
     tokio::spawn(session.run());
     Ok((MqttParts { outbound, tasks }, handle))
 }

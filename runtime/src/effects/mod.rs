@@ -114,12 +114,15 @@ impl Effects {
                     history.record(Entry::Notified {
                         action_id: crate::event::next_action_id(),
                         at_ns: crate::event::now_ns(),
+                        rule: rule.clone(),
+                        severity: severity.as_str(),
+                        message: message.clone(),
+                    });
+                }
+                if let Some(mqtt) = &self.mqtt {
+                    mqtt.send(Decision::Notify {
                         rule,
-                        severity: match severity {
-                            Severity::Failure => "failure",
-                            Severity::Warning => "warning",
-                            Severity::Okay => "okay",
-                        },
+                        severity,
                         message,
                     });
                 }

@@ -1,6 +1,7 @@
-//! MQTT out: rules' `publish` (only on topics granted to the rule) and `run-remote` (a command
-//! in lua-collectd-monitor's format to another node, whose result comes back to the rule).
-//! Everything goes through the session's persistent outbox.
+//! MQTT out: rules' `publish` (only on topics granted to the rule), `run-remote` (a command in
+//! lua-collectd-monitor's format to another node, whose result comes back to the rule), and
+//! rules' notifications as JSON on `notify_topic`. Everything goes through the session's
+//! persistent outbox.
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex, RwLock};
@@ -30,8 +31,9 @@ pub struct Outbound {
 }
 
 impl Outbound {
-    /// Start the outbound task; results of `run-remote` are read from `session`'s messages.
-    pub fn start(cfg: Mqtt, handle: SessionHandle, session: &mut Session) -> Self {
+    /// Start the outbound task for `node`; results of `run-remote` are read from `session`'s
+    /// messages.
+    pub fn start(cfg: Mqtt, node: &str, handle: SessionHandle, session: &mut Session) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         let (results_tx, results) = mpsc::unbounded_channel();
         let result_topics: Arc<RwLock<BTreeSet<String>>> = Arc::default();
@@ -57,6 +59,8 @@ impl Outbound {
             Handled::Done
         }));
         let task = Task {
+            notify_topic: Mqtt::topic_for(&cfg.notify_topic, node),
+            node: node.to_string(),
             cfg,
             session: handle,
             remote: Remote::default(),
@@ -92,6 +96,8 @@ impl Outbound {
 
 struct Task {
     cfg: Mqtt,
+    node: String,
+    notify_topic: String,
     session: SessionHandle,
     remote: Remote,
     result_topics: Arc<RwLock<BTreeSet<String>>>,
@@ -207,6 +213,21 @@ impl Task {
                     self.session.want("run-remote results", topics);
                 }
                 self.session.queue(&command_topic, &payload, false);
+            }
+            Decision::Notify {
+                rule,
+                severity,
+                message,
+            } => {
+                let payload = serde_json::json!({
+                    "node": self.node,
+                    "rule": &*rule,
+                    "severity": severity.as_str(),
+                    "message": message,
+                    "timestamp": crate::event::now_ns() / 1_000_000_000,
+                });
+                self.session
+                    .queue(&self.notify_topic, payload.to_string().as_bytes(), false);
             }
             other => other.refuse("not an MQTT decision"),
         }

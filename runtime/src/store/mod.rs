@@ -16,9 +16,10 @@ use rusqlite::{Connection, OptionalExtension, params};
 #[derive(Clone)]
 pub struct Store {
     conn: Arc<Mutex<Connection>>,
-    /// Failed writes (a full disk, say) are said once a minute, not once per write: medic
-    /// keeps deciding and acting meanwhile, and SQLite writes again once there is room.
-    failures: Arc<Mutex<(crate::logging::RateLimited, u64)>>,
+    /// Failed writes (a full disk, say) are said once a minute per kind of write, not once per
+    /// write: medic keeps deciding and acting meanwhile, and SQLite writes again once there is
+    /// room. Per kind, so a flood of failed history writes never hides a rule's failed state.
+    failures: Arc<Mutex<(crate::logging::RateLimitedByKind<String>, u64)>>,
 }
 
 impl Store {
@@ -130,19 +131,20 @@ impl Store {
         Self {
             conn: Arc::new(Mutex::new(conn)),
             failures: Arc::new(Mutex::new((
-                crate::logging::RateLimited::new(std::time::Duration::from_secs(60)),
+                crate::logging::RateLimitedByKind::new(std::time::Duration::from_secs(60)),
                 0,
             ))),
         }
     }
 
     /// Report a failed read or write of the state database (`what` failed: the caller's
-    /// context), at most once a minute, with how many failed since medic started.
+    /// context), at most once a minute for each `what`, with how many failed since medic
+    /// started.
     pub fn report(&self, what: &str, e: &dyn std::fmt::Display) {
         let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
         failures.1 += 1;
         let total = failures.1;
-        failures.0.log(|suppressed| {
+        failures.0.log(what.to_string(), |suppressed| {
             tracing::error!(
                 total_failures = total,
                 suppressed,
