@@ -148,3 +148,54 @@ patterns = ["*/memory/*", "*/load/load"]
     );
     medic.stop();
 }
+
+/// `[notify] collectd_socket`: a rule's notification reaches a real collectd as `PUTNOTIF`
+/// over its unixsock plugin, and collectd's logfile plugin logs it like any notification.
+#[test]
+fn rule_notifications_reach_collectd() {
+    let site = Site::new();
+    site.add_rule("counter", "counter");
+    let sock = site.path("collectd-notify.sock");
+    site.write_config(&format!(
+        r#"
+[rules.config.counter]
+pattern = "*/load/load"
+run = ["hello", "exec"]
+
+[services.hello.commands]
+exec = "echo Hello"
+
+[notify]
+collectd_socket = "{}"
+"#,
+        sock.display()
+    ));
+    let collectd = Collectd::start(
+        site.dir.path(),
+        &format!(
+            "LoadPlugin unixsock\n<Plugin unixsock>\n  SocketFile \"{}\"\n  DeleteSocket true\n</Plugin>\n",
+            sock.display()
+        ),
+    );
+    assert!(
+        wait_until(BOUND, || sock.exists()),
+        "collectd made no socket"
+    );
+    let medic = site.start();
+    medic.putval(&["PUTVAL h/load/load N:1:1:1"]);
+    medic.expect_log(
+        "notification: counter: result and timer both arrived",
+        BOUND,
+    );
+    let expected = "Notification: severity = OKAY, host = test, plugin = medic, \
+                    plugin_instance = counter, message = counter: result and timer both arrived";
+    assert!(
+        wait_until(BOUND, || std::fs::read_to_string(&collectd.log)
+            .unwrap_or_default()
+            .contains(expected)),
+        "{}\n{}",
+        std::fs::read_to_string(&collectd.log).unwrap_or_default(),
+        medic.log()
+    );
+    medic.stop();
+}

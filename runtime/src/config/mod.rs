@@ -33,6 +33,16 @@ pub struct Config {
     pub history: History,
     #[serde(default)]
     pub policy: Policy,
+    #[serde(default)]
+    pub notify: Notify,
+}
+
+/// Where rules' notifications go besides the log, the history and MQTT.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Notify {
+    /// A collectd unixsock plugin's socket: each notification is sent as `PUTNOTIF`.
+    pub collectd_socket: Option<PathBuf>,
 }
 
 /// Limits across all commands (each command has its own too).
@@ -319,6 +329,7 @@ impl Config {
         if let Some(u) = &mut self.ingest.unixsock {
             abs(&mut u.socket);
         }
+        self.notify.collectd_socket.iter_mut().for_each(abs);
         if let Some(n) = &mut self.ingest.network
             && let Some(f) = &mut n.auth_file
         {

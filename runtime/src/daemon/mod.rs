@@ -194,6 +194,9 @@ async fn start(config: Arc<Config>, shutdown: Shutdown) -> anyhow::Result<Runnin
         commands,
         mqtt: None,
         history: Some(history.clone()),
+        collectd: config.notify.collectd_socket.clone().map(|socket| {
+            crate::effects::collectd::CollectdNotify::start(socket, &config.daemon.node)
+        }),
     };
     let session = match &config.mqtt {
         Some(m) => {

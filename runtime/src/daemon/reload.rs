@@ -76,6 +76,9 @@ fn merge(current: Config, new: &Config) -> (Config, Vec<&'static str>) {
     if effective.history != new.history {
         later.push("history");
     }
+    if effective.notify != new.notify {
+        later.push("notify");
+    }
     (effective, later)
 }
 

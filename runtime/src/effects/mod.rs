@@ -4,6 +4,7 @@
 //!
 //! Invariant: effects import the engine only for its port; no source imports an effect.
 
+pub mod collectd;
 pub mod executor;
 pub mod mqtt;
 pub mod policy;
@@ -31,6 +32,8 @@ pub struct Effects {
     pub mqtt: Option<mqtt::Outbound>,
     /// Where notifications are recorded (none in `medic check`).
     pub history: Option<History>,
+    /// `[notify] collectd_socket`: notifications handed to a local collectd.
+    pub collectd: Option<collectd::CollectdNotify>,
 }
 
 impl Effects {
@@ -118,6 +121,9 @@ impl Effects {
                         severity: severity.as_str(),
                         message: message.clone(),
                     });
+                }
+                if let Some(collectd) = &self.collectd {
+                    collectd.send(&rule, severity, &message);
                 }
                 if let Some(mqtt) = &self.mqtt {
                     mqtt.send(Decision::Notify {
