@@ -82,6 +82,36 @@ impl Default for RateLimited {
     }
 }
 
+/// A count of things dropped (a full queue), shared between threads, said at most once per
+/// interval with the running total: the count is never lost, the log never flooded.
+#[derive(Debug)]
+pub struct Dropped {
+    total: std::sync::atomic::AtomicU64,
+    say: std::sync::Mutex<RateLimited>,
+}
+
+impl Dropped {
+    pub fn new(every: std::time::Duration) -> Self {
+        Self {
+            total: std::sync::atomic::AtomicU64::new(0),
+            say: std::sync::Mutex::new(RateLimited::new(every)),
+        }
+    }
+
+    /// Count one; `emit(total, suppressed)` when a line is due.
+    pub fn count(&self, emit: impl FnOnce(u64, u64)) {
+        let total = 1 + self
+            .total
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut say = self.say.lock().unwrap_or_else(|p| p.into_inner());
+        say.log(|suppressed| emit(total, suppressed));
+    }
+
+    pub fn total(&self) -> u64 {
+        self.total.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
 /// [`RateLimited`] per kind of event (an error variant, say), so a flood of one kind never
 /// hides the first line of another. Meant for a small, fixed set of kinds.
 #[derive(Debug)]

@@ -62,10 +62,10 @@ fn table(rows: &[Row]) -> String {
         let time = jiff::Timestamp::from_nanosecond(i128::from(r.asked))
             .map(|t| t.strftime("%Y-%m-%d %H:%M:%S").to_string())
             .unwrap_or_default();
-        let what = if r.kind == "notification" {
-            "(notification)".to_string()
-        } else {
-            format!("{}/{}", r.service, r.command)
+        let what = match r.kind.as_str() {
+            "notification" => "(notification)".to_string(),
+            "fault" => "(rule fault)".to_string(),
+            _ => format!("{}/{}", r.service, r.command),
         };
         let code = match (r.code, r.signal) {
             (Some(c), _) => c.to_string(),

@@ -194,6 +194,7 @@ async fn start(config: Arc<Config>, shutdown: Shutdown) -> anyhow::Result<Runnin
         commands,
         mqtt: None,
         history: Some(history.clone()),
+        overflow: Arc::new(crate::logging::Dropped::new(Duration::from_secs(10))),
         collectd: config.notify.collectd_socket.clone().map(|socket| {
             crate::effects::collectd::CollectdNotify::start(socket, &config.daemon.node)
         }),

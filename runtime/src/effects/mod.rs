@@ -17,6 +17,7 @@ use tokio::sync::mpsc;
 
 use crate::engine::port::{Decision, EffectPort};
 use crate::event::{CommandRequest, Severity};
+use crate::logging::Dropped;
 use crate::store::history::{Entry, History};
 
 /// Command requests waiting for the policy gate at most.
@@ -34,6 +35,8 @@ pub struct Effects {
     pub history: Option<History>,
     /// `[notify] collectd_socket`: notifications handed to a local collectd.
     pub collectd: Option<collectd::CollectdNotify>,
+    /// Requests refused because too many were waiting.
+    pub overflow: Arc<Dropped>,
 }
 
 impl Effects {
@@ -50,13 +53,16 @@ impl Effects {
                 let why = format!(
                     "too many command requests waiting ({COMMAND_QUEUE}): refused, not queued"
                 );
-                tracing::warn!(
-                    origin = &*request.origin,
-                    action_id = request.action_id,
-                    service = request.service,
-                    command = request.command,
-                    "{why}"
-                );
+                self.overflow.count(|total, suppressed| {
+                    tracing::warn!(
+                        origin = &*request.origin,
+                        service = request.service,
+                        command = request.command,
+                        total_refused = total,
+                        suppressed,
+                        "{why}"
+                    )
+                });
                 (request, why)
             }
             Err(mpsc::error::TrySendError::Closed(request)) => {

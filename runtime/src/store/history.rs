@@ -6,7 +6,6 @@
 //! writer thread empties in transactions; a full queue drops the entry, counted and logged.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::time::{Duration, Instant};
 
@@ -14,7 +13,7 @@ use rusqlite::{ToSql, params};
 use serde::Serialize;
 
 use super::Store;
-use crate::logging::RateLimited;
+use crate::logging::Dropped;
 
 /// Entries waiting for the writer; past it new ones are dropped and counted.
 const QUEUE: usize = 10_000;
@@ -124,7 +123,7 @@ enum Msg {
 #[derive(Clone)]
 pub struct History {
     tx: SyncSender<Msg>,
-    dropped: Arc<(AtomicU64, std::sync::Mutex<RateLimited>)>,
+    dropped: Arc<Dropped>,
 }
 
 impl History {
@@ -137,35 +136,28 @@ impl History {
             .spawn(move || write_all(&store, rx, retention))?;
         Ok(Self {
             tx,
-            dropped: Arc::new((
-                AtomicU64::new(0),
-                std::sync::Mutex::new(RateLimited::new(Duration::from_secs(60))),
-            )),
+            dropped: Arc::new(Dropped::new(Duration::from_secs(60))),
         })
     }
 
     pub fn record(&self, entry: Entry) {
         match self.tx.try_send(Msg::Entry(entry)) {
             Ok(()) => {}
-            Err(TrySendError::Full(_)) => {
-                let total = self.dropped.0.fetch_add(1, Ordering::Relaxed) + 1;
-                let mut limit = self.dropped.1.lock().unwrap_or_else(|p| p.into_inner());
-                limit.log(|suppressed| {
-                    tracing::warn!(
-                        total_dropped = total,
-                        suppressed,
-                        "history queue full: an audit entry was dropped (the database is slower \
-                         than the decisions)"
-                    )
-                });
-            }
+            Err(TrySendError::Full(_)) => self.dropped.count(|total, suppressed| {
+                tracing::warn!(
+                    total_dropped = total,
+                    suppressed,
+                    "history queue full: an audit entry was dropped (the database is slower \
+                     than the decisions)"
+                )
+            }),
             Err(TrySendError::Disconnected(_)) => {}
         }
     }
 
     /// Entries dropped because the queue was full.
     pub fn dropped(&self) -> u64 {
-        self.dropped.0.load(Ordering::Relaxed)
+        self.dropped.total()
     }
 
     /// Wait (up to `timeout`) until what was recorded so far is written: at shutdown, the
