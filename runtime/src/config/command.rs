@@ -35,7 +35,7 @@ pub struct Command {
     /// says otherwise, no supplementary groups.
     pub user: Option<String>,
     pub group: Option<String>,
-    /// Working directory (default: `/`).
+    /// Working directory (absolute; default: medic's own, `/` under systemd).
     pub cwd: Option<std::path::PathBuf>,
     /// Starts allowed within a sliding window, whoever asks.
     pub max_runs: MaxRuns,
@@ -211,7 +211,7 @@ impl<'de> Visitor<'de> for CommandVisitor {
             )));
         }
         c.env = t.env;
-        if t.user.as_deref().or(t.group.as_deref()) == Some("") {
+        if t.user.as_deref() == Some("") || t.group.as_deref() == Some("") {
             return Err(de::Error::custom("`user` and `group` must not be empty"));
         }
         if t.cwd.as_ref().is_some_and(|d| !d.is_absolute()) {
