@@ -17,13 +17,14 @@ type Key = (String, String);
 #[derive(Default)]
 pub struct Gate {
     running: HashMap<Key, usize>,
-    last_start: HashMap<Key, Instant>,
     tracks: HashMap<Key, Track>,
 }
 
-/// What the rate limit and the breaker remember of one command.
+/// What the cooldown, the rate limit and the breaker remember of one command.
 #[derive(Default)]
 struct Track {
+    /// For the cooldown.
+    last_start: Option<Instant>,
     /// Starts within the `max_runs` window, oldest first.
     starts: VecDeque<Instant>,
     /// Failures within the breaker's window, oldest first.
@@ -104,9 +105,12 @@ impl fmt::Display for BreakerChange {
     }
 }
 
-/// One command's rate and breaker state in wall-clock nanoseconds, kept across restarts.
+/// One command's cooldown, rate and breaker state in wall-clock nanoseconds, kept across
+/// restarts.
 #[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Saved {
+    #[serde(default)]
+    pub last_start: Option<u64>,
     pub starts: Vec<u64>,
     pub failures: Vec<u64>,
     pub open_until: Option<u64>,
@@ -149,8 +153,9 @@ impl Gate {
                 limit: spec.concurrency,
             });
         }
-        if let Some(last) = self.last_start.get(&key) {
-            let since = now.saturating_duration_since(*last);
+        let track = self.tracks.entry(key.clone()).or_default();
+        if let Some(last) = track.last_start {
+            let since = now.saturating_duration_since(last);
             if since < spec.cooldown {
                 return Err(Refusal::CoolingDown {
                     service: key.0,
@@ -159,7 +164,6 @@ impl Gate {
                 });
             }
         }
-        let track = self.tracks.entry(key.clone()).or_default();
         let mut trial = false;
         if let Some(until) = track.open_until {
             if now < until {
@@ -188,27 +192,13 @@ impl Gate {
         }
         track.starts.push_back(now);
         track.trial = trial;
+        track.last_start = Some(now);
         *self.running.entry(key.clone()).or_default() += 1;
-        self.last_start.insert(key.clone(), now);
         Ok((spec, Admitted { key, trial }))
     }
 
-    /// Take the last starts recorded before a restart (`(service, command, ns since the
-    /// epoch)`), so cooldowns carry over; `now_ns` and `now` are the same moment on both clocks.
-    pub fn restore(
-        &mut self,
-        starts: impl IntoIterator<Item = (String, String, u64)>,
-        now_ns: u64,
-        now: Instant,
-    ) {
-        for (service, command, at) in starts {
-            if let Some(when) = instant_of(at, now_ns, now) {
-                self.last_start.insert((service, command), when);
-            }
-        }
-    }
-
-    /// Take the rate and breaker state saved before a restart.
+    /// Take the cooldown, rate and breaker state saved before a restart; `now_ns` and `now` are
+    /// the same moment on both clocks.
     pub fn restore_saved(
         &mut self,
         saved: impl IntoIterator<Item = (String, String, Saved)>,
@@ -223,6 +213,7 @@ impl Gate {
                 if passed { now } else { now + ahead }
             });
             let track = Track {
+                last_start: s.last_start.as_ref().and_then(at),
                 starts: s.starts.iter().filter_map(at).collect(),
                 failures: s.failures.iter().filter_map(at).collect(),
                 open_until,
@@ -303,6 +294,7 @@ impl Gate {
             now_ns.saturating_sub(now.saturating_duration_since(*i).as_nanos() as u64)
         };
         Saved {
+            last_start: track.last_start.as_ref().map(ns),
             starts: track.starts.iter().map(ns).collect(),
             failures: track.failures.iter().map(ns).collect(),
             open_until: track
@@ -418,11 +410,11 @@ mod tests {
         let now = Instant::now();
         let wall = 1_000 * 1_000_000_000;
         // Started 20 s ago (before the restart): 40 s of cooldown left.
-        g.restore(
-            [("web".into(), "restart".into(), wall - 20 * 1_000_000_000)],
-            wall,
-            now,
-        );
+        let saved = Saved {
+            last_start: Some(wall - 20 * 1_000_000_000),
+            ..Saved::default()
+        };
+        g.restore_saved([("web".into(), "restart".into(), saved)], wall, now);
         assert!(matches!(
             g.admit(&c, "web", "restart", now),
             Err(Refusal::CoolingDown { remaining, .. }) if remaining.as_secs() == 40

@@ -105,12 +105,6 @@ impl Store {
                  retain  INTEGER NOT NULL,
                  created INTEGER NOT NULL
              );
-             CREATE TABLE IF NOT EXISTS policy_starts (
-                 service TEXT NOT NULL,
-                 command TEXT NOT NULL,
-                 at      INTEGER NOT NULL,
-                 PRIMARY KEY (service, command)
-             ) WITHOUT ROWID;
              CREATE TABLE IF NOT EXISTS policy_state (
                  service TEXT NOT NULL,
                  command TEXT NOT NULL,
@@ -331,29 +325,7 @@ impl Store {
             .collect()
     }
 
-    /// Record when a command last started (ns since the epoch), so its cooldown survives a
-    /// restart.
-    pub fn policy_start_set(&self, service: &str, command: &str, at: u64) -> rusqlite::Result<()> {
-        self.conn()
-            .prepare_cached(
-                "INSERT INTO policy_starts (service, command, at) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (service, command) DO UPDATE SET at = excluded.at",
-            )?
-            .execute(params![service, command, at as i64])
-            .map(drop)
-    }
-
-    /// Every `(service, command, last start in ns)` recorded.
-    pub fn policy_starts(&self) -> rusqlite::Result<Vec<(String, String, u64)>> {
-        self.conn()
-            .prepare_cached("SELECT service, command, at FROM policy_starts")?
-            .query_map([], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? as u64))
-            })?
-            .collect()
-    }
-
-    /// Keep a command's rate-limit and breaker state (the gate's own serialization).
+    /// Keep a command's cooldown, rate-limit and breaker state (the gate's own serialization).
     pub fn policy_state_set(
         &self,
         service: &str,

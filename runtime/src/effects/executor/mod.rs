@@ -14,7 +14,7 @@ use tokio::sync::{Notify, watch};
 
 use super::policy::{Admitted, BreakerChange, Gate};
 use crate::config::{Command, Config, Program};
-use crate::event::{CommandRequest, CommandResult, Refusal};
+use crate::event::{CommandRequest, CommandResult, Refusal, Severity};
 use crate::store::history::{Entry, History, state};
 
 /// How long to keep reading output after the command exited, for a background child that
@@ -403,14 +403,6 @@ impl Executor {
             }
             Err(e) => store.report("the commands' policy state cannot be read", &e),
         }
-        match store.policy_starts() {
-            Ok(starts) => self.gate.lock().unwrap_or_else(|p| p.into_inner()).restore(
-                starts,
-                crate::event::now_ns(),
-                Instant::now(),
-            ),
-            Err(e) => store.report("the last command starts cannot be read", &e),
-        }
         self.store = Some(store);
         self
     }
@@ -546,12 +538,6 @@ impl Executor {
         self.save_policy(&gate, &req.service, &req.command);
         drop(gate);
         now.insert(req.action_id, format!("{}/{}", req.service, req.command));
-        if let Some(store) = &self.store
-            && let Err(e) =
-                store.policy_start_set(&req.service, &req.command, crate::event::now_ns())
-        {
-            store.report("a command's start cannot be recorded", &e);
-        }
         Ok((spec, token))
     }
 
@@ -582,9 +568,10 @@ impl Executor {
             at_ns: crate::event::now_ns(),
             rule: Arc::from("policy"),
             severity: match change {
-                BreakerChange::Opened { .. } => "failure",
-                BreakerChange::Closed { .. } => "okay",
-            },
+                BreakerChange::Opened { .. } => Severity::Failure,
+                BreakerChange::Closed { .. } => Severity::Okay,
+            }
+            .as_str(),
             message: change.to_string(),
         });
     }
