@@ -15,23 +15,24 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("event", &[]),
     ("config", &["event"]),
     ("logging", &[]),
+    ("metrics", &[]),
     ("shutdown", &[]),
     ("os", &[]),
     ("types_db", &["event"]),
-    ("store", &["event", "config", "logging", "os"]),
-    ("mqtt", &["event", "config", "logging", "store"]),
+    ("store", &["event", "config", "logging", "os", "metrics"]),
+    ("mqtt", &["event", "config", "logging", "store", "metrics"]),
     // Sources produce events; they import neither the engine nor an effect.
     (
         "sources",
         &[
-            "event", "config", "logging", "shutdown", "types_db", "store", "mqtt",
+            "event", "config", "logging", "shutdown", "types_db", "store", "mqtt", "metrics",
         ],
     ),
     // The engine consumes events and emits decisions through its own port.
     (
         "engine",
         &[
-            "event", "config", "logging", "shutdown", "types_db", "store", "os",
+            "event", "config", "logging", "shutdown", "types_db", "store", "os", "metrics",
         ],
     ),
     // Effects implement the engine's port (and only that part of the engine).
@@ -44,7 +45,23 @@ const LAYERS: &[(&str, &[&str])] = &[
             "store",
             "os",
             "mqtt",
+            "metrics",
             "engine::port",
+        ],
+    ),
+    // The HTTP endpoints read what the others publish (status boards, metrics, the history);
+    // they change nothing.
+    (
+        "http",
+        &[
+            "event",
+            "config",
+            "logging",
+            "shutdown",
+            "metrics",
+            "store",
+            "engine::status",
+            "effects::view",
         ],
     ),
     ("cli", &["*"]),

@@ -224,6 +224,23 @@ pub enum Refusal {
     Stopping,
 }
 
+impl Refusal {
+    /// A short fixed label for `medic_policy_refusals_total`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Refusal::NoServices => "no_services",
+            Refusal::UnknownService(_) => "unknown_service",
+            Refusal::UnknownCommand { .. } => "unknown_command",
+            Refusal::AlreadyRunning { .. } => "already_running",
+            Refusal::CoolingDown { .. } => "cooldown",
+            Refusal::RateLimited { .. } => "rate_limit",
+            Refusal::CircuitOpen { .. } | Refusal::CircuitTrial { .. } => "circuit_open",
+            Refusal::TooManyRunning { .. } => "max_concurrent",
+            Refusal::Stopping => "stopping",
+        }
+    }
+}
+
 /// What happened to one request to run a command, wherever it ran (here or on another node).
 #[derive(Debug, Clone, PartialEq)]
 pub struct CommandResult {

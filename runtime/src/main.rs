@@ -60,6 +60,21 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// What the running daemon is doing (its `GET /status`): rules, sources, MQTT, commands.
+    Status {
+        /// The daemon's medic.toml: its `[http]` says where to ask and with which token.
+        #[arg(long, short, required_unless_present = "url", conflicts_with = "url")]
+        config: Option<PathBuf>,
+        /// Ask this medic instead (e.g. http://127.0.0.1:9105).
+        #[arg(long)]
+        url: Option<String>,
+        /// With --url: the bearer token's file.
+        #[arg(long, requires = "url")]
+        token_file: Option<PathBuf>,
+        /// The JSON itself.
+        #[arg(long)]
+        json: bool,
+    },
     /// Validate a config and load, init and describe every rule with it; exit 1 on any error.
     Check {
         #[arg(long, short)]
@@ -195,6 +210,29 @@ fn main() -> ExitCode {
                 limit,
             };
             match medic::cli::history::history(&config, filter, json) {
+                Ok(text) => {
+                    print!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(format!("{e:#}")),
+            }
+        }
+        Command::Status {
+            config,
+            url,
+            token_file,
+            json,
+        } => {
+            use medic::cli::status::{Target, status};
+            let target = match (&config, &url) {
+                (Some(c), _) => Target::Config(c),
+                (None, Some(url)) => Target::Url {
+                    url,
+                    token_file: token_file.as_deref(),
+                },
+                (None, None) => unreachable!("clap requires --config or --url"),
+            };
+            match status(target, json) {
                 Ok(text) => {
                     print!("{text}");
                     ExitCode::SUCCESS

@@ -460,3 +460,33 @@ impl Drop for Collectd {
         let _ = self.child.wait();
     }
 }
+
+/// A free TCP port on loopback (for medic's `[http] listen`).
+pub fn free_tcp_port() -> u16 {
+    broker::free_tcp_port()
+}
+
+/// `GET path` from `addr` (`127.0.0.1:port`) over HTTP/1.0, with an optional bearer token:
+/// the status code and the body. HTTP/1.0 so the body is never chunked and ends at close.
+pub fn http_get(addr: &str, path: &str, token: Option<&str>) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n{auth}\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .unwrap_or((response.as_str(), ""));
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP response: {head}"));
+    (code, body.to_string())
+}

@@ -35,6 +35,7 @@ pub fn history(config_path: &Path, filter: Filter, json: bool) -> anyhow::Result
         service: filter.service,
         failed: filter.failed,
         limit: filter.limit,
+        ..Query::default()
     };
     let rows = store
         .history(&query)

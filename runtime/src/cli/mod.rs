@@ -7,3 +7,4 @@ pub mod history;
 pub mod import_lcm;
 pub mod reload;
 pub mod send;
+pub mod status;

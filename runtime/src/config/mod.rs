@@ -35,6 +35,24 @@ pub struct Config {
     pub policy: Policy,
     #[serde(default)]
     pub notify: Notify,
+    /// The read-only HTTP endpoints; off unless `[http] listen` is set.
+    #[serde(default)]
+    pub http: Option<Http>,
+}
+
+/// `GET /status`, `/history`, `/metrics`, `/feed.atom` and the page at `/`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Http {
+    /// Loopback by default: anything wider needs `token_file`.
+    #[serde(default = "default_http_listen")]
+    pub listen: std::net::SocketAddr,
+    /// A file holding the bearer token every request must carry (`Authorization: Bearer …`).
+    pub token_file: Option<PathBuf>,
+}
+
+fn default_http_listen() -> std::net::SocketAddr {
+    ([127, 0, 0, 1], 9105).into()
 }
 
 /// Where rules' notifications go besides the log, the history and MQTT.
@@ -330,6 +348,9 @@ impl Config {
             abs(&mut u.socket);
         }
         self.notify.collectd_socket.iter_mut().for_each(abs);
+        if let Some(h) = &mut self.http {
+            h.token_file.iter_mut().for_each(abs);
+        }
         if let Some(n) = &mut self.ingest.network
             && let Some(f) = &mut n.auth_file
         {
@@ -394,6 +415,16 @@ impl Config {
         }
         if let Some(m) = &self.mqtt {
             m.validate()?;
+        }
+        if let Some(h) = &self.http
+            && !h.listen.ip().is_loopback()
+            && h.token_file.is_none()
+        {
+            return Err(format!(
+                "http.listen {} is reachable from other hosts: set http.token_file (a bearer \
+                 token) or listen on loopback behind a reverse proxy",
+                h.listen
+            ));
         }
         for (name, service) in &self.services {
             if service.commands.is_empty() {

@@ -47,6 +47,7 @@ use crate::engine::rule::HostParts;
 use crate::engine::series::{SeriesLimits, SeriesTable};
 use crate::engine::status::StatusBoard;
 use crate::event::Ingested;
+use crate::http::SourceInfo;
 use crate::mqtt::link::Backoff;
 use crate::mqtt::options::Connect;
 use crate::mqtt::session::{self, Session, SessionHandle};
@@ -190,6 +191,8 @@ async fn start(config: Arc<Config>, shutdown: Shutdown) -> anyhow::Result<Runnin
         })?;
 
     let mut sources = Vec::new();
+    // What the HTTP side lists: each input with its metric labels.
+    let mut inputs = Vec::new();
     let mut effects = Effects {
         commands,
         mqtt: None,
@@ -238,13 +241,22 @@ async fn start(config: Arc<Config>, shutdown: Shutdown) -> anyhow::Result<Runnin
         let server = PutvalServer::bind(p, types.clone(), interval, ingest.clone())
             .with_context(|| format!("cannot listen on {}", p.socket.display()))?;
         tracing::info!(socket = %p.socket.display(), "PUTVAL/PUTNOTIF socket ready");
+        inputs.push(SourceInfo {
+            kind: "putval",
+            listener: p.socket.display().to_string(),
+            reasons: crate::sources::putval::REFUSAL_REASONS,
+        });
         sources.push(tokio::spawn(server.serve(shutdown.clone())));
     }
     if let Some(n) = &config.ingest.network {
         use crate::sources::collectd::udp;
-        let stats = Arc::new(udp::NetworkStats::default());
-        let (bound, tasks) = udp::start(n, ingest.clone(), stats, shutdown.clone())?;
+        let (bound, tasks) = udp::start(n, ingest.clone(), shutdown.clone())?;
         sources.extend(tasks);
+        inputs.extend(bound.iter().map(|addr| SourceInfo {
+            kind: "network",
+            listener: addr.to_string(),
+            reasons: udp::REFUSAL_REASONS,
+        }));
         tracing::info!(
             listen = ?bound,
             security_level = ?n.security_level,
@@ -254,6 +266,33 @@ async fn start(config: Arc<Config>, shutdown: Shutdown) -> anyhow::Result<Runnin
     if let Some(u) = &config.ingest.unixsock {
         let poller = crate::sources::unixsock::Poller::new(u, ingest.clone());
         sources.push(tokio::spawn(poller.run(shutdown.clone())));
+        inputs.push(SourceInfo {
+            kind: "unixsock",
+            listener: u.socket.display().to_string(),
+            reasons: crate::sources::unixsock::REFUSAL_REASONS,
+        });
+    }
+    if let Some(h) = &config.http {
+        let commands = executor_handle.clone();
+        let parts = crate::http::Parts {
+            node: config.daemon.node.clone(),
+            listen: h.listen,
+            token: h.token_file.as_deref().map(read_token).transpose()?,
+            board: status.clone(),
+            commands: Arc::new(move || commands.commands()),
+            store: Store::open_read_only(&config.state_db())?,
+            sources: inputs,
+            mqtt_broker: config.mqtt.as_ref().map(|m| m.broker.to_string()),
+        };
+        let server = crate::http::Server::bind(parts)
+            .await
+            .with_context(|| format!("cannot listen on http.listen {}", h.listen))?;
+        tracing::info!(
+            listen = %server.local_addr()?,
+            token = h.token_file.is_some(),
+            "HTTP status endpoints ready"
+        );
+        sources.push(server.serve(shutdown.clone()));
     }
     // From here only the sources hold the ingest queue: when they end, the dispatcher drains.
     drop(ingest);
@@ -274,6 +313,28 @@ async fn start(config: Arc<Config>, shutdown: Shutdown) -> anyhow::Result<Runnin
         history,
         session,
     })
+}
+
+/// The bearer token in `path` (surrounding whitespace ignored).
+fn read_token(path: &Path) -> anyhow::Result<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read http.token_file {}", path.display()))?;
+    let token = text.trim();
+    anyhow::ensure!(
+        token.len() >= 16,
+        "http.token_file {}: the token must be at least 16 characters",
+        path.display()
+    );
+    if let Ok(meta) = std::fs::metadata(path)
+        && meta.permissions().mode() & 0o077 != 0
+    {
+        tracing::warn!(
+            file = %path.display(),
+            "http.token_file can be read by other users: chmod 600 it"
+        );
+    }
+    Ok(token.to_string())
 }
 
 /// The MQTT session with its inbound (source) and outbound (effect) sides.

@@ -10,6 +10,7 @@ pub mod mqtt;
 pub mod policy;
 mod presence;
 mod remote;
+pub mod view;
 
 use std::sync::Arc;
 
@@ -18,6 +19,7 @@ use tokio::sync::mpsc;
 use crate::engine::port::{Decision, EffectPort};
 use crate::event::{CommandRequest, Severity};
 use crate::logging::Dropped;
+use crate::metrics::{SeverityLabels, metrics};
 use crate::store::history::{Entry, History};
 
 /// Command requests waiting for the policy gate at most.
@@ -53,6 +55,7 @@ impl Effects {
                 let why = format!(
                     "too many command requests waiting ({COMMAND_QUEUE}): refused, not queued"
                 );
+                metrics().command_queue_dropped.inc();
                 self.overflow.count(|total, suppressed| {
                     tracing::warn!(
                         origin = &*request.origin,
@@ -110,6 +113,13 @@ impl Effects {
                 severity,
                 message,
             } => {
+                metrics()
+                    .rule_notifications
+                    .get_or_create(&SeverityLabels {
+                        rule: rule.to_string(),
+                        severity: severity.as_str(),
+                    })
+                    .inc();
                 {
                     let rule = &*rule;
                     let message = crate::logging::Untrusted(&message);

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use super::view::{Breaker, CommandView, LastRun};
 use crate::config::{Command, Config};
 use crate::event::Refusal;
 
@@ -33,6 +34,8 @@ struct Track {
     open_until: Option<Instant>,
     /// A trial run is in flight: everything else waits for its verdict.
     trial: bool,
+    /// For the status page: not kept across restarts (the history has it).
+    last: Option<LastRun>,
 }
 
 /// Proof that a run was admitted; hand it back with [`Gate::finish`].
@@ -218,6 +221,7 @@ impl Gate {
                 failures: s.failures.iter().filter_map(at).collect(),
                 open_until,
                 trial: false,
+                last: None,
             };
             self.tracks.insert((service, command), track);
         }
@@ -282,6 +286,58 @@ impl Gate {
             open_for: breaker.open_for,
             after_trial: false,
         })
+    }
+
+    /// Remember how the last run of `service`/`command` ended, for [`Gate::view`].
+    pub fn set_last(&mut self, service: &str, command: &str, last: LastRun) {
+        let key = (service.to_string(), command.to_string());
+        self.tracks.entry(key).or_default().last = Some(last);
+    }
+
+    /// Every allow-listed command's state now, in config order.
+    pub fn view(&self, config: &Config, now: Instant) -> Vec<CommandView> {
+        let mut out = Vec::new();
+        for (service, svc) in &config.services {
+            for (command, spec) in &svc.commands {
+                let key = (service.clone(), command.clone());
+                let track = self.tracks.get(&key);
+                let within = |times: &VecDeque<Instant>, window: Duration| {
+                    times
+                        .iter()
+                        .filter(|t| now.saturating_duration_since(**t) < window)
+                        .count()
+                };
+                let breaker = match track.and_then(|t| t.open_until) {
+                    Some(until) if now < until => Breaker::Open {
+                        remaining: until - now,
+                    },
+                    Some(_) => Breaker::HalfOpen,
+                    None => Breaker::Closed {
+                        failures: track.map_or(0, |t| within(&t.failures, spec.breaker.within)),
+                        opens_at: spec.breaker.failures,
+                    },
+                };
+                out.push(CommandView {
+                    service: service.clone(),
+                    command: command.clone(),
+                    running: self.running.get(&key).copied().unwrap_or(0),
+                    runs_in_window: track.map_or(0, |t| within(&t.starts, spec.max_runs.within)),
+                    max_runs: spec.max_runs.count,
+                    window: spec.max_runs.within,
+                    breaker,
+                    last: track.and_then(|t| t.last.clone()),
+                });
+            }
+        }
+        out
+    }
+
+    /// Commands whose breaker is open or half-open now (for the metric after a restart).
+    pub fn open_breakers(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.tracks
+            .iter()
+            .filter(|(_, t)| t.open_until.is_some())
+            .map(|((s, c), _)| (s.as_str(), c.as_str()))
     }
 
     /// What to keep of `service`/`command` across a restart.

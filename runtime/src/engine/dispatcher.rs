@@ -123,6 +123,9 @@ impl Dispatcher {
         }
         self.last_expiry = Instant::now();
         let expired = self.series.expire(self.series.now());
+        let m = crate::metrics::metrics();
+        m.series_expired.inc_by(expired.slots.len() as u64);
+        m.series.set(self.series.len() as i64);
         self.forget(&expired);
     }
 
@@ -201,6 +204,12 @@ impl Dispatcher {
                 }
                 Err(why) => {
                     self.rejected += 1;
+                    crate::metrics::metrics()
+                        .series_refused
+                        .get_or_create(&crate::metrics::ReasonLabels {
+                            reason: why.reason(),
+                        })
+                        .inc();
                     let total = self.rejected;
                     self.rejected_log
                         .log(std::mem::discriminant(&why), |suppressed| {

@@ -122,6 +122,19 @@ pub enum Fault {
     Timeout(Duration),
     #[error("trapped: {0}")]
     Trap(String),
+    #[error("went over its memory limit: {0}")]
+    Memory(String),
+}
+
+impl Fault {
+    /// The fault's kind, as counted in `medic_rule_faults_total`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Fault::Timeout(_) => "deadline",
+            Fault::Trap(_) => "trap",
+            Fault::Memory(_) => "memory",
+        }
+    }
 }
 
 fn arm(store: &mut Store<HostState>, limits: Limits) {
@@ -140,7 +153,13 @@ fn fault(e: wasmtime::Error, limits: Limits) -> Fault {
             // The full error carries a multi-line wasm backtrace: keep it for debugging, and
             // report the root cause on one line.
             tracing::debug!("rule trap details: {e:?}");
-            Fault::Trap(e.root_cause().to_string())
+            let cause = e.root_cause().to_string();
+            // What `StoreLimits` with `trap_on_grow_failure` says when the cap is hit.
+            if cause.contains("growing memory") {
+                Fault::Memory(cause)
+            } else {
+                Fault::Trap(cause)
+            }
         }
     }
 }

@@ -98,10 +98,13 @@ impl Registry {
             Ok(LoadResult::Started { version }) => tracing::info!(
                 rule = name, version, file = %path.display(), took = ?started.elapsed(), "rule loaded"
             ),
-            Ok(LoadResult::Swapped { version }) => tracing::info!(
-                rule = name, version, file = %path.display(), took = ?started.elapsed(),
-                "rule reloaded: new version serving"
-            ),
+            Ok(LoadResult::Swapped { version }) => {
+                count_reload("ok");
+                tracing::info!(
+                    rule = name, version, file = %path.display(), took = ?started.elapsed(),
+                    "rule reloaded: new version serving"
+                )
+            }
             Ok(LoadResult::Unchanged) => {
                 tracing::debug!(rule = name, "rule file touched but unchanged")
             }
@@ -114,8 +117,13 @@ impl Registry {
                     if running { "; the previous version keeps serving" } else { "" }
                 );
                 let build = std::fs::read(path).ok().map(|b| Compiler::hash(&b));
-                self.host
-                    .record_fault(name, build.as_deref(), format!("not loaded: {e:#}"));
+                self.host.record_fault(
+                    name,
+                    "load",
+                    build.as_deref(),
+                    format!("not loaded: {e:#}"),
+                );
+                count_reload("refused");
                 self.status.load_failed(name, format!("{e:#}"));
             }
         }
@@ -245,6 +253,7 @@ impl Registry {
                     let build = self.rules.get(&*name).map(|l| l.hash.clone());
                     self.host.record_fault(
                         &name,
+                        "config",
                         build.as_deref(),
                         format!("new config refused: {e:#}"),
                     );
@@ -417,4 +426,12 @@ pub fn rule_name(path: &Path) -> Option<&str> {
     }
     let stem = path.file_stem()?.to_str()?;
     (!stem.starts_with('.') && !stem.is_empty()).then_some(stem)
+}
+
+/// A new build taken (`ok`) or refused, for `medic_rule_reloads_total`.
+fn count_reload(outcome: &'static str) {
+    crate::metrics::metrics()
+        .rule_reloads
+        .get_or_create(&crate::metrics::OutcomeLabels { outcome })
+        .inc();
 }

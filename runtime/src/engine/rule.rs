@@ -32,8 +32,16 @@ pub struct HostParts {
 }
 
 impl HostParts {
-    /// Record a fault of `rule` (build `build`) in the audit history.
-    pub fn record_fault(&self, rule: &str, build: Option<&str>, what: String) {
+    /// Record a fault of `rule` (build `build`) in the audit history and count it by `kind`
+    /// (`trap`, `deadline`, `memory`, `restart`, `load`, `config`).
+    pub fn record_fault(&self, rule: &str, kind: &'static str, build: Option<&str>, what: String) {
+        crate::metrics::metrics()
+            .rule_faults
+            .get_or_create(&crate::metrics::RuleKindLabels {
+                rule: rule.to_string(),
+                kind,
+            })
+            .inc();
         if let Some(history) = &self.history {
             history.record(crate::store::history::Entry::Fault {
                 action_id: crate::event::next_action_id(),

@@ -125,6 +125,19 @@ pub enum Rejected {
     TooLong,
 }
 
+impl Rejected {
+    /// A short fixed label for `medic_series_refused_total`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Rejected::TooManySeries(_) => "too_many_series",
+            Rejected::Future { .. } => "future",
+            Rejected::UnknownType(_) => "unknown_type",
+            Rejected::CountMismatch { .. } => "count_mismatch",
+            Rejected::TooLong => "too_long",
+        }
+    }
+}
+
 /// Series expired in one pass past which freed memory is handed back to the kernel at once
 /// (a few milliseconds of allocator work, worth it only after a sizeable drop).
 const RELEASE_AFTER: usize = 1000;

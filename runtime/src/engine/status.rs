@@ -1,9 +1,12 @@
-//! What each rule is doing, for logs, `medic check` and (later) the status page and metrics.
+//! What each rule is doing, for logs, `medic check`, `GET /status` and the page; each count
+//! also moves the rule's Prometheus metrics, so the page and `/metrics` agree.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
+
+use crate::metrics::{RuleLabels, metrics};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Health {
@@ -27,6 +30,8 @@ pub struct RuleStatus {
     pub dropped: u64,
     /// Time spent inside the rule.
     pub busy: Duration,
+    /// How long the last batch took inside the rule.
+    pub last_call: Duration,
 }
 
 #[derive(Clone, Default)]
@@ -52,6 +57,7 @@ impl StatusBoard {
             events: 0,
             dropped: 0,
             busy: Duration::ZERO,
+            last_call: Duration::ZERO,
         });
         entry.file = file;
         entry.version = version;
@@ -80,14 +86,25 @@ impl StatusBoard {
     }
 
     pub fn count_batch(&self, name: &str, events: u64, busy: Duration) {
+        let labels = RuleLabels { rule: name.into() };
+        let m = metrics();
+        m.rule_events.get_or_create(&labels).inc_by(events);
+        m.rule_call_duration_seconds
+            .get_or_create(&labels)
+            .observe(busy.as_secs_f64());
         if let Some(s) = self.lock().get_mut(name) {
             s.batches += 1;
             s.events += events;
             s.busy += busy;
+            s.last_call = busy;
         }
     }
 
     pub fn count_dropped(&self, name: &str, events: u64) {
+        metrics()
+            .rule_events_dropped
+            .get_or_create(&RuleLabels { rule: name.into() })
+            .inc_by(events);
         if let Some(s) = self.lock().get_mut(name) {
             s.dropped += events;
         }

@@ -289,6 +289,7 @@ impl Worker {
                 );
                 self.host.record_fault(
                     &self.spec.name,
+                    fault.kind(),
                     Some(&self.spec.compiled.hash),
                     format!("faulted: {fault}; {} events dropped", batch.len()),
                 );
@@ -337,6 +338,7 @@ impl Worker {
                 );
                 self.host.record_fault(
                     &self.spec.name,
+                    "restart",
                     Some(&self.spec.compiled.hash),
                     format!("could not be restarted: {e}"),
                 );

@@ -215,6 +215,7 @@ struct Health {
 impl Health {
     fn up(&mut self, session_present: bool) -> LinkEvent {
         self.connected.store(true, Ordering::SeqCst);
+        crate::metrics::metrics().mqtt_connected.set(1);
         self.wait = self.backoff.first;
         self.last_error = None;
         tracing::info!(
@@ -228,6 +229,7 @@ impl Health {
 
     fn lost(&self) {
         self.connected.store(false, Ordering::SeqCst);
+        crate::metrics::metrics().mqtt_connected.set(0);
     }
 
     /// Report a failed connection and wait before the next try. False when the owner is gone.

@@ -20,6 +20,7 @@ use tokio::sync::mpsc;
 use crate::config::Mqtt;
 use crate::event::{CommandRequest, CommandResult, Ingested, MqttMessage, next_action_id, now_ns};
 use crate::logging::RateLimited;
+use crate::metrics::{CodeLabels, metrics};
 use crate::mqtt::lcm::{self, Reply, code};
 use crate::mqtt::link::Message;
 use crate::mqtt::session::{Handled, Session, SessionHandle};
@@ -109,7 +110,10 @@ impl Inbound {
             topic: m.topic.clone(),
             payload: m.payload.clone(),
         };
-        if self.rules.try_send(message).is_err() {
+        if self.rules.try_send(message).is_ok() {
+            metrics().mqtt_messages_received.inc();
+        } else {
+            metrics().mqtt_messages_dropped.inc();
             self.rule_drops += 1;
             let total = self.rule_drops;
             self.rule_drop_log.log(|suppressed| {
@@ -267,6 +271,7 @@ impl Inbound {
 
     /// A reply that is not a task's result (errors about the request itself).
     fn reply(&self, reply: &Reply) {
+        count_reply(reply);
         self.session
             .queue(&self.result_topic, &reply.to_json(), false);
     }
@@ -274,6 +279,7 @@ impl Inbound {
 
 /// Record a task's reply and queue it, atomically.
 fn finish_task(store: &Store, session: &SessionHandle, topic: &str, key: &str, reply: &Reply) {
+    count_reply(reply);
     let json = reply.to_json();
     match store.task_finish(key, topic, &json, session.outbox_limit()) {
         Ok((_, dropped)) => session.queued(dropped),
@@ -285,6 +291,16 @@ fn finish_task(store: &Store, session: &SessionHandle, topic: &str, key: &str, r
             session.publish_direct(topic, json);
         }
     }
+}
+
+/// Remote commands answered, by lua-collectd-monitor's result code (`0x2002` style, as its
+/// users know them).
+fn count_reply(reply: &Reply) {
+    let code = format!("0x{:04x}", reply.code);
+    metrics()
+        .remote_commands
+        .get_or_create(&CodeLabels { code })
+        .inc();
 }
 
 fn forget_expired(store: &Store, window: Duration) {

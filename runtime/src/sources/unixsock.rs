@@ -15,6 +15,7 @@ use tokio::sync::mpsc;
 
 use crate::config::Unixsock as UnixsockConfig;
 use crate::event::{Identifier, Ingested, MAX_VALUES, Sample, ValueList, secs_to_ns};
+use crate::metrics::{SourceCounters, metrics};
 use crate::shutdown::Shutdown;
 
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -69,7 +70,11 @@ pub struct Poller {
     sink: mpsc::Sender<Ingested>,
     /// Last time seen per identifier, so an unchanged value is not delivered twice.
     seen: HashMap<String, u64>,
+    counters: SourceCounters,
 }
+
+/// Refusal reasons of this source.
+pub const REFUSAL_REASONS: &[&str] = &["unreadable_line", "getval_refused"];
 
 impl Poller {
     pub fn new(config: &UnixsockConfig, sink: mpsc::Sender<Ingested>) -> Self {
@@ -79,6 +84,7 @@ impl Poller {
             patterns: PatternSet::new(&config.patterns),
             sink,
             seen: HashMap::new(),
+            counters: metrics().source("unixsock", config.socket.display().to_string()),
         }
     }
 
@@ -97,6 +103,7 @@ impl Poller {
             match UnixStream::connect(&self.socket).await {
                 Ok(stream) => {
                     tracing::info!(socket = %self.socket.display(), "unixsock: connected to collectd");
+                    metrics().unixsock_connected.set(1);
                     down_logged = false;
                     backoff = Duration::from_millis(100);
                     let (read, mut write) = stream.into_split();
@@ -113,6 +120,7 @@ impl Poller {
                                     ))
                                 });
                         if let Err(e) = polled {
+                            metrics().unixsock_connected.set(0);
                             tracing::warn!(
                                 socket = %self.socket.display(),
                                 "unixsock: connection to collectd lost: {e}; reconnecting"
@@ -159,7 +167,10 @@ impl Poller {
                     }
                 }
                 Some(_) => {}
-                None => tracing::debug!(line, "unixsock: unreadable LISTVAL line skipped"),
+                None => {
+                    self.counters.refused("unreadable_line");
+                    tracing::debug!(line, "unixsock: unreadable LISTVAL line skipped")
+                }
             }
         }
         for (time, id) in wanted {
@@ -169,6 +180,7 @@ impl Poller {
             let n = match parse_status(&status_line(read).await?) {
                 Ok(n) => n,
                 Err(e) => {
+                    self.counters.refused("getval_refused");
                     tracing::debug!(identifier = id, "unixsock: GETVAL refused: {e}");
                     continue;
                 }
@@ -181,7 +193,10 @@ impl Poller {
                 let l = line(read).await?;
                 match parse_getval_line(&l) {
                     Some((_, v)) => samples.push(Sample::Gauge(v)),
-                    None => tracing::debug!(line = l, "unixsock: unreadable GETVAL line skipped"),
+                    None => {
+                        self.counters.refused("unreadable_line");
+                        tracing::debug!(line = l, "unixsock: unreadable GETVAL line skipped")
+                    }
                 }
             }
             let Some(identifier) = Identifier::parse(&id) else {
@@ -201,6 +216,7 @@ impl Poller {
             if self.sink.send(Ingested::Values(list)).await.is_err() {
                 return Ok(());
             }
+            self.counters.values.inc();
         }
         Ok(())
     }

@@ -143,14 +143,17 @@ impl History {
     pub fn record(&self, entry: Entry) {
         match self.tx.try_send(Msg::Entry(entry)) {
             Ok(()) => {}
-            Err(TrySendError::Full(_)) => self.dropped.count(|total, suppressed| {
-                tracing::warn!(
-                    total_dropped = total,
-                    suppressed,
-                    "history queue full: an audit entry was dropped (the database is slower \
-                     than the decisions)"
-                )
-            }),
+            Err(TrySendError::Full(_)) => {
+                crate::metrics::metrics().history_dropped.inc();
+                self.dropped.count(|total, suppressed| {
+                    tracing::warn!(
+                        total_dropped = total,
+                        suppressed,
+                        "history queue full: an audit entry was dropped (the database is \
+                         slower than the decisions)"
+                    )
+                })
+            }
             Err(TrySendError::Disconnected(_)) => {}
         }
     }
@@ -196,6 +199,10 @@ fn write_all(store: &Store, rx: Receiver<Msg>, retention: Retention) {
         if !entries.is_empty()
             && let Err(e) = store.history_write(&entries)
         {
+            // Counted and reported, never retried in a loop: the decisions go on meanwhile.
+            let m = crate::metrics::metrics();
+            m.history_write_failures.inc();
+            m.history_dropped.inc_by(entries.len() as u64);
             store.report("audit history cannot be written", &e);
         }
         for done in flushed {
@@ -239,6 +246,10 @@ pub struct Query {
     pub service: Option<String>,
     /// Only what did not succeed: failed, timed out, interrupted, refused, and rule faults.
     pub failed: bool,
+    /// With `failed`: notifications too (what a feed of trouble shows).
+    pub or_notifications: bool,
+    /// Only rows older than this `(asked, action_id)`: the next page after a page ending there.
+    pub before: Option<(u64, u64)>,
     pub limit: u32,
 }
 
@@ -394,10 +405,21 @@ impl Store {
             args.push(service);
             sql.push_str(&format!(" AND service = ?{}", args.len()));
         }
-        if q.failed {
-            sql.push_str(
-                " AND state IN ('failed', 'timed out', 'interrupted', 'refused', 'faulted')",
-            );
+        let failed = "state IN ('failed', 'timed out', 'interrupted', 'refused', 'faulted')";
+        match (q.failed, q.or_notifications) {
+            (true, true) => sql.push_str(&format!(" AND ({failed} OR kind = 'notification')")),
+            (true, false) => sql.push_str(&format!(" AND {failed}")),
+            _ => {}
+        }
+        let before = q.before.map(|(asked, id)| (asked as i64, id as i64));
+        if let Some((asked, id)) = &before {
+            args.push(asked);
+            let a = args.len();
+            args.push(id);
+            sql.push_str(&format!(
+                " AND (asked < ?{a} OR (asked = ?{a} AND action_id < ?{}))",
+                args.len()
+            ));
         }
         let limit = i64::from(q.limit);
         args.push(&limit);

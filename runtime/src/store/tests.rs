@@ -202,6 +202,30 @@ mod history {
             })
             .unwrap();
         assert_eq!(failed.iter().map(|r| r.action_id).collect::<Vec<_>>(), [2]);
+        let trouble = store
+            .history(&Query {
+                failed: true,
+                or_notifications: true,
+                ..all()
+            })
+            .unwrap();
+        let ids: Vec<u64> = trouble.iter().map(|r| r.action_id).collect();
+        assert_eq!(ids, [4, 2]);
+        // Pages: two rows, then the rows older than the last one of the first page.
+        let page = |before| {
+            store
+                .history(&Query {
+                    limit: 2,
+                    before,
+                    ..all()
+                })
+                .unwrap()
+        };
+        let first = page(None);
+        let last = first.last().unwrap();
+        let second = page(Some((last.asked, last.action_id)));
+        let ids: Vec<u64> = first.iter().chain(&second).map(|r| r.action_id).collect();
+        assert_eq!(ids, [4, 3, 2, 1]);
         // A crash leaves 3 running: the next start says it was interrupted.
         assert_eq!(store.history_interrupt_running().unwrap(), 1);
         let rows = store.history(&all()).unwrap();

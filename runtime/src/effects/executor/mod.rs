@@ -13,8 +13,10 @@ use tokio::sync::mpsc::Receiver;
 use tokio::sync::{Notify, watch};
 
 use super::policy::{Admitted, BreakerChange, Gate};
+use super::view::{CommandView, LastRun};
 use crate::config::{Command, Config, Program};
 use crate::event::{CommandRequest, CommandResult, Refusal, Severity};
+use crate::metrics::{CommandLabels, CommandOutcomeLabels, ReasonLabels, metrics};
 use crate::store::history::{Entry, History, state};
 
 /// How long to keep reading output after the command exited, for a background child that
@@ -307,6 +309,7 @@ struct Running {
 pub struct ExecutorHandle {
     running: Arc<Running>,
     config: Arc<std::sync::RwLock<Arc<Config>>>,
+    gate: Arc<Mutex<Gate>>,
 }
 
 /// While stopping, how often what is still running is logged.
@@ -359,6 +362,17 @@ impl ExecutorHandle {
         *self.config.write().unwrap_or_else(|p| p.into_inner()) = config;
     }
 
+    /// Every allow-listed command's policy state, for the status page.
+    pub fn commands(&self) -> Vec<CommandView> {
+        let config = self
+            .config
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let gate = self.gate.lock().unwrap_or_else(|p| p.into_inner());
+        gate.view(&config, Instant::now())
+    }
+
     /// `service/command` of every command running now.
     fn running_now(&self) -> Vec<String> {
         let now = self.running.now.lock().unwrap_or_else(|p| p.into_inner());
@@ -396,10 +410,11 @@ impl Executor {
                 let saved = states.into_iter().filter_map(|(service, command, bytes)| {
                     Some((service, command, serde_json::from_slice(&bytes).ok()?))
                 });
-                self.gate
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .restore_saved(saved, crate::event::now_ns(), Instant::now());
+                let mut gate = self.gate.lock().unwrap_or_else(|p| p.into_inner());
+                gate.restore_saved(saved, crate::event::now_ns(), Instant::now());
+                for (service, command) in gate.open_breakers() {
+                    breaker_gauge(service, command).set(1);
+                }
             }
             Err(e) => store.report("the commands' policy state cannot be read", &e),
         }
@@ -411,6 +426,7 @@ impl Executor {
         ExecutorHandle {
             running: self.running.clone(),
             config: self.config.clone(),
+            gate: self.gate.clone(),
         }
     }
 
@@ -454,6 +470,12 @@ impl Executor {
                     interrupted: false,
                     duration: Duration::ZERO,
                 };
+                metrics()
+                    .policy_refusals
+                    .get_or_create(&ReasonLabels {
+                        reason: refusal.reason(),
+                    })
+                    .inc();
                 refused = Some(refusal);
                 result
             }
@@ -552,16 +574,38 @@ impl Executor {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
+        let ended = outcome(result);
+        metrics()
+            .commands
+            .get_or_create(&CommandOutcomeLabels {
+                service: service.clone(),
+                command: command.clone(),
+                outcome: ended,
+            })
+            .inc();
         let change = {
             let mut gate = self.gate.lock().unwrap_or_else(|p| p.into_inner());
             let change = gate.finish(&config, token, failed, Instant::now());
+            let last = LastRun {
+                ended_ns: crate::event::now_ns(),
+                outcome: ended,
+                code: result.code,
+                duration: result.duration,
+            };
+            gate.set_last(&service, &command, last);
             self.save_policy(&gate, &service, &command);
             change
         };
         let Some(change) = change else { return };
         match change {
-            BreakerChange::Opened { .. } => tracing::warn!("{change}"),
-            BreakerChange::Closed { .. } => tracing::info!("{change}"),
+            BreakerChange::Opened { .. } => {
+                breaker_gauge(&service, &command).set(1);
+                tracing::warn!("{change}")
+            }
+            BreakerChange::Closed { .. } => {
+                breaker_gauge(&service, &command).set(0);
+                tracing::info!("{change}")
+            }
         }
         self.record(|| Entry::Notified {
             action_id: crate::event::next_action_id(),
@@ -602,6 +646,17 @@ impl Executor {
             self.running.changed.notify_waiters();
         }
     }
+}
+
+/// `medic_breaker_open` of one command: 1 from opening until a trial run succeeds.
+fn breaker_gauge(service: &str, command: &str) -> prometheus_client::metrics::gauge::Gauge {
+    metrics()
+        .breaker_open
+        .get_or_create(&CommandLabels {
+            service: service.into(),
+            command: command.into(),
+        })
+        .clone()
 }
 
 /// How a run ended, in the history's words.

@@ -4,8 +4,6 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
@@ -17,18 +15,19 @@ use super::protocol::{Credentials, SecurityLevel, decode, to_ingested};
 use crate::config::Network as NetworkConfig;
 use crate::event::{Ingested, now_ns};
 use crate::logging::{RateLimited, RateLimitedByKind, Untrusted};
+use crate::metrics::{SourceCounters, metrics};
 use crate::shutdown::Shutdown;
 
-/// Counters for the status page and metrics (and the tests).
-#[derive(Debug, Default)]
-pub struct NetworkStats {
-    pub datagrams: AtomicU64,
-    pub items: AtomicU64,
-    /// Datagrams (or parts) refused: malformed, unauthenticated, wrong security level.
-    pub refused: AtomicU64,
-    /// Items lost because the engine queue was full.
-    pub dropped: AtomicU64,
-}
+/// Refusal reasons of this source (decode errors, and parts that decode but make no value).
+pub const REFUSAL_REASONS: &[&str] = &[
+    "malformed",
+    "unsigned",
+    "encrypted_at_none",
+    "unknown_user",
+    "bad_signature",
+    "decrypt_failed",
+    "invalid_part",
+];
 
 /// The largest datagram collectd (or anything) can send over UDP.
 const MAX_DATAGRAM: usize = 65_536;
@@ -125,7 +124,6 @@ impl AuthFile {
 pub fn start(
     config: &NetworkConfig,
     sink: mpsc::Sender<Ingested>,
-    stats: Arc<NetworkStats>,
     shutdown: Shutdown,
 ) -> anyhow::Result<(Vec<SocketAddr>, Vec<tokio::task::JoinHandle<()>>)> {
     let level = config.security_level;
@@ -133,10 +131,12 @@ pub fn start(
     let mut tasks = Vec::new();
     for &addr in &config.listen {
         let socket = bind(addr, config.receive_buffer)?;
-        bound.push(socket.local_addr()?);
+        let local = socket.local_addr()?;
+        bound.push(local);
         let auth = AuthFile::load(config.auth_file.as_deref())?;
         let mut shutdown = shutdown.clone();
-        let receiver = receive(socket, level, auth, sink.clone(), stats.clone());
+        let counters = metrics().source("network", local.to_string());
+        let receiver = receive(socket, level, auth, sink.clone(), counters);
         tasks.push(tokio::spawn(async move {
             tokio::select! {
                 _ = receiver => {}
@@ -152,7 +152,7 @@ async fn receive(
     level: SecurityLevel,
     mut auth: AuthFile,
     sink: mpsc::Sender<Ingested>,
-    stats: Arc<NetworkStats>,
+    counters: SourceCounters,
 ) {
     let mut buf = vec![0u8; MAX_DATAGRAM];
     let mut decoded = Vec::new();
@@ -167,10 +167,9 @@ async fn receive(
                 continue;
             }
         };
-        stats.datagrams.fetch_add(1, Ordering::Relaxed);
         decoded.clear();
         if let Err(e) = decode(&buf[..n], level, auth.credentials(), &mut decoded) {
-            stats.refused.fetch_add(1, Ordering::Relaxed);
+            counters.refused(e.reason());
             refusals.log(Some(std::mem::discriminant(&e)), |suppressed| {
                 let e = Untrusted(&e.to_string()).to_string();
                 tracing::warn!(%from, bytes = n, suppressed, "datagram refused: {e}")
@@ -179,20 +178,29 @@ async fn receive(
         let now = now_ns();
         for d in decoded.drain(..) {
             match to_ingested(d.item, now) {
-                Ok(item) => match sink.try_send(item) {
-                    Ok(()) => {
-                        stats.items.fetch_add(1, Ordering::Relaxed);
+                Ok(item) => {
+                    let counter = match &item {
+                        Ingested::Values(_) => &counters.values,
+                        _ => &counters.notifications,
+                    };
+                    match sink.try_send(item) {
+                        Ok(()) => {
+                            counter.inc();
+                        }
+                        Err(mpsc::error::TrySendError::Full(_)) => {
+                            counters.dropped.inc();
+                            drops.log(|suppressed| {
+                                tracing::warn!(
+                                    suppressed,
+                                    "engine queue full: network values dropped"
+                                )
+                            });
+                        }
+                        Err(mpsc::error::TrySendError::Closed(_)) => return,
                     }
-                    Err(mpsc::error::TrySendError::Full(_)) => {
-                        stats.dropped.fetch_add(1, Ordering::Relaxed);
-                        drops.log(|suppressed| {
-                            tracing::warn!(suppressed, "engine queue full: network values dropped")
-                        });
-                    }
-                    Err(mpsc::error::TrySendError::Closed(_)) => return,
-                },
+                }
                 Err(e) => {
-                    stats.refused.fetch_add(1, Ordering::Relaxed);
+                    counters.refused("invalid_part");
                     refusals.log(None, |suppressed| {
                         let e = Untrusted(&e).to_string();
                         tracing::warn!(%from, suppressed, "part refused: {e}")
@@ -233,10 +241,9 @@ mod tests {
     #[tokio::test]
     async fn receives_on_ipv4_and_ipv6() {
         let (tx, mut rx) = mpsc::channel(1024);
-        let stats = Arc::new(NetworkStats::default());
         let cfg = config(&["127.0.0.1:0", "[::1]:0"], SecurityLevel::None);
         let (_trigger, shutdown) = crate::shutdown::channel();
-        let (bound, _tasks) = start(&cfg, tx, stats.clone(), shutdown).unwrap();
+        let (bound, _tasks) = start(&cfg, tx, shutdown).unwrap();
         assert_eq!(bound.len(), 2);
         let plain = fixture("plain.bin");
         let v4 = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -245,8 +252,11 @@ mod tests {
         let v6 = std::net::UdpSocket::bind("[::1]:0").unwrap();
         v6.send_to(&plain, bound[1]).unwrap();
         assert_eq!(receive_n(&mut rx, 29).await, 29);
-        assert_eq!(stats.datagrams.load(Ordering::Relaxed), 2);
-        assert_eq!(stats.items.load(Ordering::Relaxed), 58);
+        for addr in &bound {
+            let counters = metrics().source("network", addr.to_string());
+            let items = counters.values.get() + counters.notifications.get();
+            assert_eq!(items, 29, "{addr}");
+        }
     }
 
     #[tokio::test]
@@ -255,17 +265,20 @@ mod tests {
         let auth = dir.path().join("passwd");
         std::fs::write(&auth, "fixture-user: fixture-secret\n").unwrap();
         let (tx, mut rx) = mpsc::channel(1024);
-        let stats = Arc::new(NetworkStats::default());
         let mut cfg = config(&["127.0.0.1:0"], SecurityLevel::Sign);
         cfg.auth_file = Some(auth);
         let (_trigger, shutdown) = crate::shutdown::channel();
-        let (bound, _tasks) = start(&cfg, tx, stats.clone(), shutdown).unwrap();
+        let (bound, _tasks) = start(&cfg, tx, shutdown).unwrap();
         let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         client.send_to(&fixture("plain.bin"), bound[0]).unwrap();
         client.send_to(b"garbage", bound[0]).unwrap();
         client.send_to(&fixture("sign.bin"), bound[0]).unwrap();
         assert_eq!(receive_n(&mut rx, 28).await, 28);
-        assert_eq!(stats.refused.load(Ordering::Relaxed), 2);
+        let counters = metrics().source("network", bound[0].to_string());
+        assert_eq!(
+            counters.refusals(REFUSAL_REASONS),
+            vec![("malformed", 1), ("unsigned", 1)]
+        );
     }
 
     #[tokio::test]

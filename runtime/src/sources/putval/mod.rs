@@ -16,6 +16,7 @@ use crate::event::{
     Severity, ValueList, now_ns, secs_to_ns,
 };
 use crate::logging::{RateLimited, Untrusted};
+use crate::metrics::{SourceCounters, metrics};
 use crate::shutdown::Shutdown;
 use crate::types_db::TypesDb;
 
@@ -250,7 +251,11 @@ pub struct PutvalServer {
     clients: Arc<tokio::sync::Semaphore>,
     max_clients: usize,
     idle_timeout: std::time::Duration,
+    counters: SourceCounters,
 }
+
+/// Refusal reasons of this source.
+pub const REFUSAL_REASONS: &[&str] = &["invalid_line", "line_too_long", "too_many_clients"];
 
 impl PutvalServer {
     /// Bind the configured socket, replacing a stale socket file left by a previous run (never
@@ -293,6 +298,7 @@ impl PutvalServer {
             clients: Arc::new(tokio::sync::Semaphore::new(config.max_clients)),
             max_clients: config.max_clients,
             idle_timeout: config.idle_timeout,
+            counters: metrics().source("putval", socket.display().to_string()),
         })
     }
 
@@ -310,6 +316,7 @@ impl PutvalServer {
                 Ok((stream, _)) => {
                     let Ok(permit) = shared.clients.clone().try_acquire_owned() else {
                         refused += 1;
+                        shared.counters.refused("too_many_clients");
                         let max = shared.max_clients;
                         refusals.log(|suppressed| {
                             tracing::warn!(
@@ -364,6 +371,7 @@ impl PutvalServer {
                 return Ok(());
             }
             if n as u64 > MAX_LINE {
+                self.counters.refused("line_too_long");
                 write.write_all(b"-1 Line too long.\n").await?;
                 return Ok(());
             }
@@ -381,6 +389,7 @@ impl PutvalServer {
                     }
                 }
                 Err(e) => {
+                    self.counters.refused("invalid_line");
                     tracing::debug!(line = text, "putval refused: {}", Untrusted(&e));
                     format!("-1 {e}")
                 }
@@ -399,10 +408,17 @@ impl PutvalServer {
                     if self.sink.send(Ingested::Values(list)).await.is_err() {
                         return false;
                     }
+                    self.counters.values.inc();
                 }
                 true
             }
-            Parsed::Notification(n) => self.sink.send(Ingested::Notification(n)).await.is_ok(),
+            Parsed::Notification(n) => {
+                let sent = self.sink.send(Ingested::Notification(n)).await.is_ok();
+                if sent {
+                    self.counters.notifications.inc();
+                }
+                sent
+            }
         }
     }
 }

@@ -132,6 +132,21 @@ pub enum DecodeError {
     BadChecksum(String),
 }
 
+impl DecodeError {
+    /// A short fixed label for metrics: what an operator does about it differs by reason
+    /// (fix a sender's config, a password, or look for an attacker), not by offset.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            DecodeError::Unsigned(_) => "unsigned",
+            DecodeError::EncryptedAtNone => "encrypted_at_none",
+            DecodeError::UnknownUser(_) => "unknown_user",
+            DecodeError::BadSignature(_) => "bad_signature",
+            DecodeError::BadChecksum(_) => "decrypt_failed",
+            _ => "malformed",
+        }
+    }
+}
+
 /// `user → password`, from collectd's AuthFile format.
 #[derive(Debug, Clone, Default)]
 pub struct Credentials {
