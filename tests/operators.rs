@@ -344,3 +344,98 @@ fn chromium(url: &str, dir: &Path) -> (String, std::path::PathBuf) {
     run(&[&format!("--screenshot={}", png.display())]);
     (dom, png)
 }
+
+/// Another process holds the history database's write lock (as a stuck backup or a full disk
+/// would stop writes): medic logs and counts the failed audit writes, while values still reach
+/// the rule and the command it asks for still runs; once the lock is gone, the decisions are
+/// written after all.
+#[test]
+fn a_locked_history_is_counted_while_rules_and_commands_go_on() {
+    let (udp, http) = (free_udp_port(), free_tcp_port());
+    let site = site(udp, http, "");
+    let marker = site.path("marker");
+    let text = std::fs::read_to_string(site.path("medic.toml"))
+        .unwrap()
+        .replace(
+            "fix = { run = \"echo cannot fix; exit 1\"",
+            &format!("fix = {{ run = \"echo ran >> '{}'\"", marker.display()),
+        );
+    std::fs::write(site.path("medic.toml"), text).unwrap();
+    let medic = site.start();
+    let addr = format!("127.0.0.1:{http}");
+    let db = site.path("state/medic.db");
+    let mut locker = Command::new("python3")
+        .args([
+            "-c",
+            "import sqlite3, sys, time\n\
+             c = sqlite3.connect(sys.argv[1], isolation_level=None)\n\
+             c.execute('BEGIN EXCLUSIVE')\n\
+             print('locked', flush=True)\n\
+             time.sleep(float(sys.argv[2]))\n",
+        ])
+        .arg(&db)
+        .arg("15")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 runs the locker");
+    let mut said = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(locker.stdout.as_mut().unwrap()),
+        &mut said,
+    )
+    .unwrap();
+    assert_eq!(said.trim(), "locked");
+    let locked_at = std::time::Instant::now();
+
+    medic.putval(&["PUTVAL h/flaky/gauge N:1"]);
+    assert!(
+        wait_until(WAIT, || std::fs::read_to_string(&marker)
+            .is_ok_and(|m| m == "ran\n")),
+        "the command did not run while the history was locked:\n{}",
+        medic.log()
+    );
+    for i in 2..=5 {
+        medic.putval(&[&format!("PUTVAL h/flaky/gauge N:{i}")]);
+    }
+    assert!(
+        wait_until(WAIT, || medic_integration::max_seen(medic.log().lines())
+            >= 5),
+        "values stopped reaching the rule:\n{}",
+        medic.log()
+    );
+    assert!(
+        locked_at.elapsed() < Duration::from_secs(15),
+        "the lock was gone before the checks"
+    );
+    assert!(
+        !medic.log().contains("rule faulted"),
+        "a locked database made the rule miss its deadline:\n{}",
+        medic.log()
+    );
+    medic.expect_log("audit history cannot be written", WAIT);
+    let failures = "medic_history_write_failures_total";
+    assert!(
+        wait_until(WAIT, || sample(
+            &http_get(&addr, "/metrics", None).1,
+            failures
+        ) >= Some(1.0)),
+        "{}",
+        http_get(&addr, "/metrics", None).1
+    );
+    let (code, status) = http_get(&addr, "/status", None);
+    assert_eq!(code, 200);
+    assert!(status.contains("\"write_failures\":"), "{status}");
+    let _ = locker.kill();
+    let _ = locker.wait();
+    // The writes that failed are retried once the lock is gone: the decision is on record.
+    assert!(
+        wait_until(WAIT, || site
+            .history()
+            .iter()
+            .any(|r| r["command"] == "fix" && r["state"] == "succeeded")),
+        "{:?}\n{}",
+        site.history(),
+        medic.log()
+    );
+    medic.stop();
+}

@@ -226,7 +226,8 @@ fn broken_rules_are_contained_and_explained() {
     medic.expect_log("rule faulted: ran past its 50ms deadline", WAIT);
     let grow = medic.log_lines_with("rule=\"grow\"");
     assert!(
-        grow.iter().any(|l| l.contains("rule faulted: trapped")),
+        grow.iter()
+            .any(|l| l.contains("rule faulted: went over its memory limit")),
         "{grow:?}"
     );
     medic.expect_log("rule re-instantiated after a fault", WAIT);

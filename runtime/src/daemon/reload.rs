@@ -79,6 +79,9 @@ fn merge(current: Config, new: &Config) -> (Config, Vec<&'static str>) {
     if effective.notify != new.notify {
         later.push("notify");
     }
+    if effective.http != new.http {
+        later.push("http");
+    }
     (effective, later)
 }
 
@@ -114,5 +117,7 @@ mod tests {
             &parse("[mqtt]\nbroker = \"mqtt://k\"\n"),
         );
         assert_eq!(later, vec!["mqtt (other than mqtt.grants)"]);
+        let (_, later) = merge(parse(""), &parse("[http]\nlisten = \"127.0.0.1:1\"\n"));
+        assert_eq!(later, vec!["http"]);
     }
 }

@@ -9,6 +9,7 @@ use wasmtime::{Store, StoreLimits, StoreLimitsBuilder, Trap};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::{self as wit, RuleV0};
+use super::rule_state::RuleState;
 use super::series::SeriesTable;
 use crate::event::now_ns;
 use crate::logging::Untrusted;
@@ -21,7 +22,7 @@ pub struct HostState {
     wasi: WasiCtx,
     table: ResourceTable,
     limits: StoreLimits,
-    state: StateStore,
+    state: RuleState,
     series: Arc<SeriesTable>,
 }
 
@@ -51,27 +52,15 @@ impl wit::medic::rules::host::Host for HostState {
     }
 
     fn state_get(&mut self, key: String) -> Option<Vec<u8>> {
-        self.state.state_get(&self.rule, &key).unwrap_or_else(|e| {
-            self.state
-                .report(&format!("rule {} cannot read its state", self.rule), &e);
-            None
-        })
+        self.state.get(&key)
     }
 
     fn state_set(&mut self, key: String, value: Vec<u8>) {
-        if let Err(e) = self.state.state_set(&self.rule, &key, &value) {
-            self.state
-                .report(&format!("rule {} cannot write its state", self.rule), &e);
-        }
+        self.state.set(key, Some(value));
     }
 
     fn state_delete(&mut self, key: String) {
-        if let Err(e) = self.state.state_delete(&self.rule, &key) {
-            self.state.report(
-                &format!("rule {} cannot delete from its state", self.rule),
-                &e,
-            );
-        }
+        self.state.set(key, None);
     }
 
     fn now(&mut self) -> u64 {
@@ -179,6 +168,7 @@ impl RuleInstance {
         limits: Limits,
     ) -> Result<Self, Fault> {
         let host = HostState {
+            state: RuleState::new(rule.clone(), state),
             rule,
             wasi: WasiCtx::builder().build(),
             table: ResourceTable::new(),
@@ -187,7 +177,6 @@ impl RuleInstance {
                 .trap_on_grow_failure(true)
                 .instances(4)
                 .build(),
-            state,
             series,
         };
         let mut store = Store::new(pre.engine(), host);

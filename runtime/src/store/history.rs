@@ -3,10 +3,12 @@
 //! row still `running` at the next start was cut short by a crash and is marked `interrupted`.
 //!
 //! Writers never wait on the database: [`History::record`] puts the entry in a bounded queue a
-//! writer thread empties in transactions; a full queue drops the entry, counted and logged.
+//! writer thread empties in transactions; a full queue drops the entry, counted and logged. A
+//! transaction that fails (another process holds the lock, the disk is full) is retried every
+//! second with what came meanwhile, so a passing problem loses nothing.
 
 use std::sync::Arc;
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::time::{Duration, Instant};
 
 use rusqlite::{ToSql, params};
@@ -14,11 +16,14 @@ use serde::Serialize;
 
 use super::Store;
 use crate::logging::Dropped;
+use crate::metrics::metrics;
 
 /// Entries waiting for the writer; past it new ones are dropped and counted.
 const QUEUE: usize = 10_000;
 /// Entries written in one transaction at most.
 const PER_TRANSACTION: usize = 512;
+/// How often a failed write is tried again.
+const RETRY_EVERY: Duration = Duration::from_secs(1);
 /// How often retention runs.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
@@ -144,7 +149,7 @@ impl History {
         match self.tx.try_send(Msg::Entry(entry)) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
-                crate::metrics::metrics().history_dropped.inc();
+                metrics().history_dropped.inc();
                 self.dropped.count(|total, suppressed| {
                     tracing::warn!(
                         total_dropped = total,
@@ -187,32 +192,71 @@ impl History {
 fn write_all(store: &Store, rx: Receiver<Msg>, retention: Retention) {
     let mut last_prune = Instant::now();
     store.history_prune(retention);
-    while let Ok(first) = rx.recv() {
-        let mut entries = Vec::new();
-        let mut flushed = Vec::new();
-        for msg in std::iter::once(first).chain(rx.try_iter().take(PER_TRANSACTION - 1)) {
+    // Entries a failed transaction left behind (database locked, disk full): retried, in order,
+    // before anything newer; flushes wait for them.
+    let mut pending: Vec<Entry> = Vec::new();
+    let mut flushed: Vec<SyncSender<()>> = Vec::new();
+    loop {
+        let first = if pending.is_empty() {
+            match rx.recv() {
+                Ok(msg) => Some(msg),
+                Err(_) => return,
+            }
+        } else {
+            match rx.recv_timeout(RETRY_EVERY) {
+                Ok(msg) => Some(msg),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => {
+                    // Everyone is gone: one last try, then what is left is lost (and said).
+                    if let Err(e) = store.history_write(&pending) {
+                        lost(store, pending.len(), &e);
+                    }
+                    return;
+                }
+            }
+        };
+        for msg in first
+            .into_iter()
+            .chain(rx.try_iter().take(PER_TRANSACTION - 1))
+        {
             match msg {
-                Msg::Entry(e) => entries.push(e),
+                Msg::Entry(e) => pending.push(e),
                 Msg::Flush(done) => flushed.push(done),
             }
         }
-        if !entries.is_empty()
-            && let Err(e) = store.history_write(&entries)
-        {
-            // Counted and reported, never retried in a loop: the decisions go on meanwhile.
-            let m = crate::metrics::metrics();
-            m.history_write_failures.inc();
-            m.history_dropped.inc_by(entries.len() as u64);
-            store.report("audit history cannot be written", &e);
+        if !pending.is_empty() {
+            match store.history_write(&pending) {
+                Ok(()) => pending.clear(),
+                Err(e) => {
+                    metrics().history_write_failures.inc();
+                    store.report("audit history cannot be written (retried every second)", &e);
+                    if pending.len() > QUEUE {
+                        let excess = pending.len() - QUEUE;
+                        pending.drain(..excess);
+                        lost(store, excess, &e);
+                    }
+                }
+            }
         }
-        for done in flushed {
-            let _ = done.send(());
+        if pending.is_empty() {
+            for done in flushed.drain(..) {
+                let _ = done.send(());
+            }
         }
         if last_prune.elapsed() >= PRUNE_EVERY {
             last_prune = Instant::now();
             store.history_prune(retention);
         }
     }
+}
+
+/// `n` entries could not be kept: counted as dropped.
+fn lost(store: &Store, n: usize, e: &rusqlite::Error) {
+    metrics().history_dropped.inc_by(n as u64);
+    store.report(
+        &format!("{n} audit entries are lost (the history could not be written)"),
+        e,
+    );
 }
 
 /// One row of history, as `medic history` shows it.

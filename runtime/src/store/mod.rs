@@ -11,6 +11,13 @@ pub mod history;
 use anyhow::Context;
 use rusqlite::{Connection, OptionalExtension, params};
 
+/// How long a write waits for a lock another process holds (a backup, an admin's `sqlite3`)
+/// before it fails. medic's own writers share one connection and never wait on each other; the
+/// wait would be spent inside a rule's call (state writes, 50 ms deadline) or holding the
+/// connection every other writer needs, so a locked database fails fast, is reported and
+/// counted, and the history retries on its own.
+const WRITE_WAIT: std::time::Duration = std::time::Duration::from_millis(10);
+
 /// A cheap handle; clones share one connection (state writes are small and rare next to rule
 /// work, so one lock is simpler than a pool and never the bottleneck).
 #[derive(Clone)]
@@ -60,6 +67,7 @@ impl Store {
         if check != "ok" {
             return Err(Corrupt(check).into());
         }
+        store.conn().busy_timeout(WRITE_WAIT)?;
         // The database, its WAL and shared memory: private, even if made under another umask.
         for suffix in ["", "-wal", "-shm"] {
             let mut file = path.as_os_str().to_owned();
