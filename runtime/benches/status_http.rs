@@ -41,7 +41,7 @@ fn main() {
     }
     config.push_str("[services.svc.commands]\nfix = { run = \"true\", cooldown = \"1s\" }\n");
     site.write_config(&config);
-    let medic = site.start_binary(Path::new(env!("CARGO_BIN_EXE_medic")), "warn");
+    let medic = site.start_binary(Path::new(env!("CARGO_BIN_EXE_medic")), "info");
     let addr = format!("127.0.0.1:{http}");
 
     // Values for every rule, crossing t0's level now and then, until the measurement ends.
