@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Install what building and testing medic needs on a fresh Debian machine with rustup, and say
 # what it does: the wasm32-wasip2 target (rules), and Debian's collectd-core (types.db and a real
-# collectd for the ingest tests), mosquitto + mosquitto-clients (MQTT tests), openssl (the TLS
-# test makes its own CA), chromium (the status page is tested in a real headless browser) and
-# prometheus (its promtool checks /metrics). Each step is skipped when already done, so it is cheap to call always.
+# collectd for the ingest tests), collectd-utils (collectdctl, collectd-nagios and collectd-tg,
+# run against medic), mosquitto + mosquitto-clients (MQTT tests), openssl (the TLS test makes
+# its own CA), chromium (the status page is tested in a real headless browser) and prometheus
+# (its promtool checks /metrics). Each step is skipped when already done, so it is cheap to
+# call always.
 set -euo pipefail
 
 say() { echo "setup: $*" >&2; }
@@ -14,7 +16,7 @@ if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2; then
 fi
 
 missing=()
-for pkg in collectd-core mosquitto mosquitto-clients openssl chromium prometheus; do
+for pkg in collectd-core collectd-utils mosquitto mosquitto-clients openssl chromium prometheus; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
 done
 if [ "${#missing[@]}" -gt 0 ]; then

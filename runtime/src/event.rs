@@ -83,6 +83,18 @@ pub enum DsType {
     Absolute,
 }
 
+/// The latest value of every live series, as collectd's cache keeps it: what `GETVAL` and
+/// `LISTVAL` on the PUTVAL socket answer from. The engine's series table implements it; a
+/// source sees only this.
+pub trait LatestValues: Send + Sync {
+    /// Each data source's name and value for the series named `identifier` exactly
+    /// (`host/plugin[-inst]/type[-inst]`): a gauge as it is, a counter, derive or absolute as
+    /// its per-second rate (NaN until there is one). `None` when there is no such series.
+    fn getval(&self, identifier: &str) -> Option<Vec<(String, f64)>>;
+    /// Every series with the time of its latest value, sorted by identifier.
+    fn listval(&self) -> Vec<(u64, String)>;
+}
+
 /// One raw value.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Sample {

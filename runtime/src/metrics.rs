@@ -30,6 +30,18 @@ pub struct RefusedLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ListenerLabels {
+    pub listener: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StageLabels {
+    pub listener: String,
+    /// `kernel` or `handoff`.
+    pub stage: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RuleLabels {
     pub rule: String,
 }
@@ -88,6 +100,8 @@ pub struct Metrics {
     pub notifications_received: Family<SourceLabels, Counter>,
     pub ingest_refused: Family<RefusedLabels, Counter>,
     pub ingest_dropped: Family<SourceLabels, Counter>,
+    pub network_datagrams: Family<ListenerLabels, Counter>,
+    pub network_datagrams_dropped: Family<StageLabels, Counter>,
     pub unixsock_connected: Gauge,
     pub series: Gauge,
     pub series_refused: Family<ReasonLabels, Counter>,
@@ -126,6 +140,8 @@ impl Metrics {
             notifications_received: Family::default(),
             ingest_refused: Family::default(),
             ingest_dropped: Family::default(),
+            network_datagrams: Family::default(),
+            network_datagrams_dropped: Family::default(),
             unixsock_connected: Gauge::default(),
             series: Gauge::default(),
             series_refused: Family::default(),
@@ -176,6 +192,17 @@ impl Metrics {
             "ingest_dropped",
             "Items lost because the engine queue was full",
             m.ingest_dropped.clone(),
+        );
+        r.register(
+            "network_datagrams",
+            "UDP datagrams read from each network listener",
+            m.network_datagrams.clone(),
+        );
+        r.register(
+            "network_datagrams_dropped",
+            "UDP datagrams lost before decoding: in the kernel (the socket's receive buffer was \
+             full) or at the handoff to the decoder (decoding fell behind)",
+            m.network_datagrams_dropped.clone(),
         );
         r.register(
             "unixsock_connected",
@@ -330,6 +357,25 @@ impl Metrics {
             out.push('\n');
         }
         out
+    }
+
+    /// Datagrams read on one network listener.
+    pub fn network_datagrams(&self, listener: &str) -> Counter {
+        let labels = ListenerLabels {
+            listener: listener.into(),
+        };
+        self.network_datagrams.get_or_create(&labels).clone()
+    }
+
+    /// Datagrams of one network listener lost at `stage` (`kernel` or `handoff`).
+    pub fn network_dropped(&self, listener: &str, stage: &'static str) -> Counter {
+        let labels = StageLabels {
+            listener: listener.into(),
+            stage,
+        };
+        self.network_datagrams_dropped
+            .get_or_create(&labels)
+            .clone()
     }
 
     /// The counters of one input, taken once so every datagram or line only adds to atomics.

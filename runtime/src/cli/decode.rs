@@ -49,7 +49,9 @@ pub fn files(options: &Options, files: &[PathBuf]) -> anyhow::Result<bool> {
 
 /// Print live traffic until interrupted.
 pub async fn listen(options: &Options, addr: SocketAddr) -> anyhow::Result<()> {
-    let socket = crate::sources::collectd::udp::bind(addr, None)?;
+    let socket = crate::sources::collectd::socket::bind(addr, None)?;
+    socket.set_nonblocking(true)?;
+    let socket = tokio::net::UdpSocket::from_std(socket)?;
     let mut auth = AuthFile::load(options.auth_file.as_deref())?;
     let types = TypesDb::load(&options.types_db);
     eprintln!("listening on {}", socket.local_addr()?);

@@ -218,7 +218,7 @@ async fn start(config: Arc<Config>, shutdown: Shutdown) -> anyhow::Result<Runnin
         compiler: Compiler::new(Some(config.cache_dir()))?,
         host: HostParts {
             state: store,
-            series,
+            series: series.clone(),
             limits: Limits::from_config(&config.rules),
             history: Some(history.clone()),
         },
@@ -239,7 +239,8 @@ async fn start(config: Arc<Config>, shutdown: Shutdown) -> anyhow::Result<Runnin
     if let Some(p) = &config.ingest.putval {
         let interval = config.ingest.default_interval.as_nanos() as u64;
         let server = PutvalServer::bind(p, types.clone(), interval, ingest.clone())
-            .with_context(|| format!("cannot listen on {}", p.socket.display()))?;
+            .with_context(|| format!("cannot listen on {}", p.socket.display()))?
+            .with_latest(series.clone());
         tracing::info!(socket = %p.socket.display(), "PUTVAL/PUTNOTIF socket ready");
         inputs.push(SourceInfo {
             kind: "putval",

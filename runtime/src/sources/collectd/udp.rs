@@ -1,17 +1,19 @@
-//! Receives collectd's network plugin traffic (UDP): one task per listen address, decoding each
-//! datagram and handing its value lists and notifications to the engine. Never blocks: when the
-//! engine queue is full, values are dropped and counted (UDP has no way to slow the sender).
+//! Receives collectd's network plugin traffic (UDP). Per listen address, a reader thread
+//! ([`super::reader`]) drains the socket in batches and a decoding task turns the datagrams
+//! into value lists and notifications for the engine. Never blocks: when the engine queue is
+//! full, values are dropped and counted (UDP has no way to slow the sender); datagrams lost
+//! before decoding are counted apart (`medic_network_datagrams_dropped_total`).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
-use socket2::{Domain, Protocol, Socket, Type};
-use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
-use super::protocol::{Credentials, SecurityLevel, decode, to_ingested};
+use super::protocol::{Credentials, DecodeError, Decoded, SecurityLevel, decode, to_ingested};
+use super::reader::{self, Datagrams, InFlight};
+use super::socket::bind;
 use crate::config::Network as NetworkConfig;
 use crate::event::{Ingested, now_ns};
 use crate::logging::{RateLimited, RateLimitedByKind, Untrusted};
@@ -29,45 +31,8 @@ pub const REFUSAL_REASONS: &[&str] = &[
     "invalid_part",
 ];
 
-/// The largest datagram collectd (or anything) can send over UDP.
-const MAX_DATAGRAM: usize = 65_536;
-
-/// Bind a UDP socket, joining the group if `addr` is a multicast address.
-pub fn bind(addr: SocketAddr, receive_buffer: Option<usize>) -> anyhow::Result<UdpSocket> {
-    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
-    // Only a multicast group is meant to be shared; a unicast port that another process could
-    // also bind would let it read (part of) the feed.
-    if addr.ip().is_multicast() {
-        socket.set_reuse_address(true)?;
-    }
-    if addr.is_ipv6() {
-        socket.set_only_v6(true)?;
-    }
-    if let Some(size) = receive_buffer {
-        socket.set_recv_buffer_size(size)?;
-    }
-    let bind_addr: SocketAddr = match addr {
-        SocketAddr::V4(a) if a.ip().is_multicast() => {
-            (std::net::Ipv4Addr::UNSPECIFIED, a.port()).into()
-        }
-        SocketAddr::V6(a) if a.ip().is_multicast() => {
-            (std::net::Ipv6Addr::UNSPECIFIED, a.port()).into()
-        }
-        other => other,
-    };
-    socket
-        .bind(&bind_addr.into())
-        .with_context(|| format!("cannot bind {addr}"))?;
-    match addr {
-        SocketAddr::V4(a) if a.ip().is_multicast() => {
-            socket.join_multicast_v4(a.ip(), &std::net::Ipv4Addr::UNSPECIFIED)?
-        }
-        SocketAddr::V6(a) if a.ip().is_multicast() => socket.join_multicast_v6(a.ip(), 0)?,
-        _ => {}
-    }
-    socket.set_nonblocking(true)?;
-    Ok(UdpSocket::from_std(socket.into())?)
-}
+/// Batches between a reader and its decoder (bounded in bytes by [`reader::MAX_IN_FLIGHT`]).
+const HANDOFF: usize = 4096;
 
 /// collectd's AuthFile, re-read when its modification time changes (checked at most once a
 /// second, so a busy receiver does not stat the file per datagram).
@@ -119,8 +84,8 @@ impl AuthFile {
     }
 }
 
-/// Start one receiving task per configured address.
-/// Start one receiving task per configured address; each ends when `shutdown` fires.
+/// Bind every configured address and start its reader thread and decoding task; both end
+/// when `shutdown` fires (the task once the reader is gone and what it read is decoded).
 pub fn start(
     config: &NetworkConfig,
     sink: mpsc::Sender<Ingested>,
@@ -134,80 +99,107 @@ pub fn start(
         let local = socket.local_addr()?;
         bound.push(local);
         let auth = AuthFile::load(config.auth_file.as_deref())?;
-        let mut shutdown = shutdown.clone();
         let counters = metrics().source("network", local.to_string());
-        let receiver = receive(socket, level, auth, sink.clone(), counters);
-        tasks.push(tokio::spawn(async move {
-            tokio::select! {
-                _ = receiver => {}
-                _ = shutdown.wait() => {}
-            }
-        }));
+        let (handoff, batches) = mpsc::channel(HANDOFF);
+        let in_flight = InFlight::default();
+        reader::spawn(
+            socket,
+            handoff,
+            in_flight.clone(),
+            counters.clone(),
+            shutdown.clone(),
+        )
+        .with_context(|| format!("cannot start the reader of {local}"))?;
+        let decoder = Decoder {
+            level,
+            auth,
+            sink: sink.clone(),
+            counters,
+            in_flight,
+            decoded: Vec::new(),
+            refusals: RateLimitedByKind::default(),
+            drops: RateLimited::default(),
+        };
+        tasks.push(tokio::spawn(decoder.run(batches)));
     }
     Ok((bound, tasks))
 }
 
-async fn receive(
-    socket: UdpSocket,
+/// Turns one listener's datagrams into events for the engine.
+struct Decoder {
     level: SecurityLevel,
-    mut auth: AuthFile,
+    auth: AuthFile,
     sink: mpsc::Sender<Ingested>,
     counters: SourceCounters,
-) {
-    let mut buf = vec![0u8; MAX_DATAGRAM];
-    let mut decoded = Vec::new();
-    let mut refusals = RateLimitedByKind::default();
-    let mut drops = RateLimited::default();
-    loop {
-        let (n, from) = match socket.recv_from(&mut buf).await {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::warn!("network receive failed: {e}");
-                tokio::time::sleep(Duration::from_millis(10)).await;
-                continue;
+    in_flight: InFlight,
+    /// Reused for every datagram.
+    decoded: Vec<Decoded>,
+    refusals: RateLimitedByKind<Option<std::mem::Discriminant<DecodeError>>>,
+    drops: RateLimited,
+}
+
+impl Decoder {
+    /// Until the reader is gone (at shutdown) and every batch it handed on is decoded.
+    async fn run(mut self, mut batches: mpsc::Receiver<Datagrams>) {
+        while let Some(batch) = batches.recv().await {
+            for (datagram, from) in batch.iter() {
+                if !self.datagram(datagram, from) {
+                    return;
+                }
             }
-        };
+            self.in_flight.done(&batch);
+        }
+    }
+
+    /// Decode one datagram and hand on what it carries; false once the engine is gone.
+    fn datagram(&mut self, bytes: &[u8], from: Option<SocketAddr>) -> bool {
+        let from = from.map_or_else(|| "?".to_string(), |a| a.to_string());
+        let mut decoded = std::mem::take(&mut self.decoded);
         decoded.clear();
-        if let Err(e) = decode(&buf[..n], level, auth.credentials(), &mut decoded) {
-            counters.refused(e.reason());
-            refusals.log(Some(std::mem::discriminant(&e)), |suppressed| {
-                let e = Untrusted(&e.to_string()).to_string();
-                tracing::warn!(%from, bytes = n, suppressed, "datagram refused: {e}")
-            });
+        if let Err(e) = decode(bytes, self.level, self.auth.credentials(), &mut decoded) {
+            self.counters.refused(e.reason());
+            self.refusals
+                .log(Some(std::mem::discriminant(&e)), |suppressed| {
+                    let e = Untrusted(&e.to_string()).to_string();
+                    tracing::warn!(%from, bytes = bytes.len(), suppressed, "datagram refused: {e}")
+                });
         }
         let now = now_ns();
+        let mut open = true;
         for d in decoded.drain(..) {
             match to_ingested(d.item, now) {
                 Ok(item) => {
                     let counter = match &item {
-                        Ingested::Values(_) => &counters.values,
-                        _ => &counters.notifications,
+                        Ingested::Values(_) => &self.counters.values,
+                        _ => &self.counters.notifications,
                     };
-                    match sink.try_send(item) {
+                    match self.sink.try_send(item) {
                         Ok(()) => {
                             counter.inc();
                         }
                         Err(mpsc::error::TrySendError::Full(_)) => {
-                            counters.dropped.inc();
-                            drops.log(|suppressed| {
+                            self.counters.dropped.inc();
+                            self.drops.log(|suppressed| {
                                 tracing::warn!(
                                     suppressed,
                                     "engine queue full: network values dropped"
                                 )
                             });
                         }
-                        Err(mpsc::error::TrySendError::Closed(_)) => return,
+                        Err(mpsc::error::TrySendError::Closed(_)) => open = false,
                     }
                 }
                 Err(e) => {
-                    counters.refused("invalid_part");
-                    refusals.log(None, |suppressed| {
+                    self.counters.refused("invalid_part");
+                    self.refusals.log(None, |suppressed| {
                         let e = Untrusted(&e).to_string();
                         tracing::warn!(%from, suppressed, "part refused: {e}")
                     });
                 }
             }
         }
+        self.decoded = decoded;
+        open
     }
 }
 
@@ -278,36 +270,6 @@ mod tests {
         assert_eq!(
             counters.refusals(REFUSAL_REASONS),
             vec![("malformed", 1), ("unsigned", 1)]
-        );
-    }
-
-    #[tokio::test]
-    async fn multicast_addresses_join_their_group() {
-        // collectd's default group, on a free port.
-        let socket = bind("239.192.74.66:0".parse().unwrap(), None).unwrap();
-        let port = socket.local_addr().unwrap().port();
-        let sender = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
-        sender.set_multicast_loop_v4(true).unwrap();
-        sender
-            .send_to(b"hello group", ("239.192.74.66", port))
-            .unwrap();
-        let mut buf = [0u8; 64];
-        let (n, _) = tokio::time::timeout(Duration::from_secs(5), socket.recv_from(&mut buf))
-            .await
-            .expect("no multicast datagram arrived")
-            .unwrap();
-        assert_eq!(&buf[..n], b"hello group");
-    }
-
-    #[tokio::test]
-    async fn a_unicast_port_cannot_be_shared() {
-        let socket = bind("127.0.0.1:0".parse().unwrap(), None).unwrap();
-        let addr = socket.local_addr().unwrap();
-        let second = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).unwrap();
-        second.set_reuse_address(true).unwrap();
-        assert!(
-            second.bind(&addr.into()).is_err(),
-            "another socket could bind {addr} and read the feed"
         );
     }
 }

@@ -1,5 +1,6 @@
-//! collectd's text protocol on a unix socket: `PUTVAL` and `PUTNOTIF`, with collectd's own
-//! replies, so `collectdctl`, the exec plugin's conventions and `nc -U` one-liners work as they do
+//! collectd's text protocol on a unix socket: `PUTVAL` and `PUTNOTIF`, and the queries
+//! `GETVAL`, `LISTVAL` and `FLUSH` ([`query`]), with collectd's own replies, so `collectdctl`,
+//! `collectd-nagios`, the exec plugin's conventions and `nc -U` one-liners work as they do
 //! against collectd's unixsock plugin.
 
 use std::io;
@@ -12,8 +13,8 @@ use tokio::sync::mpsc;
 
 use crate::config::Putval as PutvalConfig;
 use crate::event::{
-    DsType, Identifier, Ingested, MAX_MESSAGE_LEN, MAX_NAME_LEN, MAX_VALUES, Notification, Sample,
-    Severity, ValueList, now_ns, secs_to_ns,
+    DsType, Identifier, Ingested, LatestValues, MAX_MESSAGE_LEN, MAX_NAME_LEN, MAX_VALUES,
+    Notification, Sample, Severity, ValueList, now_ns, secs_to_ns,
 };
 use crate::logging::{RateLimited, Untrusted};
 use crate::metrics::{SourceCounters, metrics};
@@ -28,6 +29,8 @@ const MAX_LINE: u64 = 64 * 1024;
 pub enum Parsed {
     Values(Vec<ValueList>),
     Notification(Notification),
+    /// `GETVAL`, `LISTVAL` or `FLUSH`: answered from the series table.
+    Query(query::Query),
 }
 
 /// Parse one protocol line. `Err` holds the reply text after `-1 `.
@@ -41,6 +44,9 @@ pub fn parse_line(
     let Some((command, args)) = tokens.split_first() else {
         return Err("Unknown command: ".into());
     };
+    if let Some(query) = query::parse(command, args) {
+        return query.map(Parsed::Query);
+    }
     match command.to_ascii_uppercase().as_str() {
         "PUTVAL" => putval(args, types, default_interval_ns, now).map(Parsed::Values),
         "PUTNOTIF" => putnotif(args).map(Parsed::Notification),
@@ -230,12 +236,13 @@ fn putnotif(args: &[String]) -> Result<Notification, String> {
     })
 }
 
-/// The success reply collectd gives for a line.
+/// The success reply collectd gives for a line (a query's is its answer).
 pub fn success_reply(parsed: &Parsed) -> String {
     match parsed {
         Parsed::Values(v) if v.len() == 1 => "0 Success: 1 value has been dispatched.".into(),
         Parsed::Values(v) => format!("0 Success: {} values have been dispatched.", v.len()),
         Parsed::Notification(_) => "0 Success".into(),
+        Parsed::Query(_) => "0 Success".into(),
     }
 }
 
@@ -252,6 +259,21 @@ pub struct PutvalServer {
     max_clients: usize,
     idle_timeout: std::time::Duration,
     counters: SourceCounters,
+    /// What `GETVAL` and `LISTVAL` read.
+    latest: Arc<dyn LatestValues>,
+}
+
+/// No series at all: until the daemon plugs the series table in.
+struct NoSeries;
+
+impl LatestValues for NoSeries {
+    fn getval(&self, _: &str) -> Option<Vec<(String, f64)>> {
+        None
+    }
+
+    fn listval(&self) -> Vec<(u64, String)> {
+        Vec::new()
+    }
 }
 
 /// Refusal reasons of this source.
@@ -299,7 +321,14 @@ impl PutvalServer {
             max_clients: config.max_clients,
             idle_timeout: config.idle_timeout,
             counters: metrics().source("putval", socket.display().to_string()),
+            latest: Arc::new(NoSeries),
         })
+    }
+
+    /// Answer `GETVAL` and `LISTVAL` from `latest` (the series table).
+    pub fn with_latest(mut self, latest: Arc<dyn LatestValues>) -> Self {
+        self.latest = latest;
+        self
     }
 
     pub async fn serve(self, mut shutdown: Shutdown) {
@@ -380,22 +409,22 @@ impl PutvalServer {
                 continue;
             }
             let reply = match parse_line(text, &self.types, self.default_interval_ns, now_ns()) {
+                Ok(Parsed::Query(q)) => query::answer(&q, &self.types, &*self.latest),
                 Ok(parsed) => {
                     let reply = success_reply(&parsed);
                     if self.dispatch(parsed).await {
-                        reply
+                        format!("{reply}\n")
                     } else {
-                        "-1 medic is shutting down.".into()
+                        "-1 medic is shutting down.\n".into()
                     }
                 }
                 Err(e) => {
                     self.counters.refused("invalid_line");
                     tracing::debug!(line = text, "putval refused: {}", Untrusted(&e));
-                    format!("-1 {e}")
+                    format!("-1 {e}\n")
                 }
             };
             write.write_all(reply.as_bytes()).await?;
-            write.write_all(b"\n").await?;
         }
     }
 
@@ -412,6 +441,7 @@ impl PutvalServer {
                 }
                 true
             }
+            Parsed::Query(_) => true,
             Parsed::Notification(n) => {
                 let sent = self.sink.send(Ingested::Notification(n)).await.is_ok();
                 if sent {
@@ -422,6 +452,8 @@ impl PutvalServer {
         }
     }
 }
+
+pub mod query;
 
 #[cfg(test)]
 mod tests;

@@ -125,7 +125,8 @@ fn putval_errors() {
         err("PUTVAL nohost N:1"),
         "Cannot parse identifier `nohost'."
     );
-    assert_eq!(err("LISTVAL"), "Unknown command: LISTVAL");
+    assert_eq!(err("HELLO"), "Unknown command: HELLO");
+    assert_eq!(err("LISTVAL x"), "Garbage after end of command: `x'.");
 }
 
 #[test]

@@ -1,0 +1,187 @@
+//! Bursts from collectd's own traffic generator, side by side: Debian's `collectd-tg` sends the
+//! same traffic to the release medic (the shipped `conf/medic.toml` and its rules, plus a
+//! network listener with no `receive_buffer`: the defaults) and to a real collectd 5.12
+//! (network plugin `Listen`, defaults), in the same run. `collectd-tg -i 1` sends every value
+//! list once a second, as one burst.
+//!
+//! Reported per receiver: datagrams lost in the kernel (the socket's drop counter in
+//! /proc/net/udp), values received (medic's `medic_values_received_total`), CPU time, CPU per
+//! value. Budget (issue 15): `-n 100000 -H 1000 -p 20 -i 1` for 60 s loses 0 datagrams at medic.
+//!
+//! `cargo bench -p medic --bench collectd_tg` (MEDIC_TG_SECS overrides the 60 s per run).
+//! Needs `scripts/build-rules.sh` (target/rules) and collectd-core + collectd-utils.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use medic_integration::{Collectd, Site, free_tcp_port, free_udp_port, http_get, wait_until};
+
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// User + system CPU seconds of `pid`.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit(')').next().unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = f.get(11).and_then(|s| s.parse().ok()).unwrap_or(0.0)
+        + f.get(12).and_then(|s| s.parse().ok()).unwrap_or(0.0);
+    ticks / 100.0
+}
+
+/// The kernel's drop counter of the UDP socket bound to `port` (IPv4), from /proc/net/udp.
+fn socket_drops(port: u16) -> u64 {
+    let table = std::fs::read_to_string("/proc/net/udp").unwrap_or_default();
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let local_port = u16::from_str_radix(f.get(1)?.split(':').nth(1)?, 16).ok()?;
+            (local_port == port).then(|| f.last()?.parse::<u64>().ok())?
+        })
+        .sum()
+}
+
+fn sample(metrics: &str, prefix: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// The shipped config, with its state, rules and sockets in `site` and a network listener.
+fn shipped_config(site: &Site, udp: u16, http: u16) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let shipped = std::fs::read_to_string(root.join("conf/medic.toml")).unwrap();
+    let config = shipped
+        .replace("../target/demo-state/putval.sock", "putval.sock")
+        .replace("../target/demo-state", "state")
+        .replace("../target/demo-rules", "rules")
+        .replace("127.0.0.1:9105", &format!("127.0.0.1:{http}"));
+    std::fs::write(
+        site.path("medic.toml"),
+        format!("{config}\n[ingest.network]\nlisten = [\"127.0.0.1:{udp}\"]\n"),
+    )
+    .unwrap();
+    for rule in ["threshold", "memory-free"] {
+        std::fs::copy(
+            root.join(format!("target/rules/{rule}.wasm")),
+            site.rules_dir().join(format!("{rule}.wasm")),
+        )
+        .expect("run scripts/build-rules.sh first");
+    }
+}
+
+fn traffic(n: u64, hosts: u64, port: u16) -> Child {
+    Command::new("collectd-tg")
+        .args([
+            "-n",
+            &n.to_string(),
+            "-H",
+            &hosts.to_string(),
+            "-p",
+            "20",
+            "-i",
+            "1",
+        ])
+        .args(["-d", "127.0.0.1", "-D", &port.to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("collectd-tg is missing: apt-get install collectd-utils")
+}
+
+/// SIGTERM (collectd-tg stops between bursts and sends what it holds), then its last count.
+fn stop(tg: Child) -> u64 {
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc_kill(tg.id() as i32, 15) };
+    let out = tg.wait_with_output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.strip_suffix(" values have been sent.")?.parse().ok())
+        .max()
+        .unwrap_or(0)
+}
+
+unsafe extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
+
+fn run(n: u64, hosts: u64, secs: u64) {
+    let (udp, collectd_udp, http) = (free_udp_port(), free_udp_port(), free_tcp_port());
+    let site = Site::new();
+    shipped_config(&site, udp, http);
+    let medic = site.start_binary(Path::new(env!("CARGO_BIN_EXE_medic")), "info");
+    let collectd = Collectd::start(
+        site.dir.path(),
+        &format!(
+            "LoadPlugin network\n<Plugin network>\n  Listen \"127.0.0.1\" \"{collectd_udp}\"\n\
+             </Plugin>\n"
+        ),
+    );
+    let pid_file = site.path("collectd.pid");
+    let read_pid = || {
+        std::fs::read_to_string(&pid_file)
+            .ok()?
+            .trim()
+            .parse::<u32>()
+            .ok()
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), || read_pid().is_some()),
+        "collectd did not start"
+    );
+    let collectd_pid = read_pid().unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    let addr = format!("127.0.0.1:{http}");
+    let (medic_cpu, collectd_cpu) = (cpu_seconds(medic.pid()), cpu_seconds(collectd_pid));
+    let (medic_drops, collectd_drops) = (socket_drops(udp), socket_drops(collectd_udp));
+    let started = Instant::now();
+    let to_medic = traffic(n, hosts, udp);
+    let to_collectd = traffic(n, hosts, collectd_udp);
+    std::thread::sleep(Duration::from_secs(secs));
+    let sent_medic = stop(to_medic);
+    let sent_collectd = stop(to_collectd);
+    let took = started.elapsed();
+    std::thread::sleep(Duration::from_secs(2));
+    let metrics = http_get(&addr, "/metrics", None).1;
+    let received = sample(&metrics, "medic_values_received_total{source=\"network\"");
+    let medic_cpu = cpu_seconds(medic.pid()) - medic_cpu;
+    let collectd_cpu = cpu_seconds(collectd_pid) - collectd_cpu;
+    let medic_lost = socket_drops(udp) - medic_drops;
+    let collectd_lost = socket_drops(collectd_udp) - collectd_drops;
+    println!(
+        "collectd-tg -n {n} -H {hosts} -p 20 -i 1 for {:.0} s:",
+        took.as_secs_f64()
+    );
+    println!(
+        "  medic:    {sent_medic} values sent, {received} received, {medic_lost} datagrams lost \
+         in the kernel, {} at the handoff, {} values dropped at the engine queue, {} refused by \
+         the series table; CPU {medic_cpu:.1} s ({:.2} µs per value)",
+        sample(&metrics, "medic_network_datagrams_dropped_total{") - medic_lost as f64,
+        sample(&metrics, "medic_ingest_dropped_total{source=\"network\""),
+        sample(&metrics, "medic_series_refused_total"),
+        medic_cpu * 1e6 / received.max(1.0)
+    );
+    println!(
+        "  collectd: {sent_collectd} values sent, {collectd_lost} datagrams lost in the kernel; \
+         CPU {collectd_cpu:.1} s ({:.2} µs per value sent)",
+        collectd_cpu * 1e6 / sent_collectd.max(1) as f64
+    );
+    drop(collectd);
+    medic.stop();
+}
+
+fn main() {
+    let secs = env_or("MEDIC_TG_SECS", 60);
+    run(100_000, 1_000, secs);
+    run(1_000_000, 10_000, secs);
+}
