@@ -48,11 +48,24 @@ fn socket_drops(port: u16) -> u64 {
         .sum()
 }
 
-fn sample(metrics: &str, prefix: &str) -> f64 {
+/// Something listens on UDP `port`.
+fn socket_bound(port: u16) -> bool {
+    let table = std::fs::read_to_string("/proc/net/udp").unwrap_or_default();
+    let hex = format!(":{port:04X} ");
+    table.lines().any(|l| {
+        l.split_whitespace()
+            .nth(1)
+            .is_some_and(|a| format!("{a} ").contains(&hex))
+    })
+}
+
+/// The sum of the samples whose line starts with `prefix`.
+fn sample(metrics: &str, prefix: &str) -> u64 {
     metrics
         .lines()
         .filter(|l| l.starts_with(prefix))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .map(|v| v as u64)
         .sum()
 }
 
@@ -79,8 +92,15 @@ fn shipped_config(site: &Site, udp: u16, http: u16) {
     }
 }
 
-fn traffic(n: u64, hosts: u64, port: u16) -> Child {
-    Command::new("collectd-tg")
+/// collectd-tg sending to `port`, and a thread reading its progress lines as they come (it
+/// prints one per time step: left in the pipe, they would stall it).
+struct Traffic {
+    child: Child,
+    sent: std::thread::JoinHandle<u64>,
+}
+
+fn traffic(n: u64, hosts: u64, port: u16) -> Traffic {
+    let mut child = Command::new("collectd-tg")
         .args([
             "-n",
             &n.to_string(),
@@ -95,19 +115,26 @@ fn traffic(n: u64, hosts: u64, port: u16) -> Child {
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
-        .expect("collectd-tg is missing: apt-get install collectd-utils")
+        .expect("collectd-tg is missing: apt-get install collectd-utils");
+    let stdout = child.stdout.take().unwrap();
+    let sent = std::thread::spawn(move || {
+        use std::io::BufRead;
+        std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .filter_map(|l| l.strip_suffix(" values have been sent.")?.parse().ok())
+            .max()
+            .unwrap_or(0)
+    });
+    Traffic { child, sent }
 }
 
-/// SIGTERM (collectd-tg stops between bursts and sends what it holds), then its last count.
-fn stop(tg: Child) -> u64 {
+/// SIGTERM (collectd-tg stops and sends what it holds), then how many values it sent.
+fn stop(mut tg: Traffic) -> u64 {
     // SAFETY: kill(2) on our own child.
-    unsafe { libc_kill(tg.id() as i32, 15) };
-    let out = tg.wait_with_output().unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.strip_suffix(" values have been sent.")?.parse().ok())
-        .max()
-        .unwrap_or(0)
+    unsafe { libc_kill(tg.child.id() as i32, 15) };
+    let _ = tg.child.wait();
+    tg.sent.join().unwrap()
 }
 
 unsafe extern "C" {
@@ -127,20 +154,11 @@ fn run(n: u64, hosts: u64, secs: u64) {
              </Plugin>\n"
         ),
     );
-    let pid_file = site.path("collectd.pid");
-    let read_pid = || {
-        std::fs::read_to_string(&pid_file)
-            .ok()?
-            .trim()
-            .parse::<u32>()
-            .ok()
-    };
+    let collectd_pid = collectd.pid();
     assert!(
-        wait_until(Duration::from_secs(10), || read_pid().is_some()),
-        "collectd did not start"
+        wait_until(Duration::from_secs(10), || socket_bound(collectd_udp)),
+        "collectd did not start listening"
     );
-    let collectd_pid = read_pid().unwrap();
-    std::thread::sleep(Duration::from_secs(1));
     let addr = format!("127.0.0.1:{http}");
     let (medic_cpu, collectd_cpu) = (cpu_seconds(medic.pid()), cpu_seconds(collectd_pid));
     let (medic_drops, collectd_drops) = (socket_drops(udp), socket_drops(collectd_udp));
@@ -159,17 +177,18 @@ fn run(n: u64, hosts: u64, secs: u64) {
     let medic_lost = socket_drops(udp) - medic_drops;
     let collectd_lost = socket_drops(collectd_udp) - collectd_drops;
     println!(
-        "collectd-tg -n {n} -H {hosts} -p 20 -i 1 for {:.0} s:",
+        "collectd-tg -n {n} -H {hosts} -p 20 -i 1 for {:.0} s (\"sent\" is collectd-tg's count, \
+         which includes the last packet it never sends: it does not flush at exit):",
         took.as_secs_f64()
     );
     println!(
         "  medic:    {sent_medic} values sent, {received} received, {medic_lost} datagrams lost \
          in the kernel, {} at the handoff, {} values dropped at the engine queue, {} refused by \
          the series table; CPU {medic_cpu:.1} s ({:.2} µs per value)",
-        sample(&metrics, "medic_network_datagrams_dropped_total{") - medic_lost as f64,
+        sample(&metrics, "medic_network_datagrams_dropped_total{").saturating_sub(medic_lost),
         sample(&metrics, "medic_ingest_dropped_total{source=\"network\""),
         sample(&metrics, "medic_series_refused_total"),
-        medic_cpu * 1e6 / received.max(1.0)
+        medic_cpu * 1e6 / received.max(1) as f64
     );
     println!(
         "  collectd: {sent_collectd} values sent, {collectd_lost} datagrams lost in the kernel; \

@@ -454,6 +454,12 @@ LoadPlugin memory
     }
 }
 
+impl Collectd {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
 impl Drop for Collectd {
     fn drop(&mut self) {
         let _ = self.child.kill();
