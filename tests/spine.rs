@@ -72,7 +72,7 @@ fn putval_makes_the_threshold_rule_run_its_command_once_per_cooldown() {
         "PUTVAL web/memory/nosuchtype N:1",
         "PUTVAL web/memory/memory-free N:1:2",
         "PUTVAL nohost N:1",
-        "GETVAL web/memory/memory-free",
+        "HELLO web/memory/memory-free",
         "PUTNOTIF severity=warning time=1700000000 message=\"disk full\"",
     ]);
     assert_eq!(
@@ -81,7 +81,7 @@ fn putval_makes_the_threshold_rule_run_its_command_once_per_cooldown() {
             "-1 1 Type `nosuchtype' isn't defined.",
             "-1 Parsing the values string failed.",
             "-1 Cannot parse identifier `nohost'.",
-            "-1 Unknown command: GETVAL",
+            "-1 Unknown command: HELLO",
             "0 Success",
         ]
     );

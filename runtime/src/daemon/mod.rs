@@ -126,6 +126,8 @@ struct Running {
     status: StatusBoard,
     reload: reload::Targets,
     sources: Vec<JoinHandle<()>>,
+    /// The daemon's own sender of the ingest queue, dropped once the sources have ended.
+    ingest: mpsc::Sender<Ingested>,
     dispatcher: std::thread::JoinHandle<()>,
     /// Resolves when the dispatcher thread ends; before shutdown that means it died.
     dispatcher_ended: oneshot::Receiver<()>,
@@ -295,8 +297,10 @@ async fn start(config: Arc<Config>, shutdown: Shutdown) -> anyhow::Result<Runnin
         );
         sources.push(server.serve(shutdown.clone()));
     }
-    // From here only the sources hold the ingest queue: when they end, the dispatcher drains.
-    drop(ingest);
+    // From here the sources hold the ingest queue, and `ingest` stays in `Running` until they
+    // have ended (shutdown step 1): the dispatcher then drains and ends. Kept rather than
+    // dropped now, so a node with no source at all (rules on timers only, MQTT off) keeps its
+    // dispatcher instead of seeing it end at once.
     let reload = reload::Targets {
         executor: executor_handle.clone(),
         mqtt: effects.mqtt.clone(),
@@ -306,6 +310,7 @@ async fn start(config: Arc<Config>, shutdown: Shutdown) -> anyhow::Result<Runnin
         status,
         reload,
         sources,
+        ingest,
         dispatcher,
         dispatcher_ended,
         watcher,
@@ -409,6 +414,7 @@ impl Running {
         for task in self.sources {
             let _ = task.await;
         }
+        drop(self.ingest);
         let registry = tokio::task::spawn_blocking(move || self.watcher.join()).await;
         let Ok(Ok(registry)) = registry else {
             tracing::error!("the rules watcher thread panicked; rules stop without suspend");
@@ -490,6 +496,23 @@ mod tests {
 
     /// `run` stops when the future it is given resolves: no signal involved, and the whole
     /// shutdown order runs (the PUTVAL socket file is gone afterwards).
+    /// A node with no source at all (only the HTTP side here) keeps running until told to stop:
+    /// its dispatcher does not end (and look dead) for want of senders.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_node_without_sources_keeps_running() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = "[daemon]\nnode = \"t\"\nstate_dir = \"state\"\n[rules]\ndir = \"rules\"\n\
+                    [ingest]\ntypes_db = []\n";
+        let path = dir.path().join("medic.toml");
+        std::fs::write(&path, text).unwrap();
+        let config = Config::load(&path).unwrap();
+        let stop = tokio::time::sleep(Duration::from_secs(2));
+        tokio::time::timeout(Duration::from_secs(60), run(config, &path, stop))
+            .await
+            .expect("run returns once its stop future resolves")
+            .expect("and returns Ok: the dispatcher did not die");
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn run_stops_on_the_future_it_is_given() {
         let dir = tempfile::tempdir().unwrap();
