@@ -8,10 +8,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender, TrySendError};
+use crossbeam_channel::Receiver;
 use tokio::sync::mpsc;
 
-use super::batch::Queued;
+use super::batch::{NotQueued, QueueSender, Queued};
 use super::bindings as wit;
 use super::rule::Subscription;
 use super::series::{Expired, Now, Rejected, SeriesTable};
@@ -24,7 +24,7 @@ pub enum RouteUpdate {
     Set {
         rule: Arc<str>,
         subscription: Arc<Subscription>,
-        queue: Sender<Queued>,
+        queue: QueueSender,
     },
     Subscribe {
         rule: Arc<str>,
@@ -41,7 +41,7 @@ const NO: u8 = 2;
 
 struct Route {
     subscription: Arc<Subscription>,
-    queue: Sender<Queued>,
+    queue: QueueSender,
     /// Per series slot: does this rule want it? Reset when the subscription changes, and for a
     /// slot when its series expires.
     wants: Vec<u8>,
@@ -270,9 +270,9 @@ impl Route {
     fn send(&mut self, event: Queued) {
         match self.queue.try_send(event) {
             Ok(()) => {}
-            Err(TrySendError::Full(_)) => self.dropped += 1,
+            Err(NotQueued::Full) => self.dropped += 1,
             // The worker ended; the registry removes the route shortly.
-            Err(TrySendError::Disconnected(_)) => {}
+            Err(NotQueued::Gone) => {}
         }
     }
 }

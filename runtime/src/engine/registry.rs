@@ -11,13 +11,14 @@ use anyhow::Context;
 use notify::{EventKind, RecursiveMode};
 use notify_debouncer_full::{DebounceEventResult, new_debouncer};
 
+use super::batch::queue;
 use super::compiler::Compiler;
 use super::dispatcher::RouteUpdate;
 use super::port::EffectPort;
 use super::routes::Routes;
 use super::rule::{HostParts, RuleSpec, StartError, Subscription, rule_config};
 use super::status::StatusBoard;
-use super::worker::{Control, Worker, WorkerConfig, WorkerHandle, WorkerParts, queue};
+use super::worker::{Control, Worker, WorkerConfig, WorkerHandle, WorkerParts};
 use crate::config::Rules as RulesConfig;
 use crate::shutdown::Shutdown;
 

@@ -431,8 +431,3 @@ impl Worker {
         })
     }
 }
-
-/// For use by the registry: make the events queue of a new worker.
-pub fn queue(capacity: usize) -> (Sender<Queued>, Receiver<Queued>) {
-    crossbeam_channel::bounded(capacity)
-}
