@@ -2,10 +2,11 @@
 //! epoch ticker for call deadlines, and an on-disk cache of compiled components (compiling takes
 //! tens of milliseconds per rule; loading a cached one, a fraction of one).
 
+use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, anyhow};
 use sha2::{Digest, Sha256};
@@ -21,6 +22,10 @@ pub struct Compiler {
     /// Engine settings that a cached artifact must have been produced with.
     engine_hash: String,
     ticker_stop: Arc<AtomicBool>,
+    /// Builds loaded in this process, by hash: rules deployed under several names share one
+    /// (one mapping of the compiled code rather than one per name). Pruned by the registry to
+    /// the builds its rules use ([`Compiler::keep_only`]).
+    loaded: Mutex<HashMap<String, InstancePre<HostState>>>,
 }
 
 impl Drop for Compiler {
@@ -76,6 +81,7 @@ impl Compiler {
             cache_dir,
             engine_hash,
             ticker_stop,
+            loaded: Mutex::default(),
         })
     }
 
@@ -93,6 +99,13 @@ impl Compiler {
 
     pub fn compile(&self, bytes: &[u8]) -> anyhow::Result<Compiled> {
         let hash = Self::hash(bytes);
+        if let Some(pre) = self.loaded().get(&hash) {
+            return Ok(Compiled {
+                pre: pre.clone(),
+                hash,
+                from_cache: true,
+            });
+        }
         let (component, from_cache) = self.component(bytes, &hash)?;
         let pre = self.linker.instantiate_pre(&component).map_err(|e| {
             anyhow!(
@@ -100,11 +113,24 @@ impl Compiler {
                  medic version or another WASI world): {e:#}"
             )
         })?;
+        self.loaded().insert(hash.clone(), pre.clone());
         Ok(Compiled {
             pre,
             hash,
             from_cache,
         })
+    }
+
+    /// Forget the loaded builds no rule uses any more (an instance still running one keeps it
+    /// alive until it goes).
+    pub fn keep_only<'a>(&self, in_use: impl IntoIterator<Item = &'a str>) {
+        let in_use: std::collections::HashSet<&str> = in_use.into_iter().collect();
+        self.loaded()
+            .retain(|hash, _| in_use.contains(hash.as_str()));
+    }
+
+    fn loaded(&self) -> std::sync::MutexGuard<'_, HashMap<String, InstancePre<HostState>>> {
+        self.loaded.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn component(&self, bytes: &[u8], hash: &str) -> anyhow::Result<(Component, bool)> {

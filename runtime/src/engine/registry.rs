@@ -95,7 +95,9 @@ impl Registry {
     fn load_logged(&mut self, path: &Path) {
         let Some(name) = rule_name(path) else { return };
         let started = Instant::now();
-        match self.load(path) {
+        let loaded = self.load(path);
+        self.forget_unused_builds();
+        match loaded {
             Ok(LoadResult::Started { version }) => tracing::info!(
                 rule = name, version, file = %path.display(), took = ?started.elapsed(), "rule loaded"
             ),
@@ -128,6 +130,12 @@ impl Registry {
                 self.status.load_failed(name, format!("{e:#}"));
             }
         }
+    }
+
+    /// Loaded builds are shared by hash; keep only those a rule uses.
+    fn forget_unused_builds(&self) {
+        self.compiler
+            .keep_only(self.rules.values().map(|l| l.hash.as_str()));
     }
 
     /// Load or reload one rule file.
@@ -226,6 +234,7 @@ impl Registry {
         let _ = loaded.worker.control.send(Control::Stop);
         let _ = loaded.worker.thread.join();
         self.status.remove(name);
+        self.forget_unused_builds();
         tracing::info!(rule = name, "rule unloaded (its file was removed)");
     }
 
