@@ -1,6 +1,8 @@
 //! Values/s through the `threshold` rule: as a wasm component inside medic's engine, and the same
 //! rule code compiled natively and driven by the SDK's runner (no wasm boundary), in batches of
-//! 1, 64, 256 and 1024. Budget: wasm ≤ 1.5× native per value at 256.
+//! 1, 64, 256 and 1024; and the same logic as a lua-collectd-monitor handler run by LuaJIT
+//! (`lua`: each value list handed over as the Lua table collectd's Lua plugin builds). Budgets:
+//! wasm ≤ 1.5× native per value at 256, and wasm faster than LuaJIT.
 //!
 //! Needs target/rules/threshold.wasm (scripts/build-rules.sh). Run:
 //! `cargo bench -p medic --bench dispatch`
@@ -114,6 +116,75 @@ fn native_batch(host: &mut TestHost, n: usize, offset: usize) -> medic_rules::Ba
     b
 }
 
+/// The threshold logic as a lua-collectd-monitor metric handler: per-series state, fire once
+/// after `for` below `below`, re-arm above `clear`.
+const LUA_HANDLER: &str = r#"
+local below, clear, hold = 1e8, 2e8, 30
+local state = {}
+return function(vl)
+  if vl.plugin ~= "memory" or vl.type ~= "memory" or vl.type_instance ~= "free" then
+    return nil
+  end
+  local key = vl.host .. "/" .. vl.plugin .. "/" .. vl.type .. "-" .. vl.type_instance
+  local s = state[key]
+  if s == nil then
+    s = { since = nil, fired = false }
+    state[key] = s
+  end
+  local v = vl.values[1]
+  if v < below then
+    if s.since == nil then s.since = vl.time end
+    if not s.fired and vl.time - s.since >= hold then
+      s.fired = true
+      return { service = "hello", command = "exec" }
+    end
+  elseif v > clear then
+    s.since = nil
+    s.fired = false
+  end
+  return nil
+end
+"#;
+
+/// A batch for the Lua handler: what collectd's Lua plugin turns into a table per value list.
+struct LuaValue {
+    host: String,
+    time: f64,
+    value: f64,
+}
+
+fn lua_batch(n: usize, offset: usize) -> Vec<LuaValue> {
+    (offset..offset + n)
+        .map(|k| LuaValue {
+            host: format!("host{}", k % SERIES),
+            time: time(k) as f64 / 1e9,
+            value: free_bytes(k),
+        })
+        .collect()
+}
+
+/// Hand each value list to the handler as collectd's Lua plugin does (a fresh table with the
+/// identifier, `values`, `dsnames`, `dstypes`, `time`, `interval`) and keep what it returns.
+fn lua_dispatch(lua: &mlua::Lua, handler: &mlua::Function, batch: &[LuaValue]) -> usize {
+    let mut asked = 0;
+    for v in batch {
+        let t = lua.create_table().unwrap();
+        t.set("host", v.host.as_str()).unwrap();
+        t.set("plugin", "memory").unwrap();
+        t.set("plugin_instance", "").unwrap();
+        t.set("type", "memory").unwrap();
+        t.set("type_instance", "free").unwrap();
+        t.set("values", [v.value]).unwrap();
+        t.set("dsnames", ["value"]).unwrap();
+        t.set("dstypes", ["gauge"]).unwrap();
+        t.set("time", v.time).unwrap();
+        t.set("interval", 10.0).unwrap();
+        let r: mlua::Value = handler.call(t).unwrap();
+        asked += usize::from(!r.is_nil());
+    }
+    asked
+}
+
 fn dispatch(c: &mut Criterion) {
     let mut group = c.benchmark_group("threshold");
     group
@@ -135,6 +206,8 @@ fn dispatch(c: &mut Criterion) {
     let mut native =
         medic_rules::__private::Runner::<threshold::Threshold>::new("threshold", "bench");
     native.init(&mut host, config).unwrap();
+    let lua = mlua::Lua::new();
+    let handler: mlua::Function = lua.load(LUA_HANDLER).eval().unwrap();
 
     for n in BATCHES {
         group.throughput(Throughput::Elements(n as u64));
@@ -148,6 +221,10 @@ fn dispatch(c: &mut Criterion) {
         let batch = native_batch(&mut host, n, SERIES);
         group.bench_with_input(BenchmarkId::new("native", n), &batch, |b, batch| {
             b.iter(|| black_box(native.on_events(&mut host, batch)))
+        });
+        let batch = lua_batch(n, SERIES);
+        group.bench_with_input(BenchmarkId::new("luajit", n), &batch, |b, batch| {
+            b.iter(|| black_box(lua_dispatch(&lua, &handler, batch)))
         });
     }
     group.finish();
