@@ -1,0 +1,170 @@
+//! End to end: from the collectd datagram whose value crosses a threshold to the start of the
+//! recovery command's process, on the release medic. The `threshold` rule watches one series;
+//! the command is `date +%s%N` (run without a shell), so its output is the moment it started,
+//! read back from the audit history. Each crossing is followed by a clearing value, so every
+//! crossing is a new episode; the command's cooldown is 0 and its `max_runs` high.
+//!
+//! Two phases: idle (only the crossings), and under load (100 000 other values/s on the same
+//! listener, 40 gauge value lists per datagram). Budget (issue 9): p99 < 5 ms at 100 000
+//! values/s. `cargo bench -p medic --bench latency` (MEDIC_LATENCY_CROSSINGS overrides the 100
+//! crossings per phase). Needs target/rules/threshold.wasm.
+
+use std::net::UdpSocket;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use medic_integration::packet::{
+    Datagram, HOST, INTERVAL_HR, PLUGIN, TIME_HR, TYPE, TYPE_INSTANCE, cdtime, cdtime_now,
+};
+use medic_integration::{Site, free_udp_port, wait_until};
+
+const LOAD_PER_DATAGRAM: u64 = 40;
+
+fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+}
+
+/// One value of the watched series.
+fn watched(value: f64) -> Datagram {
+    let mut d = Datagram::default();
+    d.string(HOST, "lat")
+        .string(PLUGIN, "latency")
+        .string(TYPE, "gauge")
+        .number(TIME_HR, cdtime_now())
+        .number(INTERVAL_HR, cdtime(Duration::from_secs(1)))
+        .string(TYPE_INSTANCE, "x")
+        .gauge(value);
+    d
+}
+
+/// 40 other value lists.
+fn load(seq: u64) -> Datagram {
+    let mut d = Datagram::default();
+    d.string(HOST, "load-gen")
+        .string(PLUGIN, "load")
+        .string(TYPE, "gauge")
+        .number(TIME_HR, cdtime_now())
+        .number(INTERVAL_HR, cdtime(Duration::from_secs(1)));
+    for i in 0..LOAD_PER_DATAGRAM {
+        d.string(TYPE_INSTANCE, &format!("i{i}"))
+            .gauge((seq * LOAD_PER_DATAGRAM + i) as f64);
+    }
+    d
+}
+
+/// 100 000 values/s until `stop`, paced.
+fn background(port: u16, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<u64> {
+    std::thread::spawn(move || {
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        socket.connect(("127.0.0.1", port)).unwrap();
+        let per_sec = 100_000 / LOAD_PER_DATAGRAM;
+        let start = Instant::now();
+        let mut seq = 0;
+        while !stop.load(Ordering::Relaxed) {
+            let due = Duration::from_secs_f64(seq as f64 / per_sec as f64);
+            if let Some(wait) = due.checked_sub(start.elapsed()) {
+                std::thread::sleep(wait);
+            }
+            socket.send(load(seq).bytes()).unwrap();
+            seq += 1;
+        }
+        seq * LOAD_PER_DATAGRAM
+    })
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+/// Send `n` crossings; return each one's latency in ms (send → command start).
+fn crossings(site: &Site, port: u16, n: usize, runs_before: usize) -> Vec<f64> {
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket.connect(("127.0.0.1", port)).unwrap();
+    let mut sent = Vec::with_capacity(n);
+    for _ in 0..n {
+        sent.push(now_ns());
+        socket.send(watched(200.0).bytes()).unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        socket.send(watched(0.0).bytes()).unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let started = || -> Vec<u64> {
+        let mut rows: Vec<(u64, u64)> = site
+            .history()
+            .iter()
+            .filter(|r| r["command"] == "stamp" && r["state"] == "succeeded")
+            .filter_map(|r| {
+                let asked = r["asked"].as_u64()?;
+                let out = r["output"].as_str()?.trim().parse().ok()?;
+                Some((asked, out))
+            })
+            .collect();
+        rows.sort();
+        rows.into_iter().map(|(_, started)| started).collect()
+    };
+    assert!(
+        wait_until(Duration::from_secs(30), || started().len()
+            >= runs_before + n),
+        "only {} of {} commands ran",
+        started().len() - runs_before,
+        n
+    );
+    started()[runs_before..runs_before + n]
+        .iter()
+        .zip(&sent)
+        .map(|(&start, &sent)| start.saturating_sub(sent) as f64 / 1e6)
+        .collect()
+}
+
+fn report(phase: &str, mut ms: Vec<f64>) {
+    ms.sort_by(|a, b| a.total_cmp(b));
+    println!(
+        "  {phase:<28} p50 {:6.2} ms  p99 {:6.2} ms  max {:6.2} ms  ({} crossings)",
+        percentile(&ms, 0.5),
+        percentile(&ms, 0.99),
+        ms.last().unwrap(),
+        ms.len()
+    );
+}
+
+fn main() {
+    let n: usize = std::env::var("MEDIC_LATENCY_CROSSINGS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100);
+    let port = free_udp_port();
+    let site = Site::new();
+    site.add_rule("threshold", "t");
+    site.write_config(&format!(
+        r#"
+[ingest.network]
+listen = ["127.0.0.1:{port}"]
+
+[rules.config.t]
+pattern = "lat/latency/gauge-x"
+above = 100
+clear = 50
+service = "svc"
+command = "stamp"
+
+[services.svc.commands]
+stamp = {{ run = ["date", "+%s%N"], max_runs = {{ count = 1000000, within = "1h" }} }}
+"#
+    ));
+    let medic = site.start_binary(Path::new(env!("CARGO_BIN_EXE_medic")), "info");
+    println!("latency: crossing datagram sent → recovery command started (release medic)");
+    report("idle", crossings(&site, port, n, 0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let sender = background(port, stop.clone());
+    std::thread::sleep(Duration::from_secs(2));
+    report("under 100 000 values/s", crossings(&site, port, n, n));
+    stop.store(true, Ordering::Relaxed);
+    let values = sender.join().unwrap();
+    println!("  (background: {values} values sent)");
+    medic.stop();
+}
