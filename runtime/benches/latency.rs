@@ -81,8 +81,27 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
-/// Send `n` crossings; return each one's latency in ms (send → command start).
-fn crossings(site: &Site, port: u16, n: usize, runs_before: usize) -> Vec<f64> {
+/// Per crossing: sent, the rule asked, the executor started it, the process began (ns).
+struct Stages {
+    sent: u64,
+    asked: u64,
+    running: u64,
+    started: u64,
+}
+
+/// Times of medic's log lines containing `needle`, in order.
+fn log_times(site: &Site, needle: &str) -> Vec<u64> {
+    std::fs::read_to_string(site.path("medic.log"))
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(needle) && l.contains("command=\"stamp\""))
+        .filter_map(|l| l.split_whitespace().next()?.parse::<jiff::Timestamp>().ok())
+        .map(|t| t.as_nanosecond() as u64)
+        .collect()
+}
+
+/// Send `n` crossings; return each one's stages.
+fn crossings(site: &Site, port: u16, n: usize, runs_before: usize) -> Vec<Stages> {
     let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
     socket.connect(("127.0.0.1", port)).unwrap();
     let mut sent = Vec::with_capacity(n);
@@ -114,22 +133,53 @@ fn crossings(site: &Site, port: u16, n: usize, runs_before: usize) -> Vec<f64> {
         started().len() - runs_before,
         n
     );
-    started()[runs_before..runs_before + n]
-        .iter()
-        .zip(&sent)
-        .map(|(&start, &sent)| start.saturating_sub(sent) as f64 / 1e6)
+    let asked = log_times(site, "rule asks to run a command");
+    let running = log_times(site, "running command");
+    let started = started();
+    (0..n)
+        .map(|i| Stages {
+            sent: sent[i],
+            asked: asked.get(runs_before + i).copied().unwrap_or(0),
+            running: running.get(runs_before + i).copied().unwrap_or(0),
+            started: started[runs_before + i],
+        })
         .collect()
 }
 
-fn report(phase: &str, mut ms: Vec<f64>) {
-    ms.sort_by(|a, b| a.total_cmp(b));
+fn report(phase: &str, stages: Vec<Stages>) {
+    let ms = |f: &dyn Fn(&Stages) -> (u64, u64)| -> Vec<f64> {
+        let mut v: Vec<f64> = stages
+            .iter()
+            .map(|s| {
+                let (from, to) = f(s);
+                to.saturating_sub(from) as f64 / 1e6
+            })
+            .collect();
+        v.sort_by(|a, b| a.total_cmp(b));
+        v
+    };
+    let total = ms(&|s| (s.sent, s.started));
     println!(
         "  {phase:<28} p50 {:6.2} ms  p99 {:6.2} ms  max {:6.2} ms  ({} crossings)",
-        percentile(&ms, 0.5),
-        percentile(&ms, 0.99),
-        ms.last().unwrap(),
-        ms.len()
+        percentile(&total, 0.5),
+        percentile(&total, 0.99),
+        total.last().unwrap(),
+        total.len()
     );
+    for (stage, v) in [
+        ("sent → rule asks", ms(&|s| (s.sent, s.asked))),
+        ("rule asks → executor runs", ms(&|s| (s.asked, s.running))),
+        (
+            "executor runs → process starts",
+            ms(&|s| (s.running, s.started)),
+        ),
+    ] {
+        println!(
+            "    {stage:<32} p50 {:6.2} ms  p99 {:6.2} ms",
+            percentile(&v, 0.5),
+            percentile(&v, 0.99)
+        );
+    }
 }
 
 fn main() {
