@@ -240,24 +240,42 @@ pub fn command_payload(task_id: u64, service: &str, command: &str) -> Vec<u8> {
 /// The reply code and message for an executor outcome.
 pub fn outcome_reply(outcome: &Outcome) -> (i64, String) {
     if let Some(refusal) = &outcome.refusal {
-        let code = match refusal {
-            Refusal::NoServices => code::NO_SERVICES,
-            Refusal::UnknownService(_) => code::UNKNOWN_SERVICE,
-            Refusal::UnknownCommand { .. } => code::UNKNOWN_COMMAND,
+        // lua-collectd-monitor's own words for the codes it defines: its senders may match on
+        // them (its `mqtt-thread.lua`).
+        return match refusal {
+            Refusal::NoServices => (
+                code::NO_SERVICES,
+                format!(
+                    "Cannot handle \"{}\" command: No service is configured!",
+                    outcome.command
+                ),
+            ),
+            Refusal::UnknownService(service) => (
+                code::UNKNOWN_SERVICE,
+                format!("Cannot find the service settings for: {service}"),
+            ),
+            Refusal::UnknownCommand { service, command } => (
+                code::UNKNOWN_COMMAND,
+                format!("Cannot find {command} command for {service}"),
+            ),
             Refusal::AlreadyRunning { .. }
             | Refusal::CoolingDown { .. }
             | Refusal::RateLimited { .. }
             | Refusal::CircuitOpen { .. }
             | Refusal::CircuitTrial { .. }
             | Refusal::TooManyRunning { .. }
-            | Refusal::Stopping => code::REFUSED,
+            | Refusal::Stopping => (code::REFUSED, refusal.to_string()),
         };
-        return (code, refusal.to_string());
     }
     let message = match &outcome.error {
         Some(e) if outcome.output.is_empty() => e.clone(),
         Some(e) => format!("{}\n[medic: {e}]", outcome.output.trim_end()),
-        None => outcome.output.clone(),
+        // As lua-collectd-monitor: the output without its trailing newline (`Hello World!`).
+        None => outcome
+            .output
+            .strip_suffix('\n')
+            .unwrap_or(&outcome.output)
+            .to_string(),
     };
     let code = match (outcome.timed_out, outcome.code, outcome.signal) {
         (true, _, _) => code::TIMED_OUT,
@@ -363,15 +381,53 @@ mod tests {
         }
     }
 
+    /// Every code lua-collectd-monitor defines, with its reply text word for word.
+    #[test]
+    fn refusals_read_as_lua_collectd_monitor_words_them() {
+        let refused = |r: Refusal| {
+            let mut o = outcome();
+            o.code = None;
+            o.output.clear();
+            o.error = Some(r.to_string());
+            o.refusal = Some(r);
+            outcome_reply(&o)
+        };
+        assert_eq!(
+            refused(Refusal::NoServices),
+            (
+                0x1001,
+                "Cannot handle \"c\" command: No service is configured!".into()
+            )
+        );
+        assert_eq!(
+            refused(Refusal::UnknownService("web".into())),
+            (0x1002, "Cannot find the service settings for: web".into())
+        );
+        assert_eq!(
+            refused(Refusal::UnknownCommand {
+                service: "web".into(),
+                command: "reboot".into()
+            }),
+            (0x1003, "Cannot find reboot command for web".into())
+        );
+        assert_eq!(
+            refused(Refusal::Stopping),
+            (0x1005, "medic is stopping".into())
+        );
+    }
+
     #[test]
     fn outcomes_map_to_codes() {
-        assert_eq!(outcome_reply(&outcome()), (0, "ok\n".into()));
+        assert_eq!(outcome_reply(&outcome()), (0, "ok".into()));
         let mut o = outcome();
+        o.output = "two\nlines\n\n".into();
+        assert_eq!(
+            outcome_reply(&o),
+            (0, "two\nlines\n".into()),
+            "one newline only"
+        );
         o.code = Some(3);
         assert_eq!(outcome_reply(&o).0, 3);
-        o.refusal = Some(Refusal::UnknownService("x".into()));
-        o.error = Some("unknown service `x`".into());
-        assert_eq!(outcome_reply(&o), (0x1002, "unknown service `x`".into()));
         let mut o = outcome();
         o.code = None;
         o.signal = Some(9);

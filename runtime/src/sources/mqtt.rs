@@ -207,10 +207,15 @@ impl Inbound {
             }
             Ok(TaskSeen::Running) => {
                 tracing::warn!(task_id = key, "duplicate task id while it is still running");
+                // lua-collectd-monitor's words (`tostring(task_id)`).
+                let shown = match &request.task_id {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
                 let reply = Reply::new(
                     request.task_id,
                     code::DUPLICATE_RUNNING,
-                    format!("task {key} is still running"),
+                    format!("Received duplicate task_id: {shown}"),
                 );
                 self.reply(&reply);
             }
