@@ -81,8 +81,6 @@ fn read_until_shutdown(
     let kernel_drops = m.network_dropped(&listener, "kernel");
     let handoff_drops = m.network_dropped(&listener, "handoff");
     let mut buffers: Vec<Vec<u8>> = (0..BATCH).map(|_| vec![0; MAX_DATAGRAM]).collect();
-    let mut headers =
-        MultiHeaders::<SockaddrStorage>::preallocate(BATCH, Some(nix::cmsg_space!(u32)));
     let mut errors = RateLimited::default();
     let mut handoff_log = RateLimited::default();
     let mut drops_seen: Option<u32> = None;
@@ -90,6 +88,11 @@ fn read_until_shutdown(
     while !shutdown.is_triggered() {
         got.clear();
         let mut drops_now = None;
+        // Fresh each call: the kernel shrinks each header's control length to what it wrote
+        // (nothing, while there are no drops), and nix does not restore it, so reused headers
+        // would never see the drop count again.
+        let mut headers =
+            MultiHeaders::<SockaddrStorage>::preallocate(BATCH, Some(nix::cmsg_space!(u32)));
         {
             let mut slices: Vec<[IoSliceMut<'_>; 1]> = buffers
                 .iter_mut()
@@ -171,4 +174,52 @@ fn socket_addr(s: &SockaddrStorage) -> Option<SocketAddr> {
         return Some(SocketAddr::V4((*v4).into()));
     }
     s.as_sockaddr_in6().map(|v6| SocketAddr::V6((*v6).into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Datagrams the kernel dropped for a full buffer are counted from the socket's own
+    /// counter (it comes with the next datagram that fits).
+    #[test]
+    fn kernel_drops_are_counted() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("not root: cannot force a tiny receive buffer; skipped");
+            return;
+        }
+        let socket =
+            super::super::socket::bind("127.0.0.1:0".parse().unwrap(), Some(4096)).unwrap();
+        let addr = socket.local_addr().unwrap();
+        let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        for _ in 0..200 {
+            sender.send_to(&[0u8; 1000], addr).unwrap();
+        }
+        let counters = metrics().source("network", addr.to_string());
+        let (tx, mut rx) = mpsc::channel(1024);
+        let (mut trigger, shutdown) = crate::shutdown::channel();
+        let reader = spawn(socket, tx, InFlight::default(), counters, shutdown).unwrap();
+        let drain = |rx: &mut mpsc::Receiver<Datagrams>| {
+            let mut n = 0;
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            while std::time::Instant::now() < deadline {
+                match rx.try_recv() {
+                    Ok(b) => n += b.ends.len(),
+                    Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
+                }
+                if n > 0 && rx.is_empty() {
+                    break;
+                }
+            }
+            n
+        };
+        let first = drain(&mut rx);
+        assert!(first > 0 && first < 200, "{first} of 200 fit the buffer");
+        sender.send_to(&[0u8; 1000], addr).unwrap();
+        assert_eq!(drain(&mut rx), 1);
+        let dropped = metrics().network_dropped(&addr.to_string(), "kernel").get();
+        assert_eq!(dropped, (200 - first) as u64);
+        trigger.fire();
+        reader.join().unwrap();
+    }
 }
