@@ -173,59 +173,24 @@ pub fn is_root() -> bool {
 }
 
 fn lookup_user(name: &str) -> io::Result<(u32, u32)> {
-    let c_name = std::ffi::CString::new(name)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a NUL in the user name"))?;
-    let mut buf = vec![0 as libc::c_char; 16 * 1024];
-    // SAFETY: passwd is plain data; getpwnam_r fills it and `buf` (whose size we pass) and
-    // sets `found` to it or to null; nothing is kept past this call.
-    unsafe {
-        let mut pwd: libc::passwd = std::mem::zeroed();
-        let mut found: *mut libc::passwd = std::ptr::null_mut();
-        let rc = libc::getpwnam_r(
-            c_name.as_ptr(),
-            &mut pwd,
-            buf.as_mut_ptr(),
-            buf.len(),
-            &mut found,
-        );
-        if rc != 0 {
-            return Err(io::Error::from_raw_os_error(rc));
-        }
-        if found.is_null() {
-            return Err(io::Error::new(
-                io::ErrorKind::NotFound,
-                format!("no user `{name}`"),
-            ));
-        }
-        Ok((pwd.pw_uid, pwd.pw_gid))
+    match nix::unistd::User::from_name(name) {
+        Ok(Some(user)) => Ok((user.uid.as_raw(), user.gid.as_raw())),
+        Ok(None) => Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("no user `{name}`"),
+        )),
+        Err(e) => Err(e.into()),
     }
 }
 
 fn lookup_group(name: &str) -> io::Result<u32> {
-    let c_name = std::ffi::CString::new(name)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a NUL in the group name"))?;
-    let mut buf = vec![0 as libc::c_char; 16 * 1024];
-    // SAFETY: as in `lookup_user`, with getgrnam_r and a group struct.
-    unsafe {
-        let mut grp: libc::group = std::mem::zeroed();
-        let mut found: *mut libc::group = std::ptr::null_mut();
-        let rc = libc::getgrnam_r(
-            c_name.as_ptr(),
-            &mut grp,
-            buf.as_mut_ptr(),
-            buf.len(),
-            &mut found,
-        );
-        if rc != 0 {
-            return Err(io::Error::from_raw_os_error(rc));
-        }
-        if found.is_null() {
-            return Err(io::Error::new(
-                io::ErrorKind::NotFound,
-                format!("no group `{name}`"),
-            ));
-        }
-        Ok(grp.gr_gid)
+    match nix::unistd::Group::from_name(name) {
+        Ok(Some(group)) => Ok(group.gid.as_raw()),
+        Ok(None) => Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("no group `{name}`"),
+        )),
+        Err(e) => Err(e.into()),
     }
 }
 
