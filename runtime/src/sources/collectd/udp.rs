@@ -125,6 +125,18 @@ pub fn start(
     Ok((bound, tasks))
 }
 
+/// A datagram's sender in a log line (`?` when the kernel gave none).
+struct Sender(Option<SocketAddr>);
+
+impl std::fmt::Display for Sender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(a) => a.fmt(f),
+            None => f.write_str("?"),
+        }
+    }
+}
+
 /// Turns one listener's datagrams into events for the engine.
 struct Decoder {
     level: SecurityLevel,
@@ -153,7 +165,8 @@ impl Decoder {
 
     /// Decode one datagram and hand on what it carries; false once the engine is gone.
     fn datagram(&mut self, bytes: &[u8], from: Option<SocketAddr>) -> bool {
-        let from = from.map_or_else(|| "?".to_string(), |a| a.to_string());
+        // Formatted only when a refusal is logged, not per datagram.
+        let from = Sender(from);
         let mut decoded = std::mem::take(&mut self.decoded);
         decoded.clear();
         if let Err(e) = decode(bytes, self.level, self.auth.credentials(), &mut decoded) {
