@@ -11,28 +11,12 @@
 //! `cargo bench -p medic --bench collectd_tg` (MEDIC_TG_SECS overrides the 60 s per run).
 //! Needs `scripts/build-rules.sh` (target/rules) and collectd-core + collectd-utils.
 
+use medic_integration::bench::{cpu_seconds, env_or};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use medic_integration::{Collectd, Site, free_tcp_port, free_udp_port, http_get, wait_until};
-
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-/// User + system CPU seconds of `pid`.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit(')').next().unwrap_or("");
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks: f64 = f.get(11).and_then(|s| s.parse().ok()).unwrap_or(0.0)
-        + f.get(12).and_then(|s| s.parse().ok()).unwrap_or(0.0);
-    ticks / 100.0
-}
 
 /// The kernel's drop counter of the UDP socket bound to `port` (IPv4), from /proc/net/udp.
 fn socket_drops(port: u16) -> u64 {

@@ -7,18 +7,12 @@
 //! Budget (issue 8): < 5 % of a core at 1 000 decisions/s, and `record` never blocks.
 //! `cargo bench -p medic --bench history_load` (MEDIC_DECISIONS_PER_SEC, MEDIC_HISTORY_SECS).
 
+use medic_integration::bench::env_or;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use medic::store::Store;
 use medic::store::history::{Entry, History, Query, Retention, state};
-
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// CPU seconds this process has used (user + system).
 fn cpu() -> f64 {

@@ -9,6 +9,7 @@
 //! values/s. `cargo bench -p medic --bench latency` (MEDIC_LATENCY_CROSSINGS overrides the 100
 //! crossings per phase). Needs target/rules/threshold.wasm.
 
+use medic_integration::bench::{env_or, percentile};
 use std::net::UdpSocket;
 use std::path::Path;
 use std::sync::Arc;
@@ -75,10 +76,6 @@ fn background(port: u16, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<u64> 
         }
         seq * LOAD_PER_DATAGRAM
     })
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
 /// Per crossing: sent, the rule asked, the executor started it, the process began (ns).
@@ -183,10 +180,7 @@ fn report(phase: &str, stages: Vec<Stages>) {
 }
 
 fn main() {
-    let n: usize = std::env::var("MEDIC_LATENCY_CROSSINGS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(100);
+    let n: usize = env_or("MEDIC_LATENCY_CROSSINGS", 100);
     let port = free_udp_port();
     let site = Site::new();
     site.add_rule("threshold", "t");

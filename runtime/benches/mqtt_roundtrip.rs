@@ -6,6 +6,7 @@
 //! `cargo bench -p medic --bench mqtt_roundtrip` (MEDIC_RT_COUNT commands, default 1000;
 //! MEDIC_RT_SENDS `medic send` runs, default 100). Needs `mosquitto` on PATH.
 
+use medic_integration::bench::{env_or, percentile};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -14,13 +15,6 @@ use medic::config::BrokerUrl;
 use medic::mqtt::lcm;
 use medic::mqtt::link::{Backoff, Link, LinkEvent};
 use medic::mqtt::options::Connect;
-
-fn env_or(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -104,10 +98,6 @@ exec = {{ run = ["echo", "Hello World!"], concurrency = 32 }}
             .contains("MQTT: subscribed")
     });
     Killed(child)
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1]
 }
 
 fn report(what: &str, mut samples: Vec<Duration>) {

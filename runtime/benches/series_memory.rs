@@ -7,6 +7,7 @@
 //! `cargo bench -p medic --bench series_memory` (MEDIC_SERIES and MEDIC_SERIES_RATE override the
 //! count and the values per second, 100 000). Needs target/rules/counter.wasm.
 
+use medic_integration::bench::env_or;
 use std::net::UdpSocket;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -20,13 +21,6 @@ const BUDGET_MIB: f64 = 256.0;
 const INTERVAL: Duration = Duration::from_secs(20);
 /// Value lists per datagram (about 8 KB each).
 const PER_DATAGRAM: u64 = 300;
-
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// `VmRSS` (resident now) or `VmHWM` (the peak) of medic, in MiB.
 fn memory_mib(medic: &Medic, field: &str) -> f64 {

@@ -8,6 +8,7 @@
 //! (MEDIC_STATUS_REQUESTS overrides the 1 000 requests per endpoint). Needs
 //! target/rules/threshold.wasm.
 
+use medic_integration::bench::{env_or, percentile};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -15,17 +16,6 @@ use medic_integration::{Site, free_tcp_port, http_get};
 
 const RULES: usize = 20;
 const BUDGET: Duration = Duration::from_millis(10);
-
-fn env_or(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
-}
 
 fn main() {
     let requests = env_or("MEDIC_STATUS_REQUESTS", 1000);

@@ -5,6 +5,7 @@
 //! `cargo bench -p medic --bench udp_load` (100 k values/s for 60 s; override with
 //! MEDIC_LOAD_RATE and MEDIC_LOAD_SECS). Needs target/rules/counter.wasm.
 
+use medic_integration::bench::{cpu_seconds, env_or};
 use std::net::UdpSocket;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -15,13 +16,6 @@ use medic_integration::packet::{
 };
 
 const PER_DATAGRAM: usize = 40;
-
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// One datagram: host, plugin, type, time, interval once; then instance + value per list.
 fn datagram(seq: u64) -> Datagram {
@@ -36,15 +30,6 @@ fn datagram(seq: u64) -> Datagram {
             .gauge((seq * PER_DATAGRAM as u64 + i as u64) as f64);
     }
     d
-}
-
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit(')').next().unwrap_or("");
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks: f64 = f.get(11).and_then(|s| s.parse().ok()).unwrap_or(0.0)
-        + f.get(12).and_then(|s| s.parse().ok()).unwrap_or(0.0);
-    ticks / 100.0
 }
 
 /// The kernel's count of UDP datagrams dropped for a full receive buffer (all sockets).
