@@ -169,6 +169,15 @@ fn broken_rules_are_contained_and_explained() {
     site.add_rule("faulty", "grow");
     site.add_rule("faulty", "refuses");
     std::fs::write(site.rules_dir().join("corrupt.wasm"), b"this is not wasm").unwrap();
+    // A rule built with the SDK of medic:rules@0.1.0 (the counter test rule, kept as it was).
+    std::fs::copy(
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/fixtures/rules/counter-medic-rules-0.1.0.wasm"
+        ),
+        site.rules_dir().join("old.wasm"),
+    )
+    .unwrap();
     site.write_config(&format!(
         "{}\n[rules.config.trap]\nmode = \"trap\"\n[rules.config.spin]\nmode = \"loop\"\n\
          [rules.config.grow]\nmode = \"grow\"\n[rules.config.refuses]\nmode = \"init-error\"\n",
@@ -190,6 +199,12 @@ fn broken_rules_are_contained_and_explained() {
     assert!(
         line("corrupt").contains("FAILED")
             && line("corrupt").contains("not a valid wasm component"),
+        "{stdout}"
+    );
+    let rebuild = "the rule is built against medic:rules@0.1.0; this medic speaks \
+                   medic:rules@0.2.0: rebuild the rule with the current medic rules SDK";
+    assert!(
+        line("old").contains("FAILED") && line("old").contains(rebuild),
         "{stdout}"
     );
     assert!(
@@ -238,6 +253,8 @@ fn broken_rules_are_contained_and_explained() {
             .any(|l| l.contains("not a valid wasm component")),
         "{corrupt:?}"
     );
+    let old = medic.log_lines_with("rule=\"old\"");
+    assert!(old.iter().any(|l| l.contains(rebuild)), "{old:?}");
     // Every fault is on record too, with the build that faulted.
     medic.stop();
     let rows = site.history();

@@ -30,6 +30,7 @@
 //! export_rule!(LowMemory);
 //! ```
 
+mod batch;
 mod config;
 mod ctx;
 pub mod duration;
@@ -51,6 +52,7 @@ pub mod __bindings {
     });
 }
 
+pub use batch::{Batch, Event};
 pub use config::Config;
 pub use ctx::Ctx;
 pub use host::Host;
@@ -58,10 +60,14 @@ pub use pattern::{Pattern, PatternSet};
 pub use values::Values;
 
 pub use __bindings::medic::rules::types::{
-    Action, Batch, CommandResult, Event, Identifier, LogLevel, MqttMessage, Notification, Notify,
-    Publish, RuleInfo, Run, RunRemote, Sample, SeriesInfo, SetTimer, Severity, Snapshot, Value,
-    ValueList,
+    Action, CommandResult, Identifier, LogLevel, MqttMessage, Notification, Notify, Publish,
+    RuleInfo, Run, RunRemote, Sample, SeriesInfo, SetTimer, Severity, Snapshot, Value, ValueList,
 };
+
+/// A map keyed by series number (`values.list.series`): the way to keep per-series state. Series
+/// numbers are small integers the host hands out, so the map uses a fast non-cryptographic hash
+/// (a third of a value's cost in a rule was SipHash on these keys).
+pub type SeriesMap<V> = std::collections::HashMap<u32, V, rustc_hash::FxBuildHasher>;
 
 /// What a rule wants delivered. The host filters before calling the rule, so a rule is never
 /// woken for data it did not ask for.
@@ -168,8 +174,10 @@ macro_rules! export_rule {
                 fn describe() -> $crate::RuleInfo {
                     RUNNER.with_borrow(|r| r.describe())
                 }
-                fn on_events(batch: $crate::Batch) -> ::std::vec::Vec<$crate::Action> {
-                    RUNNER.with_borrow_mut(|r| r.on_events(&mut WasmHost, &batch))
+                fn on_events(
+                    batch: $crate::__bindings::medic::rules::types::Batch,
+                ) -> ::std::vec::Vec<$crate::Action> {
+                    RUNNER.with_borrow_mut(|r| r.on_wire_events(&mut WasmHost, batch))
                 }
                 fn suspend() {
                     RUNNER.with_borrow_mut(|r| r.suspend(&mut WasmHost))

@@ -1,7 +1,6 @@
-use std::collections::HashMap;
 use std::rc::Rc;
 
-use crate::{Action, Batch, Config, Ctx, Host, Rule, RuleInfo, SeriesInfo};
+use crate::{Action, Batch, Config, Ctx, Host, Rule, RuleInfo, SeriesInfo, SeriesMap};
 
 /// Series the host has described to this instance, by the host's series number. Bounded: the
 /// host forgets series that fall silent and numbers new ones afresh, so a cache that kept every
@@ -9,10 +8,17 @@ use crate::{Action, Batch, Config, Ctx, Host, Rule, RuleInfo, SeriesInfo};
 /// approximate LRU at the cost of a map swap: what was not used during a whole generation is
 /// asked of the host again if it ever comes back.
 pub struct SeriesCache {
-    current: HashMap<u32, Rc<SeriesInfo>>,
-    previous: HashMap<u32, Rc<SeriesInfo>>,
+    /// Direct-mapped by the number's low bits, in front of the maps: the host numbers series
+    /// in the order it first sees them, so the series of one rule rarely share a slot, and a
+    /// hit costs one compare instead of a hash-map probe.
+    recent: Box<[Option<Known>]>,
+    current: SeriesMap<Rc<SeriesInfo>>,
+    previous: SeriesMap<Rc<SeriesInfo>>,
     generation: usize,
 }
+
+/// A series number and what it stands for.
+type Known = (u32, Rc<SeriesInfo>);
 
 impl Default for SeriesCache {
     fn default() -> Self {
@@ -20,30 +26,44 @@ impl Default for SeriesCache {
     }
 }
 
-/// Series kept per generation: the cache holds at most twice this many.
+/// Series kept per generation: the cache holds at most twice this many (plus `RECENT_SLOTS`).
 const SERIES_PER_GENERATION: usize = 4096;
+/// Slots of the direct-mapped front (a power of two).
+const RECENT_SLOTS: usize = 1024;
 
 impl SeriesCache {
     fn with_generation(generation: usize) -> Self {
         Self {
-            current: HashMap::new(),
-            previous: HashMap::new(),
+            recent: vec![None; RECENT_SLOTS].into_boxed_slice(),
+            current: SeriesMap::default(),
+            previous: SeriesMap::default(),
             generation,
         }
     }
 
     pub(crate) fn get(&mut self, id: u32) -> Option<Rc<SeriesInfo>> {
-        if let Some(info) = self.current.get(&id) {
+        let slot = id as usize % RECENT_SLOTS;
+        if let Some((held, info)) = &self.recent[slot]
+            && *held == id
+        {
             return Some(info.clone());
         }
-        let info = self.previous.remove(&id)?;
-        self.keep(id, info.clone());
+        let info = match self.current.get(&id) {
+            Some(info) => info.clone(),
+            None => {
+                let info = self.previous.remove(&id)?;
+                self.keep(id, info.clone());
+                info
+            }
+        };
+        self.recent[slot] = Some((id, info.clone()));
         Some(info)
     }
 
     pub(crate) fn insert(&mut self, id: u32, info: SeriesInfo) -> Rc<SeriesInfo> {
         let info = Rc::new(info);
         self.keep(id, info.clone());
+        self.recent[id as usize % RECENT_SLOTS] = Some((id, info.clone()));
         info
     }
 
@@ -67,6 +87,8 @@ pub struct Runner<R> {
     version: &'static str,
     rule: Option<R>,
     series: SeriesCache,
+    /// The last batch, kept for its buffers: decoding the next one allocates nothing.
+    batch: Batch,
 }
 
 impl<R: Rule> Runner<R> {
@@ -76,6 +98,7 @@ impl<R: Rule> Runner<R> {
             version,
             rule: None,
             series: SeriesCache::default(),
+            batch: Batch::default(),
         }
     }
 
@@ -109,6 +132,19 @@ impl<R: Rule> Runner<R> {
         ctx.into_actions()
     }
 
+    /// A batch as the host sends it (columns), turned back into events first.
+    pub fn on_wire_events(
+        &mut self,
+        host: &mut dyn Host,
+        wire: crate::__bindings::medic::rules::types::Batch,
+    ) -> Vec<Action> {
+        let mut batch = std::mem::take(&mut self.batch);
+        batch.fill_from(wire);
+        let actions = self.on_events(host, &batch);
+        self.batch = batch;
+        actions
+    }
+
     pub fn suspend(&mut self, host: &mut dyn Host) {
         if let Some(rule) = &mut self.rule {
             rule.suspend(&mut Ctx::new(host, &mut self.series));
@@ -137,6 +173,8 @@ mod tests {
             assert!(cache.get(0).is_some(), "lost at {n}");
         }
         assert!(cache.len() <= 8, "{}", cache.len());
+        // Series 1 is still in the direct-mapped front; push it out with a colliding number.
+        cache.insert(1 + RECENT_SLOTS as u32, info(1 + RECENT_SLOTS as u32));
         assert!(cache.get(1).is_none(), "unused series are forgotten");
         assert_eq!(cache.get(99).unwrap().identifier.host, "h99");
     }

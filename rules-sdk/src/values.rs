@@ -1,25 +1,7 @@
 use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::{Batch, Identifier, Sample, SeriesInfo, Snapshot, Value, ValueList};
-
-// The type is generated, so `#[derive(Default)]` is not available.
-#[allow(clippy::derivable_impls)]
-impl Default for Batch {
-    fn default() -> Self {
-        Self {
-            events: Vec::new(),
-            values: Vec::new(),
-        }
-    }
-}
-
-impl Batch {
-    /// The values of one of this batch's value lists (empty if the host sent bad indexes).
-    pub fn values_of(&self, list: &ValueList) -> &[Value] {
-        slice(&self.values, list)
-    }
-}
+use crate::{Identifier, Sample, SeriesInfo, Snapshot, Value, ValueList};
 
 impl Snapshot {
     pub fn values(&self) -> &[Value] {
@@ -27,7 +9,7 @@ impl Snapshot {
     }
 }
 
-fn slice<'a>(values: &'a [Value], list: &ValueList) -> &'a [Value] {
+pub(crate) fn slice<'a>(values: &'a [Value], list: &ValueList) -> &'a [Value] {
     let start = list.first as usize;
     values
         .get(start..start + list.count as usize)

@@ -12,10 +12,9 @@
 //! ```
 //! Counter, derive and absolute series are compared by their per-second rate.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
-use medic_rules::{Config, Ctx, Rule, Severity, Subscriptions, Values, export_rule};
+use medic_rules::{Config, Ctx, Rule, SeriesMap, Severity, Subscriptions, Values, export_rule};
 use serde::Deserialize;
 
 #[derive(Debug, Deserialize)]
@@ -56,7 +55,7 @@ pub struct Threshold {
     level: f64,
     clear: f64,
     hold_ns: u64,
-    episodes: HashMap<u32, Episode>,
+    episodes: SeriesMap<Episode>,
 }
 
 impl Threshold {
@@ -118,7 +117,7 @@ impl Rule for Threshold {
             level,
             clear,
             hold_ns,
-            episodes: HashMap::new(),
+            episodes: SeriesMap::default(),
         })
     }
 

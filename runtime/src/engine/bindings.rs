@@ -9,8 +9,8 @@ wasmtime::component::bindgen!({
 });
 
 pub use self::medic::rules::types::{
-    Action, Batch, CommandResult, Event, Identifier, LogLevel, MqttMessage, Notification, RuleInfo,
-    Sample, SeriesInfo, Severity, Snapshot, Value, ValueList,
+    Action, Batch, CommandResult, Event, Identifier, LogLevel, MqttMessage, Notification,
+    PlacedEvent, RuleInfo, Sample, SeriesInfo, Severity, Snapshot, Value, ValueList,
 };
 
 impl From<&event::Identifier> for Identifier {

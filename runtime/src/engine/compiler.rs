@@ -15,6 +15,9 @@ use wasmtime::{Engine, OptLevel};
 
 use super::instance::{EPOCH_TICK, HostState, add_to_linker};
 
+/// The version of the rule contract (`rules-sdk/wit/rules.wit`) this host speaks.
+pub const RULES_CONTRACT: &str = "0.2.0";
+
 pub struct Compiler {
     engine: Engine,
     linker: Linker<HostState>,
@@ -52,6 +55,9 @@ impl Compiler {
             // Rules are synchronous: turning off async support halves the cost of a call.
             .concurrency_support(false)
             .cranelift_opt_level(OptLevel::Speed);
+        if std::env::var_os("MEDIC_PERFMAP").is_some() {
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let engine = Engine::new(&config).map_err(|e| anyhow!("wasm engine: {e:#}"))?;
         let mut linker = Linker::new(&engine);
         add_to_linker(&mut linker)?;
@@ -107,6 +113,7 @@ impl Compiler {
             });
         }
         let (component, from_cache) = self.component(bytes, &hash)?;
+        self.check_contract(&component)?;
         let pre = self.linker.instantiate_pre(&component).map_err(|e| {
             anyhow!(
                 "the rule needs something medic does not provide (it may be built for another \
@@ -119,6 +126,29 @@ impl Compiler {
             hash,
             from_cache,
         })
+    }
+
+    /// A rule built against another version of `medic:rules` would fail to link with a message
+    /// about a missing import; say what it is and what to do instead.
+    fn check_contract(&self, component: &Component) -> anyhow::Result<()> {
+        let ty = component.component_type();
+        let names: Vec<&str> = ty
+            .exports(&self.engine)
+            .map(|(name, _)| name)
+            .chain(ty.imports(&self.engine).map(|(name, _)| name))
+            .collect();
+        let other = names.iter().find_map(|name| {
+            let version = name.strip_prefix("medic:rules/")?.split_once('@')?.1;
+            (version != RULES_CONTRACT).then_some(version)
+        });
+        match other {
+            Some(version) => Err(anyhow!(
+                "the rule is built against medic:rules@{version}; this medic speaks \
+                 medic:rules@{RULES_CONTRACT}: rebuild the rule with the current medic rules SDK \
+                 (medic-rules-sdk) and `cargo build --target wasm32-wasip2`"
+            )),
+            None => Ok(()),
+        }
     }
 
     /// Forget the loaded builds no rule uses any more (an instance still running one keeps it
@@ -232,4 +262,18 @@ fn one_line(text: &str) -> String {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_contract_version_is_the_one_in_the_wit_file() {
+        let wit = include_str!("../../../rules-sdk/wit/rules.wit");
+        assert!(
+            wit.contains(&format!("package medic:rules@{RULES_CONTRACT};")),
+            "RULES_CONTRACT does not match rules.wit's package line"
+        );
+    }
 }
