@@ -1,26 +1,15 @@
 //! What medic asks of the operating system for itself: files only its own user can read or
 //! change (it runs commands as root and maps compiled rules as native code), and enough file
 //! descriptors that a flood of clients cannot keep it from spawning a recovery command.
+//!
+//! medic leaves the process umask as it was started with, so the commands it runs inherit it
+//! without a `pre_exec` (which would make the standard library fork medic's whole address space
+//! instead of using `posix_spawn`: 2-3 ms per command). Every file medic creates for itself
+//! gets its mode explicitly instead ([`create_private_file`], [`own_private_dir`]).
 
 use std::io;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
-
-/// The umask medic was started with, restored for the commands it runs.
-static INHERITED_UMASK: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0o022);
-
-/// New files and directories are private from here on (rw for medic's user only). Commands
-/// medic runs get the umask it was started with back ([`inherited_umask`]): a recovery script
-/// that writes a file should make it as it would outside medic.
-pub fn private_umask() {
-    // SAFETY: umask(2) only changes this process's file mode creation mask.
-    let inherited = unsafe { libc::umask(0o077) };
-    INHERITED_UMASK.store(inherited as u32, std::sync::atomic::Ordering::Relaxed);
-}
-
-pub fn inherited_umask() -> u32 {
-    INHERITED_UMASK.load(std::sync::atomic::Ordering::Relaxed)
-}
 
 /// A directory that is medic's alone (the compiled-rule cache): created if needed and made
 /// 0700 whatever it was before.
@@ -47,6 +36,35 @@ pub fn private_dir(dir: &Path) -> io::Result<()> {
 }
 
 /// Make an existing file 0600 (a database made before the umask was set, say).
+/// Create `file` (empty) with mode 0600 if it does not exist yet, so what is written to it later
+/// is never readable by others, whatever the umask. An existing file is left as it is.
+pub fn create_private_file(file: &Path) -> io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(file)
+        .map(drop)
+}
+
+/// Write `content` to a new file of mode 0600 (replacing any file of that name).
+pub fn write_private_file(file: &Path, content: &[u8]) -> io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::remove_file(file) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(file)?
+        .write_all(content)
+}
+
 pub fn private_file(file: &Path) -> io::Result<()> {
     match std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o600)) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
@@ -81,21 +99,22 @@ pub fn untrusted(path: &Path) -> Option<String> {
 }
 
 /// A write past `RLIMIT_FSIZE` fails with an error medic reports, instead of killing it with
-/// SIGXFSZ. Commands get the default back ([`restore_signals_in_child`]).
-pub fn ignore_file_size_signal() {
-    // SAFETY: setting a signal's disposition to SIG_IGN has no preconditions.
-    unsafe {
-        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
-    }
-}
-
-/// In a child between fork and exec: what medic changed for itself goes back to the defaults
-/// (an ignored signal stays ignored across exec otherwise). Async-signal-safe.
-pub fn restore_signals_in_child() {
-    // SAFETY: signal(2) is async-signal-safe; called in the forked child before exec.
-    unsafe {
-        libc::signal(libc::SIGXFSZ, libc::SIG_DFL);
-    }
+/// SIGXFSZ. The signal is caught by a handler that does nothing rather than ignored: a caught
+/// signal goes back to its default at exec, so the commands medic runs get the default without
+/// code in the child.
+pub fn catch_file_size_signal() -> io::Result<()> {
+    use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
+    extern "C" fn nothing(_: libc::c_int) {}
+    let action = SigAction::new(
+        SigHandler::Handler(nothing),
+        SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
+    // SAFETY: the handler does nothing, so it is async-signal-safe, and it replaces only the
+    // disposition of SIGXFSZ, which nothing else in medic handles.
+    unsafe { sigaction(Signal::SIGXFSZ, &action) }
+        .map(drop)
+        .map_err(io::Error::from)
 }
 
 /// Raise the soft limit on open files to the hard limit; returns the limit in force.

@@ -140,8 +140,7 @@ struct Running {
 
 async fn start(config: Arc<Config>, shutdown: Shutdown) -> anyhow::Result<Running> {
     crate::effects::executor::check_accounts(&config).map_err(anyhow::Error::msg)?;
-    crate::os::private_umask();
-    crate::os::ignore_file_size_signal();
+    crate::os::catch_file_size_signal().context("cannot catch SIGXFSZ")?;
     match crate::os::raise_nofile_limit() {
         Ok(limit) => tracing::debug!(limit, "open files limit"),
         Err(e) => tracing::warn!("cannot raise the open files limit: {e}"),

@@ -245,8 +245,7 @@ fn write_atomically(path: &Path, component: &Component) -> anyhow::Result<()> {
     let bytes = component.serialize().map_err(|e| anyhow!("{e:#}"))?;
     let put = |to: &Path, content: &[u8]| -> std::io::Result<()> {
         let tmp = to.with_extension("tmp");
-        std::fs::write(&tmp, content)?;
-        crate::os::private_file(&tmp)?;
+        crate::os::write_private_file(&tmp, content)?;
         std::fs::rename(&tmp, to)
     };
     // The digest first: a build without its digest is never loaded.

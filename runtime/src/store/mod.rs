@@ -56,6 +56,10 @@ impl Store {
     }
 
     fn open_at(path: &Path) -> anyhow::Result<Self> {
+        // Created private before SQLite writes a byte (its WAL and shared memory files take
+        // the database file's mode).
+        crate::os::create_private_file(path)
+            .with_context(|| format!("cannot create state database {}", path.display()))?;
         let conn = Connection::open(path)
             .with_context(|| format!("cannot open state database {}", path.display()))?;
         let store = Self::init(conn)

@@ -89,10 +89,20 @@ pub async fn run_until(
         interrupted: false,
         duration: started.elapsed(),
     };
+    // The program is found here, in the PATH the command will get, rather than by the child:
+    // a command whose PATH differs from medic's would make the standard library fork medic's
+    // whole address space instead of using posix_spawn (ARCHITECTURE.md, "Spawning commands").
+    let path = spec.env.get("PATH").map_or(COMMAND_PATH, String::as_str);
     let mut cmd = match &spec.program {
         Program::Argv(argv) => {
-            let mut c = tokio::process::Command::new(&argv[0]);
-            c.args(&argv[1..]);
+            let Some(program) = find_program(&argv[0], path) else {
+                return not_started(format!(
+                    "cannot start {}: `{}` is not an executable file in PATH {path}",
+                    spec.program, argv[0]
+                ));
+            };
+            let mut c = tokio::process::Command::new(program);
+            c.arg0(&argv[0]).args(&argv[1..]);
             c
         }
         Program::Shell(script) => {
@@ -130,16 +140,6 @@ pub async fn run_until(
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
-    let umask = crate::os::inherited_umask() as libc::mode_t;
-    // SAFETY: the closure runs in the child between fork and exec and calls only umask(2) and
-    // signal(2), which are async-signal-safe.
-    unsafe {
-        cmd.pre_exec(move || {
-            libc::umask(umask);
-            crate::os::restore_signals_in_child();
-            Ok(())
-        });
-    }
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => return not_started(format!("cannot start {}: {e}", spec.program)),
@@ -220,6 +220,22 @@ pub async fn run_until(
         interrupted,
         duration: started.elapsed(),
     }
+}
+
+/// Where `program` is: itself when it names a path, else the first executable file of that name
+/// in `path` (as execvp would search).
+fn find_program(program: &str, path: &str) -> Option<std::path::PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    if program.contains('/') {
+        return Some(program.into());
+    }
+    path.split(':')
+        .filter(|dir| !dir.is_empty())
+        .map(|dir| std::path::Path::new(dir).join(program))
+        .find(|candidate| {
+            std::fs::metadata(candidate)
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
 }
 
 fn kill_group(pgid: Option<i32>, signal: i32) {

@@ -266,3 +266,61 @@ async fn an_unknown_account_is_an_error_not_a_run() {
         "{r:?}"
     );
 }
+
+/// The program is looked up in the PATH the command gets (its config may give it its own), and
+/// one that is not there is reported before anything is started.
+#[tokio::test]
+async fn programs_are_found_in_the_commands_own_path() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let tool = dir.path().join("site-tool");
+    std::fs::write(&tool, "#!/bin/sh\necho \"site tool as $0\"\n").unwrap();
+    std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o755)).unwrap();
+
+    let mut spec = Command::new(Program::Argv(vec!["site-tool".into()]));
+    let r = run(&spec).await;
+    assert_eq!(r.code, None);
+    let error = r.error.unwrap();
+    assert!(
+        error.contains("`site-tool` is not an executable file in PATH /usr/local/sbin:"),
+        "{error}"
+    );
+
+    spec.env.insert(
+        "PATH".into(),
+        format!("/nonexistent:{}:/usr/bin:/bin", dir.path().display()),
+    );
+    let r = run(&spec).await;
+    assert_eq!(r.code, Some(0), "{r:?}");
+    // A script sees its path as $0, as it would under execvp.
+    assert_eq!(
+        r.output,
+        format!("site tool as {}\n", tool.display()),
+        "{r:?}"
+    );
+
+    // A file that is not executable is passed over.
+    std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o644)).unwrap();
+    assert!(run(&spec).await.error.is_some());
+}
+
+/// medic catches SIGXFSZ (a write past RLIMIT_FSIZE fails instead of killing it); the commands
+/// it runs still get the default disposition, as they would outside medic.
+#[tokio::test]
+async fn commands_get_default_signal_dispositions() {
+    crate::os::catch_file_size_signal().unwrap();
+    let r = run(&Command::new(Program::Argv(vec![
+        "grep".into(),
+        "-E".into(),
+        "^Sig(Ign|Cgt):".into(),
+        "/proc/self/status".into(),
+    ])))
+    .await;
+    assert_eq!(r.code, Some(0), "{r:?}");
+    let xfsz = 1u64 << (libc::SIGXFSZ - 1);
+    for line in r.output.lines() {
+        let (name, mask) = line.split_once(':').unwrap();
+        let mask = u64::from_str_radix(mask.trim(), 16).unwrap();
+        assert_eq!(mask & xfsz, 0, "SIGXFSZ in the command's {name}: {line}");
+    }
+}

@@ -310,8 +310,21 @@ impl PutvalServer {
         if let Some(dir) = socket.parent() {
             std::fs::create_dir_all(dir)?;
         }
-        let listener = UnixListener::bind(socket)?;
-        std::fs::set_permissions(socket, std::fs::Permissions::from_mode(config.mode))?;
+        // Bound under a temporary name and given its mode before it takes the real one: a
+        // client that connected while the socket still had the umask's mode would stay
+        // connected after the chmod.
+        let mut staging = socket.as_os_str().to_owned();
+        staging.push(format!(".{}.new", std::process::id()));
+        let staging = std::path::PathBuf::from(staging);
+        let _ = std::fs::remove_file(&staging);
+        let listener = UnixListener::bind(&staging)?;
+        let placed =
+            std::fs::set_permissions(&staging, std::fs::Permissions::from_mode(config.mode))
+                .and_then(|()| std::fs::rename(&staging, socket));
+        if let Err(e) = placed {
+            let _ = std::fs::remove_file(&staging);
+            return Err(e);
+        }
         Ok(Self {
             listener,
             types,
