@@ -215,6 +215,8 @@ it = ["touch", "{made}"]
     let medic = site.start_with_umask(0);
     medic.putval(&["PUTVAL h/load/load N:1:1:1"]);
     assert!(wait_until(BOUND, || made.exists()), "{}", medic.log());
+    // A new build serves from a quick compile; the optimized one is cached once it is made.
+    medic.expect_log("rule tiered up: optimized build serving", BOUND);
     medic.stop();
     let state = site.path("state");
     assert_eq!(mode(&state), 0o700);

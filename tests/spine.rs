@@ -97,10 +97,12 @@ fn hot_reload_swaps_versions_without_losing_a_value_and_state_survives_restart()
     medic.expect_log("counter v1 starting at seen=0", WAIT);
 
     // Stream values while the rule is replaced by a new build, until the new one has served
-    // for a while.
+    // for a while, and its optimized build (compiled in the background after a quick one
+    // served first) has taken over and served too: two swaps under load.
     let mut conn = medic.connect();
     let mut sent = 0;
     let mut swapped_at = None;
+    let mut optimized_at = None;
     loop {
         let lines: Vec<String> = (0..100)
             .map(|i| format!("PUTVAL h{}/load/load N:{}:1:1", (sent + i) % 7, sent + i))
@@ -117,7 +119,18 @@ fn hot_reload_swaps_versions_without_losing_a_value_and_state_survives_restart()
         if swapped_at.is_none() && medic.log().contains("counter v2 starting") {
             swapped_at = Some(sent);
         }
-        if swapped_at.is_some_and(|at| sent >= at + 1000) {
+        // v2's tier-up (v1's, if it came at all, was before v2 started).
+        let log = medic.log();
+        if optimized_at.is_none()
+            && log
+                .find("counter v2 starting")
+                .is_some_and(|at| log[at..].contains("rule tiered up"))
+        {
+            optimized_at = Some(sent);
+        }
+        if swapped_at.is_some_and(|at| sent >= at + 1000)
+            && optimized_at.is_some_and(|at| sent >= at + 1000)
+        {
             break;
         }
         assert!(

@@ -1,6 +1,7 @@
 //! Values/s through the `threshold` rule: as a wasm component inside medic's engine, and the same
 //! rule code compiled natively and driven by the SDK's runner (no wasm boundary), in batches of
-//! 1, 64, 256 and 1024; and the same logic as a lua-collectd-monitor handler run by LuaJIT
+//! 1, 64, 256 and 1024 (`wasm-quick`: the Winch build that serves a new build until Cranelift's
+//! is ready); and the same logic as a lua-collectd-monitor handler run by LuaJIT
 //! (`lua`: each value list handed over as the Lua table collectd's Lua plugin builds). Budgets:
 //! wasm ≤ 1.5× native per value at 256, and wasm faster than LuaJIT.
 //!
@@ -14,7 +15,7 @@ use std::time::Duration;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use medic::engine::batch::{BatchBuilder, Queued};
 use medic::engine::bindings as wit;
-use medic::engine::compiler::Compiler;
+use medic::engine::compiler::{Compiler, Tier};
 use medic::engine::instance::{Limits, RuleInstance};
 use medic::engine::rule::{HostParts, RuleSpec, rule_config};
 use medic::engine::series::SeriesTable;
@@ -41,10 +42,19 @@ fn free_bytes(i: usize) -> f64 {
     4e9 + (i % 1000) as f64
 }
 
-fn wasm_instance(series: Arc<SeriesTable>, rule: &str, config: &str) -> RuleInstance {
+/// The rule compiled by Cranelift (`Tier::Optimized`, what serves once a build is known) or by
+/// Winch (`Tier::Quick`, what serves a new build while Cranelift compiles it).
+fn wasm_instance(series: Arc<SeriesTable>, rule: &str, config: &str, tier: Tier) -> RuleInstance {
     let path = format!("{}/../target/rules/{rule}.wasm", env!("CARGO_MANIFEST_DIR"));
     let bytes = std::fs::read(path).expect("run scripts/build-rules.sh first");
     let compiler = Compiler::new(None).unwrap();
+    let compiled = match tier {
+        Tier::Optimized => compiler.compile(&bytes).unwrap(),
+        Tier::Quick => compiler
+            .compile_quick(&bytes)
+            .unwrap()
+            .expect("no quick tier on this platform"),
+    };
     let mut rules = medic::config::Rules::default();
     rules
         .config
@@ -52,10 +62,11 @@ fn wasm_instance(series: Arc<SeriesTable>, rule: &str, config: &str) -> RuleInst
     let spec = RuleSpec {
         name: rule.into(),
         config: rule_config(&rules, rule).unwrap(),
-        compiled: compiler.compile(&bytes).unwrap(),
+        compiled,
     };
     let host = HostParts {
         state: Store::in_memory().unwrap(),
+        held: Default::default(),
         series,
         limits: Limits {
             call_timeout: Duration::from_secs(10),
@@ -194,11 +205,13 @@ fn dispatch(c: &mut Criterion) {
     let series = Arc::new(SeriesTable::new(Arc::new(TypesDb::load(&[
         "/usr/share/collectd/types.db",
     ]))));
-    let mut wasm = wasm_instance(series.clone(), "threshold", CONFIG);
+    let mut wasm = wasm_instance(series.clone(), "threshold", CONFIG, Tier::Optimized);
+    let mut quick = wasm_instance(series.clone(), "threshold", CONFIG, Tier::Quick);
     // A rule that does nothing: what delivering a batch costs by itself.
-    let mut noop = wasm_instance(series.clone(), "faulty", "mode = \"none\"");
-    // Teach the instance every series once, as a running daemon would have.
+    let mut noop = wasm_instance(series.clone(), "faulty", "mode = \"none\"", Tier::Optimized);
+    // Teach the instances every series once, as a running daemon would have.
     wasm.on_events(&wasm_batch(&series, SERIES, 0)).unwrap();
+    quick.on_events(&wasm_batch(&series, SERIES, 0)).unwrap();
 
     let mut host = TestHost::default();
     let json = serde_json::to_string(&toml::from_str::<toml::Table>(CONFIG).unwrap()).unwrap();
@@ -214,6 +227,9 @@ fn dispatch(c: &mut Criterion) {
         let batch = wasm_batch(&series, n, SERIES);
         group.bench_with_input(BenchmarkId::new("wasm", n), &batch, |b, batch| {
             b.iter(|| black_box(wasm.on_events(batch).unwrap()))
+        });
+        group.bench_with_input(BenchmarkId::new("wasm-quick", n), &batch, |b, batch| {
+            b.iter(|| black_box(quick.on_events(batch).unwrap()))
         });
         group.bench_with_input(BenchmarkId::new("wasm-noop", n), &batch, |b, batch| {
             b.iter(|| black_box(noop.on_events(batch).unwrap()))

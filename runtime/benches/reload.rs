@@ -3,9 +3,10 @@
 //! in place (renamed over the old one, as deploy tools do) to the new version serving, and how
 //! many values were lost across all the swaps (must be 0).
 //!
-//! Two cases: a build medic has never seen (compiled on the spot), and a build it has compiled
-//! before (loaded from its on-disk cache). Each "new build" is the counter component with a
-//! unique custom section appended, so its hash is new and it must really be compiled.
+//! Two cases: a build medic has never seen (compiled on the spot: a quick Winch build serves
+//! first, then the Cranelift build compiled in the background takes over), and a build it has
+//! compiled before (loaded from its on-disk cache). Each "new build" is the counter component
+//! with a unique custom section appended, so its hash is new and it must really be compiled.
 //!
 //! Needs target/rules/counter.wasm (scripts/build-rules.sh). Run:
 //! `cargo bench -p medic --bench reload`
@@ -44,6 +45,13 @@ fn main() {
     let log = dir.path().join("medic.log");
     let mut medic = start(&config, &log);
     wait_for(&log, "medic running", 1);
+    // The first build is new too: its quick build, then its optimized one.
+    let mut counts = Counts {
+        starts: 2,
+        tier_ups: 1,
+    };
+    wait_for(&log, "rule tiered up", counts.tier_ups);
+    wait_for(&log, "counter v1 starting", counts.starts);
 
     let stop = Arc::new(AtomicBool::new(false));
     let sent = Arc::new(AtomicU64::new(0));
@@ -52,18 +60,24 @@ fn main() {
         std::thread::spawn(move || stream(&socket, &stop, &sent))
     };
 
-    let mut starts = 1;
     let mut fresh = Vec::new();
+    let mut optimized = Vec::new();
+    let mut compile = Vec::new();
     let mut builds = Vec::new();
     for i in 0..FRESH {
         let build = with_custom_section(&counter, &format!("bench-{}-{i}", std::process::id()));
-        fresh.push(swap(&rules, &build, &log, &mut starts));
+        let placed = put_in_place(&rules, &build);
+        fresh.push(serving(placed, &log, &mut counts));
+        let (serves, took) = tiered_up(placed, &log, &mut counts);
+        optimized.push(serves);
+        compile.push(took);
         builds.push(build);
         std::thread::sleep(Duration::from_millis(150));
     }
     let mut cached = Vec::new();
     for i in 0..CACHED {
-        cached.push(swap(&rules, &builds[i % builds.len()], &log, &mut starts));
+        let placed = put_in_place(&rules, &builds[i % builds.len()]);
+        cached.push(serving(placed, &log, &mut counts));
         std::thread::sleep(Duration::from_millis(150));
     }
 
@@ -77,7 +91,9 @@ fn main() {
         "hot reload, file in place -> new version serving ({} swaps under load):",
         FRESH + CACHED
     );
-    report("new build (compiled)", &mut fresh);
+    report("new build: quick build serving", &mut fresh);
+    report("new build: optimized build serving", &mut optimized);
+    report("  (its Cranelift compile, in the background)", &mut compile);
     report("known build (cached)", &mut cached);
     println!(
         "values sent {sent}, seen by the rule {seen}, lost {}",
@@ -126,16 +142,59 @@ fn stream(socket: &Path, stop: &AtomicBool, sent: &AtomicU64) -> u64 {
     sent.load(Ordering::SeqCst)
 }
 
-/// Put a build in place and return how long until the new instance started serving.
-fn swap(rules: &Path, build: &[u8], log: &Path, starts: &mut usize) -> Duration {
+/// How many of each line the log has had so far.
+struct Counts {
+    starts: usize,
+    tier_ups: usize,
+}
+
+/// Put a build in place (renamed over the old file, as deploy tools do); returns when, in
+/// seconds since midnight.
+fn put_in_place(rules: &Path, build: &[u8]) -> f64 {
     let tmp = rules.join(".counter.tmp");
     std::fs::write(&tmp, build).unwrap();
     std::fs::rename(&tmp, rules.join("counter.wasm")).unwrap();
-    let placed = since_midnight(SystemTime::now());
-    *starts += 1;
-    let line = wait_for(log, "counter v1 starting", *starts);
-    let served = log_time(&line);
-    Duration::from_secs_f64((served - placed).max(0.0))
+    since_midnight(SystemTime::now())
+}
+
+/// How long after `placed` the next instance started serving.
+fn serving(placed: f64, log: &Path, counts: &mut Counts) -> Duration {
+    counts.starts += 1;
+    let line = wait_for(log, "counter v1 starting", counts.starts);
+    Duration::from_secs_f64((log_time(&line) - placed).max(0.0))
+}
+
+/// How long after `placed` the optimized build took over, and its compile time (as medic
+/// logs it).
+fn tiered_up(placed: f64, log: &Path, counts: &mut Counts) -> (Duration, Duration) {
+    counts.tier_ups += 1;
+    counts.starts += 1;
+    let line = wait_for(log, "rule tiered up", counts.tier_ups);
+    wait_for(log, "counter v1 starting", counts.starts);
+    let compile = line
+        .split("compile=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(debug_duration)
+        .unwrap_or_else(|| panic!("no compile time in {line}"));
+    (
+        Duration::from_secs_f64((log_time(&line) - placed).max(0.0)),
+        compile,
+    )
+}
+
+/// A `Duration` as its `Debug` prints it (`260.83ms`, `1.2s`, `950µs`).
+fn debug_duration(text: &str) -> Option<Duration> {
+    let (number, scale) = if let Some(n) = text.strip_suffix("ms") {
+        (n, 1e-3)
+    } else if let Some(n) = text.strip_suffix("µs") {
+        (n, 1e-6)
+    } else if let Some(n) = text.strip_suffix("ns") {
+        (n, 1e-9)
+    } else {
+        (text.strip_suffix('s')?, 1.0)
+    };
+    Some(Duration::from_secs_f64(number.parse::<f64>().ok()? * scale))
 }
 
 /// Wait for the `nth` line containing `needle`; returns it.

@@ -28,6 +28,7 @@ pub fn check(config: &Config) -> anyhow::Result<(String, bool)> {
     let compiler = Compiler::new(None)?;
     let host = HostParts {
         state: Store::in_memory()?,
+        held: Default::default(),
         series: Arc::new(SeriesTable::new(Arc::new(TypesDb::default()))),
         limits: Limits::from_config(&config.rules),
         history: None,

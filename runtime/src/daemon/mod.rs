@@ -219,6 +219,7 @@ async fn start(config: Arc<Config>, shutdown: Shutdown) -> anyhow::Result<Runnin
         compiler: Compiler::new(Some(config.cache_dir()))?,
         host: HostParts {
             state: store,
+            held: Default::default(),
             series: series.clone(),
             limits: Limits::from_config(&config.rules),
             history: Some(history.clone()),

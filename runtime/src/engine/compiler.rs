@@ -1,6 +1,11 @@
-//! Turns `.wasm` files into ready-to-instantiate rules: one wasmtime engine for the daemon, an
+//! Turns `.wasm` files into ready-to-instantiate rules: one wasmtime engine per compiler tier, an
 //! epoch ticker for call deadlines, and an on-disk cache of compiled components (compiling takes
-//! tens of milliseconds per rule; loading a cached one, a fraction of one).
+//! hundreds of milliseconds per rule; loading a cached one, a fraction of one).
+//!
+//! Two tiers: a build medic has never seen is first compiled by Winch, wasmtime's baseline
+//! compiler (tens of milliseconds, slower code), so it serves at once; the registry then has
+//! Cranelift compile it in the background and swaps the optimized build in. Cached builds are
+//! always the optimized ones.
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -18,9 +23,44 @@ use super::instance::{EPOCH_TICK, HostState, add_to_linker};
 /// The version of the rule contract (`rules-sdk/wit/rules.wit`) this host speaks.
 pub const RULES_CONTRACT: &str = "0.2.0";
 
+/// Which compiler produced a build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tier {
+    /// Winch: compiled in a fraction of Cranelift's time, runs slower; replaced in the background.
+    Quick,
+    /// Cranelift, optimized for speed; what the cache holds.
+    Optimized,
+}
+
+impl Tier {
+    pub fn name(self) -> &'static str {
+        match self {
+            Tier::Quick => "quick",
+            Tier::Optimized => "optimized",
+        }
+    }
+}
+
+/// One compiler tier's engine, and the host linked into it.
+struct Backend {
+    engine: Engine,
+    linker: Linker<HostState>,
+}
+
+impl Backend {
+    fn new(config: &wasmtime::Config) -> anyhow::Result<Self> {
+        let engine = Engine::new(config).map_err(|e| anyhow!("wasm engine: {e:#}"))?;
+        let mut linker = Linker::new(&engine);
+        add_to_linker(&mut linker)?;
+        Ok(Self { engine, linker })
+    }
+}
+
 pub struct Compiler {
     engine: Engine,
     linker: Linker<HostState>,
+    /// The Winch tier, where the platform has it.
+    quick: Option<Backend>,
     cache_dir: Option<PathBuf>,
     /// Engine settings that a cached artifact must have been produced with.
     engine_hash: String,
@@ -43,6 +83,7 @@ pub struct Compiled {
     /// SHA-256 of the `.wasm`, hex: identifies the build in logs and status.
     pub hash: String,
     pub from_cache: bool,
+    pub tier: Tier,
 }
 
 impl Compiler {
@@ -58,22 +99,33 @@ impl Compiler {
         if std::env::var_os("MEDIC_PERFMAP").is_some() {
             config.profiler(wasmtime::ProfilingStrategy::PerfMap);
         }
-        let engine = Engine::new(&config).map_err(|e| anyhow!("wasm engine: {e:#}"))?;
-        let mut linker = Linker::new(&engine);
-        add_to_linker(&mut linker)?;
+        let Backend { engine, linker } = Backend::new(&config)?;
+        config.strategy(wasmtime::Strategy::Winch);
+        let quick = match Backend::new(&config) {
+            Ok(backend) => Some(backend),
+            Err(e) => {
+                tracing::debug!("no quick compiler tier on this platform: {e:#}");
+                None
+            }
+        };
         let mut h = std::collections::hash_map::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut h);
         env!("CARGO_PKG_VERSION").hash(&mut h);
         let engine_hash = format!("{:016x}", h.finish());
 
         let ticker_stop = Arc::new(AtomicBool::new(false));
-        let (e, stop) = (engine.clone(), ticker_stop.clone());
+        let engines: Vec<Engine> = std::iter::once(engine.clone())
+            .chain(quick.as_ref().map(|q| q.engine.clone()))
+            .collect();
+        let stop = ticker_stop.clone();
         std::thread::Builder::new()
             .name("epoch-ticker".into())
             .spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
                     std::thread::sleep(EPOCH_TICK);
-                    e.increment_epoch();
+                    for e in &engines {
+                        e.increment_epoch();
+                    }
                 }
             })
             .context("cannot start the epoch ticker thread")?;
@@ -84,6 +136,7 @@ impl Compiler {
         Ok(Self {
             engine,
             linker,
+            quick,
             cache_dir,
             engine_hash,
             ticker_stop,
@@ -110,6 +163,7 @@ impl Compiler {
                 pre: pre.clone(),
                 hash,
                 from_cache: true,
+                tier: Tier::Optimized,
             });
         }
         let (component, from_cache) = self.component(bytes, &hash)?;
@@ -125,7 +179,57 @@ impl Compiler {
             pre,
             hash,
             from_cache,
+            tier: Tier::Optimized,
         })
+    }
+
+    /// The optimized build when it is at hand (loaded, or in the cache); else a quick one to
+    /// serve while [`Compiler::compile`] makes the optimized one. Without a quick tier, or when
+    /// the quick compiler cannot take this rule, the optimized build, compiled now.
+    pub fn compile_tiered(&self, bytes: &[u8]) -> anyhow::Result<Compiled> {
+        let hash = Self::hash(bytes);
+        let cached = self.cache_path(&hash).is_some_and(|p| p.exists());
+        if cached || self.loaded().contains_key(&hash) {
+            return self.compile(bytes);
+        }
+        match self.compile_quick(bytes) {
+            Ok(Some(compiled)) => Ok(compiled),
+            Ok(None) => self.compile(bytes),
+            Err(e) => {
+                tracing::debug!("quick compile failed, compiling optimized: {e:#}");
+                self.compile(bytes)
+            }
+        }
+    }
+
+    /// A Winch build (never cached, never shared): `None` where there is no quick tier.
+    pub fn compile_quick(&self, bytes: &[u8]) -> anyhow::Result<Option<Compiled>> {
+        let Some(quick) = &self.quick else {
+            return Ok(None);
+        };
+        check_header(bytes)?;
+        let component = Component::new(&quick.engine, bytes).map_err(|e| {
+            anyhow!(
+                "not a valid wasm component: {}",
+                one_line(&format!("{e:#}"))
+            )
+        })?;
+        self.check_contract(&component)?;
+        let pre = quick
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| anyhow!("{e:#}"))?;
+        Ok(Some(Compiled {
+            pre,
+            hash: Self::hash(bytes),
+            from_cache: false,
+            tier: Tier::Quick,
+        }))
+    }
+
+    /// Whether new builds are served by a quick build first.
+    pub fn is_tiered(&self) -> bool {
+        self.quick.is_some()
     }
 
     /// A rule built against another version of `medic:rules` would fail to link with a message
@@ -163,11 +267,14 @@ impl Compiler {
         self.loaded.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn component(&self, bytes: &[u8], hash: &str) -> anyhow::Result<(Component, bool)> {
-        let cached = self
-            .cache_dir
+    fn cache_path(&self, hash: &str) -> Option<PathBuf> {
+        self.cache_dir
             .as_ref()
-            .map(|d| d.join(format!("{hash}-{}.cwasm", self.engine_hash)));
+            .map(|d| d.join(format!("{hash}-{}.cwasm", self.engine_hash)))
+    }
+
+    fn component(&self, bytes: &[u8], hash: &str) -> anyhow::Result<(Component, bool)> {
+        let cached = self.cache_path(hash);
         if let Some(path) = &cached
             && path.exists()
         {
@@ -179,18 +286,7 @@ impl Compiler {
                 ),
             }
         }
-        if !bytes.starts_with(b"\0asm") {
-            return Err(anyhow!(
-                "not a valid wasm component: the file does not start with the wasm header \
-                 (truncated, or not wasm at all)"
-            ));
-        }
-        if bytes.get(4..8) == Some(&[1, 0, 0, 0]) {
-            return Err(anyhow!(
-                "this is a core wasm module, not a component: build the rule with \
-                 `cargo build --target wasm32-wasip2` and the medic rules SDK"
-            ));
-        }
+        check_header(bytes)?;
         let component = Component::new(&self.engine, bytes).map_err(|e| {
             anyhow!(
                 "not a valid wasm component: {}",
@@ -251,6 +347,23 @@ fn write_atomically(path: &Path, component: &Component) -> anyhow::Result<()> {
     // The digest first: a build without its digest is never loaded.
     put(&digest_path(path), hex(&Sha256::digest(&bytes)).as_bytes())?;
     put(path, &bytes)?;
+    Ok(())
+}
+
+/// What the first bytes say, before a compiler sees them.
+fn check_header(bytes: &[u8]) -> anyhow::Result<()> {
+    if !bytes.starts_with(b"\0asm") {
+        return Err(anyhow!(
+            "not a valid wasm component: the file does not start with the wasm header \
+             (truncated, or not wasm at all)"
+        ));
+    }
+    if bytes.get(4..8) == Some(&[1, 0, 0, 0]) {
+        return Err(anyhow!(
+            "this is a core wasm module, not a component: build the rule with \
+             `cargo build --target wasm32-wasip2` and the medic rules SDK"
+        ));
+    }
     Ok(())
 }
 

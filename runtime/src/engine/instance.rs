@@ -13,7 +13,6 @@ use super::rule_state::RuleState;
 use super::series::SeriesTable;
 use crate::event::now_ns;
 use crate::logging::Untrusted;
-use crate::store::Store as StateStore;
 
 /// What a rule's calls may reach: its own state, the series table, the clock, the log. No
 /// filesystem, network or environment: the WASI context is empty.
@@ -163,12 +162,12 @@ impl RuleInstance {
     pub fn instantiate(
         pre: &InstancePre<HostState>,
         rule: Arc<str>,
-        state: StateStore,
+        state: RuleState,
         series: Arc<SeriesTable>,
         limits: Limits,
     ) -> Result<Self, Fault> {
         let host = HostState {
-            state: RuleState::new(rule.clone(), state),
+            state,
             rule,
             wasi: WasiCtx::builder().build(),
             table: ResourceTable::new(),

@@ -1,6 +1,10 @@
 //! The set of loaded rules and their hot reload. A `.wasm` that appears or changes in `rules.dir`
 //! is compiled, instantiated, `init`ed and `describe`d, then swapped in between two batches; any
 //! failure keeps the old version serving and is reported. A removed file unloads its rule.
+//!
+//! A build never seen before serves from a quick (Winch) compile at once; the optimizer thread
+//! compiles it with Cranelift meanwhile, and the optimized build is swapped in the same way as a
+//! new version (state carried through `suspend`, no event lost).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -12,7 +16,7 @@ use notify::{EventKind, RecursiveMode};
 use notify_debouncer_full::{DebounceEventResult, new_debouncer};
 
 use super::batch::queue;
-use super::compiler::Compiler;
+use super::compiler::{Compiler, Tier};
 use super::dispatcher::RouteUpdate;
 use super::port::EffectPort;
 use super::routes::Routes;
@@ -28,12 +32,30 @@ pub const DEBOUNCE: Duration = Duration::from_millis(30);
 
 struct Loaded {
     hash: String,
+    tier: Tier,
     path: PathBuf,
     worker: WorkerHandle,
 }
 
+/// A quick build for the optimizer thread to compile with Cranelift.
+struct ToOptimize {
+    path: PathBuf,
+    bytes: Vec<u8>,
+    hash: String,
+}
+
+/// An optimized build the optimizer thread finished (or failed to make).
+struct Optimized {
+    path: PathBuf,
+    hash: String,
+    outcome: Result<(), String>,
+    took: Duration,
+}
+
 pub struct Registry {
-    compiler: Compiler,
+    compiler: Arc<Compiler>,
+    optimize: crossbeam_channel::Sender<ToOptimize>,
+    optimized: crossbeam_channel::Receiver<Optimized>,
     host: HostParts,
     config: RulesConfig,
     effects: EffectPort,
@@ -45,8 +67,8 @@ pub struct Registry {
 /// The outcome of loading one file.
 #[derive(Debug, PartialEq)]
 pub enum LoadResult {
-    Started { version: String },
-    Swapped { version: String },
+    Started { version: String, tier: Tier },
+    Swapped { version: String, tier: Tier },
     Unchanged,
 }
 
@@ -62,8 +84,12 @@ pub struct RegistryParts {
 
 impl Registry {
     pub fn new(parts: RegistryParts) -> Self {
+        let compiler = Arc::new(parts.compiler);
+        let (optimize, optimized) = optimizer(compiler.clone());
         Self {
-            compiler: parts.compiler,
+            compiler,
+            optimize,
+            optimized,
             host: parts.host,
             config: parts.config,
             effects: parts.effects,
@@ -98,14 +124,15 @@ impl Registry {
         let loaded = self.load(path);
         self.forget_unused_builds();
         match loaded {
-            Ok(LoadResult::Started { version }) => tracing::info!(
-                rule = name, version, file = %path.display(), took = ?started.elapsed(), "rule loaded"
+            Ok(LoadResult::Started { version, tier }) => tracing::info!(
+                rule = name, version, file = %path.display(), took = ?started.elapsed(),
+                tier = tier.name(), "rule loaded"
             ),
-            Ok(LoadResult::Swapped { version }) => {
+            Ok(LoadResult::Swapped { version, tier }) => {
                 count_reload("ok");
                 tracing::info!(
                     rule = name, version, file = %path.display(), took = ?started.elapsed(),
-                    "rule reloaded: new version serving"
+                    tier = tier.name(), "rule reloaded: new version serving"
                 )
             }
             Ok(LoadResult::Unchanged) => {
@@ -152,7 +179,8 @@ impl Registry {
         if !force && self.rules.get(&name).is_some_and(|l| l.hash == hash) {
             return Ok(LoadResult::Unchanged);
         }
-        let compiled = self.compiler.compile(&bytes)?;
+        let compiled = self.compiler.compile_tiered(&bytes)?;
+        let tier = compiled.tier;
         let spec = RuleSpec {
             name: name.clone(),
             config: rule_config(&self.config, &name)?,
@@ -177,15 +205,17 @@ impl Registry {
                 .context("the rule's worker did not answer the swap")?
                 .map_err(anyhow::Error::msg)?;
             loaded.hash = hash.clone();
+            loaded.tier = tier;
             loaded.path = path.to_path_buf();
             let version = subscription.info.version.clone();
             self.status
-                .loaded(&name, path.to_path_buf(), version.clone(), hash);
+                .loaded(&name, path.to_path_buf(), version.clone(), hash.clone());
             self.routes.send(RouteUpdate::Subscribe {
                 rule: name,
                 subscription: Arc::new(subscription),
             });
-            return Ok(LoadResult::Swapped { version });
+            self.optimize_later(tier, path, bytes, hash);
+            return Ok(LoadResult::Swapped { version, tier });
         }
 
         let started = spec.start(instance)?;
@@ -220,9 +250,59 @@ impl Registry {
             subscription,
             queue: events_tx,
         });
+        self.optimize_later(tier, path, bytes, hash.clone());
         let path = path.to_path_buf();
-        self.rules.insert(name, Loaded { hash, path, worker });
-        Ok(LoadResult::Started { version })
+        self.rules.insert(
+            name,
+            Loaded {
+                hash,
+                tier,
+                path,
+                worker,
+            },
+        );
+        Ok(LoadResult::Started { version, tier })
+    }
+
+    fn optimize_later(&self, tier: Tier, path: &Path, bytes: Vec<u8>, hash: String) {
+        if tier == Tier::Quick {
+            let _ = self.optimize.send(ToOptimize {
+                path: path.to_path_buf(),
+                bytes,
+                hash,
+            });
+        }
+    }
+
+    /// Swap in an optimized build if the rule still runs the quick build of that file.
+    fn take_optimized(&mut self, done: Optimized) {
+        let Some(name) = rule_name(&done.path).map(Arc::<str>::from) else {
+            return;
+        };
+        let current = self.rules.get(&name);
+        if !current.is_some_and(|l| l.hash == done.hash && l.tier == Tier::Quick) {
+            tracing::debug!(rule = &*name, "optimized build no longer wanted");
+            return;
+        }
+        if let Err(e) = done.outcome {
+            tracing::warn!(
+                rule = &*name,
+                "optimized compile failed; the quick build keeps serving: {e}"
+            );
+            return;
+        }
+        let started = Instant::now();
+        match self.load_with(&done.path, true) {
+            Ok(_) => tracing::info!(
+                rule = &*name, compile = ?done.took, swap = ?started.elapsed(),
+                "rule tiered up: optimized build serving"
+            ),
+            Err(e) => tracing::warn!(
+                rule = &*name,
+                "optimized build not swapped in; the quick build keeps serving: {e:#}"
+            ),
+        }
+        self.forget_unused_builds();
     }
 
     /// Unload a rule whose file is gone: it stops receiving events, suspends, and its thread ends.
@@ -331,6 +411,9 @@ impl Registry {
                             break;
                         }
                     },
+                    recv(self.optimized) -> done => if let Ok(done) = done {
+                        self.take_optimized(done);
+                    },
                     recv(shutdown.for_threads()) -> _ => break,
                 }
             }
@@ -384,6 +467,9 @@ impl Registry {
                 recv(reconfigure) -> config => if let Ok(config) = config {
                     self.reconfigure(config);
                 },
+                recv(self.optimized) -> done => if let Ok(done) = done {
+                    self.take_optimized(done);
+                },
                 recv(shutdown.for_threads()) -> _ => break,
             }
         }
@@ -415,6 +501,42 @@ impl Registry {
             self.load_logged(path);
         }
     }
+}
+
+/// The optimizer thread: compiles quick builds again with Cranelift, one at a time (a cold start
+/// with many rules does not start a compile per rule at once), and reports each. It ends when
+/// the registry drops its sender.
+fn optimizer(
+    compiler: Arc<Compiler>,
+) -> (
+    crossbeam_channel::Sender<ToOptimize>,
+    crossbeam_channel::Receiver<Optimized>,
+) {
+    let (job_tx, jobs) = crossbeam_channel::unbounded::<ToOptimize>();
+    let (done_tx, done) = crossbeam_channel::unbounded();
+    let spawned = std::thread::Builder::new()
+        .name("rule-optimizer".into())
+        .spawn(move || {
+            for ToOptimize { path, bytes, hash } in jobs {
+                let started = Instant::now();
+                let outcome = compiler
+                    .compile(&bytes)
+                    .map(drop)
+                    .map_err(|e| format!("{e:#}"));
+                let took = started.elapsed();
+                let _ = done_tx.send(Optimized {
+                    path,
+                    hash,
+                    outcome,
+                    took,
+                });
+            }
+        });
+    if let Err(e) = spawned {
+        // Quick builds then keep serving; nothing is lost but speed.
+        tracing::error!("cannot start the rule optimizer thread: {e}");
+    }
+    (job_tx, done)
 }
 
 /// `dir/*.wasm`, sorted.

@@ -9,6 +9,7 @@ use medic_rules::PatternSet;
 use super::bindings as wit;
 use super::compiler::Compiled;
 use super::instance::{Fault, Limits, RuleInstance};
+use super::rule_state::{HeldChanges, RuleState};
 use super::series::SeriesTable;
 use crate::config::Rules as RulesConfig;
 use crate::store::Store as StateStore;
@@ -25,6 +26,8 @@ pub struct RuleSpec {
 #[derive(Clone)]
 pub struct HostParts {
     pub state: StateStore,
+    /// Rule state changes the database could not take yet, kept across a rule's instances.
+    pub held: HeldChanges,
     pub series: Arc<SeriesTable>,
     pub limits: Limits,
     /// Where rule faults are recorded (none in `medic check` and benchmarks).
@@ -118,7 +121,7 @@ impl RuleSpec {
         RuleInstance::instantiate(
             &self.compiled.pre,
             self.name.clone(),
-            host.state.clone(),
+            RuleState::new(self.name.clone(), host.state.clone(), &host.held),
             host.series.clone(),
             host.limits,
         )
