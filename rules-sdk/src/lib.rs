@@ -33,6 +33,7 @@
 mod batch;
 mod config;
 mod ctx;
+pub mod detect;
 pub mod duration;
 mod host;
 pub mod identifier;

@@ -14,7 +14,8 @@
 
 use std::time::Duration;
 
-use medic_rules::{Config, Ctx, Rule, SeriesMap, Severity, Subscriptions, Values, export_rule};
+use medic_rules::detect::{Change, Crossing, Direction, Level};
+use medic_rules::{Config, Ctx, Rule, Severity, Subscriptions, Values, export_rule};
 use serde::Deserialize;
 
 #[derive(Debug, Deserialize)]
@@ -35,90 +36,26 @@ pub struct Settings {
     pub command: String,
 }
 
-#[derive(Debug, Clone, Copy)]
-enum Direction {
-    Above,
-    Below,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Episode {
-    /// Crossed since this time (ns), not yet for long enough.
-    Pending(u64),
-    /// The command was asked for; waiting for the value to clear.
-    Fired,
-}
-
 pub struct Threshold {
     settings: Settings,
-    direction: Direction,
-    level: f64,
-    clear: f64,
-    hold_ns: u64,
-    episodes: SeriesMap<Episode>,
+    level: Level,
 }
 
-impl Threshold {
-    fn crossed(&self, v: f64) -> bool {
-        match self.direction {
-            Direction::Above => v > self.level,
-            Direction::Below => v < self.level,
-        }
-    }
-
-    fn cleared(&self, v: f64) -> bool {
-        match self.direction {
-            Direction::Above => v <= self.clear,
-            Direction::Below => v >= self.clear,
-        }
-    }
-
-    fn fire(&self, values: &Values<'_>, v: f64, ctx: &mut Ctx) {
-        let op = match self.direction {
-            Direction::Above => ">",
-            Direction::Below => "<",
-        };
-        let reason = format!(
-            "{} = {v} {op} {} for {:?}",
-            values.identifier(),
-            self.level,
-            Duration::from_nanos(self.hold_ns)
-        );
-        ctx.run(&self.settings.service, &self.settings.command, reason);
-    }
-}
+/// Where the open episodes wait across a reload or restart.
+const EPISODES: &str = "episodes";
 
 impl Rule for Threshold {
-    fn init(config: Config, _ctx: &mut Ctx) -> Result<Self, String> {
+    fn init(config: Config, ctx: &mut Ctx) -> Result<Self, String> {
         let settings: Settings = config.parse()?;
         let (direction, level) = match (settings.above, settings.below) {
             (Some(a), None) => (Direction::Above, a),
             (None, Some(b)) => (Direction::Below, b),
             _ => return Err("set exactly one of `above` and `below`".into()),
         };
-        let clear = settings.clear.unwrap_or(level);
-        match direction {
-            Direction::Above if clear > level => {
-                return Err(format!(
-                    "`clear` ({clear}) must not be above `above` ({level})"
-                ));
-            }
-            Direction::Below if clear < level => {
-                return Err(format!(
-                    "`clear` ({clear}) must not be below `below` ({level})"
-                ));
-            }
-            _ => {}
-        }
-        let hold_ns = settings.for_.unwrap_or_default().as_nanos() as u64;
-        Ok(Self {
-            settings,
-            direction,
-            level,
-            clear,
-            hold_ns,
-            episodes: SeriesMap::default(),
-        })
+        let hold = settings.for_.unwrap_or_default();
+        let mut level = Level::new(Crossing::new(direction, level, settings.clear, hold)?);
+        level.restore(ctx, EPISODES);
+        Ok(Self { settings, level })
     }
 
     fn subscriptions(&self) -> Subscriptions {
@@ -133,36 +70,34 @@ impl Rule for Threshold {
         let Some(v) = value.and_then(|v| v.current()) else {
             return;
         };
-        let series = values.list.series;
-        let now = values.list.time;
-        let episode = self.episodes.get(&series).copied();
-        match episode {
-            None if self.crossed(v) => {
-                if self.hold_ns == 0 {
-                    self.fire(&values, v, ctx);
-                    self.episodes.insert(series, Episode::Fired);
+        let c = self.level.crossing;
+        match self.level.observe(&values, v) {
+            Some(Change::Fired) => {
+                let op = if c.direction == Direction::Above {
+                    ">"
                 } else {
-                    self.episodes.insert(series, Episode::Pending(now));
-                }
+                    "<"
+                };
+                let reason = format!(
+                    "{} = {v} {op} {} for {:?}",
+                    values.identifier(),
+                    c.level,
+                    c.hold
+                );
+                ctx.run(&self.settings.service, &self.settings.command, reason);
+            }
+            Some(Change::Recovered) => {
+                ctx.notify(
+                    Severity::Okay,
+                    format!("{} recovered: {v}", values.identifier()),
+                );
             }
             None => {}
-            Some(_) if self.cleared(v) => {
-                self.episodes.remove(&series);
-                if episode == Some(Episode::Fired) {
-                    ctx.notify(
-                        Severity::Okay,
-                        format!("{} recovered: {v}", values.identifier()),
-                    );
-                }
-            }
-            Some(Episode::Pending(since))
-                if self.crossed(v) && now.saturating_sub(since) >= self.hold_ns =>
-            {
-                self.fire(&values, v, ctx);
-                self.episodes.insert(series, Episode::Fired);
-            }
-            Some(_) => {}
         }
+    }
+
+    fn suspend(&mut self, ctx: &mut Ctx) {
+        self.level.save(ctx, EPISODES);
     }
 }
 
@@ -224,6 +159,22 @@ mod tests {
             1,
             "a new episode fires again"
         );
+    }
+
+    /// A hot reload (or the swap to a build's optimized compile) does not reopen an episode:
+    /// the new instance knows the series has fired and does not fire again.
+    #[test]
+    fn an_open_episode_survives_a_reload() {
+        let mut t = Tester::<Threshold>::new(CFG).unwrap();
+        let id = "h/memory/memory-free";
+        t.gauge(id, 50.0);
+        t.advance(Duration::from_secs(20));
+        assert_eq!(runs(&t.gauge(id, 40.0)).len(), 1);
+        let mut t = t.reload().unwrap();
+        t.advance(Duration::from_secs(30));
+        assert!(t.gauge(id, 40.0).is_empty(), "fired before the reload");
+        let a = t.gauge(id, 160.0);
+        assert!(matches!(&a[..], [Action::Notify(n)] if n.severity == Severity::Okay));
     }
 
     #[test]

@@ -1,0 +1,514 @@
+//! Per-series detectors: the episode bookkeeping every rule would otherwise write by hand.
+//!
+//! Each detector keeps state only for the series that are in an episode (or have history it
+//! needs), keyed by the host's series number; entries of series not seen for
+//! [`EXPIRE_AFTER`] are dropped, so a rule's memory does not grow with churned hosts. Their
+//! state survives a hot reload or a restart when the rule calls `save` in `suspend` and
+//! `restore` in `init`: it is stored by identifier (series numbers are the host's, and change
+//! across restarts) and picked up when each series is seen again.
+//!
+//! Times are the values' own times (nanoseconds), so detectors behave the same on a replayed
+//! feed as live.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::{Ctx, SeriesMap, Values};
+
+/// Series not seen for this long are forgotten by every detector.
+pub const EXPIRE_AFTER: Duration = Duration::from_secs(24 * 3600);
+
+/// What a detector reports for a series.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Change {
+    /// The condition has held as long as asked: act now (once per episode).
+    Fired,
+    /// Back to normal after having fired.
+    Recovered,
+}
+
+/// Per-series entries with the time each series was last seen, forgetting the silent ones, and
+/// a store for entries restored by identifier that wait for their series to come back.
+#[derive(Debug)]
+struct Tracked<T> {
+    live: SeriesMap<(u64, T)>,
+    restored: HashMap<String, T>,
+    observed: u32,
+}
+
+impl<T> Default for Tracked<T> {
+    fn default() -> Self {
+        Self {
+            live: SeriesMap::default(),
+            restored: HashMap::new(),
+            observed: 0,
+        }
+    }
+}
+
+/// How many observations between two sweeps for silent series.
+const SWEEP_EVERY: u32 = 4096;
+
+impl<T: Serialize + DeserializeOwned> Tracked<T> {
+    /// The entry of this series (taking a restored one the first time it is seen), if any.
+    fn take(&mut self, values: &Values<'_>) -> Option<T> {
+        self.sweep(values.list.time);
+        match self.live.remove(&values.list.series) {
+            Some((_, entry)) => Some(entry),
+            None if self.restored.is_empty() => None,
+            None => self.restored.remove(&values.identifier().to_string()),
+        }
+    }
+
+    fn put(&mut self, values: &Values<'_>, entry: T) {
+        self.live
+            .insert(values.list.series, (values.list.time, entry));
+    }
+
+    fn sweep(&mut self, now: u64) {
+        self.observed = self.observed.wrapping_add(1);
+        if !self.observed.is_multiple_of(SWEEP_EVERY) {
+            return;
+        }
+        let horizon = now.saturating_sub(EXPIRE_AFTER.as_nanos() as u64);
+        self.live.retain(|_, (seen, _)| *seen >= horizon);
+    }
+
+    fn save(&self, ctx: &mut Ctx, key: &str) {
+        let mut by_identifier: HashMap<String, &T> =
+            self.restored.iter().map(|(k, v)| (k.clone(), v)).collect();
+        for (&series, (_, entry)) in &self.live {
+            if let Some(info) = ctx.series(series) {
+                by_identifier.insert(info.identifier.to_string(), entry);
+            }
+        }
+        ctx.set_state(key, &by_identifier);
+    }
+
+    fn restore(&mut self, ctx: &mut Ctx, key: &str) {
+        self.restored = ctx.state(key).unwrap_or_default();
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.live.len() + self.restored.len()
+    }
+}
+
+/// Which side of the level is the problem.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Direction {
+    Above,
+    Below,
+}
+
+/// A level crossing: fires once a series has stayed past `level` for `hold`, and recovers only
+/// once it is back past `clear` (hysteresis: a value between the two changes nothing).
+#[derive(Debug, Clone, Copy)]
+pub struct Crossing {
+    pub direction: Direction,
+    pub level: f64,
+    pub clear: f64,
+    pub hold: Duration,
+}
+
+impl Crossing {
+    /// `clear` defaults to `level`; one on the wrong side of `level` is refused.
+    pub fn new(
+        direction: Direction,
+        level: f64,
+        clear: Option<f64>,
+        hold: Duration,
+    ) -> Result<Self, String> {
+        let clear = clear.unwrap_or(level);
+        match direction {
+            Direction::Above if clear > level => Err(format!(
+                "`clear` ({clear}) must not be above `above` ({level})"
+            )),
+            Direction::Below if clear < level => Err(format!(
+                "`clear` ({clear}) must not be below `below` ({level})"
+            )),
+            _ => Ok(Self {
+                direction,
+                level,
+                clear,
+                hold,
+            }),
+        }
+    }
+
+    pub fn crossed(&self, v: f64) -> bool {
+        match self.direction {
+            Direction::Above => v > self.level,
+            Direction::Below => v < self.level,
+        }
+    }
+
+    pub fn cleared(&self, v: f64) -> bool {
+        match self.direction {
+            Direction::Above => v <= self.clear,
+            Direction::Below => v >= self.clear,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+enum Episode {
+    /// Crossed since this time (ns), not for long enough yet.
+    Pending(u64),
+    Fired,
+}
+
+/// [`Crossing`] applied to every series a rule sees.
+#[derive(Debug)]
+pub struct Level {
+    pub crossing: Crossing,
+    episodes: Tracked<Episode>,
+}
+
+impl Level {
+    pub fn new(crossing: Crossing) -> Self {
+        Self {
+            crossing,
+            episodes: Tracked::default(),
+        }
+    }
+
+    /// Feed one value of a series (`v`: the number compared, usually `Value::current`).
+    pub fn observe(&mut self, values: &Values<'_>, v: f64) -> Option<Change> {
+        let c = self.crossing;
+        let now = values.list.time;
+        let (next, change) = match self.episodes.take(values) {
+            None if !c.crossed(v) => (None, None),
+            None if c.hold.is_zero() => (Some(Episode::Fired), Some(Change::Fired)),
+            None => (Some(Episode::Pending(now)), None),
+            Some(Episode::Fired) if c.cleared(v) => (None, Some(Change::Recovered)),
+            Some(Episode::Pending(_)) if c.cleared(v) => (None, None),
+            Some(Episode::Pending(since))
+                if c.crossed(v) && now.saturating_sub(since) >= c.hold.as_nanos() as u64 =>
+            {
+                (Some(Episode::Fired), Some(Change::Fired))
+            }
+            Some(episode) => (Some(episode), None),
+        };
+        if let Some(episode) = next {
+            self.episodes.put(values, episode);
+        }
+        change
+    }
+
+    /// Keep the open episodes in the rule's state under `key` (call from `suspend`).
+    pub fn save(&self, ctx: &mut Ctx, key: &str) {
+        self.episodes.save(ctx, key);
+    }
+
+    /// Take back what [`Level::save`] kept (call from `init`).
+    pub fn restore(&mut self, ctx: &mut Ctx, key: &str) {
+        self.episodes.restore(ctx, key);
+    }
+}
+
+/// Flapping-tolerant: fires when at least `m` of a series' last `n` values crossed, recovers
+/// when none of its last `n` did.
+#[derive(Debug)]
+pub struct MOfN {
+    m: u32,
+    n: u32,
+    windows: Tracked<Window>,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+struct Window {
+    /// The last `n` outcomes, newest in bit 0.
+    bits: u64,
+    fired: bool,
+}
+
+impl MOfN {
+    /// `1 <= m <= n <= 64`.
+    pub fn new(m: u32, n: u32) -> Result<Self, String> {
+        if !(1..=n).contains(&m) || n > 64 {
+            return Err(format!("need 1 <= m <= n <= 64, got m = {m}, n = {n}"));
+        }
+        Ok(Self {
+            m,
+            n,
+            windows: Tracked::default(),
+        })
+    }
+
+    pub fn observe(&mut self, values: &Values<'_>, crossed: bool) -> Option<Change> {
+        let mask = if self.n == 64 {
+            u64::MAX
+        } else {
+            (1u64 << self.n) - 1
+        };
+        let mut w = self.windows.take(values).unwrap_or_default();
+        w.bits = ((w.bits << 1) | u64::from(crossed)) & mask;
+        let change = match (w.fired, w.bits.count_ones() >= self.m, w.bits == 0) {
+            (false, true, _) => {
+                w.fired = true;
+                Some(Change::Fired)
+            }
+            (true, _, true) => {
+                w.fired = false;
+                Some(Change::Recovered)
+            }
+            _ => None,
+        };
+        // A clean window that has not fired holds nothing worth keeping.
+        if w.bits != 0 || w.fired {
+            self.windows.put(values, w);
+        }
+        change
+    }
+
+    pub fn save(&self, ctx: &mut Ctx, key: &str) {
+        self.windows.save(ctx, key);
+    }
+
+    pub fn restore(&mut self, ctx: &mut Ctx, key: &str) {
+        self.windows.restore(ctx, key);
+    }
+}
+
+/// Missing data, as collectd means it: a series that has sent nothing for `k` of its own
+/// intervals. Feed every value list with [`Missing::seen`]; call [`Missing::check`] from a
+/// timer (it says when to call it next).
+#[derive(Debug)]
+pub struct Missing {
+    k: u32,
+    /// Per series: last time, interval, and whether it is reported missing.
+    series: SeriesMap<Seen>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Seen {
+    time: u64,
+    interval: u64,
+    missing: bool,
+}
+
+impl Missing {
+    pub fn new(k: u32) -> Self {
+        Self {
+            k: k.max(1),
+            series: SeriesMap::default(),
+        }
+    }
+
+    /// A value list arrived: `Recovered` if its series was reported missing.
+    pub fn seen(&mut self, values: &Values<'_>) -> Option<Change> {
+        let seen = Seen {
+            time: values.list.time,
+            interval: values.list.interval,
+            missing: false,
+        };
+        let before = self.series.insert(values.list.series, seen);
+        before
+            .is_some_and(|b| b.missing)
+            .then_some(Change::Recovered)
+    }
+
+    /// The series that went missing since the last check (by series number), and when the next
+    /// one could (`None` when no series is watched). Series missing for [`EXPIRE_AFTER`] are
+    /// forgotten.
+    pub fn check(&mut self, now: u64) -> (Vec<u32>, Option<u64>) {
+        let horizon = now.saturating_sub(EXPIRE_AFTER.as_nanos() as u64);
+        self.series.retain(|_, s| s.time >= horizon);
+        let mut gone = Vec::new();
+        let mut next: Option<u64> = None;
+        for (&series, s) in &mut self.series {
+            let due = s
+                .time
+                .saturating_add(s.interval.saturating_mul(u64::from(self.k)));
+            if s.missing {
+                continue;
+            }
+            if due <= now {
+                s.missing = true;
+                gone.push(series);
+            } else {
+                next = Some(next.map_or(due, |n| n.min(due)));
+            }
+        }
+        gone.sort_unstable();
+        (gone, next)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::TestHost;
+    use crate::{Identifier, SeriesInfo, Value, ValueList};
+
+    const S: u64 = 1_000_000_000;
+
+    fn info(host: &str) -> SeriesInfo {
+        SeriesInfo {
+            identifier: Identifier::parse(&format!("{host}/load/load")).unwrap(),
+            ds_names: vec!["value".into()],
+        }
+    }
+
+    /// Run `f` with a `Values` for series `series` (`h<series>/load/load`) at `t` seconds
+    /// (10 s interval).
+    fn at<R>(series: u32, t: u64, f: impl FnOnce(&Values<'_>) -> R) -> R {
+        at_as(series, &format!("h{series}"), t, f)
+    }
+
+    /// The same for a series whose host is `host`.
+    fn at_as<R>(series: u32, host: &str, t: u64, f: impl FnOnce(&Values<'_>) -> R) -> R {
+        let list = ValueList {
+            series,
+            time: t * S,
+            interval: 10 * S,
+            first: 0,
+            count: 0,
+        };
+        let info = info(host);
+        let values: [Value; 0] = [];
+        f(&Values::new(&list, &values, &info))
+    }
+
+    fn above(level: f64, clear: f64, hold_s: u64) -> Level {
+        Level::new(
+            Crossing::new(
+                Direction::Above,
+                level,
+                Some(clear),
+                Duration::from_secs(hold_s),
+            )
+            .unwrap(),
+        )
+    }
+
+    #[test]
+    fn level_fires_after_the_hold_once_and_recovers_past_clear() {
+        let mut l = above(10.0, 8.0, 20);
+        assert_eq!(at(1, 0, |v| l.observe(v, 11.0)), None, "crossed, not held");
+        assert_eq!(at(1, 10, |v| l.observe(v, 12.0)), None);
+        assert_eq!(at(1, 20, |v| l.observe(v, 12.0)), Some(Change::Fired));
+        assert_eq!(at(1, 30, |v| l.observe(v, 13.0)), None, "once per episode");
+        assert_eq!(at(1, 40, |v| l.observe(v, 9.0)), None, "inside the band");
+        assert_eq!(at(1, 50, |v| l.observe(v, 8.0)), Some(Change::Recovered));
+        assert_eq!(at(1, 60, |v| l.observe(v, 11.0)), None, "a new episode");
+    }
+
+    #[test]
+    fn level_restarts_the_hold_when_the_value_clears_and_keeps_series_apart() {
+        let mut l = above(10.0, 8.0, 20);
+        at(1, 0, |v| l.observe(v, 11.0));
+        at(2, 0, |v| l.observe(v, 11.0));
+        assert_eq!(
+            at(1, 10, |v| l.observe(v, 7.0)),
+            None,
+            "cleared while pending"
+        );
+        assert_eq!(
+            at(1, 20, |v| l.observe(v, 11.0)),
+            None,
+            "the hold starts over"
+        );
+        assert_eq!(at(2, 20, |v| l.observe(v, 11.0)), Some(Change::Fired));
+        assert_eq!(at(1, 40, |v| l.observe(v, 11.0)), Some(Change::Fired));
+    }
+
+    #[test]
+    fn crossing_refuses_a_clear_level_on_the_wrong_side() {
+        let e = Crossing::new(Direction::Below, 5.0, Some(4.0), Duration::ZERO).unwrap_err();
+        assert!(e.contains("must not be below"), "{e}");
+        assert!(Crossing::new(Direction::Above, 5.0, Some(6.0), Duration::ZERO).is_err());
+    }
+
+    #[test]
+    fn open_episodes_survive_a_restart_by_identifier() {
+        let mut host = TestHost::default();
+        let a = host.intern("h1/load/load", &["value"]);
+        let mut cache = crate::runner::SeriesCache::default();
+        let mut l = above(10.0, 8.0, 0);
+        at_as(a, "h1", 0, |v| l.observe(v, 11.0));
+        {
+            let mut ctx = Ctx::new(&mut host, &mut cache);
+            l.save(&mut ctx, "episodes");
+        }
+        // After a restart the host numbers series afresh: h1 is now 7.
+        let mut restored = above(10.0, 8.0, 0);
+        {
+            let mut ctx = Ctx::new(&mut host, &mut cache);
+            restored.restore(&mut ctx, "episodes");
+        }
+        assert_eq!(
+            at(3, 10, |v| restored.observe(v, 1.0)),
+            None,
+            "another series"
+        );
+        assert_eq!(
+            at_as(7, "h1", 10, |v| restored.observe(v, 12.0)),
+            None,
+            "still fired"
+        );
+        assert_eq!(
+            at_as(7, "h1", 20, |v| restored.observe(v, 1.0)),
+            Some(Change::Recovered)
+        );
+    }
+
+    #[test]
+    fn silent_series_are_forgotten() {
+        let mut l = above(10.0, 8.0, 0);
+        for series in 0..100 {
+            at(series, 0, |v| l.observe(v, 11.0));
+        }
+        assert_eq!(l.episodes.len(), 100);
+        let later = EXPIRE_AFTER.as_secs() + 10;
+        for i in 0..SWEEP_EVERY as u64 {
+            at(1000, later + i, |v| l.observe(v, 1.0));
+        }
+        assert_eq!(
+            l.episodes.len(),
+            0,
+            "only series seen within a day are kept"
+        );
+    }
+
+    #[test]
+    fn m_of_n_tolerates_flapping() {
+        let mut d = MOfN::new(3, 5).unwrap();
+        let mut t = 0;
+        let mut feed = |d: &mut MOfN, crossed| {
+            t += 10;
+            at(1, t, |v| d.observe(v, crossed))
+        };
+        assert_eq!(feed(&mut d, true), None);
+        assert_eq!(feed(&mut d, false), None);
+        assert_eq!(feed(&mut d, true), None);
+        assert_eq!(feed(&mut d, true), Some(Change::Fired), "3 of the last 5");
+        assert_eq!(feed(&mut d, true), None);
+        for _ in 0..4 {
+            assert_eq!(
+                feed(&mut d, false),
+                None,
+                "some of the last 5 still crossed"
+            );
+        }
+        assert_eq!(feed(&mut d, false), Some(Change::Recovered));
+        assert!(MOfN::new(0, 5).is_err() && MOfN::new(6, 5).is_err() && MOfN::new(1, 65).is_err());
+    }
+
+    #[test]
+    fn missing_after_k_intervals_and_back() {
+        let mut m = Missing::new(3);
+        assert_eq!(at(1, 0, |v| m.seen(v)), None);
+        at(2, 15, |v| m.seen(v));
+        assert_eq!(m.check(20 * S), (vec![], Some(30 * S)));
+        assert_eq!(m.check(30 * S), (vec![1], Some(45 * S)));
+        assert_eq!(m.check(31 * S), (vec![], Some(45 * S)), "reported once");
+        assert_eq!(at(1, 40, |v| m.seen(v)), Some(Change::Recovered));
+        assert_eq!(m.check(EXPIRE_AFTER.as_nanos() as u64 + 100 * S).1, None);
+    }
+}
