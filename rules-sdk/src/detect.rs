@@ -16,7 +16,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::{Ctx, SeriesMap, Values};
+use crate::{CommandResult, Ctx, SeriesMap, Values};
 
 /// Series not seen for this long are forgotten by every detector.
 pub const EXPIRE_AFTER: Duration = Duration::from_secs(24 * 3600);
@@ -54,7 +54,12 @@ const SWEEP_EVERY: u32 = 4096;
 
 impl<T: Serialize + DeserializeOwned> Tracked<T> {
     /// The entry of this series (taking a restored one the first time it is seen), if any.
+    #[inline]
     fn take(&mut self, values: &Values<'_>) -> Option<T> {
+        // Most series of most rules are in no episode at all.
+        if self.live.is_empty() && self.restored.is_empty() {
+            return None;
+        }
         self.sweep(values.list.time);
         match self.live.remove(&values.list.series) {
             Some((_, entry)) => Some(entry),
@@ -140,6 +145,7 @@ impl Crossing {
         }
     }
 
+    #[inline]
     pub fn crossed(&self, v: f64) -> bool {
         match self.direction {
             Direction::Above => v > self.level,
@@ -147,6 +153,7 @@ impl Crossing {
         }
     }
 
+    #[inline]
     pub fn cleared(&self, v: f64) -> bool {
         match self.direction {
             Direction::Above => v <= self.clear,
@@ -178,6 +185,7 @@ impl Level {
     }
 
     /// Feed one value of a series (`v`: the number compared, usually `Value::current`).
+    #[inline]
     pub fn observe(&mut self, values: &Values<'_>, v: f64) -> Option<Change> {
         let c = self.crossing;
         let now = values.list.time;
@@ -337,6 +345,129 @@ impl Missing {
         }
         gone.sort_unstable();
         (gone, next)
+    }
+}
+
+/// An escalation ladder driven by command results: on trouble with `key` (a series, a device,
+/// a service), run the first step; each time a step's command fails (non-zero exit, signal,
+/// refused by the policy gate, not started), run the next; when the last step has failed, say
+/// so once ([`Climb::Exhausted`]: notify someone). A success, or the trouble clearing, ends the
+/// climb. The host's policy gate still has the last word on every step.
+#[derive(Debug)]
+pub struct Ladder {
+    steps: Vec<(String, String)>,
+    climbs: HashMap<String, Rung>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Rung {
+    step: usize,
+    /// Asked for `steps[step]` and waiting for its result.
+    waiting: bool,
+}
+
+/// What a command result did to a climb.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Climb {
+    /// The step worked: the climb is over.
+    Resolved { key: String },
+    /// The step failed; the next one was asked for.
+    Escalated { key: String, step: usize },
+    /// The last step failed too.
+    Exhausted { key: String },
+}
+
+impl Ladder {
+    /// `steps`: `(service, command)` pairs from the config's allow-list, gentlest first.
+    pub fn new(steps: Vec<(String, String)>) -> Result<Self, String> {
+        if steps.is_empty() {
+            return Err("an escalation ladder needs at least one step".into());
+        }
+        Ok(Self {
+            steps,
+            climbs: HashMap::new(),
+        })
+    }
+
+    /// Trouble with `key`: start a climb at the first step, unless one is under way (its
+    /// current step is waiting for a result, or the ladder is exhausted). Returns whether a
+    /// command was asked for.
+    pub fn trouble(&mut self, key: &str, reason: &str, ctx: &mut Ctx) -> bool {
+        if self.climbs.contains_key(key) {
+            return false;
+        }
+        self.climbs.insert(
+            key.to_string(),
+            Rung {
+                step: 0,
+                waiting: true,
+            },
+        );
+        let (service, command) = &self.steps[0];
+        ctx.run(service, command, reason);
+        true
+    }
+
+    /// The trouble with `key` is over: forget its climb.
+    pub fn resolved(&mut self, key: &str) {
+        self.climbs.remove(key);
+    }
+
+    /// Hand every command result here; one that answers a waiting step moves its climb. The
+    /// oldest climb waiting on that command takes it.
+    pub fn result(&mut self, result: &CommandResult, ctx: &mut Ctx) -> Option<Climb> {
+        let mut waiting: Vec<&String> = self
+            .climbs
+            .iter()
+            .filter(|(_, r)| {
+                r.waiting && {
+                    let (service, command) = &self.steps[r.step];
+                    *service == result.service && *command == result.command
+                }
+            })
+            .map(|(k, _)| k)
+            .collect();
+        waiting.sort();
+        let key = waiting.first()?.to_string();
+        let ok = result.code == Some(0) && result.error.is_none();
+        if ok {
+            self.climbs.remove(&key);
+            return Some(Climb::Resolved { key });
+        }
+        let rung = self.climbs.get_mut(&key)?;
+        if rung.step + 1 >= self.steps.len() {
+            rung.waiting = false;
+            return Some(Climb::Exhausted { key });
+        }
+        rung.step += 1;
+        let (service, command) = &self.steps[rung.step];
+        let why = result
+            .error
+            .clone()
+            .unwrap_or_else(|| format!("exit {:?}", result.code));
+        ctx.run(
+            service,
+            command,
+            format!(
+                "{key}: step {} failed ({why}); escalating",
+                self.steps[rung.step - 1].1
+            ),
+        );
+        Some(Climb::Escalated {
+            key,
+            step: rung.step,
+        })
+    }
+
+    /// Keep the climbs under `key` in the rule's state (call from `suspend`).
+    pub fn save(&self, ctx: &mut Ctx, key: &str) {
+        ctx.set_state(key, &self.climbs);
+    }
+
+    /// Take back what [`Ladder::save`] kept (call from `init`). A step that was waiting for its
+    /// result still is: the host delivers results to the rule's next instance.
+    pub fn restore(&mut self, ctx: &mut Ctx, key: &str) {
+        self.climbs = ctx.state(key).unwrap_or_default();
     }
 }
 
@@ -510,5 +641,121 @@ mod tests {
         assert_eq!(m.check(31 * S), (vec![], Some(45 * S)), "reported once");
         assert_eq!(at(1, 40, |v| m.seen(v)), Some(Change::Recovered));
         assert_eq!(m.check(EXPIRE_AFTER.as_nanos() as u64 + 100 * S).1, None);
+    }
+
+    fn result(service: &str, command: &str, code: Option<i32>) -> CommandResult {
+        CommandResult {
+            action_id: 1,
+            service: service.into(),
+            command: command.into(),
+            code,
+            signal: None,
+            output: String::new(),
+            error: None,
+            duration: 0,
+        }
+    }
+
+    fn asked(
+        host: &mut TestHost,
+        cache: &mut crate::runner::SeriesCache,
+        f: impl FnOnce(&mut Ctx),
+    ) -> Vec<String> {
+        let mut ctx = Ctx::new(host, cache);
+        f(&mut ctx);
+        ctx.into_actions()
+            .into_iter()
+            .filter_map(|a| match a {
+                crate::Action::Run(r) => Some(format!("{}/{}", r.service, r.command)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_ladder_escalates_on_failure_and_stops_on_success() {
+        let (mut host, mut cache) = (TestHost::default(), crate::runner::SeriesCache::default());
+        let steps = vec![
+            ("web".to_string(), "restart".to_string()),
+            ("host".to_string(), "reboot".to_string()),
+        ];
+        let mut ladder = Ladder::new(steps).unwrap();
+        let runs = asked(&mut host, &mut cache, |ctx| {
+            assert!(ladder.trouble("web-1", "down", ctx));
+            assert!(
+                !ladder.trouble("web-1", "still down", ctx),
+                "one climb at a time"
+            );
+        });
+        assert_eq!(runs, ["web/restart"]);
+        let mut climb = None;
+        let runs = asked(&mut host, &mut cache, |ctx| {
+            climb = ladder.result(&result("web", "restart", Some(1)), ctx);
+        });
+        assert_eq!(
+            climb,
+            Some(Climb::Escalated {
+                key: "web-1".into(),
+                step: 1
+            })
+        );
+        assert_eq!(runs, ["host/reboot"]);
+        let runs = asked(&mut host, &mut cache, |ctx| {
+            climb = ladder.result(&result("host", "reboot", None), ctx);
+        });
+        assert_eq!(
+            climb,
+            Some(Climb::Exhausted {
+                key: "web-1".into()
+            })
+        );
+        assert!(runs.is_empty());
+        let runs = asked(&mut host, &mut cache, |ctx| {
+            assert!(
+                !ladder.trouble("web-1", "down", ctx),
+                "exhausted until resolved"
+            );
+        });
+        assert!(runs.is_empty());
+        ladder.resolved("web-1");
+        // A new climb, this time fixed by its first step; results of other commands pass by.
+        asked(&mut host, &mut cache, |ctx| {
+            ladder.trouble("web-1", "down again", ctx);
+            assert_eq!(ladder.result(&result("db", "restart", Some(0)), ctx), None);
+            climb = ladder.result(&result("web", "restart", Some(0)), ctx);
+        });
+        assert_eq!(
+            climb,
+            Some(Climb::Resolved {
+                key: "web-1".into()
+            })
+        );
+        assert!(Ladder::new(vec![]).is_err());
+    }
+
+    #[test]
+    fn a_climb_survives_a_restart() {
+        let (mut host, mut cache) = (TestHost::default(), crate::runner::SeriesCache::default());
+        let steps = vec![
+            ("a".to_string(), "one".to_string()),
+            ("a".to_string(), "two".to_string()),
+        ];
+        let mut ladder = Ladder::new(steps.clone()).unwrap();
+        asked(&mut host, &mut cache, |ctx| {
+            ladder.trouble("k", "x", ctx);
+            ladder.save(ctx, "ladder");
+        });
+        let mut again = Ladder::new(steps).unwrap();
+        let runs = asked(&mut host, &mut cache, |ctx| {
+            again.restore(ctx, "ladder");
+            assert_eq!(
+                again.result(&result("a", "one", Some(2)), ctx),
+                Some(Climb::Escalated {
+                    key: "k".into(),
+                    step: 1
+                })
+            );
+        });
+        assert_eq!(runs, ["a/two"]);
     }
 }
