@@ -227,11 +227,6 @@ impl Compiler {
         }))
     }
 
-    /// Whether new builds are served by a quick build first.
-    pub fn is_tiered(&self) -> bool {
-        self.quick.is_some()
-    }
-
     /// A rule built against another version of `medic:rules` would fail to link with a message
     /// about a missing import; say what it is and what to do instead.
     fn check_contract(&self, component: &Component) -> anyhow::Result<()> {
