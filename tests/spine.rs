@@ -714,3 +714,47 @@ ami = { run = "echo $(id -u) $(id -G) $MEDIC_ORIGIN", user = "nobody", cwd = "/"
     assert_eq!(row["state"], "succeeded", "{rows:?}");
     medic.stop();
 }
+
+/// What a rule prints reaches medic's log with the rule's name and stream, and a rule that
+/// prints in a loop cannot flood the log.
+#[test]
+fn what_rules_print_is_logged_with_their_name_and_bounded() {
+    let site = Site::new();
+    site.add_rule("faulty", "printer");
+    site.add_rule("faulty", "flood");
+    site.add_rule("faulty", "trap");
+    site.write_config(
+        "[rules.config.printer]\nmode = \"print\"\n[rules.config.flood]\nmode = \"flood\"\n\
+         [rules.config.trap]\nmode = \"trap\"\n",
+    );
+    let mut medic = site.start();
+    medic.putval(&["PUTVAL h/load/load N:1:1:1"]);
+    medic.expect_log("rule printed: faulty prints a batch of 1", WAIT);
+    let printed = medic.log_lines_with("faulty prints a batch of 1");
+    assert!(
+        printed
+            .iter()
+            .all(|l| l.contains("rule=\"printer\"") && l.contains("stream=\"stdout\"")),
+        "{printed:?}"
+    );
+    // A panic's message is logged as the rule's own error (the SDK's panic hook), once.
+    medic.expect_log("faulty rule trapped on a batch of 1", WAIT);
+    let panic = medic.log_lines_with("faulty rule trapped on a batch of 1");
+    assert!(
+        panic[0].contains("rule panicked: panicked at") && panic[0].contains("rule=\"trap\""),
+        "{panic:?}"
+    );
+    // 1 000 lines in one batch: at most 50 a second reach the log, the rest are counted.
+    medic.putval(&["PUTVAL h/load/load N:2:1:1"]);
+    medic.expect_log("rule printed more than 50 lines a second", WAIT);
+    let flood = medic.log_lines_with("flood line");
+    assert!(flood.len() <= 100, "{} flood lines logged", flood.len());
+    assert!(
+        flood
+            .iter()
+            .all(|l| l.contains("rule=\"flood\"") && l.contains("stream=\"stderr\"")),
+        "{flood:?}"
+    );
+    assert!(medic.is_running());
+    medic.stop();
+}

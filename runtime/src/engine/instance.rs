@@ -9,6 +9,7 @@ use wasmtime::{Store, StoreLimits, StoreLimitsBuilder, Trap};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::{self as wit, RuleV0};
+use super::rule_output::RuleOutput;
 use super::rule_state::RuleState;
 use super::series::SeriesTable;
 use crate::event::now_ns;
@@ -166,10 +167,15 @@ impl RuleInstance {
         series: Arc<SeriesTable>,
         limits: Limits,
     ) -> Result<Self, Fault> {
+        // No filesystem, network or environment; what it prints goes to the log.
+        let wasi = WasiCtx::builder()
+            .stdout(RuleOutput::new(rule.clone(), "stdout"))
+            .stderr(RuleOutput::new(rule.clone(), "stderr"))
+            .build();
         let host = HostState {
             state,
             rule,
-            wasi: WasiCtx::builder().build(),
+            wasi,
             table: ResourceTable::new(),
             limits: StoreLimitsBuilder::new()
                 .memory_size(limits.memory_bytes)

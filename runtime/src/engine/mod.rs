@@ -18,6 +18,7 @@ pub(crate) mod port;
 pub(crate) mod registry;
 pub(crate) mod routes;
 pub mod rule;
+mod rule_output;
 mod rule_state;
 pub mod series;
 pub(crate) mod status;

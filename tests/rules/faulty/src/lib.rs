@@ -1,6 +1,7 @@
 //! Test-only rule that misbehaves on purpose, chosen by config `mode`:
 //! `trap` panics on every batch, `loop` never returns, `init-error` refuses its config,
-//! `grow` allocates until the memory cap stops it.
+//! `grow` allocates until the memory cap stops it, `print` prints a line per batch, `flood`
+//! prints 1 000 lines per batch to stderr.
 
 use medic_rules::{Batch, Config, Ctx, Rule, Subscriptions, export_rule};
 
@@ -40,6 +41,12 @@ impl Rule for Faulty {
                 loop {
                     hoard.push(Vec::with_capacity(1 << 20));
                     std::hint::black_box(&hoard);
+                }
+            }
+            "print" => println!("faulty prints a batch of {}", batch.events.len()),
+            "flood" => {
+                for i in 0..1000 {
+                    eprintln!("flood line {i}");
                 }
             }
             _ => {}
