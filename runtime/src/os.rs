@@ -35,7 +35,6 @@ pub fn private_dir(dir: &Path) -> io::Result<()> {
     Ok(())
 }
 
-/// Make an existing file 0600 (a database made before the umask was set, say).
 /// Create `file` (empty) with mode 0600 if it does not exist yet, so what is written to it later
 /// is never readable by others, whatever the umask. An existing file is left as it is.
 pub fn create_private_file(file: &Path) -> io::Result<()> {
@@ -65,6 +64,8 @@ pub fn write_private_file(file: &Path, content: &[u8]) -> io::Result<()> {
         .write_all(content)
 }
 
+/// Make an existing file 0600 (a database made by an older medic, or a WAL file SQLite made
+/// before the database file was private).
 pub fn private_file(file: &Path) -> io::Result<()> {
     match std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o600)) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
