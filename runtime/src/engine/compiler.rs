@@ -207,13 +207,7 @@ impl Compiler {
         let Some(quick) = &self.quick else {
             return Ok(None);
         };
-        check_header(bytes)?;
-        let component = Component::new(&quick.engine, bytes).map_err(|e| {
-            anyhow!(
-                "not a valid wasm component: {}",
-                one_line(&format!("{e:#}"))
-            )
-        })?;
+        let component = compile_with(&quick.engine, bytes)?;
         self.check_contract(&component)?;
         let pre = quick
             .linker
@@ -281,13 +275,7 @@ impl Compiler {
                 ),
             }
         }
-        check_header(bytes)?;
-        let component = Component::new(&self.engine, bytes).map_err(|e| {
-            anyhow!(
-                "not a valid wasm component: {}",
-                one_line(&format!("{e:#}"))
-            )
-        })?;
+        let component = compile_with(&self.engine, bytes)?;
         if let Some(path) = cached
             && let Err(e) = write_atomically(&path, &component)
         {
@@ -343,6 +331,17 @@ fn write_atomically(path: &Path, component: &Component) -> anyhow::Result<()> {
     put(&digest_path(path), hex(&Sha256::digest(&bytes)).as_bytes())?;
     put(path, &bytes)?;
     Ok(())
+}
+
+/// Compile with either tier's engine, after a look at the header that names the usual mistakes.
+fn compile_with(engine: &Engine, bytes: &[u8]) -> anyhow::Result<Component> {
+    check_header(bytes)?;
+    Component::new(engine, bytes).map_err(|e| {
+        anyhow!(
+            "not a valid wasm component: {}",
+            one_line(&format!("{e:#}"))
+        )
+    })
 }
 
 /// What the first bytes say, before a compiler sees them.
