@@ -18,6 +18,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use medic_integration::packet::{
     Datagram, HOST, INTERVAL_HR, PLUGIN, TIME_HR, TYPE, TYPE_INSTANCE, cdtime, cdtime_now,
+    load_datagram,
 };
 use medic_integration::{Site, free_udp_port, wait_until};
 
@@ -43,21 +44,6 @@ fn watched(value: f64) -> Datagram {
     d
 }
 
-/// 40 other value lists.
-fn load(seq: u64) -> Datagram {
-    let mut d = Datagram::default();
-    d.string(HOST, "load-gen")
-        .string(PLUGIN, "load")
-        .string(TYPE, "gauge")
-        .number(TIME_HR, cdtime_now())
-        .number(INTERVAL_HR, cdtime(Duration::from_secs(1)));
-    for i in 0..LOAD_PER_DATAGRAM {
-        d.string(TYPE_INSTANCE, &format!("i{i}"))
-            .gauge((seq * LOAD_PER_DATAGRAM + i) as f64);
-    }
-    d
-}
-
 /// 100 000 values/s until `stop`, paced.
 fn background(port: u16, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<u64> {
     std::thread::spawn(move || {
@@ -71,7 +57,9 @@ fn background(port: u16, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<u64> 
             if let Some(wait) = due.checked_sub(start.elapsed()) {
                 std::thread::sleep(wait);
             }
-            socket.send(load(seq).bytes()).unwrap();
+            socket
+                .send(load_datagram(seq, LOAD_PER_DATAGRAM).bytes())
+                .unwrap();
             seq += 1;
         }
         seq * LOAD_PER_DATAGRAM

@@ -11,26 +11,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use medic_integration::packet::{
-    Datagram, HOST, INTERVAL_HR, PLUGIN, TIME_HR, TYPE, TYPE_INSTANCE, cdtime, cdtime_now,
-};
+use medic_integration::packet::load_datagram;
 
-const PER_DATAGRAM: usize = 40;
-
-/// One datagram: host, plugin, type, time, interval once; then instance + value per list.
-fn datagram(seq: u64) -> Datagram {
-    let mut d = Datagram::default();
-    d.string(HOST, "load-gen")
-        .string(PLUGIN, "load")
-        .string(TYPE, "gauge")
-        .number(TIME_HR, cdtime_now())
-        .number(INTERVAL_HR, cdtime(Duration::from_secs(1)));
-    for i in 0..PER_DATAGRAM {
-        d.string(TYPE_INSTANCE, &format!("i{}", i % 40))
-            .gauge((seq * PER_DATAGRAM as u64 + i as u64) as f64);
-    }
-    d
-}
+const PER_DATAGRAM: u64 = 40;
 
 /// The kernel's count of UDP datagrams dropped for a full receive buffer (all sockets).
 fn udp_rcvbuf_errors() -> u64 {
@@ -98,7 +81,7 @@ fn main() {
 
     let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
     socket.connect(("127.0.0.1", port)).unwrap();
-    let datagrams_per_sec = rate / PER_DATAGRAM as u64;
+    let datagrams_per_sec = rate / PER_DATAGRAM;
     let total = datagrams_per_sec * secs;
     let cpu_before = cpu_seconds(medic.id());
     let kernel_drops_before = udp_rcvbuf_errors();
@@ -109,10 +92,12 @@ fn main() {
         if let Some(wait) = due.checked_sub(start.elapsed()) {
             std::thread::sleep(wait);
         }
-        socket.send(datagram(seq).bytes()).unwrap();
+        socket
+            .send(load_datagram(seq, PER_DATAGRAM).bytes())
+            .unwrap();
     }
     let took = start.elapsed();
-    let sent = total * PER_DATAGRAM as u64;
+    let sent = total * PER_DATAGRAM;
     let wait_until = Instant::now() + Duration::from_secs(20);
     while seen(&log) < sent && Instant::now() < wait_until {
         std::thread::sleep(Duration::from_millis(50));

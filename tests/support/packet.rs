@@ -35,6 +35,22 @@ pub fn cdtime_now() -> u64 {
     cdtime(SystemTime::now().duration_since(UNIX_EPOCH).unwrap())
 }
 
+/// Load-generator traffic: `load-gen/load/gauge-i<k>`, host, plugin, type, time and interval
+/// (1 s) once, then `per_datagram` instance + gauge pairs numbered from `seq * per_datagram`.
+pub fn load_datagram(seq: u64, per_datagram: u64) -> Datagram {
+    let mut d = Datagram::default();
+    d.string(HOST, "load-gen")
+        .string(PLUGIN, "load")
+        .string(TYPE, "gauge")
+        .number(TIME_HR, cdtime_now())
+        .number(INTERVAL_HR, cdtime(Duration::from_secs(1)));
+    for i in 0..per_datagram {
+        d.string(TYPE_INSTANCE, &format!("i{i}"))
+            .gauge((seq * per_datagram + i) as f64);
+    }
+    d
+}
+
 /// A datagram built part by part.
 #[derive(Default)]
 pub struct Datagram(Vec<u8>);
