@@ -67,6 +67,8 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("cli", &["*"]),
     ("test_fixtures", &["*"]),
     ("daemon", &["*"]),
+    // A daemon in virtual time: it wires the same parts.
+    ("replay", &["*"]),
     ("", &["*"]),
 ];
 

@@ -57,7 +57,7 @@ pub use batch::{Batch, Event};
 pub use config::Config;
 pub use ctx::Ctx;
 pub use host::Host;
-pub use pattern::{Pattern, PatternSet};
+pub use pattern::{Pattern, PatternSet, topic_matches};
 pub use values::Values;
 
 pub use __bindings::medic::rules::types::{

@@ -45,6 +45,27 @@ impl PatternSet {
     }
 }
 
+/// Does an MQTT topic filter (`+` one level, `#` the rest, as the last level) match a topic
+/// name? The broker decides what a rule receives; this tells a rule which of its filters a
+/// message came through. Topics starting with `$` match only filters that name it.
+pub fn topic_matches(filter: &str, topic: &str) -> bool {
+    if topic.starts_with('$') && !filter.starts_with('$') {
+        return false;
+    }
+    let mut topic_levels = topic.split('/');
+    let mut filter_levels = filter.split('/').peekable();
+    while let Some(f) = filter_levels.next() {
+        if f == "#" {
+            return filter_levels.peek().is_none();
+        }
+        match topic_levels.next() {
+            Some(t) if f == "+" || f == t => {}
+            _ => return false,
+        }
+    }
+    topic_levels.next().is_none()
+}
+
 fn matches(p: &[u8], t: &[u8]) -> bool {
     let (mut pi, mut ti) = (0, 0);
     // Backtrack point for the most recent `*` (pattern index after it, text index it covers to).
@@ -85,7 +106,7 @@ fn matches(p: &[u8], t: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::{Pattern, PatternSet};
+    use super::{Pattern, PatternSet, topic_matches};
 
     #[test]
     fn a_set_matches_when_any_pattern_does() {
@@ -113,5 +134,22 @@ mod tests {
         assert!(!Pattern::new("exact/id/x").matches("exact/id/xy"));
         assert!(Pattern::new("*a*b").matches("xaxxb"));
         assert!(!Pattern::new("*a*b").matches("xaxxbc"));
+    }
+
+    #[test]
+    fn mqtt_filters_match_as_a_broker_does() {
+        for (filter, topic, yes) in [
+            ("home/a/state", "home/a/state", true),
+            ("home/+/state", "home/a/state", true),
+            ("home/+/state", "home/a/b/state", false),
+            ("home/#", "home", true),
+            ("home/#", "home/a/b", true),
+            ("home/a", "home/a/b", false),
+            ("home/a/b", "home/a", false),
+            ("#", "$SYS/x", false),
+            ("home/#/x", "home/a/x", false),
+        ] {
+            assert_eq!(topic_matches(filter, topic), yes, "{filter} vs {topic}");
+        }
     }
 }

@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use crate::runner::Runner;
 use crate::{
-    Action, Batch, Config, Event, Host, Identifier, LogLevel, Rule, RuleInfo, Sample, SeriesInfo,
-    Snapshot, Value, ValueList,
+    Action, Batch, Config, Event, Host, Identifier, LogLevel, MqttMessage, Rule, RuleInfo, Sample,
+    SeriesInfo, Snapshot, Value, ValueList,
 };
 
 /// An in-memory host: state, log, series table and clock, all inspectable.
@@ -203,6 +203,17 @@ impl<R: Rule> Tester<R> {
                 },
             )],
         )
+    }
+
+    /// Feed one MQTT message.
+    pub fn mqtt(&mut self, topic: &str, payload: &[u8]) -> Vec<Action> {
+        self.feed(Batch {
+            events: vec![Event::Mqtt(MqttMessage {
+                topic: topic.into(),
+                payload: payload.to_vec(),
+            })],
+            values: vec![],
+        })
     }
 
     pub fn logs(&self) -> &[(LogLevel, String)] {

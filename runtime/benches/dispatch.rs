@@ -68,6 +68,7 @@ fn wasm_instance(series: Arc<SeriesTable>, rule: &str, config: &str, tier: Tier)
         state: Store::in_memory().unwrap(),
         held: Default::default(),
         series,
+        clock: Default::default(),
         limits: Limits {
             call_timeout: Duration::from_secs(10),
             memory_bytes: 64 << 20,

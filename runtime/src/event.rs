@@ -175,9 +175,12 @@ pub fn now_ns() -> u64 {
 
 /// Seconds (as collectd writes them) to nanoseconds; `None` for negative or absurd values.
 pub fn secs_to_ns(secs: f64) -> Option<u64> {
-    (0.0..1.8e10)
-        .contains(&secs)
-        .then(|| (secs * 1e9).round() as u64)
+    // Whole seconds and the fraction apart: `secs * 1e9` would round today's times to 256 ns
+    // (`1764500430.25` would become `…430.249999872`).
+    (0.0..1.8e10).contains(&secs).then(|| {
+        let whole = secs.trunc();
+        whole as u64 * 1_000_000_000 + ((secs - whole) * 1e9).round() as u64
+    })
 }
 
 /// Action ids: unique across restarts without persistence, by starting from the clock. Every

@@ -2,8 +2,9 @@
 //!
 //! The folders follow the data path: `sources` → `engine` (rules) → `effects`, with `mqtt` (the
 //! connection both MQTT sides share), `store` (what survives a restart), `event` (the model all
-//! of them share) and `config` at the bottom; `daemon` wires them together and `cli` holds the
-//! subcommands other than `run`. ARCHITECTURE.md at the repository root is the map.
+//! of them share) and `config` at the bottom; `daemon` wires them together, `replay` runs the
+//! rules on a recorded feed in virtual time, and `cli` holds the subcommands other than `run`.
+//! ARCHITECTURE.md at the repository root is the map.
 
 pub mod cli;
 pub mod config;
@@ -16,6 +17,7 @@ pub mod logging;
 pub mod metrics;
 pub mod mqtt;
 pub(crate) mod os;
+pub mod replay;
 pub(crate) mod shutdown;
 pub mod sources;
 pub mod store;

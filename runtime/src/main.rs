@@ -97,6 +97,29 @@ enum Command {
         #[arg(required_unless_present = "listen")]
         files: Vec<PathBuf>,
     },
+    /// Run the rules on a recorded feed in virtual time, executing nothing, and print each
+    /// action as a JSON line. Exit 1 when the actions differ from --expect (or, without it,
+    /// when a rule faulted), 2 when the feed, config or rules cannot be used.
+    Replay {
+        /// The medic.toml whose rule configs, allow-list, policy and MQTT grants apply.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// A directory of .wasm rules or one .wasm file (default: the config's rules.dir).
+        #[arg(long)]
+        rules: Option<PathBuf>,
+        /// Compare the actions with this file (JSON lines, as replay prints them).
+        #[arg(long)]
+        expect: Option<PathBuf>,
+        /// For a directory of datagrams: the security level they were sent with.
+        #[arg(long, value_enum, default_value_t = SecurityLevel::None)]
+        security_level: SecurityLevel,
+        /// For a directory of datagrams: collectd's AuthFile, to read encrypted ones.
+        #[arg(long)]
+        auth_file: Option<PathBuf>,
+        /// JSON lines (as `medic record` or `medic decode` write them; `-` for stdin), or a
+        /// directory of collectd network datagrams (`.bin`).
+        feed: PathBuf,
+    },
     /// Send a remote command over MQTT and wait for its result (lua-collectd-monitor format).
     /// Prints the result's message; exits with its code (1 when the code does not fit an exit
     /// status, 124 when no result came in time).
@@ -193,6 +216,32 @@ fn main() -> ExitCode {
             decode_command(options, listen, files)
         }
         Command::Send(args) => send_command(args),
+        Command::Replay {
+            config,
+            rules,
+            expect,
+            security_level,
+            auth_file,
+            feed,
+        } => {
+            use medic::cli::replay::{Options, Verdict, replay};
+            let options = Options {
+                config,
+                rules,
+                feed,
+                expect,
+                level: security_level,
+                auth_file,
+            };
+            match replay(&options) {
+                Ok(Verdict::Passed) => ExitCode::SUCCESS,
+                Ok(Verdict::Failed) => ExitCode::FAILURE,
+                Err(e) => {
+                    eprintln!("medic: {e:#}");
+                    ExitCode::from(2)
+                }
+            }
+        }
         Command::History {
             config,
             since,

@@ -30,6 +30,7 @@ pub fn check(config: &Config) -> anyhow::Result<(String, bool)> {
         state: Store::in_memory()?,
         held: Default::default(),
         series: Arc::new(SeriesTable::new(Arc::new(TypesDb::default()))),
+        clock: Default::default(),
         limits: Limits::from_config(&config.rules),
         history: None,
     };

@@ -7,8 +7,11 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Value as Json, json};
 
-use crate::event::{DsType, Sample};
-use crate::sources::collectd::protocol::{Credentials, Decoded, Item, SecurityLevel, decode};
+use crate::event::Identifier;
+use crate::replay::feed;
+use crate::sources::collectd::protocol::{
+    Credentials, Decoded, Item, SecurityLevel, cdtime_to_ns, decode,
+};
 use crate::sources::collectd::udp::AuthFile;
 use crate::types_db::TypesDb;
 
@@ -78,45 +81,27 @@ fn secs(cdtime: u64) -> f64 {
     cdtime as f64 / (1u64 << 30) as f64
 }
 
+/// A value list in the feed's shape (`medic replay` reads what `decode` prints), plus how it
+/// was secured.
 pub fn to_json(d: &Decoded, types: &TypesDb) -> Json {
     match &d.item {
         Item::Values { fields, samples } => {
-            let sources = types.sources_or_fallback(&fields.type_, samples.len());
-            let dsnames: Vec<String> = match &sources {
-                Some(s) if s.len() == samples.len() => s.iter().map(|d| d.name.clone()).collect(),
-                _ => (0..samples.len())
-                    .map(|i| {
-                        if samples.len() == 1 {
-                            "value".into()
-                        } else {
-                            format!("value{i}")
-                        }
-                    })
-                    .collect(),
+            let id = Identifier {
+                host: fields.host.clone(),
+                plugin: fields.plugin.clone(),
+                plugin_instance: fields.plugin_instance.clone(),
+                type_: fields.type_.clone(),
+                type_instance: fields.type_instance.clone(),
             };
-            let dstypes: Vec<&str> = samples.iter().map(|s| ds_type(s.ds_type())).collect();
-            let values: Vec<Json> = samples
-                .iter()
-                .map(|s| match *s {
-                    Sample::Gauge(g) if g.is_nan() => Json::Null,
-                    Sample::Gauge(g) => json!(g),
-                    Sample::Derive(v) => json!(v),
-                    Sample::Counter(v) | Sample::Absolute(v) => json!(v),
-                })
-                .collect();
-            json!({
-                "host": fields.host,
-                "plugin": fields.plugin,
-                "plugin_instance": fields.plugin_instance,
-                "type": fields.type_,
-                "type_instance": fields.type_instance,
-                "time": secs(fields.time_hr),
-                "interval": secs(fields.interval_hr),
-                "dsnames": dsnames,
-                "dstypes": dstypes,
-                "values": values,
-                "security": d.security.as_str(),
-            })
+            let mut j = feed::values_json(
+                &id,
+                cdtime_to_ns(fields.time_hr),
+                cdtime_to_ns(fields.interval_hr),
+                &feed::ds_names(types, &fields.type_, samples.len()),
+                samples,
+            );
+            j["security"] = json!(d.security.as_str());
+            j
         }
         Item::Notification {
             fields,
@@ -124,6 +109,7 @@ pub fn to_json(d: &Decoded, types: &TypesDb) -> Json {
             message,
         } => {
             let mut j = json!({
+                "kind": "notification",
                 "severity": match severity { 1 => "failure", 2 => "warning", 4 => "okay", _ => "unknown" },
                 "message": message,
                 "time": secs(fields.time_hr),
@@ -142,14 +128,5 @@ pub fn to_json(d: &Decoded, types: &TypesDb) -> Json {
             }
             j
         }
-    }
-}
-
-fn ds_type(t: DsType) -> &'static str {
-    match t {
-        DsType::Gauge => "gauge",
-        DsType::Derive => "derive",
-        DsType::Counter => "counter",
-        DsType::Absolute => "absolute",
     }
 }

@@ -6,5 +6,6 @@ pub mod decode;
 pub mod history;
 pub mod import_lcm;
 pub mod reload;
+pub mod replay;
 pub mod send;
 pub mod status;

@@ -221,6 +221,7 @@ async fn start(config: Arc<Config>, shutdown: Shutdown) -> anyhow::Result<Runnin
             state: store,
             held: Default::default(),
             series: series.clone(),
+            clock: Default::default(),
             limits: Limits::from_config(&config.rules),
             history: Some(history.clone()),
         },

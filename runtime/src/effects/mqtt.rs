@@ -138,20 +138,7 @@ impl Task {
                 payload,
                 retain,
             } => {
-                let granted = || {
-                    let filters = self.cfg.grants.get(&*rule);
-                    filters.is_some_and(|f| f.iter().any(|f| rumqttc::matches(&topic, f)))
-                };
-                let refusal = if topic.is_empty() || !rumqttc::valid_topic(&topic) {
-                    Some("not a valid topic name".to_string())
-                } else if !granted() {
-                    Some(format!(
-                        "topic not granted to this rule (mqtt.grants.{rule})"
-                    ))
-                } else {
-                    None
-                };
-                if let Some(why) = refusal {
+                if let Some(why) = publish_refusal(&self.cfg.grants, &rule, &topic) {
                     return tracing::warn!(rule = &*rule, topic, "publish refused: {why}");
                 }
                 tracing::debug!(
@@ -240,6 +227,28 @@ impl Task {
 }
 
 /// A node name goes into topics: it must be one topic level, without wildcards.
+/// Why a rule may not publish on `topic`, if it may not: the topic must be a valid name and
+/// match one of the rule's `[mqtt.grants]` filters.
+pub fn publish_refusal(
+    grants: &std::collections::BTreeMap<String, Vec<String>>,
+    rule: &str,
+    topic: &str,
+) -> Option<String> {
+    let granted = || {
+        let filters = grants.get(rule);
+        filters.is_some_and(|f| f.iter().any(|f| rumqttc::matches(topic, f)))
+    };
+    if topic.is_empty() || !rumqttc::valid_topic(topic) {
+        Some("not a valid topic name".to_string())
+    } else if !granted() {
+        Some(format!(
+            "topic not granted to this rule (mqtt.grants.{rule})"
+        ))
+    } else {
+        None
+    }
+}
+
 fn valid_node(node: &str) -> bool {
     !node.is_empty()
         && node.len() <= crate::mqtt::lcm::MAX_FIELD_LEN

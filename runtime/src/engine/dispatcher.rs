@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 
 use super::batch::{NotQueued, QueueSender, Queued};
 use super::bindings as wit;
+use super::interest::Interest;
 use super::rule::Subscription;
 use super::series::{Expired, Now, Rejected, SeriesTable};
 use super::status::StatusBoard;
@@ -35,16 +36,9 @@ pub enum RouteUpdate {
     },
 }
 
-const UNKNOWN: u8 = 0;
-const YES: u8 = 1;
-const NO: u8 = 2;
-
 struct Route {
-    subscription: Arc<Subscription>,
+    interest: Interest,
     queue: QueueSender,
-    /// Per series slot: does this rule want it? Reset when the subscription changes, and for a
-    /// slot when its series expires.
-    wants: Vec<u8>,
     dropped: u64,
 }
 
@@ -141,15 +135,7 @@ impl Dispatcher {
             "silent series forgotten"
         );
         for route in self.routes.values_mut() {
-            for &slot in &expired.slots {
-                if let Some(want) = route.wants.get_mut(slot as usize) {
-                    *want = UNKNOWN;
-                }
-            }
-            route.wants.truncate(expired.slot_bound);
-            if route.wants.capacity() > 2 * route.wants.len() + 64 {
-                route.wants.shrink_to_fit();
-            }
+            route.interest.forget(expired);
         }
     }
 
@@ -164,17 +150,15 @@ impl Dispatcher {
                     self.routes.insert(
                         rule,
                         Route {
-                            subscription,
+                            interest: Interest::new(subscription),
                             queue,
-                            wants: Vec::new(),
                             dropped: 0,
                         },
                     );
                 }
                 RouteUpdate::Subscribe { rule, subscription } => {
                     if let Some(route) = self.routes.get_mut(&rule) {
-                        route.subscription = subscription;
-                        route.wants.clear();
+                        route.interest.set(subscription);
                     }
                 }
                 RouteUpdate::Remove { rule } => {
@@ -188,16 +172,8 @@ impl Dispatcher {
         match item {
             Ingested::Values(vl) => match self.series.observe(&vl, now) {
                 Ok(observed) => {
-                    let id = observed.slot as usize;
                     for route in self.routes.values_mut() {
-                        if id >= route.wants.len() {
-                            route.wants.resize(id + 1, UNKNOWN);
-                        }
-                        if route.wants[id] == UNKNOWN {
-                            let yes = route.subscription.values.matches(&observed.key);
-                            route.wants[id] = if yes { YES } else { NO };
-                        }
-                        if route.wants[id] == YES {
+                        if route.interest.wants_values(observed.slot, &observed.key) {
                             route.send(Queued::Values(observed.obs.clone()));
                         }
                     }
@@ -226,7 +202,7 @@ impl Dispatcher {
                 let key = n.identifier.to_string();
                 let event = wit::Event::from(n);
                 for route in self.routes.values_mut() {
-                    if route.subscription.notifications.matches(&key) {
+                    if route.interest.wants_notification(&key) {
                         route.send(Queued::Event(event.clone()));
                     }
                 }
@@ -235,8 +211,7 @@ impl Dispatcher {
                 let topic = m.topic.clone();
                 let event = wit::Event::from(m);
                 for route in self.routes.values_mut() {
-                    let filters = &route.subscription.info.topics;
-                    if filters.iter().any(|f| rumqttc::matches(&topic, f)) {
+                    if route.interest.wants_topic(&topic) {
                         route.send(Queued::Event(event.clone()));
                     }
                 }

@@ -9,10 +9,10 @@ use wasmtime::{Store, StoreLimits, StoreLimitsBuilder, Trap};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::{self as wit, RuleV0};
+use super::clock::Clock;
 use super::rule_output::RuleOutput;
 use super::rule_state::RuleState;
 use super::series::SeriesTable;
-use crate::event::now_ns;
 use crate::logging::Untrusted;
 
 /// What a rule's calls may reach: its own state, the series table, the clock, the log. No
@@ -24,6 +24,7 @@ pub struct HostState {
     limits: StoreLimits,
     state: RuleState,
     series: Arc<SeriesTable>,
+    clock: Clock,
 }
 
 impl WasiView for HostState {
@@ -64,7 +65,7 @@ impl wit::medic::rules::host::Host for HostState {
     }
 
     fn now(&mut self) -> u64 {
-        now_ns()
+        self.clock.now_ns()
     }
 
     fn last_value(&mut self, identifier: String) -> Option<wit::Snapshot> {
@@ -165,6 +166,7 @@ impl RuleInstance {
         rule: Arc<str>,
         state: RuleState,
         series: Arc<SeriesTable>,
+        clock: Clock,
         limits: Limits,
     ) -> Result<Self, Fault> {
         // No filesystem, network or environment; what it prints goes to the log.
@@ -183,6 +185,7 @@ impl RuleInstance {
                 .instances(4)
                 .build(),
             series,
+            clock,
         };
         let mut store = Store::new(pre.engine(), host);
         store.limiter(|s| &mut s.limits);

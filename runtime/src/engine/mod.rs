@@ -11,9 +11,11 @@
 
 pub mod batch;
 pub mod bindings;
+pub mod clock;
 pub mod compiler;
 pub(crate) mod dispatcher;
 pub mod instance;
+pub mod interest;
 pub(crate) mod port;
 pub(crate) mod registry;
 pub(crate) mod routes;

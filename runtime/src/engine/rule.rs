@@ -7,6 +7,7 @@ use anyhow::Context;
 use medic_rules::PatternSet;
 
 use super::bindings as wit;
+use super::clock::Clock;
 use super::compiler::Compiled;
 use super::instance::{Fault, Limits, RuleInstance};
 use super::rule_state::{HeldChanges, RuleState};
@@ -29,6 +30,8 @@ pub struct HostParts {
     /// Rule state changes the database could not take yet, kept across a rule's instances.
     pub held: HeldChanges,
     pub series: Arc<SeriesTable>,
+    /// What rules read with `now()`.
+    pub clock: Clock,
     pub limits: Limits,
     /// Where rule faults are recorded (none in `medic check` and benchmarks).
     pub history: Option<crate::store::history::History>,
@@ -123,6 +126,7 @@ impl RuleSpec {
             self.name.clone(),
             RuleState::new(self.name.clone(), host.state.clone(), &host.held),
             host.series.clone(),
+            host.clock.clone(),
             host.limits,
         )
     }

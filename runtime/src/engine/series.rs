@@ -285,6 +285,15 @@ impl SeriesTable {
         }
     }
 
+    /// A moment of a replayed feed (`medic replay`): `wall_ns` on the feed's clock, `elapsed`
+    /// since the feed began.
+    pub fn now_virtual(wall_ns: u64, elapsed: std::time::Duration) -> Now {
+        Now {
+            wall_ns,
+            tick: u32::try_from(elapsed.as_secs()).unwrap_or(u32::MAX),
+        }
+    }
+
     /// Record a value list at `now`: number its series, compute rates, remember it as the latest.
     pub fn observe(&self, vl: &event::ValueList, now: Now) -> Result<Observed, Rejected> {
         // At least a second's worth of slack, for lists that state no interval.

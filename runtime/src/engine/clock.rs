@@ -1,0 +1,52 @@
+//! The time a rule reads with `now()`: the wall clock in service; in `medic replay`, a clock the
+//! feed's timestamps drive, so `for` durations and timers elapse as recorded, not as replayed.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+#[derive(Clone, Default)]
+pub enum Clock {
+    #[default]
+    Wall,
+    Virtual(VirtualClock),
+}
+
+impl Clock {
+    /// Nanoseconds since the Unix epoch.
+    pub fn now_ns(&self) -> u64 {
+        match self {
+            Clock::Wall => crate::event::now_ns(),
+            Clock::Virtual(v) => v.now_ns(),
+        }
+    }
+}
+
+/// A clock that moves only when told to, shared by every instance that reads it.
+#[derive(Clone, Default)]
+pub struct VirtualClock(Arc<AtomicU64>);
+
+impl VirtualClock {
+    pub fn now_ns(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    /// Move to `ns`; a clock never goes back, so an earlier time leaves it where it is.
+    pub fn advance_to(&self, ns: u64) {
+        self.0.fetch_max(ns, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_virtual_clock_moves_only_forward_and_is_shared() {
+        let v = VirtualClock::default();
+        let clock = Clock::Virtual(v.clone());
+        v.advance_to(5_000);
+        v.advance_to(3_000);
+        assert_eq!(clock.now_ns(), 5_000);
+        assert_eq!(clock.clone().now_ns(), 5_000);
+    }
+}

@@ -1,0 +1,496 @@
+//! `medic replay`: the real wasm rules on a recorded feed, in virtual time, executing nothing.
+//!
+//! The feed's timestamps drive a [`VirtualClock`]: rules read it with `now()`, their timers fire
+//! when the feed's time passes them, the policy gate counts cooldowns and rate limits on it. A
+//! batch is the feed's events of one timestamp (at most `rules.max_batch`), so a rule sees the
+//! time of its events and each action is stamped with the time of the events that caused it.
+//! Commands, publishes and remote runs are recorded with what the gate would have said; none
+//! is carried out, and no command result comes back. The same feed gives the same actions,
+//! every time: this is how rule authors test rules in CI.
+//!
+//! Routing, rates, batches and the gate are the daemon's own ([`Interest`], [`SeriesTable`],
+//! [`BatchBuilder`], [`Gate`]); rule state lives in memory, so a replay never touches a
+//! daemon's database.
+
+pub mod expect;
+pub mod feed;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::effects::policy::Gate;
+use crate::engine::batch::{BatchBuilder, Queued};
+use crate::engine::bindings as wit;
+use crate::engine::clock::{Clock, VirtualClock};
+use crate::engine::compiler::Compiler;
+use crate::engine::instance::{Limits, RuleInstance};
+use crate::engine::interest::Interest;
+use crate::engine::registry::{rule_files, rule_name};
+use crate::engine::rule::{HostParts, RuleSpec, StartError, rule_config};
+use crate::engine::series::{SeriesLimits, SeriesTable};
+use crate::event::Ingested;
+use crate::store::Store;
+use crate::types_db::TypesDb;
+use feed::Entry;
+
+/// One line of a replay's output: an action a rule took, or a fault.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Line {
+    /// The virtual time, RFC 3339.
+    pub time: String,
+    pub rule: String,
+    #[serde(flatten)]
+    pub what: What,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(tag = "action", rename_all = "kebab-case")]
+pub enum What {
+    Run {
+        service: String,
+        command: String,
+        reason: String,
+        /// `run` or `refused`: what the policy gate would have said.
+        gate: &'static str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        why: Option<String>,
+    },
+    RunRemote {
+        node: String,
+        service: String,
+        command: String,
+        reason: String,
+    },
+    Publish {
+        topic: String,
+        payload: String,
+        retain: bool,
+        /// `publish` or `refused` (the topic is not granted to the rule).
+        gate: &'static str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        why: Option<String>,
+    },
+    Notify {
+        severity: &'static str,
+        message: String,
+    },
+    /// The rule trapped, ran past its deadline or its memory: the batch is lost, as in
+    /// service, and a fresh instance takes the next one.
+    Fault {
+        kind: &'static str,
+        error: String,
+        /// The feed lines of the batch.
+        events: String,
+    },
+}
+
+impl Line {
+    pub fn to_json_line(&self) -> String {
+        serde_json::to_string(self).expect("a replay line always serialises")
+    }
+}
+
+/// What a replay did, beside its lines.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Summary {
+    pub entries: u64,
+    pub value_lists: u64,
+    /// Value lists the series table refused (as the daemon would have), with the first reasons.
+    pub refused: u64,
+    pub refusals: Vec<String>,
+    pub timers_fired: u64,
+    pub calls: u64,
+    pub faults: u64,
+    /// Virtual time from the first entry to the last.
+    pub span: Duration,
+}
+
+struct Replayed {
+    spec: RuleSpec,
+    instance: Option<RuleInstance>,
+    interest: Interest,
+    batch: BatchBuilder,
+    /// Due times on the virtual clock.
+    timers: BTreeMap<String, u64>,
+    /// Feed lines of what is batched: first and last.
+    origins: Option<(String, String)>,
+}
+
+pub struct Replay {
+    config: Config,
+    clock: VirtualClock,
+    host: HostParts,
+    rules: Vec<Replayed>,
+    gate: Gate,
+    /// The gate counts in `Instant`s: virtual nanoseconds are laid out from this one.
+    origin: Instant,
+    first_ns: Option<u64>,
+    /// The time of what is batched, if anything is.
+    batch_time: Option<u64>,
+    batched: usize,
+    lines: Vec<Line>,
+    summary: Summary,
+    // Last: the compiler's epoch ticker must outlive the instances.
+    _compiler: Compiler,
+}
+
+/// How many refusal reasons the summary keeps word for word.
+const REFUSALS_KEPT: usize = 5;
+
+impl Replay {
+    /// Compile the rules at `rules` (a directory of `.wasm` files or one file) with their
+    /// config from `config`. They start at the first entry's time.
+    pub fn new(config: Config, rules: &Path) -> anyhow::Result<Self> {
+        let compiler = Compiler::new(None)?;
+        let files = if rules.is_dir() {
+            rule_files(rules)?
+        } else {
+            vec![rules.to_path_buf()]
+        };
+        anyhow::ensure!(!files.is_empty(), "no .wasm rules in {}", rules.display());
+        let types = Arc::new(TypesDb::load(&config.ingest.types_db));
+        let limits = SeriesLimits {
+            max_series: config.ingest.max_series,
+            max_future_intervals: config.ingest.max_future_intervals,
+            timeout_intervals: config.ingest.series_timeout,
+        };
+        let clock = VirtualClock::default();
+        let host = HostParts {
+            state: Store::in_memory()?,
+            held: Default::default(),
+            series: Arc::new(SeriesTable::with_limits(types, limits)),
+            clock: Clock::Virtual(clock.clone()),
+            limits: Limits::from_config(&config.rules),
+            history: None,
+        };
+        let mut specs = Vec::new();
+        for path in &files {
+            let name = rule_name(path)
+                .with_context(|| format!("{}: a rule is a .wasm file", path.display()))?;
+            let compiled = compiler
+                .compile_file(path)
+                .with_context(|| format!("rule {name}"))?;
+            specs.push(RuleSpec {
+                name: name.into(),
+                config: rule_config(&config.rules, name)?,
+                compiled,
+            });
+        }
+        specs.sort_by(|a, b| a.name.cmp(&b.name));
+        let rules = specs
+            .into_iter()
+            .map(|spec| Replayed {
+                spec,
+                instance: None,
+                interest: Interest::new(Arc::new(crate::engine::rule::Subscription::none())),
+                batch: BatchBuilder::default(),
+                timers: BTreeMap::new(),
+                origins: None,
+            })
+            .collect();
+        Ok(Self {
+            config,
+            clock,
+            host,
+            rules,
+            gate: Gate::default(),
+            origin: Instant::now(),
+            first_ns: None,
+            batch_time: None,
+            batched: 0,
+            lines: Vec::new(),
+            summary: Summary::default(),
+            _compiler: compiler,
+        })
+    }
+
+    /// Start every rule at `time_ns`: `init`, `describe`. A rule that cannot start stops the
+    /// replay (it would not serve in the daemon either).
+    fn start(&mut self, time_ns: u64) -> anyhow::Result<()> {
+        self.clock.advance_to(time_ns);
+        self.first_ns = Some(time_ns);
+        for rule in &mut self.rules {
+            let started = rule
+                .spec
+                .instantiate(&self.host)
+                .map_err(StartError::from)
+                .and_then(|i| rule.spec.start(i))
+                .with_context(|| format!("rule {} cannot start", rule.spec.name))?;
+            rule.interest.set(Arc::new(started.subscription));
+            rule.instance = Some(started.instance);
+        }
+        Ok(())
+    }
+
+    /// Replay one entry.
+    pub fn entry(&mut self, entry: Entry) -> anyhow::Result<()> {
+        if self.first_ns.is_none() {
+            self.start(entry.time_ns)?;
+        }
+        // Time never goes back: an entry older than the clock is taken at the clock's time.
+        let time = entry.time_ns.max(self.clock.now_ns());
+        if self.batch_time.is_some_and(|t| t != time) || self.batched >= self.config.rules.max_batch
+        {
+            self.flush();
+        }
+        self.fire_timers(time);
+        self.clock.advance_to(time);
+        self.summary.entries += 1;
+        self.summary.span = Duration::from_nanos(time - self.first_ns.unwrap_or(time));
+        if let Some(event) = entry.event {
+            self.route(event, &entry.origin, time);
+        }
+        Ok(())
+    }
+
+    /// Deliver what is batched; the lines and summary of the whole replay.
+    pub fn finish(mut self) -> (Vec<Line>, Summary) {
+        self.flush();
+        for rule in &mut self.rules {
+            if let Some(instance) = &mut rule.instance {
+                let _ = instance.suspend();
+            }
+        }
+        (self.lines, self.summary)
+    }
+
+    fn route(&mut self, event: Ingested, origin: &str, time: u64) {
+        let to = |rule: &mut Replayed, item: Queued| {
+            rule.batch.push(item);
+            match &mut rule.origins {
+                Some((_, last)) => origin.clone_into(last),
+                None => rule.origins = Some((origin.to_string(), origin.to_string())),
+            }
+        };
+        match event {
+            Ingested::Values(vl) => {
+                self.summary.value_lists += 1;
+                let elapsed = Duration::from_nanos(time - self.first_ns.unwrap_or(time));
+                let now = SeriesTable::now_virtual(time, elapsed);
+                match self.host.series.observe(&vl, now) {
+                    Ok(observed) => {
+                        for rule in &mut self.rules {
+                            if rule.interest.wants_values(observed.slot, &observed.key) {
+                                to(rule, Queued::Values(observed.obs.clone()));
+                            }
+                        }
+                    }
+                    Err(why) => {
+                        self.summary.refused += 1;
+                        if self.summary.refusals.len() < REFUSALS_KEPT {
+                            self.summary.refusals.push(format!("{origin}: {why}"));
+                        }
+                    }
+                }
+            }
+            Ingested::Notification(n) => {
+                let key = n.identifier.to_string();
+                let event = wit::Event::from(n);
+                for rule in &mut self.rules {
+                    if rule.interest.wants_notification(&key) {
+                        to(rule, Queued::Event(event.clone()));
+                    }
+                }
+            }
+            Ingested::Mqtt(m) => {
+                let topic = m.topic.clone();
+                let event = wit::Event::from(m);
+                for rule in &mut self.rules {
+                    if rule.interest.wants_topic(&topic) {
+                        to(rule, Queued::Event(event.clone()));
+                    }
+                }
+            }
+        }
+        self.batch_time = Some(time);
+        self.batched += 1;
+    }
+
+    fn flush(&mut self) {
+        for i in 0..self.rules.len() {
+            if !self.rules[i].batch.is_empty() {
+                self.deliver(i);
+            }
+        }
+        self.batch_time = None;
+        self.batched = 0;
+    }
+
+    /// Fire, in time order, every timer due at or before `until`; each in a batch of its own
+    /// at its due time (whatever is batched is older, and goes first).
+    fn fire_timers(&mut self, until: u64) {
+        loop {
+            let due = self
+                .rules
+                .iter()
+                .enumerate()
+                .flat_map(|(i, r)| r.timers.iter().map(move |(name, at)| (*at, i, name)))
+                .filter(|(at, _, _)| *at <= until)
+                .min()
+                .map(|(at, i, name)| (at, i, name.clone()));
+            let Some((at, i, name)) = due else { return };
+            self.flush();
+            self.clock.advance_to(at);
+            let rule = &mut self.rules[i];
+            rule.timers.remove(&name);
+            rule.batch.push_event(wit::Event::Timer(name.clone()));
+            rule.origins = Some((format!("timer `{name}`"), format!("timer `{name}`")));
+            self.summary.timers_fired += 1;
+            self.deliver(i);
+        }
+    }
+
+    fn deliver(&mut self, i: usize) {
+        let now = self.clock.now_ns();
+        let rule = &mut self.rules[i];
+        let origins = rule.origins.take();
+        if rule.instance.is_none() {
+            // As after a fault in service (without the backoff: virtual time has no wait).
+            let started = rule
+                .spec
+                .instantiate(&self.host)
+                .map_err(StartError::from)
+                .and_then(|inst| rule.spec.start(inst));
+            match started {
+                Ok(started) => {
+                    rule.interest.set(Arc::new(started.subscription));
+                    rule.instance = Some(started.instance);
+                }
+                Err(e) => {
+                    let line = fault_line(now, &rule.spec.name, "restart", e.to_string(), origins);
+                    rule.batch.clear();
+                    self.summary.faults += 1;
+                    self.lines.push(line);
+                    return;
+                }
+            }
+        }
+        let instance = rule.instance.as_mut().expect("started above");
+        self.summary.calls += 1;
+        let result = instance.on_events(rule.batch.batch());
+        rule.batch.clear();
+        match result {
+            Ok(actions) => {
+                for action in actions {
+                    self.act(i, action, now);
+                }
+            }
+            Err(fault) => {
+                rule.instance = None;
+                let line = fault_line(
+                    now,
+                    &rule.spec.name,
+                    fault.kind(),
+                    fault.to_string(),
+                    origins,
+                );
+                self.summary.faults += 1;
+                self.lines.push(line);
+            }
+        }
+    }
+
+    fn act(&mut self, i: usize, action: wit::Action, now: u64) {
+        let rule = &mut self.rules[i];
+        let what = match action {
+            wit::Action::Run(run) => {
+                let at = self.origin + Duration::from_nanos(now - self.first_ns.unwrap_or(now));
+                // Nothing runs: as if each command succeeded at once, so only cooldowns, rate
+                // limits and the allow-list can refuse.
+                let verdict = match self
+                    .gate
+                    .admit(&self.config, &run.service, &run.command, at)
+                {
+                    Ok((_, admitted)) => {
+                        self.gate.finish(&self.config, admitted, false, at);
+                        None
+                    }
+                    Err(refusal) => Some(refusal.to_string()),
+                };
+                What::Run {
+                    service: run.service,
+                    command: run.command,
+                    reason: run.reason,
+                    gate: if verdict.is_some() { "refused" } else { "run" },
+                    why: verdict,
+                }
+            }
+            wit::Action::RunRemote(r) => What::RunRemote {
+                node: r.node,
+                service: r.service,
+                command: r.command,
+                reason: r.reason,
+            },
+            wit::Action::Publish(p) => {
+                let why = match &self.config.mqtt {
+                    Some(m) => {
+                        crate::effects::mqtt::publish_refusal(&m.grants, &rule.spec.name, &p.topic)
+                    }
+                    None => Some("MQTT is not configured ([mqtt])".into()),
+                };
+                What::Publish {
+                    topic: p.topic,
+                    payload: String::from_utf8_lossy(&p.payload).into_owned(),
+                    retain: p.retain,
+                    gate: if why.is_some() { "refused" } else { "publish" },
+                    why,
+                }
+            }
+            wit::Action::Notify(n) => What::Notify {
+                severity: crate::event::Severity::from(n.severity).as_str(),
+                message: n.message,
+            },
+            wit::Action::SetTimer(t) => {
+                rule.timers.insert(t.name, now.saturating_add(t.after));
+                return;
+            }
+            wit::Action::CancelTimer(name) => {
+                rule.timers.remove(&name);
+                return;
+            }
+        };
+        self.lines.push(Line {
+            time: rfc3339(now),
+            rule: rule.spec.name.to_string(),
+            what,
+        });
+    }
+}
+
+fn fault_line(
+    now: u64,
+    rule: &str,
+    kind: &'static str,
+    error: String,
+    origins: Option<(String, String)>,
+) -> Line {
+    let events = match origins {
+        Some((first, last)) if first == last => first,
+        Some((first, last)) => format!("{first} .. {last}"),
+        None => String::new(),
+    };
+    Line {
+        time: rfc3339(now),
+        rule: rule.to_string(),
+        what: What::Fault {
+            kind,
+            error,
+            events,
+        },
+    }
+}
+
+/// To the microsecond: finer digits would be noise (a time that went through seconds as an
+/// f64, as `medic decode` prints them, keeps about a quarter of a microsecond).
+fn rfc3339(ns: u64) -> String {
+    let us = i128::from(ns).div_euclid(1_000) * 1_000;
+    jiff::Timestamp::from_nanosecond(us)
+        .map(|t| t.to_string())
+        .unwrap_or_else(|_| ns.to_string())
+}
