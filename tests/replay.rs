@@ -272,3 +272,48 @@ fn collectd_datagrams_replay_from_a_capture_directory_and_from_decode() {
     let dir_actions: Vec<_> = actions.into_iter().map(same).collect();
     assert_eq!(decoded_actions, dir_actions);
 }
+
+#[test]
+fn new_rule_writes_a_crate_that_tests_builds_and_replays() {
+    let site = Site::new();
+    let dir = site.path("low_mem");
+    let out = Command::new(medic_bin())
+        .args(["new-rule", "low_mem", "--dir"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // A target directory of its own (the outer `cargo test` holds the workspace's), kept
+    // between runs so only the first one compiles the SDK's dependencies.
+    let target = workspace().join("target/new-rule-test");
+    let cargo = |args: &[&str]| {
+        let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args(args)
+            .current_dir(&dir)
+            .env("CARGO_TARGET_DIR", &target)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "cargo {args:?}: {}",
+            text(&out.stderr)
+        );
+        text(&out.stdout)
+    };
+    let tested = cargo(&["test", "--quiet"]);
+    assert!(tested.contains("1 passed"), "{tested}");
+    cargo(&["build", "--quiet", "--release", "--target", "wasm32-wasip2"]);
+    let wasm = target.join("wasm32-wasip2/release/low_mem.wasm");
+    let out = replay(&[
+        "--config",
+        dir.join("tests/medic.toml").to_str().unwrap(),
+        "--rules",
+        wasm.to_str().unwrap(),
+        dir.join("tests/feed.jsonl").to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let actions = lines(&out);
+    assert_eq!(actions.len(), 1, "{actions:?}");
+    assert_eq!(actions[0]["rule"], "low_mem");
+    assert_eq!(actions[0]["gate"], "run");
+}

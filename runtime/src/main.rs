@@ -120,6 +120,18 @@ enum Command {
         /// directory of collectd network datagrams (`.bin`).
         feed: PathBuf,
     },
+    /// Write a new rule crate that builds as it is: the SDK dependency, a small rule with a
+    /// test, and a replay layout under tests/.
+    NewRule {
+        /// The rule's name (its crate, .wasm file stem and config table): lower case, digits, `_`.
+        name: String,
+        /// Where to write it (default: ./NAME).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// The rules-sdk directory of medic's sources (default: the one medic was built from).
+        #[arg(long)]
+        sdk: Option<PathBuf>,
+    },
     /// Send a remote command over MQTT and wait for its result (lua-collectd-monitor format).
     /// Prints the result's message; exits with its code (1 when the code does not fit an exit
     /// status, 124 when no result came in time).
@@ -216,6 +228,28 @@ fn main() -> ExitCode {
             decode_command(options, listen, files)
         }
         Command::Send(args) => send_command(args),
+        Command::NewRule { name, dir, sdk } => {
+            use medic::cli::new_rule::{default_sdk, new_rule};
+            let dir = dir.unwrap_or_else(|| PathBuf::from(&name));
+            let Some(sdk) = sdk.or_else(default_sdk) else {
+                return fail(
+                    "where is the rules SDK? give --sdk the rules-sdk directory of medic's sources",
+                );
+            };
+            match new_rule(&name, &dir, &sdk) {
+                Ok(files) => {
+                    for f in files {
+                        println!("wrote {}", f.display());
+                    }
+                    println!(
+                        "next: cd {} && cargo test && cargo build --target wasm32-wasip2 --release",
+                        dir.display()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(format!("{e:#}")),
+            }
+        }
         Command::Replay {
             config,
             rules,

@@ -5,6 +5,7 @@ pub mod check;
 pub mod decode;
 pub mod history;
 pub mod import_lcm;
+pub mod new_rule;
 pub mod reload;
 pub mod replay;
 pub mod send;
