@@ -317,3 +317,71 @@ fn new_rule_writes_a_crate_that_tests_builds_and_replays() {
     assert_eq!(actions[0]["rule"], "low_mem");
     assert_eq!(actions[0]["gate"], "run");
 }
+
+#[test]
+fn record_captures_what_the_sources_deliver_as_a_feed_replay_reads() {
+    use std::io::{BufRead, BufReader};
+    use std::os::unix::net::UnixStream;
+    use std::time::Duration;
+
+    let site = Site::new();
+    site.add_rule("memory-free", "memory-free");
+    site.write_config(
+        "[rules.config.memory-free]\nbelow = 1e9\n\n[services.hello.commands]\nexec = \"true\"\n",
+    );
+    let config = site.path("medic.toml");
+    let feed = site.path("recorded.jsonl");
+    let mut recorder = Command::new(medic_bin())
+        .args(["record", "--duration", "60s", "--config"])
+        .arg(&config)
+        .arg("--out")
+        .arg(&feed)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(medic_integration::wait_until(
+        Duration::from_secs(20),
+        || { site.socket().exists() }
+    ));
+    let stream = UnixStream::connect(site.socket()).unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut writer = stream;
+    for (t, free) in [
+        (1_764_500_000, 2e9),
+        (1_764_500_010, 5e8),
+        (1_764_500_020, 4e8),
+    ] {
+        writeln!(
+            writer,
+            "PUTVAL web/memory/memory-free interval=10 {t}:{free}"
+        )
+        .unwrap();
+        let mut reply = String::new();
+        reader.read_line(&mut reply).unwrap();
+        assert!(reply.starts_with("0 "), "{reply}");
+    }
+    drop((reader, writer));
+    // Interrupted before its duration: what was delivered is written.
+    Command::new("kill")
+        .args(["-INT", &recorder.id().to_string()])
+        .status()
+        .unwrap();
+    let status = recorder.wait().unwrap();
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut recorder.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(status.success(), "{err}");
+    assert!(err.contains("3 events written"), "{err}");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&feed).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+
+    let out = replay(&["--config", config.to_str().unwrap(), feed.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let actions = lines(&out);
+    assert_eq!(actions.len(), 1, "{actions:?}");
+    assert_eq!(actions[0]["time"], "2025-11-30T10:53:30Z");
+    assert_eq!(
+        actions[0]["reason"],
+        "web: 500000000 bytes free < 1000000000"
+    );
+}

@@ -97,6 +97,18 @@ enum Command {
         #[arg(required_unless_present = "listen")]
         files: Vec<PathBuf>,
     },
+    /// Capture what the configured collectd sources (network, PUTVAL socket, unixsock)
+    /// deliver as a feed for `medic replay`, until --duration is over or SIGINT/SIGTERM.
+    Record {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The feed to write (JSON lines, mode 0600, replaced if it exists).
+        #[arg(long)]
+        out: PathBuf,
+        /// Stop after this long (e.g. 10m); default: until interrupted.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        duration: Option<std::time::Duration>,
+    },
     /// Run the rules on a recorded feed in virtual time, executing nothing, and print each
     /// action as a JSON line. Exit 1 when the actions differ from --expect (or, without it,
     /// when a rule faulted), 2 when the feed, config or rules cannot be used.
@@ -228,6 +240,32 @@ fn main() -> ExitCode {
             decode_command(options, listen, files)
         }
         Command::Send(args) => send_command(args),
+        Command::Record {
+            config,
+            out,
+            duration,
+        } => {
+            let options = medic::cli::record::Options {
+                config,
+                out,
+                duration,
+            };
+            let runtime = match tokio::runtime::Runtime::new() {
+                Ok(r) => r,
+                Err(e) => return fail(format!("cannot start the async runtime: {e}")),
+            };
+            let stop = medic::daemon::signal();
+            match runtime.block_on(medic::cli::record::record(&options, stop)) {
+                Ok(n) => {
+                    eprintln!(
+                        "medic record: {n} events written to {}",
+                        options.out.display()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(format!("{e:#}")),
+            }
+        }
         Command::NewRule { name, dir, sdk } => {
             use medic::cli::new_rule::{default_sdk, new_rule};
             let dir = dir.unwrap_or_else(|| PathBuf::from(&name));

@@ -6,6 +6,7 @@ pub mod decode;
 pub mod history;
 pub mod import_lcm;
 pub mod new_rule;
+pub mod record;
 pub mod reload;
 pub mod replay;
 pub mod send;
