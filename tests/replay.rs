@@ -76,7 +76,15 @@ fn every_example_rule_replays_its_feed_as_expected_and_the_same_twice() {
         tested.push(name);
     }
     tested.sort();
-    assert_eq!(tested, ["memory-free", "mqtt-watchdog", "threshold"]);
+    assert_eq!(
+        tested,
+        [
+            "memory-free",
+            "mqtt-watchdog",
+            "service-health",
+            "threshold"
+        ]
+    );
 }
 
 #[test]

@@ -65,13 +65,13 @@ impl TypesDb {
     }
 
     pub fn get(&self, type_name: &str) -> Option<&Arc<[DataSource]>> {
-        self.types.get(type_name)
+        self.types.get(type_name).or_else(|| builtin(type_name))
     }
 
     /// Data sources for a type, or the fallback names when types.db is absent: `value` for one
     /// value, `value0..n` for several, all gauges.
     pub fn sources_or_fallback(&self, type_name: &str, count: usize) -> Option<Arc<[DataSource]>> {
-        if let Some(ds) = self.types.get(type_name) {
+        if let Some(ds) = self.get(type_name) {
             return Some(ds.clone());
         }
         if !self.is_empty() {
@@ -93,6 +93,25 @@ impl TypesDb {
                 .collect(),
         )
     }
+}
+
+/// The type of a probe's value list (`<node>/probe-<name>/probe`): whether the check passed,
+/// its exit code (NaN when it had none: killed, timed out, not started) and how long it took.
+pub const PROBE_TYPE: &str = "probe";
+
+/// Types medic reports itself, known whatever types.db says (a types.db entry of the same name
+/// wins).
+fn builtin(type_name: &str) -> Option<&'static Arc<[DataSource]>> {
+    static PROBE: std::sync::LazyLock<Arc<[DataSource]>> = std::sync::LazyLock::new(|| {
+        ["ok", "code", "seconds"]
+            .into_iter()
+            .map(|name| DataSource {
+                name: name.into(),
+                ds_type: DsType::Gauge,
+            })
+            .collect()
+    });
+    (type_name == PROBE_TYPE).then(|| &*PROBE)
 }
 
 fn parse_line(line: &str) -> Result<(String, Vec<DataSource>), String> {

@@ -356,6 +356,25 @@ impl Connection {
         reply.trim_end().to_string()
     }
 
+    /// Send a command whose reply is a count line (`3 Values found`) and that many lines;
+    /// returns them all.
+    pub fn send_counted(&mut self, line: &str) -> Vec<String> {
+        let first = self.send(line);
+        let count: usize = first
+            .split(' ')
+            .next()
+            .and_then(|n| n.parse().ok())
+            .filter(|n: &usize| *n > 0)
+            .unwrap_or(0);
+        let mut all = vec![first];
+        for _ in 0..count {
+            let mut reply = String::new();
+            self.reader.read_line(&mut reply).unwrap();
+            all.push(reply.trim_end().to_string());
+        }
+        all
+    }
+
     /// Write many lines, then read their replies (pipelined, as collectd's exec plugin does).
     pub fn send_many(&mut self, lines: &[String]) -> Vec<String> {
         let mut buf = String::new();

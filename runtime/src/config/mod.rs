@@ -3,6 +3,7 @@
 
 mod command;
 mod mqtt;
+mod probe;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -13,6 +14,7 @@ use serde::de::{self, Deserializer};
 
 pub use command::{Command, Program, Service};
 pub use mqtt::{BrokerUrl, Mqtt, MqttProtocol};
+pub use probe::{CHECK as PROBE_COMMAND, Probe};
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -38,6 +40,9 @@ pub struct Config {
     /// The read-only HTTP endpoints; off unless `[http] listen` is set.
     #[serde(default)]
     pub http: Option<Http>,
+    /// Checks run on a schedule; each is also service `probe-<name>` of the allow-list.
+    #[serde(default)]
+    pub probes: BTreeMap<String, Probe>,
 }
 
 /// `GET /status`, `/history`, `/metrics`, `/feed.atom` and the page at `/`.
@@ -329,6 +334,7 @@ impl Config {
             path: path.to_path_buf(),
             message,
         })?;
+        config.enlist_probes();
         Ok(config)
     }
 
@@ -431,7 +437,19 @@ impl Config {
                 return Err(format!("services.{name} has no commands"));
             }
         }
+        probe::validate(&self.probes, &self.services)?;
         Ok(())
+    }
+
+    /// Put each probe on the allow-list as service `probe-<name>`, command `check`: the
+    /// executor, the gate and the status page then treat a probe's runs as any other
+    /// command's.
+    pub fn enlist_probes(&mut self) {
+        for (name, p) in &self.probes {
+            let commands = BTreeMap::from([(probe::CHECK.to_string(), p.command.clone())]);
+            self.services
+                .insert(Probe::service(name), Service { commands });
+        }
     }
 
     /// The state database path.

@@ -276,6 +276,16 @@ async fn start(config: Arc<Config>, shutdown: Shutdown) -> anyhow::Result<Runnin
             reasons: crate::sources::unixsock::REFUSAL_REASONS,
         });
     }
+    if !config.probes.is_empty() {
+        let probes = crate::sources::probe::start(
+            &config,
+            effects.commands.clone(),
+            ingest.clone(),
+            &shutdown,
+        );
+        sources.extend(probes);
+        tracing::info!(probes = config.probes.len(), "probes scheduled");
+    }
     if let Some(h) = &config.http {
         let commands = executor_handle.clone();
         let parts = crate::http::Parts {

@@ -50,6 +50,16 @@ fn merge(current: Config, new: &Config) -> (Config, Vec<&'static str>) {
     let mut effective = current;
     let mut later = Vec::new();
     effective.services = new.services.clone();
+    // Probes keep the schedule they started with, and so their commands, until a restart.
+    for name in new.probes.keys() {
+        effective
+            .services
+            .remove(&crate::config::Probe::service(name));
+    }
+    effective.enlist_probes();
+    if effective.probes != new.probes {
+        later.push("probes");
+    }
     effective.policy = new.policy.clone();
     effective.rules.config = new.rules.config.clone();
     let mut rules_rest = new.rules.clone();
@@ -119,5 +129,19 @@ mod tests {
         assert_eq!(later, vec!["mqtt (other than mqtt.grants)"]);
         let (_, later) = merge(parse(""), &parse("[http]\nlisten = \"127.0.0.1:1\"\n"));
         assert_eq!(later, vec!["http"]);
+    }
+
+    #[test]
+    fn probes_keep_their_schedule_and_command_until_a_restart() {
+        let old = parse("[probes.a]\nrun = \"true\"\nevery = \"5s\"\n");
+        let new = parse(
+            "[probes.b]\nrun = \"false\"\nevery = \"5s\"\n[services.s.commands]\nc = \"true\"\n",
+        );
+        let (effective, later) = merge(old, &new);
+        assert_eq!(later, vec!["probes"]);
+        // The running probe `a` keeps its command; `b` has no scheduler yet, so no command.
+        assert!(effective.services.contains_key("probe-a"));
+        assert!(!effective.services.contains_key("probe-b"));
+        assert!(effective.services.contains_key("s"));
     }
 }

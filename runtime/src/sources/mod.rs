@@ -6,5 +6,6 @@
 
 pub mod collectd;
 pub(crate) mod mqtt;
+pub mod probe;
 pub mod putval;
 pub mod unixsock;
