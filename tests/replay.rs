@@ -79,6 +79,7 @@ fn every_example_rule_replays_its_feed_as_expected_and_the_same_twice() {
     assert_eq!(
         tested,
         [
+            "disk-fill",
             "memory-free",
             "mqtt-watchdog",
             "service-health",
@@ -391,5 +392,63 @@ fn record_captures_what_the_sources_deliver_as_a_feed_replay_reads() {
     assert_eq!(
         actions[0]["reason"],
         "web: 500000000 bytes free < 1000000000"
+    );
+}
+
+/// `MOfN`, `Missing` (its checks on a timer in virtual time) and `Delta` through the wasm
+/// boundary (`tests/rules/detectors`): each decision on the recorded feed, at its time.
+#[test]
+fn the_sdk_detectors_behave_the_same_through_the_wasm_boundary() {
+    let dir = workspace().join("tests/fixtures/replay/detectors");
+    let path = |f: &str| dir.join(f).to_str().unwrap().to_string();
+    let out = replay(&[
+        "--config",
+        &path("medic.toml"),
+        "--rules",
+        rule("detectors").to_str().unwrap(),
+        &path("feed.jsonl"),
+        "--expect",
+        &path("expected.jsonl"),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    let messages: Vec<String> = lines(&out)
+        .iter()
+        .map(|l| {
+            format!(
+                "{} {}",
+                &l["time"].as_str().unwrap()[11..19],
+                l["message"].as_str().unwrap()
+            )
+        })
+        .collect();
+    // 5, 12, 8, 15: two of the last three above 10 at 15; 3, 4, 2: clear at 2.
+    assert!(
+        messages.contains(&"10:53:50 h/cpu/percent-active: 2 of 3 above 10".to_string()),
+        "{messages:?}"
+    );
+    assert!(
+        messages.contains(&"10:54:20 h/cpu/percent-active: 3 of 3 at or below 10".to_string()),
+        "{messages:?}"
+    );
+    // Last seen at 10:53:40 with a 10 s interval: missing after two intervals, back at 10:55:10.
+    assert!(
+        messages.contains(&"10:54:00 h/memory/memory-free is missing".to_string()),
+        "{messages:?}"
+    );
+    assert!(
+        messages.contains(&"10:55:10 h/memory/memory-free is back".to_string()),
+        "{messages:?}"
+    );
+    // 100, 150, 120: the derive went down, a reset.
+    assert!(
+        messages.contains(
+            &"10:53:40 h/processes/fork_rate: no increment (first value or reset)".to_string()
+        ),
+        "{messages:?}"
     );
 }

@@ -471,6 +471,120 @@ impl Ladder {
     }
 }
 
+/// Where a series is heading: the least-squares slope (units per second) of its values over the
+/// last `window`, once they span at least half of it and number at least three. Keeps at most
+/// [`Trend::MAX_SAMPLES`] per series (older ones go first); NaN values are skipped.
+#[derive(Debug)]
+pub struct Trend {
+    window: u64,
+    series: SeriesMap<std::collections::VecDeque<(u64, f64)>>,
+    observed: u32,
+}
+
+impl Trend {
+    pub const MAX_SAMPLES: usize = 512;
+
+    pub fn new(window: Duration) -> Self {
+        Self {
+            window: window.as_nanos() as u64,
+            series: SeriesMap::default(),
+            observed: 0,
+        }
+    }
+
+    /// Add `v` (the series' value at its list's time); the slope per second, if known yet.
+    pub fn observe(&mut self, values: &Values<'_>, v: f64) -> Option<f64> {
+        let now = values.list.time;
+        self.sweep(now);
+        let samples = self.series.entry(values.list.series).or_default();
+        if v.is_finite() && samples.back().is_none_or(|&(t, _)| t < now) {
+            samples.push_back((now, v));
+        }
+        let oldest = now.saturating_sub(self.window);
+        while samples.front().is_some_and(|&(t, _)| t < oldest) || samples.len() > Self::MAX_SAMPLES
+        {
+            samples.pop_front();
+        }
+        let span = samples.back()?.0 - samples.front()?.0;
+        if samples.len() < 3 || span < self.window / 2 {
+            return None;
+        }
+        slope(samples)
+    }
+
+    fn sweep(&mut self, now: u64) {
+        self.observed = self.observed.wrapping_add(1);
+        if !self.observed.is_multiple_of(SWEEP_EVERY) {
+            return;
+        }
+        let horizon = now.saturating_sub(EXPIRE_AFTER.as_nanos() as u64);
+        self.series
+            .retain(|_, s| s.back().is_some_and(|&(t, _)| t >= horizon));
+    }
+}
+
+/// Least squares over `(time ns, value)`, in units per second; times taken relative to the
+/// first so the sums stay exact enough.
+fn slope(samples: &std::collections::VecDeque<(u64, f64)>) -> Option<f64> {
+    let t0 = samples.front()?.0;
+    let n = samples.len() as f64;
+    let (mut st, mut sv, mut stt, mut stv) = (0.0, 0.0, 0.0, 0.0);
+    for &(t, v) in samples {
+        let t = (t - t0) as f64 / 1e9;
+        st += t;
+        sv += v;
+        stt += t * t;
+        stv += t * v;
+    }
+    let den = n * stt - st * st;
+    (den > 0.0).then(|| (n * stv - st * sv) / den)
+}
+
+/// How long until a value `v` moving at `slope` per second reaches `level`; `None` when it is
+/// moving away from it or not at all (`Some(ZERO)` when it is there already).
+pub fn time_to(v: f64, slope: f64, level: f64) -> Option<Duration> {
+    let gap = level - v;
+    if gap == 0.0 {
+        return Some(Duration::ZERO);
+    }
+    if slope == 0.0 || gap.signum() != slope.signum() || !(gap / slope).is_finite() {
+        return None;
+    }
+    Duration::try_from_secs_f64(gap / slope).ok()
+}
+
+/// Increments of counters between successive value lists of a series, aware of wraps and
+/// resets: a counter that went down by what looks like a 32-bit wrap counts the wrap (as
+/// collectd does); any other decrease of a counter or derive is a reset (the process behind
+/// it restarted) and gives no increment, only a new starting point. Gauges give their
+/// difference, absolute values themselves (they reset on every read).
+#[derive(Debug, Default)]
+pub struct Delta {
+    last: SeriesMap<crate::Sample>,
+}
+
+impl Delta {
+    /// The increment of data source `index` of this list since the series' previous list.
+    pub fn observe(&mut self, values: &Values<'_>, index: usize) -> Option<f64> {
+        use crate::Sample;
+        let now = values.values.get(index)?.sample;
+        let before = self.last.insert(values.list.series, now);
+        match (before?, now) {
+            (Sample::Gauge(a), Sample::Gauge(b)) => Some(b - a),
+            (_, Sample::Absolute(b)) => Some(b as f64),
+            (Sample::Counter(a), Sample::Counter(b)) if b >= a => Some((b - a) as f64),
+            (Sample::Counter(a), Sample::Counter(b)) => {
+                let wrapped = u64::from(u32::MAX) - a + b + 1;
+                (a <= u64::from(u32::MAX) && wrapped < u64::from(u32::MAX) / 2)
+                    .then_some(wrapped as f64)
+            }
+            (Sample::Derive(a), Sample::Derive(b)) if b >= a => Some((b - a) as f64),
+            // A reset, or the series changed kind.
+            _ => None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -757,5 +871,68 @@ mod tests {
             );
         });
         assert_eq!(runs, ["a/two"]);
+    }
+
+    #[test]
+    fn trend_gives_the_slope_once_the_window_is_half_full() {
+        let mut tr = Trend::new(Duration::from_secs(600));
+        // 1000 at t=0, falling 2 per second.
+        let mut last = None;
+        for i in 0..40u64 {
+            last = at(1, i * 10, |v| tr.observe(v, 1000.0 - 20.0 * i as f64));
+            if i < 30 {
+                assert_eq!(last, None, "only {} s of values at {i}", i * 10);
+            }
+        }
+        let slope = last.unwrap();
+        assert!((slope + 2.0).abs() < 1e-9, "{slope}");
+        assert_eq!(time_to(200.0, slope, 0.0), Some(Duration::from_secs(100)));
+        assert_eq!(time_to(200.0, 2.0, 0.0), None, "moving away");
+        assert_eq!(time_to(200.0, 0.0, 0.0), None);
+        // NaN is skipped; another series has its own window.
+        assert_eq!(
+            at(1, 400, |v| tr.observe(v, f64::NAN)).map(f64::round),
+            Some(-2.0)
+        );
+        assert_eq!(at(2, 400, |v| tr.observe(v, 5.0)), None);
+    }
+
+    #[test]
+    fn delta_knows_wraps_from_resets() {
+        use crate::{Sample, Value};
+        let mut d = Delta::default();
+        let mut step = |series: u32, t: u64, sample: Sample| {
+            let list = ValueList {
+                series,
+                time: t * S,
+                interval: 10 * S,
+                first: 0,
+                count: 1,
+            };
+            let info = info("h");
+            let values = [Value { sample, rate: None }];
+            d.observe(&Values::new(&list, &values, &info), 0)
+        };
+        assert_eq!(step(1, 0, Sample::Counter(100)), None, "no previous value");
+        assert_eq!(step(1, 10, Sample::Counter(150)), Some(50.0));
+        let near_wrap = u64::from(u32::MAX) - 9;
+        step(1, 20, Sample::Counter(near_wrap));
+        assert_eq!(step(1, 30, Sample::Counter(5)), Some(15.0), "a 32-bit wrap");
+        assert_eq!(step(1, 40, Sample::Counter(1_000_000)), Some(999_995.0));
+        assert_eq!(
+            step(1, 50, Sample::Counter(10)),
+            None,
+            "a reset, not a wrap"
+        );
+        assert_eq!(step(1, 60, Sample::Counter(25)), Some(15.0));
+        assert_eq!(step(2, 0, Sample::Derive(-5)), None);
+        assert_eq!(step(2, 10, Sample::Derive(5)), Some(10.0));
+        assert_eq!(
+            step(2, 20, Sample::Derive(1)),
+            None,
+            "derive went down: reset"
+        );
+        assert_eq!(step(3, 0, Sample::Absolute(7)), None);
+        assert_eq!(step(3, 10, Sample::Absolute(7)), Some(7.0));
     }
 }

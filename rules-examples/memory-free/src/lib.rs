@@ -1,10 +1,13 @@
 //! lua-collectd-monitor's local example, as a medic rule: when free memory drops below a level,
-//! run the `hello`/`exec` command (both configurable). Fires once per low-memory episode; the
-//! episode ends when free memory is back above the level plus 10 %.
+//! run the `hello`/`exec` command (both configurable). Fires once per low-memory episode of a
+//! host; the episode ends when free memory is back above the level plus 10 %. Open episodes
+//! survive a reload or restart.
 
+use std::time::Duration;
+
+use medic_rules::detect::{Change, Crossing, Direction, Level};
 use medic_rules::{Config, Ctx, Rule, Subscriptions, Values, export_rule};
 use serde::Deserialize;
-use std::collections::HashSet;
 
 fn default_service() -> String {
     "hello".into()
@@ -26,12 +29,13 @@ struct Settings {
 
 pub struct MemoryFree {
     settings: Settings,
-    /// Hosts currently in a low-memory episode.
-    low: HashSet<String>,
+    low: Level,
 }
 
+const EPISODES: &str = "episodes";
+
 impl Rule for MemoryFree {
-    fn init(config: Config, _ctx: &mut Ctx) -> Result<Self, String> {
+    fn init(config: Config, ctx: &mut Ctx) -> Result<Self, String> {
         let settings: Settings = config.parse()?;
         if settings.below.is_nan() || settings.below <= 0.0 {
             return Err(format!(
@@ -39,10 +43,15 @@ impl Rule for MemoryFree {
                 settings.below
             ));
         }
-        Ok(Self {
-            settings,
-            low: HashSet::new(),
-        })
+        let crossing = Crossing::new(
+            Direction::Below,
+            settings.below,
+            Some(settings.below * 1.1),
+            Duration::ZERO,
+        )?;
+        let mut low = Level::new(crossing);
+        low.restore(ctx, EPISODES);
+        Ok(Self { settings, low })
     }
 
     fn subscriptions(&self) -> Subscriptions {
@@ -51,15 +60,15 @@ impl Rule for MemoryFree {
 
     fn on_values(&mut self, values: Values<'_>, ctx: &mut Ctx) {
         let Some(free) = values.first() else { return };
-        let host = &values.identifier().host;
-        if free < self.settings.below {
-            if self.low.insert(host.clone()) {
-                let reason = format!("{host}: {free:.0} bytes free < {:.0}", self.settings.below);
-                ctx.run(&self.settings.service, &self.settings.command, reason);
-            }
-        } else if free > self.settings.below * 1.1 {
-            self.low.remove(host);
+        if self.low.observe(&values, free) == Some(Change::Fired) {
+            let host = &values.identifier().host;
+            let reason = format!("{host}: {free:.0} bytes free < {:.0}", self.settings.below);
+            ctx.run(&self.settings.service, &self.settings.command, reason);
         }
+    }
+
+    fn suspend(&mut self, ctx: &mut Ctx) {
+        self.low.save(ctx, EPISODES);
     }
 }
 
@@ -97,5 +106,13 @@ mod tests {
             "new episode"
         );
         assert!(Tester::<MemoryFree>::new(r#"{"below": -1}"#).is_err());
+    }
+
+    #[test]
+    fn an_open_episode_survives_a_reload() {
+        let mut t = Tester::<MemoryFree>::new(r#"{"below": 1000}"#).unwrap();
+        assert_eq!(t.gauge("web/memory/memory-free", 500.0).len(), 1);
+        let mut t = t.reload().unwrap();
+        assert!(t.gauge("web/memory/memory-free", 400.0).is_empty());
     }
 }
