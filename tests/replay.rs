@@ -452,3 +452,47 @@ fn the_sdk_detectors_behave_the_same_through_the_wasm_boundary() {
         "{messages:?}"
     );
 }
+
+/// With `--assume-exit`, admitted commands "end" at once with that status and the rule gets the
+/// result: `service-health`'s escalation ladder climbs through the wasm boundary, in order.
+#[test]
+fn assumed_results_drive_an_escalation_ladder() {
+    let failing = replay_example("service-health", &["--assume-exit", "1"]);
+    assert!(failing.status.success(), "{}", text(&failing.stderr));
+    let steps: Vec<String> = lines(&failing)
+        .iter()
+        .map(|l| match l["action"].as_str().unwrap() {
+            "run" => format!(
+                "run {}/{}",
+                l["service"].as_str().unwrap(),
+                l["command"].as_str().unwrap()
+            ),
+            _ => format!(
+                "{} {}",
+                l["severity"].as_str().unwrap(),
+                l["message"].as_str().unwrap()
+            ),
+        })
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            "run nginx/restart",
+            "run host/reboot",
+            "failure probe web: every step failed: giving up until it passes",
+            "okay probe web passes again",
+        ]
+    );
+    let reboot = &lines(&failing)[1];
+    assert_eq!(
+        reboot["reason"],
+        "web: step restart failed (exit 1); escalating"
+    );
+    // Exit 0: the restart works, nothing climbs.
+    let working = replay_example("service-health", &["--assume-exit", "0"]);
+    let runs = lines(&working)
+        .iter()
+        .filter(|l| l["action"] == "run")
+        .count();
+    assert_eq!(runs, 1);
+}

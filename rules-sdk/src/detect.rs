@@ -441,10 +441,12 @@ impl Ladder {
         }
         rung.step += 1;
         let (service, command) = &self.steps[rung.step];
-        let why = result
-            .error
-            .clone()
-            .unwrap_or_else(|| format!("exit {:?}", result.code));
+        let why = match (&result.error, result.code, result.signal) {
+            (Some(e), _, _) => e.clone(),
+            (None, Some(code), _) => format!("exit {code}"),
+            (None, None, Some(signal)) => format!("signal {signal}"),
+            (None, None, None) => "no exit status".into(),
+        };
         ctx.run(
             service,
             command,

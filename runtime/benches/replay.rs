@@ -67,7 +67,7 @@ fn bench(c: &mut Criterion) {
         .throughput(Throughput::Elements(events));
     g.bench_function("quarter-day-100-series", |b| {
         b.iter(|| {
-            let mut replay = Replay::new(config.clone(), &rule).unwrap();
+            let mut replay = Replay::new(config.clone(), &rule, Default::default()).unwrap();
             for entry in read_lines(feed.as_bytes(), "feed".into()) {
                 replay.entry(entry.unwrap()).unwrap();
             }

@@ -122,6 +122,10 @@ enum Command {
         /// Compare the actions with this file (JSON lines, as replay prints them).
         #[arg(long)]
         expect: Option<PathBuf>,
+        /// Let every admitted command "exit" at once with this status and hand the rule that
+        /// result (default: no result, nothing ran; refused commands always give theirs).
+        #[arg(long, allow_negative_numbers = true)]
+        assume_exit: Option<i32>,
         /// For a directory of datagrams: the security level they were sent with.
         #[arg(long, value_enum, default_value_t = SecurityLevel::None)]
         security_level: SecurityLevel,
@@ -219,8 +223,11 @@ fn main() -> ExitCode {
                 Ok(r) => r,
                 Err(e) => return fail(format!("cannot start the async runtime: {e}")),
             };
-            let stop = medic::daemon::signal();
-            match runtime.block_on(medic::daemon::run(config, &path, stop)) {
+            let run = async {
+                let stop = medic::daemon::signal();
+                medic::daemon::run(config, &path, stop).await
+            };
+            match runtime.block_on(run) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(format!("{e:#}")),
             }
@@ -254,8 +261,11 @@ fn main() -> ExitCode {
                 Ok(r) => r,
                 Err(e) => return fail(format!("cannot start the async runtime: {e}")),
             };
-            let stop = medic::daemon::signal();
-            match runtime.block_on(medic::cli::record::record(&options, stop)) {
+            let record = async {
+                let stop = medic::daemon::signal();
+                medic::cli::record::record(&options, stop).await
+            };
+            match runtime.block_on(record) {
                 Ok(n) => {
                     eprintln!(
                         "medic record: {n} events written to {}",
@@ -292,6 +302,7 @@ fn main() -> ExitCode {
             config,
             rules,
             expect,
+            assume_exit,
             security_level,
             auth_file,
             feed,
@@ -304,6 +315,7 @@ fn main() -> ExitCode {
                 expect,
                 level: security_level,
                 auth_file,
+                replay: medic::replay::Options { assume_exit },
             };
             match replay(&options) {
                 Ok(Verdict::Passed) => ExitCode::SUCCESS,

@@ -23,6 +23,7 @@ pub struct Options {
     pub expect: Option<PathBuf>,
     pub level: SecurityLevel,
     pub auth_file: Option<PathBuf>,
+    pub replay: crate::replay::Options,
 }
 
 /// How a replay ended, for the exit status.
@@ -45,7 +46,7 @@ pub fn replay(o: &Options) -> anyhow::Result<Verdict> {
         None => None,
     };
     let rules = o.rules.clone().unwrap_or_else(|| config.rules.dir.clone());
-    let mut replay = Replay::new(config, &rules)?;
+    let mut replay = Replay::new(config, &rules, o.replay)?;
     let started = Instant::now();
     for entry in entries(o)? {
         replay.entry(entry?)?;

@@ -490,13 +490,18 @@ impl Running {
     }
 }
 
-/// SIGINT or SIGTERM: what `medic run` stops on.
-pub async fn signal() {
+/// SIGINT or SIGTERM: what `medic run` stops on. The handlers are installed when this is
+/// called (inside the runtime), not when the future is first polled: a signal that arrives
+/// while the sources start must stop medic, not kill it by the default action.
+pub fn signal() -> impl Future<Output = ()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {},
-        _ = term.recv() => {},
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    async move {
+        tokio::select! {
+            _ = int.recv() => {},
+            _ = term.recv() => {},
+        }
     }
 }
 

@@ -120,10 +120,23 @@ struct Replayed {
     timers: BTreeMap<String, u64>,
     /// Feed lines of what is batched: first and last.
     origins: Option<(String, String)>,
+    /// Results of this rule's runs, for its next call.
+    results: Vec<crate::event::CommandResult>,
+}
+
+/// How a replay treats the commands rules ask for.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    /// Each admitted run "ends" at once with this exit status, and the rule gets that result
+    /// (an escalation ladder climbs on it). `None`: admitted runs give no result (nothing ran).
+    /// Refused runs always give theirs, as in service.
+    pub assume_exit: Option<i32>,
 }
 
 pub struct Replay {
     config: Config,
+    options: Options,
+    next_action_id: u64,
     clock: VirtualClock,
     host: HostParts,
     rules: Vec<Replayed>,
@@ -140,13 +153,16 @@ pub struct Replay {
     _compiler: Compiler,
 }
 
+/// Calls with command results one batch may lead to (see [`Replay::deliver`]).
+const RESULT_ROUNDS: usize = 16;
+
 /// How many refusal reasons the summary keeps word for word.
 const REFUSALS_KEPT: usize = 5;
 
 impl Replay {
     /// Compile the rules at `rules` (a directory of `.wasm` files or one file) with their
     /// config from `config`. They start at the first entry's time.
-    pub fn new(config: Config, rules: &Path) -> anyhow::Result<Self> {
+    pub fn new(config: Config, rules: &Path, options: Options) -> anyhow::Result<Self> {
         let compiler = Compiler::new(None)?;
         let files = if rules.is_dir() {
             rule_files(rules)?
@@ -192,10 +208,13 @@ impl Replay {
                 batch: BatchBuilder::default(),
                 timers: BTreeMap::new(),
                 origins: None,
+                results: Vec::new(),
             })
             .collect();
         Ok(Self {
             config,
+            options,
+            next_action_id: 1,
             clock,
             host,
             rules,
@@ -346,7 +365,36 @@ impl Replay {
         }
     }
 
+    /// Deliver rule `i`'s batch, then the results of the runs it asked for, each in a call of
+    /// its own at the same time (as in service, where they arrive a moment later), up to
+    /// [`RESULT_ROUNDS`] rounds: a rule that asks again on every refusal would otherwise
+    /// never let virtual time move on.
     fn deliver(&mut self, i: usize) {
+        self.call(i);
+        for _ in 0..RESULT_ROUNDS {
+            let results = std::mem::take(&mut self.rules[i].results);
+            if results.is_empty() {
+                return;
+            }
+            let rule = &mut self.rules[i];
+            for r in results {
+                rule.batch.push_event(r.into());
+            }
+            rule.origins = Some(("command results".into(), "command results".into()));
+            self.call(i);
+        }
+        let rule = &mut self.rules[i];
+        if !rule.results.is_empty() {
+            rule.results.clear();
+            let name = rule.spec.name.to_string();
+            eprintln!(
+                "rule {name}: still asking after {RESULT_ROUNDS} rounds of command results at \
+                 one instant; the rest are dropped"
+            );
+        }
+    }
+
+    fn call(&mut self, i: usize) {
         let now = self.clock.now_ns();
         let rule = &mut self.rules[i];
         let origins = rule.origins.take();
@@ -401,17 +449,38 @@ impl Replay {
         let what = match action {
             wit::Action::Run(run) => {
                 let at = self.origin + Duration::from_nanos(now - self.first_ns.unwrap_or(now));
-                // Nothing runs: as if each command succeeded at once, so only cooldowns, rate
-                // limits and the allow-list can refuse.
+                let action_id = self.next_action_id;
+                self.next_action_id += 1;
+                let result = |code: Option<i32>, error: Option<String>| {
+                    let mut r = crate::event::CommandResult::error(
+                        action_id,
+                        run.service.clone(),
+                        run.command.clone(),
+                        String::new(),
+                    );
+                    r.code = code;
+                    r.error = error;
+                    r
+                };
+                // Nothing runs: each admitted run ends at once (successfully, unless
+                // `assume_exit` says otherwise), so its concurrency never refuses the next.
                 let verdict = match self
                     .gate
                     .admit(&self.config, &run.service, &run.command, at)
                 {
                     Ok((_, admitted)) => {
-                        self.gate.finish(&self.config, admitted, false, at);
+                        let failed = self.options.assume_exit.is_some_and(|c| c != 0);
+                        self.gate.finish(&self.config, admitted, failed, at);
+                        if let Some(code) = self.options.assume_exit {
+                            rule.results.push(result(Some(code), None));
+                        }
                         None
                     }
-                    Err(refusal) => Some(refusal.to_string()),
+                    Err(refusal) => {
+                        let why = refusal.to_string();
+                        rule.results.push(result(None, Some(why.clone())));
+                        Some(why)
+                    }
                 };
                 What::Run {
                     service: run.service,
