@@ -295,6 +295,20 @@ impl CommandResult {
 /// Where a command's result goes: back to whoever asked (a rule's worker, an MQTT sender).
 pub type ReplyTo = Box<dyn FnOnce(CommandResult) + Send>;
 
+/// A request to replace the local collectd's config (lua-collectd-monitor's send-config), or to
+/// finish one that a previous medic process left in progress.
+pub struct ConfigRequest {
+    /// `mqtt:<task id>`.
+    pub origin: Arc<str>,
+    pub action_id: u64,
+    /// The task's dedupe key: the replacement's progress is kept under it.
+    pub task: String,
+    /// The new config; `None` to finish the replacement recorded under `task`.
+    pub config: Option<String>,
+    /// The reply: lua-collectd-monitor's code and message.
+    pub reply: Box<dyn FnOnce(i64, String) + Send>,
+}
+
 /// A request to run one allow-listed command, from a rule or a remote sender alike.
 pub struct CommandRequest {
     /// Who asked: a rule name, or `mqtt:<task id>` for a remote command.

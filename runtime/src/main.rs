@@ -152,6 +152,10 @@ enum Command {
     /// Prints the result's message; exits with its code (1 when the code does not fit an exit
     /// status, 124 when no result came in time).
     Send(SendArgs),
+    /// Send a whole collectd.conf over MQTT for the target to check and put in place (as
+    /// lua-collectd-monitor's send-config.lua) and wait for the result. Prints its message;
+    /// exits 0 on success, 1 on another code (0x2000-0x2009, see README), 124 on no result.
+    SendConfig(SendConfigArgs),
     /// Print a medic.toml equivalent to a lua-collectd-monitor config.json.
     ImportLcm {
         /// lua-collectd-monitor's config.json.
@@ -169,6 +173,21 @@ enum Command {
 struct SendArgs {
     service: String,
     command: String,
+    #[command(flatten)]
+    to: BrokerArgs,
+}
+
+#[derive(clap::Args)]
+struct SendConfigArgs {
+    /// The collectd.conf to send.
+    file: PathBuf,
+    #[command(flatten)]
+    to: BrokerArgs,
+}
+
+/// Where a request goes and how long to wait for its result.
+#[derive(clap::Args)]
+struct BrokerArgs {
     /// mqtt://host[:port] or mqtts://host[:port].
     #[arg(long)]
     broker: String,
@@ -246,7 +265,21 @@ fn main() -> ExitCode {
             };
             decode_command(options, listen, files)
         }
-        Command::Send(args) => send_command(args),
+        Command::Send(args) => {
+            let (service, command) = (args.service, args.command);
+            send_command(args.to, move |task_id| {
+                medic::mqtt::lcm::command_payload(task_id, &service, &command)
+            })
+        }
+        Command::SendConfig(args) => {
+            let text = match std::fs::read_to_string(&args.file) {
+                Ok(t) => t,
+                Err(e) => return fail(format!("cannot read {}: {e}", args.file.display())),
+            };
+            send_command(args.to, move |task_id| {
+                medic::mqtt::lcm::config_payload(task_id, &text)
+            })
+        }
         Command::Record {
             config,
             out,
@@ -422,7 +455,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn send_command(a: SendArgs) -> ExitCode {
+fn send_command(a: BrokerArgs, payload: impl FnOnce(u64) -> Vec<u8>) -> ExitCode {
     use medic::cli::send;
     use medic::mqtt::lcm;
     if a.password.is_some() {
@@ -445,6 +478,7 @@ fn send_command(a: SendArgs) -> ExitCode {
             .clone()
             .unwrap_or_else(|| format!("medic/{}/{kind}", a.node.as_deref().unwrap_or_default()))
     };
+    let task_id = a.task_id.unwrap_or_else(send::fresh_task_id);
     let options = send::SendOptions {
         broker: a.broker.clone(),
         credentials: a.user.clone().map(|u| (u, password.unwrap_or_default())),
@@ -459,9 +493,8 @@ fn send_command(a: SendArgs) -> ExitCode {
             medic::config::MqttProtocol::V311
         },
         timeout: a.timeout,
-        task_id: a.task_id.unwrap_or_else(send::fresh_task_id),
-        service: a.service.clone(),
-        command: a.command.clone(),
+        task_id,
+        payload: payload(task_id),
     };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

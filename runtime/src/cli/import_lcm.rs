@@ -33,6 +33,7 @@ pub fn convert(json: &str, source: &Path, paths: &Paths) -> anyhow::Result<Strin
         .cloned()
         .collect();
     let notes = services(&mut doc, &lcm, &mut unmapped)?;
+    collectd(&mut doc, &lcm, &mut unmapped)?;
     doc.set_trailing(notes + &unmapped_comment(&unmapped));
     Ok(doc.to_string())
 }
@@ -211,7 +212,10 @@ fn services(
             .and_then(Value::as_object)
             .with_context(|| format!("`Services.{service}.commands` must be an object"))?;
         if let Some(spec) = spec.as_object() {
-            let extra = spec.keys().filter(|k| *k != "commands");
+            let extra = spec
+                .keys()
+                .filter(|k| *k != "commands")
+                .filter(|k| !(service == "collectd" && COLLECTD_KEYS.contains(&k.as_str())));
             unmapped.extend(extra.map(|k| format!("Services.{service}.{k}")));
         }
         if commands.is_empty() {
@@ -248,6 +252,65 @@ fn services(
     })
 }
 
+/// `Services.collectd`'s keys that say how to replace collectd's config.
+const COLLECTD_KEYS: [&str; 3] = ["CommandPath", "ConfigPath", "PIDPath"];
+
+/// The `[collectd]` section from `Services.collectd` (lua-collectd-monitor's config replacer
+/// reads the same keys, and its `commands.start`/`stop` to restart collectd), with its
+/// defaults where a key is absent.
+fn collectd(doc: &mut DocumentMut, lcm: &Lcm, unmapped: &mut Vec<String>) -> anyhow::Result<()> {
+    let spec = lcm
+        .0
+        .get("Services")
+        .and_then(|s| s.get("collectd"))
+        .and_then(Value::as_object);
+    let text = |key: &str| -> anyhow::Result<Option<String>> {
+        match spec.and_then(|s| s.get(key)) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) if !s.trim().is_empty() => Ok(Some(s.clone())),
+            Some(other) => anyhow::bail!("`Services.collectd.{key}` must be a path, not {other}"),
+        }
+    };
+    let command = |name: &str| {
+        spec.and_then(|s| s.get("commands"))
+            .and_then(|c| c.get(name))
+            .and_then(Value::as_str)
+            .filter(|c| !c.trim().is_empty())
+            .map(String::from)
+    };
+    let mut table = Table::new();
+    table.insert(
+        "config",
+        value(text("ConfigPath")?.unwrap_or_else(|| "/etc/collectd/collectd.conf".into())),
+    );
+    table.insert(
+        "pid_file",
+        value(text("PIDPath")?.unwrap_or_else(|| "/var/run/collectd.pid".into())),
+    );
+    if let Some(binary) = text("CommandPath")? {
+        table.insert("binary", value(binary));
+    }
+    for step in ["stop", "start"] {
+        if let Some(line) = command(step) {
+            table.insert(step, value(line));
+        }
+    }
+    table.decor_mut().set_prefix(format!(
+        "\n{}{}",
+        comment(
+            "collectd.conf replacement over MQTT (send-config): where collectd's config and pid"
+        ),
+        comment(
+            "file are; without stop/start, systemd's unit or the pid file and `collectd -C -P`."
+        ),
+    ));
+    doc.insert("collectd", Item::Table(table));
+    if spec.is_some_and(|s| s.contains_key("ReplacerReportPath")) {
+        unmapped.push("Services.collectd.ReplacerReportPath".into());
+    }
+    Ok(())
+}
+
 fn unmapped_comment(unmapped: &[String]) -> String {
     if unmapped.is_empty() {
         return String::new();
@@ -261,8 +324,8 @@ fn unmapped_comment(unmapped: &[String]) -> String {
             "LocalMonitorConfigDir" | "MonitorConfigPath" => {
                 "local monitor Lua scripts: write rules in Rust (medic rules) instead"
             }
-            "CollectdConfigPath" | "CollectdConfigReplaceCommand" | "CollectdConfigTopic" => {
-                "replacing collectd.conf over MQTT is not a medic feature"
+            "Services.collectd.ReplacerReportPath" => {
+                "medic sends the replacement's result itself: no report file"
             }
             _ => "unknown to medic",
         };
@@ -288,7 +351,14 @@ mod tests {
       "LocalMonitorConfigDir": "/etc/collectd/monitor/local",
       "Services": {
         "nginx": { "commands": { "restart": "/bin/systemctl restart nginx 2>&1" } },
-        "hello": { "commands": { "exec": "/bin/echo \"Hello World!\"" } }
+        "hello": { "commands": { "exec": "/bin/echo \"Hello World!\"" } },
+        "collectd": {
+          "CommandPath": "/opt/collectd/sbin/collectd",
+          "ConfigPath": "/opt/collectd/etc/collectd.conf",
+          "PIDPath": "/opt/collectd/var/run/collectd.pid",
+          "ReplacerReportPath": "/var/log/replacer.log",
+          "commands": { "start": "/bin/systemctl start collectd", "stop": "/bin/systemctl stop collectd" }
+        }
       }
     }"#;
 
@@ -315,6 +385,22 @@ mod tests {
         );
         assert!(
             text.contains("#   LocalMonitorConfigDir: local monitor Lua scripts"),
+            "{text}"
+        );
+        let c = config.collectd.unwrap();
+        assert_eq!(c.config, Path::new("/opt/collectd/etc/collectd.conf"));
+        assert_eq!(c.pid_file, Path::new("/opt/collectd/var/run/collectd.pid"));
+        assert_eq!(c.binary, Path::new("/opt/collectd/sbin/collectd"));
+        assert_eq!(
+            c.start,
+            Some(crate::config::Program::Shell(
+                "/bin/systemctl start collectd".into()
+            ))
+        );
+        // collectd's start/stop stay remote commands too, as in lua-collectd-monitor.
+        assert!(config.services["collectd"].commands.contains_key("start"));
+        assert!(
+            text.contains("#   Services.collectd.ReplacerReportPath: medic sends"),
             "{text}"
         );
     }

@@ -1,10 +1,10 @@
-//! `medic send`: publish one remote command and wait for its result, ignoring results for other
-//! task ids. Its own session is clean: it is a one-shot client.
+//! `medic send` and `medic send-config`: publish one request and wait for its result, ignoring
+//! results for other task ids. Its own session is clean: it is a one-shot client.
 
 use std::time::{Duration, Instant};
 
 use crate::config::{BrokerUrl, MqttProtocol};
-use crate::mqtt::lcm::{self, Reply};
+use crate::mqtt::lcm::Reply;
 use crate::mqtt::link::{Backoff, Link, LinkEvent};
 use crate::mqtt::options::Connect;
 
@@ -19,8 +19,8 @@ pub struct SendOptions {
     pub protocol: MqttProtocol,
     pub timeout: Duration,
     pub task_id: u64,
-    pub service: String,
-    pub command: String,
+    /// The request, as `lcm::command_payload` or `lcm::config_payload` make it.
+    pub payload: Vec<u8>,
 }
 
 /// Why no result came.
@@ -61,7 +61,7 @@ pub async fn send(o: SendOptions) -> Result<Reply, SendError> {
         max: Duration::from_secs(2),
     };
     let mut link = Link::start(&connect, backoff, "medic send").map_err(SendError::Setup)?;
-    let payload = lcm::command_payload(o.task_id, &o.service, &o.command);
+    let payload = o.payload.clone();
     let mut last_error = None;
     let mut sent = false;
     loop {

@@ -1,6 +1,7 @@
 //! The one TOML file an operator writes. Parse errors carry `file:line:col`; relative paths are
 //! resolved against the config file's directory so a config works from any working directory.
 
+mod collectd;
 mod command;
 mod mqtt;
 mod probe;
@@ -12,6 +13,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde::de::{self, Deserializer};
 
+pub use collectd::Collectd;
 pub use command::{Command, Program, Service};
 pub use mqtt::{BrokerUrl, Mqtt, MqttProtocol};
 pub use probe::{CHECK as PROBE_COMMAND, Probe};
@@ -43,6 +45,9 @@ pub struct Config {
     /// Checks run on a schedule; each is also service `probe-<name>` of the allow-list.
     #[serde(default)]
     pub probes: BTreeMap<String, Probe>,
+    /// The local collectd whose config may be replaced over MQTT; refused when absent.
+    #[serde(default)]
+    pub collectd: Option<Collectd>,
 }
 
 /// `GET /status`, `/history`, `/metrics`, `/feed.atom` and the page at `/`.
@@ -345,6 +350,10 @@ impl Config {
             }
         };
         abs(&mut self.daemon.state_dir);
+        if let Some(c) = &mut self.collectd {
+            abs(&mut c.config);
+            abs(&mut c.pid_file);
+        }
         abs(&mut self.rules.dir);
         self.ingest.types_db.iter_mut().for_each(abs);
         if let Some(p) = &mut self.ingest.putval {

@@ -384,6 +384,11 @@ fn start_mqtt(
         },
     })?;
     let run_effects = effects.clone();
+    let replacer = crate::effects::replace_config::Replacer::new(
+        config.collectd.clone(),
+        store.clone(),
+        effects.history.clone(),
+    );
     let tasks = crate::sources::mqtt::start(
         crate::sources::mqtt::Parts {
             config: m.clone(),
@@ -391,6 +396,7 @@ fn start_mqtt(
             store: store.clone(),
             session: handle.clone(),
             run: Arc::new(move |request| run_effects.run(request)),
+            replace: Arc::new(move |request| replacer.handle(request)),
             ingest: ingest.clone(),
             shutdown: shutdown.clone(),
         },

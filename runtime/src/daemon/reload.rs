@@ -92,6 +92,9 @@ fn merge(current: Config, new: &Config) -> (Config, Vec<&'static str>) {
     if effective.http != new.http {
         later.push("http");
     }
+    if effective.collectd != new.collectd {
+        later.push("collectd");
+    }
     (effective, later)
 }
 

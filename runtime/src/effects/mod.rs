@@ -10,6 +10,7 @@ pub mod mqtt;
 pub mod policy;
 mod presence;
 mod remote;
+pub mod replace_config;
 pub mod view;
 
 use std::sync::Arc;

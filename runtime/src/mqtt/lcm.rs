@@ -30,6 +30,23 @@ pub mod code {
     pub const TIMED_OUT: i64 = 124;
     pub const CANNOT_START: i64 = 127;
 
+    // Replacing collectd's config: lua-collectd-monitor's codes.
+    /// A replacement is already in progress.
+    pub const CONFIG_IN_PROGRESS: i64 = 0x2000;
+    pub const CONFIG_CANNOT_WRITE: i64 = 0x2001;
+    /// `collectd -T` refused the new config; the live one is untouched.
+    pub const CONFIG_BROKEN: i64 = 0x2002;
+    pub const CONFIG_CANNOT_STOP: i64 = 0x2003;
+    /// collectd was told to stop but its pid did not go.
+    pub const CONFIG_PID_REMAINS: i64 = 0x2004;
+    pub const CONFIG_CANNOT_BACK_UP: i64 = 0x2005;
+    pub const CONFIG_CANNOT_REPLACE: i64 = 0x2006;
+    /// collectd did not start on the new config; the old one is back and collectd runs on it.
+    pub const CONFIG_RECOVERED: i64 = 0x2007;
+    /// It did not start on the old config either.
+    pub const CONFIG_CANNOT_RECOVER: i64 = 0x2008;
+    pub const CONFIG_NO_NEW_PID: i64 = 0x2009;
+
     /// A short meaning, for `medic send` and logs.
     pub fn describe(code: i64) -> Option<&'static str> {
         Some(match code {
@@ -44,19 +61,37 @@ pub mod code {
             INTERRUPTED => "interrupted by a medic restart",
             TIMED_OUT => "timed out",
             CANNOT_START => "command could not start",
+            CONFIG_IN_PROGRESS => "a config replacement is already in progress",
+            CONFIG_CANNOT_WRITE => "cannot write the new config",
+            CONFIG_BROKEN => "the new config is broken",
+            CONFIG_CANNOT_STOP => "cannot stop collectd",
+            CONFIG_PID_REMAINS => "collectd's pid did not go",
+            CONFIG_CANNOT_BACK_UP => "cannot back up the config",
+            CONFIG_CANNOT_REPLACE => "cannot replace the config",
+            CONFIG_RECOVERED => "collectd failed on the new config; the old one runs again",
+            CONFIG_CANNOT_RECOVER => "collectd failed on the new config and on the old one",
+            CONFIG_NO_NEW_PID => "no new pid of collectd",
             _ => return None,
         })
     }
 }
 
-/// A remote command as received.
+/// A remote request as received.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Request {
     /// A JSON number or string, echoed back as it came.
     pub task_id: Value,
     pub timestamp: Option<String>,
-    pub service: String,
-    pub command: String,
+    pub ask: Ask,
+}
+
+/// What a request asks for.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Ask {
+    /// `{"service", "command"}`: run an allow-listed command.
+    Run { service: String, command: String },
+    /// `{"config"}`: replace collectd's config with this text (send-config.lua).
+    ReplaceConfig(String),
 }
 
 impl Request {
@@ -150,15 +185,22 @@ pub fn parse_request(payload: &[u8]) -> Result<Request, Invalid> {
         Some(_) => Err(format!("`{field}` must be a non-empty string")),
         None => Err(format!("`{field}` is missing")),
     };
-    let fields = (text("service"), text("command"));
-    let (service, command) = match fields {
-        (Ok(s), Ok(c)) => (s, c),
-        (Err(message), _) | (_, Err(message)) => {
-            return Err(Invalid {
-                task_id: Some(task_id),
-                message,
-            });
+    let invalid = |message: String| Invalid {
+        task_id: Some(task_id.clone()),
+        message,
+    };
+    let ask = match map.get("config") {
+        Some(_) if map.contains_key("service") || map.contains_key("command") => {
+            return Err(invalid(
+                "a request has either `config` or `service` and `command`".into(),
+            ));
         }
+        Some(Value::String(text)) if !text.trim().is_empty() => Ask::ReplaceConfig(text.clone()),
+        Some(_) => return Err(invalid("`config` must be collectd.conf's text".into())),
+        None => match (text("service"), text("command")) {
+            (Ok(service), Ok(command)) => Ask::Run { service, command },
+            (Err(message), _) | (_, Err(message)) => return Err(invalid(message)),
+        },
     };
     let timestamp = match map.get("timestamp") {
         None | Some(Value::Null) => None,
@@ -175,8 +217,7 @@ pub fn parse_request(payload: &[u8]) -> Result<Request, Invalid> {
     Ok(Request {
         task_id,
         timestamp,
-        service,
-        command,
+        ask,
     })
 }
 
@@ -235,6 +276,16 @@ pub fn command_payload(task_id: u64, service: &str, command: &str) -> Vec<u8> {
         "command": command,
     }))
     .expect("a command always serializes")
+}
+
+/// What send-config.lua sends: a whole collectd.conf.
+pub fn config_payload(task_id: u64, config: &str) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "task_id": task_id,
+        "timestamp": now_timestamp(),
+        "config": config,
+    }))
+    .expect("a config request always serializes")
 }
 
 /// The reply code and message for an executor outcome.
@@ -299,7 +350,13 @@ mod tests {
         .unwrap();
         assert_eq!(r.task_id, Value::from(3126260400u64));
         assert_eq!(r.key(), "3126260400");
-        assert_eq!((r.service.as_str(), r.command.as_str()), ("hello", "exec"));
+        assert_eq!(
+            r.ask,
+            Ask::Run {
+                service: "hello".into(),
+                command: "exec".into()
+            }
+        );
         let now: jiff::Timestamp = "2020-11-26T00:42:19Z".parse().unwrap();
         let skew = Duration::from_secs(30);
         assert_eq!(
@@ -315,6 +372,47 @@ mod tests {
         assert!(err.contains("in the future"), "{err}");
         let s = parse_request(br#"{"task_id": "a-1", "service": "s", "command": "c"}"#).unwrap();
         assert_eq!(s.key(), "\"a-1\"");
+    }
+
+    #[test]
+    fn reads_send_config_requests() {
+        let r = parse_request(
+            br#"{"task_id": 9, "timestamp": "2020-11-26T00:41:19Z", "config": "Interval 10
+"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            r.ask,
+            Ask::ReplaceConfig(
+                "Interval 10
+"
+                .into()
+            )
+        );
+        for (payload, why) in [
+            (&br#"{"task_id": 9, "config": ""}"#[..], "`config` must be"),
+            (br#"{"task_id": 9, "config": 5}"#, "`config` must be"),
+            (
+                br#"{"task_id": 9, "config": "x", "service": "s", "command": "c"}"#,
+                "either `config` or",
+            ),
+        ] {
+            let e = parse_request(payload).unwrap_err();
+            assert_eq!(e.task_id, Some(Value::from(9)));
+            assert!(e.message.contains(why), "{}", e.message);
+        }
+        let sent: Value = serde_json::from_slice(&config_payload(
+            7,
+            "Interval 1
+",
+        ))
+        .unwrap();
+        assert_eq!(
+            sent["config"],
+            "Interval 1
+"
+        );
+        assert_eq!(sent["task_id"], 7);
     }
 
     #[test]

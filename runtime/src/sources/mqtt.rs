@@ -18,10 +18,12 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 
 use crate::config::Mqtt;
-use crate::event::{CommandRequest, CommandResult, Ingested, MqttMessage, next_action_id, now_ns};
+use crate::event::{
+    CommandRequest, CommandResult, ConfigRequest, Ingested, MqttMessage, next_action_id, now_ns,
+};
 use crate::logging::RateLimited;
 use crate::metrics::{CodeLabels, metrics};
-use crate::mqtt::lcm::{self, Reply, code};
+use crate::mqtt::lcm::{self, Ask, Reply, code};
 use crate::mqtt::link::Message;
 use crate::mqtt::session::{Handled, Session, SessionHandle};
 use crate::shutdown::Shutdown;
@@ -40,6 +42,8 @@ pub struct Parts {
     pub session: SessionHandle,
     /// Hands a remote command to the policy gate and executor.
     pub run: Arc<dyn Fn(CommandRequest) + Send + Sync>,
+    /// Hands a collectd config replacement (or the finishing of one) to its effect.
+    pub replace: Arc<dyn Fn(ConfigRequest) + Send + Sync>,
     pub ingest: mpsc::Sender<Ingested>,
     pub shutdown: Shutdown,
 }
@@ -71,6 +75,7 @@ struct Inbound {
     store: Store,
     session: SessionHandle,
     run: Arc<dyn Fn(CommandRequest) + Send + Sync>,
+    replace: Arc<dyn Fn(ConfigRequest) + Send + Sync>,
     rules: mpsc::Sender<MqttMessage>,
     shutdown: Shutdown,
     invalid: u64,
@@ -88,6 +93,7 @@ impl Inbound {
             store: parts.store,
             session: parts.session,
             run: parts.run,
+            replace: parts.replace,
             rules,
             shutdown: parts.shutdown,
             invalid: 0,
@@ -135,6 +141,18 @@ impl Inbound {
             Ok(keys) => {
                 for key in keys {
                     let task_id = serde_json::from_str(&key).unwrap_or(Value::String(key.clone()));
+                    if let Ok(Some((_, action_id))) = self.store.replacement(&key) {
+                        // A config replacement: finish it, then answer with how it ended.
+                        let reply = self.replace_reply(key.clone(), task_id);
+                        (self.replace)(ConfigRequest {
+                            origin: format!("mqtt:{key}").into(),
+                            action_id,
+                            task: key,
+                            config: None,
+                            reply,
+                        });
+                        continue;
+                    }
                     tracing::warn!(
                         task_id = key,
                         "remote command was running when medic stopped; answering `interrupted`"
@@ -230,11 +248,30 @@ impl Inbound {
             return finish_task(&self.store, &self.session, &self.result_topic, &key, &reply);
         }
         let action_id = next_action_id();
+        let (service, command) = match request.ask {
+            Ask::Run { service, command } => (service, command),
+            Ask::ReplaceConfig(text) => {
+                tracing::info!(
+                    task_id = key,
+                    action_id,
+                    bytes = text.len(),
+                    "collectd config replacement received"
+                );
+                let reply = self.replace_reply(key.clone(), request.task_id);
+                return (self.replace)(ConfigRequest {
+                    origin: format!("mqtt:{key}").into(),
+                    action_id,
+                    task: key,
+                    config: Some(text),
+                    reply,
+                });
+            }
+        };
         tracing::info!(
             task_id = key,
             action_id,
-            service = request.service,
-            command = request.command,
+            service,
+            command,
             "remote command received"
         );
         let (store, session) = (self.store.clone(), self.session.clone());
@@ -244,8 +281,8 @@ impl Inbound {
             origin,
             build: None,
             action_id,
-            service: request.service,
-            command: request.command,
+            service,
+            command,
             reason: "remote command".into(),
             reply: Box::new(move |result: CommandResult| {
                 let (code, message) = lcm::outcome_reply(&result);
@@ -255,6 +292,19 @@ impl Inbound {
                 tracing::info!(task_id = key, code, "remote command answered");
             }),
         });
+    }
+
+    /// Where a config replacement's code and message go: recorded with the task and queued.
+    fn replace_reply(&self, key: String, task_id: Value) -> Box<dyn FnOnce(i64, String) + Send> {
+        let (store, session, topic) = (
+            self.store.clone(),
+            self.session.clone(),
+            self.result_topic.clone(),
+        );
+        Box::new(move |code, message| {
+            let reply = Reply::new(task_id, code, message);
+            finish_task(&store, &session, &topic, &key, &reply);
+        })
     }
 
     /// Why a request is too old to run (`mqtt.max_age`), if it is.
@@ -395,6 +445,7 @@ mod tests {
             store: store.clone(),
             session: handle,
             run,
+            replace: Arc::new(|_| panic!("no config replacement in these tests")),
             ingest,
             shutdown,
         };

@@ -127,6 +127,11 @@ impl Store {
                  task_id  TEXT PRIMARY KEY,
                  received INTEGER NOT NULL,
                  reply    BLOB
+             ) WITHOUT ROWID;
+             CREATE TABLE IF NOT EXISTS collectd_replacement (
+                 task_id   TEXT PRIMARY KEY,
+                 step      TEXT NOT NULL,
+                 action_id INTEGER NOT NULL
              ) WITHOUT ROWID;",
         )?;
         conn.execute_batch(history::SCHEMA)?;
@@ -359,6 +364,41 @@ impl Store {
             .prepare_cached("SELECT service, command, state FROM policy_state")?
             .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
             .collect()
+    }
+
+    /// Where the collectd config replacement of `task_id` has got to (`step`), so a medic that
+    /// restarts in the middle finishes it and answers once.
+    pub fn replacement_set(
+        &self,
+        task_id: &str,
+        step: &str,
+        action_id: u64,
+    ) -> rusqlite::Result<()> {
+        self.conn()
+            .prepare_cached(
+                "INSERT INTO collectd_replacement (task_id, step, action_id) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (task_id) DO UPDATE SET step = excluded.step",
+            )?
+            .execute(params![task_id, step, action_id as i64])
+            .map(drop)
+    }
+
+    /// The step and action id recorded for `task_id`'s replacement, if one is in progress.
+    pub fn replacement(&self, task_id: &str) -> rusqlite::Result<Option<(String, u64)>> {
+        self.conn()
+            .prepare_cached("SELECT step, action_id FROM collectd_replacement WHERE task_id = ?1")?
+            .query_row(params![task_id], |r| {
+                Ok((r.get(0)?, r.get::<_, i64>(1)? as u64))
+            })
+            .optional()
+    }
+
+    /// The replacement of `task_id` is over (answered).
+    pub fn replacement_clear(&self, task_id: &str) -> rusqlite::Result<()> {
+        self.conn()
+            .prepare_cached("DELETE FROM collectd_replacement WHERE task_id = ?1")?
+            .execute(params![task_id])
+            .map(drop)
     }
 
     /// Forget task ids received before `before` (ns); returns how many.

@@ -1,0 +1,588 @@
+//! Replacing the local collectd's config on request (lua-collectd-monitor's send-config), with
+//! its result codes. The new text is written beside the live config as `<config>.lock` (0600,
+//! also the "replacement in progress" marker), checked with `collectd -T -C` (upstream 5.12's
+//! `-t` exits 0 without parsing), then collectd is stopped, the live config kept as
+//! `<config>.orig`, the new one moved in, and collectd started; if it does not come up, the
+//! old config goes back (the refused one is kept as `<config>.rejected`) and collectd is
+//! started on it.
+//!
+//! Each step is recorded in the database before the next begins, so a medic that is killed in
+//! the middle finishes the replacement when it starts again and answers once. The whole
+//! replacement is one audit record (service `collectd`, command `replace-config`).
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::io::AsyncReadExt;
+
+use crate::config::{Collectd, Program};
+use crate::event::{ConfigRequest, now_ns};
+use crate::mqtt::lcm::code;
+use crate::store::Store;
+use crate::store::history::{Entry, History, state};
+
+/// What lua-collectd-monitor says on success, word for word.
+pub const SUCCEEDED: &str = "Succeeded to replace config.";
+/// Output of collectd kept in a reply.
+const OUTPUT_CAP: usize = 16 * 1024;
+/// How long collectd must stay up after its pid appeared to count as started.
+const SETTLE: Duration = Duration::from_millis(500);
+
+mod step {
+    /// The new config is written and passed `collectd -T`.
+    pub const CHECKED: &str = "checked";
+    /// collectd is stopped (its pid gone).
+    pub const STOPPED: &str = "stopped";
+    /// The new config is the live one (the old one is `.orig`).
+    pub const REPLACED: &str = "replaced";
+}
+
+#[derive(Clone)]
+pub struct Replacer {
+    collectd: Option<Arc<Collectd>>,
+    store: Store,
+    history: Option<History>,
+    busy: Arc<AtomicBool>,
+}
+
+/// Who asked, for the log and the audit record.
+struct Asked {
+    origin: Arc<str>,
+    action_id: u64,
+    task: String,
+}
+
+/// A step that failed: the reply's code and message.
+type Failed = (i64, String);
+
+impl Replacer {
+    pub fn new(collectd: Option<Collectd>, store: Store, history: Option<History>) -> Self {
+        Self {
+            collectd: collectd.map(Arc::new),
+            store,
+            history,
+            busy: Arc::default(),
+        }
+    }
+
+    /// Take a request; the reply comes when collectd runs again (or could not).
+    pub fn handle(&self, req: ConfigRequest) {
+        let this = self.clone();
+        let ConfigRequest {
+            origin,
+            action_id,
+            task,
+            config,
+            reply,
+        } = req;
+        let asked = Asked {
+            origin,
+            action_id,
+            task,
+        };
+        tokio::spawn(async move {
+            let (code, message) = this.serve(&asked, config).await;
+            tracing::info!(
+                task_id = asked.task,
+                action_id,
+                code = format!("0x{code:04x}"),
+                "collectd config replacement: {message}"
+            );
+            this.record_end(action_id, code, &message);
+            reply(code, message);
+            if let Err(e) = this.store.replacement_clear(&asked.task) {
+                tracing::error!(
+                    task_id = asked.task,
+                    "cannot clear the replacement's progress: {e}"
+                );
+            }
+        });
+    }
+
+    async fn serve(&self, req: &Asked, config: Option<String>) -> (i64, String) {
+        let Some(cfg) = self.collectd.clone() else {
+            return (
+                code::REFUSED,
+                "this medic has no [collectd] section: it does not replace collectd's config"
+                    .into(),
+            );
+        };
+        let run = Run {
+            cfg,
+            store: self.store.clone(),
+            task: req.task.clone(),
+            action_id: req.action_id,
+        };
+        match &config {
+            Some(text) => {
+                if self.busy.swap(true, Ordering::SeqCst) {
+                    return in_progress();
+                }
+                self.record_start(req, text.len());
+                let result = run.replace(text).await;
+                self.busy.store(false, Ordering::SeqCst);
+                result.map_or_else(|e| e, |()| (0, SUCCEEDED.into()))
+            }
+            None => {
+                self.busy.store(true, Ordering::SeqCst);
+                let result = run.resume().await;
+                self.busy.store(false, Ordering::SeqCst);
+                result.map_or_else(|e| e, |()| (0, SUCCEEDED.into()))
+            }
+        }
+    }
+
+    fn record_start(&self, req: &Asked, bytes: usize) {
+        if let Some(h) = &self.history {
+            h.record(Entry::Asked {
+                action_id: req.action_id,
+                at_ns: now_ns(),
+                origin: req.origin.clone(),
+                build: None,
+                reason: format!("new collectd.conf ({bytes} bytes)"),
+                service: "collectd".into(),
+                command: "replace-config".into(),
+                refusal: None,
+            });
+        }
+    }
+
+    fn record_end(&self, action_id: u64, code: i64, message: &str) {
+        if let Some(h) = &self.history {
+            h.record(Entry::Ended {
+                action_id,
+                at_ns: now_ns(),
+                state: if code == 0 {
+                    state::SUCCEEDED
+                } else {
+                    state::FAILED
+                },
+                code: i32::try_from(code).ok(),
+                signal: None,
+                timed_out: false,
+                duration: Duration::ZERO,
+                output: message.to_string(),
+                error: (code != 0).then(|| format!("code 0x{code:04x}")),
+            });
+        }
+    }
+}
+
+fn in_progress() -> (i64, String) {
+    (
+        code::CONFIG_IN_PROGRESS,
+        "Already attempting to replace collectd config!".into(),
+    )
+}
+
+/// One replacement.
+struct Run {
+    cfg: Arc<Collectd>,
+    store: Store,
+    task: String,
+    action_id: u64,
+}
+
+impl Run {
+    fn lock(&self) -> PathBuf {
+        with_suffix(&self.cfg.config, ".lock")
+    }
+
+    fn orig(&self) -> PathBuf {
+        with_suffix(&self.cfg.config, ".orig")
+    }
+
+    fn step(&self, step: &str) {
+        if let Err(e) = self.store.replacement_set(&self.task, step, self.action_id) {
+            tracing::error!(
+                task_id = self.task,
+                "cannot record the replacement's progress ({step}): {e}; a restart now would \
+                 answer it as interrupted"
+            );
+        }
+    }
+
+    async fn replace(&self, text: &str) -> Result<(), Failed> {
+        let lock = self.lock();
+        if lock.exists() {
+            return Err(in_progress());
+        }
+        if let Err(e) = write_new(&lock, text.as_bytes()) {
+            let _ = std::fs::remove_file(&lock);
+            return Err((
+                code::CONFIG_CANNOT_WRITE,
+                format!("Failed to write new config: {e}"),
+            ));
+        }
+        let checked = self
+            .command(&Program::Argv(vec![
+                self.cfg.binary.display().to_string(),
+                "-T".into(),
+                "-C".into(),
+                lock.display().to_string(),
+            ]))
+            .await;
+        if let Err(output) = checked {
+            let _ = std::fs::remove_file(&lock);
+            return Err((
+                code::CONFIG_BROKEN,
+                format!("New config seems broken!: {}", redact(&output)),
+            ));
+        }
+        self.step(step::CHECKED);
+        self.after_check().await
+    }
+
+    /// Finish what a previous medic process left at its last recorded step.
+    async fn resume(&self) -> Result<(), Failed> {
+        let step = match self.store.replacement(&self.task) {
+            Ok(Some((step, _))) => step,
+            Ok(None) => String::new(),
+            Err(e) => {
+                tracing::error!(
+                    task_id = self.task,
+                    "cannot read the replacement's progress: {e}"
+                );
+                String::new()
+            }
+        };
+        tracing::warn!(
+            task_id = self.task,
+            step,
+            "medic stopped during a collectd config replacement: finishing it"
+        );
+        match step.as_str() {
+            step::CHECKED if self.lock().exists() => self.after_check().await,
+            step::STOPPED if self.lock().exists() => self.after_stop().await,
+            step::REPLACED => self.after_replace().await,
+            // Before the check passed: the live config was never touched.
+            _ => {
+                let _ = std::fs::remove_file(self.lock());
+                self.recover("medic stopped before the new config was checked".into())
+                    .await
+            }
+        }
+    }
+
+    async fn after_check(&self) -> Result<(), Failed> {
+        if let Err(e) = self.stop().await {
+            let _ = std::fs::remove_file(self.lock());
+            return Err(e);
+        }
+        self.step(step::STOPPED);
+        self.after_stop().await
+    }
+
+    async fn after_stop(&self) -> Result<(), Failed> {
+        let (config, orig, lock) = (&self.cfg.config, self.orig(), self.lock());
+        // A medic killed between the two renames finds the live config already moved.
+        if config.exists()
+            && let Err(e) = std::fs::rename(config, &orig)
+        {
+            let _ = std::fs::remove_file(&lock);
+            let _ = self.start().await;
+            return Err((
+                code::CONFIG_CANNOT_BACK_UP,
+                format!("Failed to back up old config file!: {e}"),
+            ));
+        }
+        if let Err(e) = std::fs::rename(&lock, config) {
+            let _ = std::fs::rename(&orig, config);
+            let _ = std::fs::remove_file(&lock);
+            let _ = self.start().await;
+            return Err((
+                code::CONFIG_CANNOT_REPLACE,
+                format!("Failed to replace config file!: {e}"),
+            ));
+        }
+        self.step(step::REPLACED);
+        self.after_replace().await
+    }
+
+    async fn after_replace(&self) -> Result<(), Failed> {
+        match self.start().await {
+            Ok(()) => Ok(()),
+            Err(why) => {
+                tracing::error!(
+                    task_id = self.task,
+                    "collectd did not start on the new config: {why}"
+                );
+                let rejected = with_suffix(&self.cfg.config, ".rejected");
+                let _ = std::fs::rename(&self.cfg.config, &rejected);
+                if let Err(e) = std::fs::rename(self.orig(), &self.cfg.config) {
+                    return Err((
+                        code::CONFIG_CANNOT_RECOVER,
+                        format!("Failed to recover old config file!: {e}"),
+                    ));
+                }
+                self.recover(why).await
+            }
+        }
+    }
+
+    /// The old config is live again: start collectd on it. Ok is still a failure of the
+    /// replacement (0x2007, with `why`).
+    async fn recover(&self, why: String) -> Result<(), Failed> {
+        match self.start().await {
+            Ok(()) => Err((code::CONFIG_RECOVERED, why)),
+            Err(e) => Err((
+                code::CONFIG_CANNOT_RECOVER,
+                format!("Failed to start collectd with old config!: {e}"),
+            )),
+        }
+    }
+
+    /// Stop collectd and wait for its pid to go.
+    async fn stop(&self) -> Result<(), Failed> {
+        let Some(pid) = running_pid(&self.cfg.pid_file) else {
+            return Ok(());
+        };
+        let stopped = match &self.cfg.stop {
+            Some(program) => self.command(program).await,
+            None if systemd_unit().await => {
+                self.command(&Program::Argv(argv(&["systemctl", "stop", "collectd"])))
+                    .await
+            }
+            None => nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            )
+            .map(drop)
+            .map_err(|e| format!("cannot signal collectd (pid {pid}): {e}")),
+        };
+        if let Err(output) = stopped {
+            // Stopped anyway (by someone else meanwhile, or a stop command that complains
+            // about a pid file collectd already removed): what was asked for happened.
+            if running_pid(&self.cfg.pid_file) == Some(pid) {
+                return Err((code::CONFIG_CANNOT_STOP, output));
+            }
+            tracing::info!(
+                pid,
+                "collectd's stop command failed, but collectd is gone: {output}"
+            );
+        }
+        let gone = wait_for(self.cfg.timeout, || {
+            running_pid(&self.cfg.pid_file) != Some(pid)
+        })
+        .await;
+        if !gone {
+            return Err((
+                code::CONFIG_PID_REMAINS,
+                "Cannot detect removing pid file of collectd!".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Start collectd (unless it runs) and wait for a live pid that stays up.
+    async fn start(&self) -> Result<(), String> {
+        if running_pid(&self.cfg.pid_file).is_some() {
+            return Ok(());
+        }
+        let program = match &self.cfg.start {
+            Some(p) => p.clone(),
+            None if systemd_unit().await => {
+                Program::Argv(argv(&["systemctl", "start", "collectd"]))
+            }
+            None => Program::Argv(vec![
+                self.cfg.binary.display().to_string(),
+                "-C".into(),
+                self.cfg.config.display().to_string(),
+                "-P".into(),
+                self.cfg.pid_file.display().to_string(),
+            ]),
+        };
+        self.command(&program).await?;
+        let up = wait_for(self.cfg.timeout, || {
+            running_pid(&self.cfg.pid_file).is_some()
+        })
+        .await;
+        if !up {
+            return Err("Cannot detect new pid of collectd!".into());
+        }
+        tokio::time::sleep(SETTLE).await;
+        match running_pid(&self.cfg.pid_file) {
+            Some(_) => Ok(()),
+            None => Err("collectd exited right after it started".into()),
+        }
+    }
+
+    /// Run `program` to completion within the timeout: `Err(output)` unless it exits 0.
+    async fn command(&self, program: &Program) -> Result<(), String> {
+        let mut cmd = match program {
+            Program::Argv(argv) => {
+                let mut c = tokio::process::Command::new(&argv[0]);
+                c.args(&argv[1..]);
+                c
+            }
+            Program::Shell(s) => {
+                let mut c = tokio::process::Command::new("/bin/sh");
+                c.arg("-c").arg(s);
+                c
+            }
+        };
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .process_group(0);
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| format!("{program}: cannot start: {e}"))?;
+        let (mut out, mut err) = (child.stdout.take(), child.stderr.take());
+        let collect = async {
+            let mut text = Vec::new();
+            if let Some(o) = &mut out {
+                let _ = o.read_to_end(&mut text).await;
+            }
+            if let Some(e) = &mut err {
+                let _ = e.read_to_end(&mut text).await;
+            }
+            let status = child.wait().await;
+            (status, text)
+        };
+        match tokio::time::timeout(self.cfg.timeout, collect).await {
+            Err(_) => Err(format!("{program}: timed out after {:?}", self.cfg.timeout)),
+            Ok((Err(e), _)) => Err(format!("{program}: {e}")),
+            Ok((Ok(status), text)) => {
+                let mut text = String::from_utf8_lossy(&text[..text.len().min(OUTPUT_CAP)])
+                    .trim_end()
+                    .to_string();
+                if status.success() {
+                    Ok(())
+                } else {
+                    if text.is_empty() {
+                        text = format!("{program}: {status}");
+                    }
+                    Err(text)
+                }
+            }
+        }
+    }
+}
+
+fn argv(words: &[&str]) -> Vec<String> {
+    words.iter().map(|w| w.to_string()).collect()
+}
+
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+/// Create `path` (0600) with `content`; an existing file is an error (another replacement).
+fn write_new(path: &Path, content: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(content)?;
+    f.sync_all()
+}
+
+/// The pid in `pid_file`, if that process is alive (not a zombie).
+fn running_pid(pid_file: &Path) -> Option<u32> {
+    let pid: u32 = std::fs::read_to_string(pid_file)
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The state follows the command name in parentheses.
+    let state = stat.rsplit_once(") ")?.1.chars().next()?;
+    (pid > 0 && state != 'Z' && state != 'X').then_some(pid)
+}
+
+async fn wait_for(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let until = Instant::now() + timeout;
+    loop {
+        if done() {
+            return true;
+        }
+        if Instant::now() >= until {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// collectd runs under systemd here: systemd is init and knows a collectd unit.
+async fn systemd_unit() -> bool {
+    if !Path::new("/run/systemd/system").exists() {
+        return false;
+    }
+    let status = tokio::process::Command::new("systemctl")
+        .args(["cat", "collectd.service"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .await;
+    status.is_ok_and(|s| s.success())
+}
+
+/// collectd's output with the values of lines that name a secret masked: a broken config's
+/// error may quote the line it failed on.
+pub fn redact(output: &str) -> String {
+    output
+        .lines()
+        .map(|line| {
+            let lower = line.to_ascii_lowercase();
+            let Some(at) = ["password", "secret", "key"]
+                .iter()
+                .filter_map(|w| lower.find(w).map(|i| i + w.len()))
+                .min()
+            else {
+                return line.to_string();
+            };
+            // The rest of the word (`Passwords`, `KeyFile`), then the value.
+            let rest = &line[at..];
+            let word_end = rest
+                .find(|c: char| !c.is_ascii_alphanumeric())
+                .unwrap_or(rest.len());
+            let (name, value) = line.split_at(at + word_end);
+            if value.trim().is_empty() {
+                line.to_string()
+            } else {
+                format!("{name} ****")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_in_collectd_output_are_masked() {
+        let out = "Parse error in line 12: Password \"hunter2\"\n\
+                   <Plugin network> SecurityLevel Encrypt\n\
+                   Secret: abc\n  KeyFile /etc/ssl/key.pem\nno secrets here: none";
+        assert_eq!(
+            redact(out),
+            "Parse error in line 12: Password ****\n\
+             <Plugin network> SecurityLevel Encrypt\n\
+             Secret ****\n  KeyFile ****\nno secrets ****"
+        );
+        assert_eq!(redact("Password"), "Password");
+    }
+
+    #[test]
+    fn a_pid_counts_only_while_its_process_lives() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pid");
+        assert_eq!(running_pid(&file), None);
+        std::fs::write(&file, format!("{}\n", std::process::id())).unwrap();
+        assert_eq!(running_pid(&file), Some(std::process::id()));
+        std::fs::write(&file, "999999999").unwrap();
+        assert_eq!(running_pid(&file), None);
+    }
+}

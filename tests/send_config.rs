@@ -1,0 +1,362 @@
+//! lua-collectd-monitor's "send collectd.conf", on real parts: a real collectd (Debian's
+//! collectd-core, started and stopped by scripts the test controls), a real mosquitto, and
+//! `medic send-config` as the sender. Good, broken, failing-at-start and concurrent configs,
+//! and a medic killed in the middle of a replacement that answers once after its restart.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use medic_integration::broker::{self, Mosquitto};
+use medic_integration::{Site, free_udp_port, medic_bin, wait_until};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// A collectd the test owns: its directory, config, pid file and start/stop scripts.
+struct Collectd {
+    dir: PathBuf,
+    port: u16,
+}
+
+impl Collectd {
+    fn new(site: &Site) -> Self {
+        let dir = site.path("collectd");
+        std::fs::create_dir(&dir).unwrap();
+        let c = Collectd {
+            dir,
+            port: free_udp_port(),
+        };
+        // Starting fails (exit 1) for a config that asks for it: one that passes `-T`.
+        c.script(
+            "start.sh",
+            &format!(
+                "grep -q FAIL_AT_START '{conf}' && {{ echo 'refusing to start' >&2; exit 1; }}\n\
+                 exec /usr/sbin/collectd -C '{conf}' -P '{pid}'\n",
+                conf = c.conf().display(),
+                pid = c.pid_file().display()
+            ),
+        );
+        // Stopping is slow while the `slow-stop` file exists.
+        c.script(
+            "stop.sh",
+            &format!(
+                "[ -e '{slow}' ] && sleep 3\nkill $(cat '{pid}')\n",
+                slow = c.dir.join("slow-stop").display(),
+                pid = c.pid_file().display()
+            ),
+        );
+        std::fs::write(c.conf(), c.config("LoadPlugin load\n")).unwrap();
+        let started = Command::new("sh")
+            .arg(c.dir.join("start.sh"))
+            .status()
+            .unwrap();
+        assert!(started.success());
+        assert!(
+            wait_until(WAIT, || c.pid().is_some()),
+            "collectd did not start"
+        );
+        c
+    }
+
+    fn script(&self, name: &str, body: &str) {
+        std::fs::write(self.dir.join(name), format!("#!/bin/sh\n{body}")).unwrap();
+    }
+
+    fn conf(&self) -> PathBuf {
+        self.dir.join("collectd.conf")
+    }
+
+    fn pid_file(&self) -> PathBuf {
+        self.dir.join("collectd.pid")
+    }
+
+    /// A config sending to medic's network listener, with `plugins`.
+    fn config(&self, plugins: &str) -> String {
+        format!(
+            r#"Hostname "lcm-test"
+FQDNLookup false
+Interval 1
+BaseDir "{dir}"
+PIDFile "{pid}"
+TypesDB "/usr/share/collectd/types.db"
+LoadPlugin logfile
+<Plugin logfile>
+  LogLevel info
+  File "{dir}/collectd.log"
+</Plugin>
+LoadPlugin network
+<Plugin network>
+  Server "127.0.0.1" "{port}"
+</Plugin>
+{plugins}"#,
+            dir = self.dir.display(),
+            pid = self.pid_file().display(),
+            port = self.port
+        )
+    }
+
+    fn pid(&self) -> Option<u32> {
+        let pid: u32 = std::fs::read_to_string(self.pid_file())
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?;
+        Path::new(&format!("/proc/{pid}")).exists().then_some(pid)
+    }
+
+    /// The `[collectd]` section medic needs.
+    fn section(&self) -> String {
+        format!(
+            "[collectd]\nconfig = {conf:?}\npid_file = {pid:?}\nstart = [\"sh\", {start:?}]\n\
+             stop = [\"sh\", {stop:?}]\ntimeout = \"10s\"\n",
+            conf = self.conf().display().to_string(),
+            pid = self.pid_file().display().to_string(),
+            start = self.dir.join("start.sh").display().to_string(),
+            stop = self.dir.join("stop.sh").display().to_string(),
+        )
+    }
+}
+
+impl Drop for Collectd {
+    fn drop(&mut self) {
+        if let Some(pid) = self.pid() {
+            let _ = Command::new("kill").arg(pid.to_string()).status();
+        }
+    }
+}
+
+/// A medic site with its own collectd running, configured to replace that collectd's config.
+fn setup(broker: &Mosquitto) -> (Site, Collectd) {
+    let site = Site::new();
+    let collectd = Collectd::new(&site);
+    std::fs::write(
+        site.path("mqtt-password"),
+        format!("{}\n", broker::PASSWORD),
+    )
+    .unwrap();
+    site.write_config(&format!(
+        r#"
+[ingest.network]
+listen = ["127.0.0.1:{port}"]
+
+[mqtt]
+broker = "{url}"
+username = "{user}"
+password_file = "mqtt-password"
+reconnect_interval = "100ms"
+max_reconnect_interval = "500ms"
+
+{collectd}
+"#,
+        port = collectd.port,
+        url = broker.url(),
+        user = broker::USER,
+        collectd = collectd.section(),
+    ));
+    (site, collectd)
+}
+
+fn send_config(broker: &Mosquitto, file: &Path, task_id: u64) -> Output {
+    Command::new(medic_bin())
+        .arg("send-config")
+        .arg(file)
+        .args([
+            "--broker",
+            &broker.url(),
+            "--node",
+            "test",
+            "--user",
+            broker::USER,
+        ])
+        .args(["--task-id", &task_id.to_string(), "--timeout", "60s"])
+        .env("MEDIC_MQTT_PASSWORD", broker::PASSWORD)
+        .output()
+        .unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Values of `identifier` have reached medic (GETVAL on its PUTVAL socket).
+fn has_values(medic: &medic_integration::Medic, identifier: &str) -> bool {
+    let mut conn = medic.connect();
+    let reply = conn.send(&format!("GETVAL {identifier}"));
+    !reply.starts_with('-')
+}
+
+#[test]
+fn configs_are_checked_replaced_and_rolled_back_like_lua_collectd_monitor() {
+    let broker = Mosquitto::start(false);
+    let (site, collectd) = setup(&broker);
+    let medic = site.start();
+    medic.expect_log("MQTT: subscribed", WAIT);
+    assert!(wait_until(WAIT, || has_values(
+        &medic,
+        "lcm-test/load/load"
+    )));
+    assert!(!has_values(&medic, "lcm-test/memory/memory-free"));
+    let results = broker.watch("medic/test/result", None);
+    let old = std::fs::read_to_string(collectd.conf()).unwrap();
+    let first_pid = collectd.pid().unwrap();
+
+    // Broken: refused by `collectd -T`, secrets masked, the live config and collectd untouched.
+    let broken = site.path("broken.conf");
+    std::fs::write(
+        &broken,
+        collectd.config("LoadPlugin memory\n<Plugin network>\n  Password \"hunter2\"\n<Plugin"),
+    )
+    .unwrap();
+    let out = send_config(&broker, &broken, 1);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let r = results.reply(1, WAIT);
+    assert_eq!(r["code"], 0x2002, "{r}");
+    let message = r["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("New config seems broken!: "),
+        "{message}"
+    );
+    assert!(!message.contains("hunter2"), "{message}");
+    assert_eq!(std::fs::read_to_string(collectd.conf()).unwrap(), old);
+    assert_eq!(collectd.pid(), Some(first_pid));
+    assert!(!collectd.dir.join("collectd.conf.lock").exists());
+
+    // Good: collectd restarts on it, and the plugin it adds reaches medic.
+    let good = site.path("good.conf");
+    let new = collectd.config("LoadPlugin load\nLoadPlugin memory\n");
+    std::fs::write(&good, &new).unwrap();
+    let out = send_config(&broker, &good, 2);
+    assert_eq!(
+        text(&out.stdout),
+        "Succeeded to replace config.\n",
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(std::fs::read_to_string(collectd.conf()).unwrap(), new);
+    assert_eq!(
+        std::fs::read_to_string(collectd.dir.join("collectd.conf.orig")).unwrap(),
+        old
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(collectd.conf())
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "written 0600 from the start");
+    let second_pid = collectd.pid().unwrap();
+    assert_ne!(second_pid, first_pid);
+    assert!(wait_until(WAIT, || has_values(
+        &medic,
+        "lcm-test/memory/memory-free"
+    )));
+
+    // Passes `-T`, fails at start: the old config is back and collectd runs on it.
+    let failing = site.path("failing.conf");
+    std::fs::write(
+        &failing,
+        collectd.config("# FAIL_AT_START\nLoadPlugin load\n"),
+    )
+    .unwrap();
+    let out = send_config(&broker, &failing, 3);
+    assert_eq!(out.status.code(), Some(1));
+    let r = results.reply(3, WAIT);
+    assert_eq!(r["code"], 0x2007, "{r}");
+    assert!(
+        r["message"].as_str().unwrap().contains("refusing to start"),
+        "{r}"
+    );
+    assert_eq!(std::fs::read_to_string(collectd.conf()).unwrap(), new);
+    assert!(collectd.pid().is_some());
+    assert!(
+        std::fs::read_to_string(collectd.dir.join("collectd.conf.rejected"))
+            .unwrap()
+            .contains("FAIL_AT_START")
+    );
+
+    // Two at once: the second is refused while the first (slowed down) runs.
+    std::fs::write(collectd.dir.join("slow-stop"), "").unwrap();
+    let first = {
+        let (broker_url, good) = (broker.url(), good.clone());
+        std::thread::spawn(move || {
+            Command::new(medic_bin())
+                .arg("send-config")
+                .arg(&good)
+                .args([
+                    "--broker",
+                    &broker_url,
+                    "--node",
+                    "test",
+                    "--user",
+                    broker::USER,
+                ])
+                .args(["--task-id", "4", "--timeout", "60s"])
+                .env("MEDIC_MQTT_PASSWORD", broker::PASSWORD)
+                .output()
+                .unwrap()
+        })
+    };
+    assert!(wait_until(WAIT, || collectd
+        .dir
+        .join("collectd.conf.lock")
+        .exists()));
+    let out = send_config(&broker, &good, 5);
+    assert_eq!(out.status.code(), Some(1));
+    let r = results.reply(5, WAIT);
+    assert_eq!(r["code"], 0x2000, "{r}");
+    assert_eq!(
+        r["message"],
+        "Already attempting to replace collectd config!"
+    );
+    let out = first.join().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+
+    // One audit record per replacement.
+    let rows: Vec<_> = site
+        .history()
+        .into_iter()
+        .filter(|r| r["command"] == "replace-config")
+        .collect();
+    assert_eq!(rows.len(), 4, "{rows:?}");
+    medic.stop();
+}
+
+#[test]
+fn a_medic_killed_mid_replacement_answers_once_after_its_restart() {
+    let broker = Mosquitto::start(false);
+    let (site, collectd) = setup(&broker);
+    let mut medic = site.start();
+    medic.expect_log("MQTT: subscribed", WAIT);
+    let results = broker.watch("medic/test/result", None);
+    std::fs::write(collectd.dir.join("slow-stop"), "").unwrap();
+    let good = site.path("good.conf");
+    let new = collectd.config("LoadPlugin load\nLoadPlugin memory\n");
+    std::fs::write(&good, &new).unwrap();
+    broker.publish_file("medic/test/command", &{
+        let request = site.path("request.json");
+        let payload = serde_json::json!({"task_id": 7, "config": new});
+        std::fs::write(&request, payload.to_string()).unwrap();
+        request
+    });
+    // Killed while collectd is being stopped.
+    medic.expect_log("collectd config replacement received", WAIT);
+    assert!(wait_until(WAIT, || collectd
+        .dir
+        .join("collectd.conf.lock")
+        .exists()));
+    std::thread::sleep(Duration::from_millis(500));
+    medic.signal(9);
+    assert!(wait_until(WAIT, || !medic.is_running()));
+    assert!(results.replies(7).is_empty());
+
+    let medic = site.start();
+    medic.expect_log("finishing it", WAIT);
+    let r = results.reply(7, WAIT);
+    assert_eq!(r["code"], 0, "{r}");
+    assert_eq!(std::fs::read_to_string(collectd.conf()).unwrap(), new);
+    assert!(wait_until(WAIT, || collectd.pid().is_some()));
+    // Never two.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(results.replies(7).len(), 1, "{:?}", results.lines());
+    medic.stop();
+}
