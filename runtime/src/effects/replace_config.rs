@@ -32,6 +32,8 @@ const OUTPUT_CAP: usize = 16 * 1024;
 const SETTLE: Duration = Duration::from_millis(500);
 
 mod step {
+    /// The new config is being written and checked; the live one is untouched.
+    pub const WRITING: &str = "writing";
     /// The new config is written and passed `collectd -T`.
     pub const CHECKED: &str = "checked";
     /// collectd is stopped (its pid gone).
@@ -210,6 +212,9 @@ impl Run {
         if lock.exists() {
             return Err(in_progress());
         }
+        // Recorded first: a medic killed from here on finds the row and removes its lock file
+        // at the next start, instead of leaving it to refuse every later replacement.
+        self.step(step::WRITING);
         if let Err(e) = write_new(&lock, text.as_bytes()) {
             let _ = std::fs::remove_file(&lock);
             return Err((
@@ -258,7 +263,8 @@ impl Run {
             step::CHECKED if self.lock().exists() => self.after_check().await,
             step::STOPPED if self.lock().exists() => self.after_stop().await,
             step::REPLACED => self.after_replace().await,
-            // Before the check passed: the live config was never touched.
+            // Before the check passed (`writing`), or its lock file is gone: the live config
+            // was never touched.
             _ => {
                 let _ = std::fs::remove_file(self.lock());
                 self.recover("medic stopped before the new config was checked".into())
