@@ -377,8 +377,7 @@ mod tests {
     #[test]
     fn reads_send_config_requests() {
         let r = parse_request(
-            br#"{"task_id": 9, "timestamp": "2020-11-26T00:41:19Z", "config": "Interval 10
-"}"#,
+            br#"{"task_id": 9, "timestamp": "2020-11-26T00:41:19Z", "config": "Interval 10\n"}"#,
         )
         .unwrap();
         assert_eq!(
