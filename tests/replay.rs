@@ -496,3 +496,71 @@ fn assumed_results_drive_an_escalation_ladder() {
         .count();
     assert_eq!(runs, 1);
 }
+
+#[test]
+fn record_takes_mqtt_messages_on_its_topic_filters() {
+    use medic_integration::broker::{self, Mosquitto};
+    use std::time::Duration;
+
+    let broker = Mosquitto::start(false);
+    let site = Site::new();
+    std::fs::write(
+        site.path("mqtt-password"),
+        format!("{}\n", broker::PASSWORD),
+    )
+    .unwrap();
+    site.write_config(&format!(
+        "[mqtt]\nbroker = \"{}\"\nusername = \"{}\"\npassword_file = \"mqtt-password\"\n",
+        broker.url(),
+        broker::USER
+    ));
+    let feed = site.path("recorded.jsonl");
+    let mut recorder = Command::new(medic_bin())
+        .args([
+            "record",
+            "--duration",
+            "60s",
+            "--topic",
+            "home/#",
+            "--config",
+        ])
+        .arg(site.path("medic.toml"))
+        .arg("--out")
+        .arg(&feed)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let recorded = |payload: &str| {
+        std::fs::read_to_string(&feed).is_ok_and(|t| t.contains(&format!("\"{payload}\"")))
+    };
+    // Subscribed once a probe shows up (the feed is flushed every second).
+    assert!(medic_integration::wait_until(
+        Duration::from_secs(20),
+        || {
+            broker.publish("home/probe", "probe");
+            std::thread::sleep(Duration::from_millis(200));
+            recorded("probe")
+        }
+    ));
+    broker.publish("home/boiler/status", "online");
+    broker.publish("elsewhere/x", "not recorded");
+    assert!(medic_integration::wait_until(
+        Duration::from_secs(20),
+        || recorded("online")
+    ));
+    Command::new("kill")
+        .args(["-INT", &recorder.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(recorder.wait().unwrap().success());
+    let text = std::fs::read_to_string(&feed).unwrap();
+    let line: serde_json::Value = text
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|l| l["topic"] == "home/boiler/status")
+        .unwrap();
+    assert_eq!(line["kind"], "mqtt");
+    assert_eq!(line["payload"], "online");
+    assert!(line["time"].as_f64().unwrap() > 1.7e9);
+    assert!(!text.contains("not recorded"));
+}

@@ -108,6 +108,10 @@ enum Command {
         /// Stop after this long (e.g. 10m); default: until interrupted.
         #[arg(long, value_parser = humantime::parse_duration)]
         duration: Option<std::time::Duration>,
+        /// Also record MQTT messages on this topic filter (repeatable), from the config's
+        /// [mqtt] broker.
+        #[arg(long = "topic")]
+        topics: Vec<String>,
     },
     /// Run the rules on a recorded feed in virtual time, executing nothing, and print each
     /// action as a JSON line. Exit 1 when the actions differ from --expect (or, without it,
@@ -284,11 +288,13 @@ fn main() -> ExitCode {
             config,
             out,
             duration,
+            topics,
         } => {
             let options = medic::cli::record::Options {
                 config,
                 out,
                 duration,
+                topics,
             };
             let runtime = match tokio::runtime::Runtime::new() {
                 Ok(r) => r,

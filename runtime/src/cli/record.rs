@@ -1,6 +1,7 @@
 //! `medic record`: capture what the configured collectd sources deliver (network, PUTVAL
-//! socket, unixsock) as a feed for `medic replay`, one JSON line per event, until the duration
-//! is over or SIGINT/SIGTERM. Nothing reaches a rule and nothing runs.
+//! socket, unixsock) and the MQTT messages on `--topic` filters as a feed for `medic replay`,
+//! one JSON line per event, until the duration is over or SIGINT/SIGTERM. Nothing reaches a
+//! rule and nothing runs.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -11,7 +12,9 @@ use anyhow::Context;
 use tokio::sync::mpsc;
 
 use crate::config::Config;
-use crate::event::{Ingested, now_ns};
+use crate::event::{Ingested, MqttMessage, now_ns};
+use crate::mqtt::link::{Backoff, Link, LinkEvent};
+use crate::mqtt::options::Connect;
 use crate::replay::feed;
 use crate::sources::putval::PutvalServer;
 use crate::types_db::TypesDb;
@@ -20,17 +23,21 @@ pub struct Options {
     pub config: PathBuf,
     pub out: PathBuf,
     pub duration: Option<Duration>,
+    /// MQTT topic filters to record, on the config's `[mqtt]` broker.
+    pub topics: Vec<String>,
 }
 
 /// How many events were written.
 pub async fn record(o: &Options, stop: impl Future<Output = ()>) -> anyhow::Result<u64> {
     let config = Config::load(&o.config).map_err(anyhow::Error::msg)?;
-    if config.mqtt.is_some() {
-        eprintln!(
-            "medic record: MQTT messages are not recorded (only collectd's sources); add them \
-             to the feed as {{\"kind\":\"mqtt\",...}} lines"
-        );
-    }
+    let mut mqtt = match (&config.mqtt, o.topics.is_empty()) {
+        (_, true) => None,
+        (None, false) => anyhow::bail!(
+            "{}: --topic needs an [mqtt] section (the broker to record from)",
+            o.config.display()
+        ),
+        (Some(m), false) => Some(mqtt_link(m, &config.daemon.node)?),
+    };
     // The feed may hold what hosts report about themselves: readable by its owner only.
     crate::os::write_private_file(&o.out, b"")
         .with_context(|| format!("cannot create {}", o.out.display()))?;
@@ -63,8 +70,9 @@ pub async fn record(o: &Options, stop: impl Future<Output = ()>) -> anyhow::Resu
         sources.push(tokio::spawn(poller.run(shutdown.clone())));
     }
     anyhow::ensure!(
-        !sources.is_empty(),
-        "{}: no [ingest.network], [ingest.putval] or [ingest.unixsock] to record from",
+        !sources.is_empty() || mqtt.is_some(),
+        "{}: no [ingest.network], [ingest.putval] or [ingest.unixsock] to record from, and no \
+         --topic",
         o.config.display()
     );
     drop(ingest);
@@ -86,7 +94,29 @@ pub async fn record(o: &Options, stop: impl Future<Output = ()>) -> anyhow::Resu
             Some(event) = events.recv() => {
                 written += write(&mut out, &event, &types)?;
             }
+            Some(event) = next_mqtt(&mut mqtt) => {
+                let link = mqtt.as_ref().expect("an event came from it");
+                match event {
+                    LinkEvent::Connected { .. } => {
+                        let qos = config.mqtt.as_ref().map_or(1, |m| m.qos);
+                        let _ = link.client.subscribe(&o.topics, qos);
+                        eprintln!("medic record: subscribed to {:?}", o.topics);
+                    }
+                    LinkEvent::Message(m) => {
+                        link.client.ack(&m);
+                        let event = Ingested::Mqtt(MqttMessage {
+                            topic: m.topic.clone(),
+                            payload: m.payload.clone(),
+                        });
+                        written += write(&mut out, &event, &types)?;
+                    }
+                    _ => {}
+                }
+            }
         }
+    }
+    if let Some(link) = &mqtt {
+        link.client.disconnect();
     }
     trigger.fire();
     for s in sources {
@@ -98,6 +128,27 @@ pub async fn record(o: &Options, stop: impl Future<Output = ()>) -> anyhow::Resu
     }
     out.flush()?;
     Ok(written)
+}
+
+/// A client of its own on the config's broker: a clean session under its own id, so it
+/// never takes over (or leaves messages in) the daemon's session.
+fn mqtt_link(m: &crate::config::Mqtt, node: &str) -> anyhow::Result<Link> {
+    let mut connect = Connect::from_config(m, node)?;
+    connect.client_id = format!("medic-record-{node}-{}", std::process::id());
+    connect.clean_session = true;
+    connect.last_will = None;
+    let backoff = Backoff {
+        first: m.reconnect_interval,
+        max: m.max_reconnect_interval,
+    };
+    Link::start(&connect, backoff, "medic record")
+}
+
+async fn next_mqtt(link: &mut Option<Link>) -> Option<LinkEvent> {
+    match link {
+        Some(l) => l.events.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 fn write(out: &mut impl Write, event: &Ingested, types: &TypesDb) -> anyhow::Result<u64> {
