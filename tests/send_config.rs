@@ -311,13 +311,23 @@ fn configs_are_checked_replaced_and_rolled_back_like_lua_collectd_monitor() {
     let out = first.join().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
 
-    // One audit record per replacement.
+    // One audit record per request: the concurrent one refused, the others with their end.
     let rows: Vec<_> = site
         .history()
         .into_iter()
         .filter(|r| r["command"] == "replace-config")
         .collect();
-    assert_eq!(rows.len(), 4, "{rows:?}");
+    assert_eq!(rows.len(), 5, "{rows:?}");
+    let state = |task: &str| {
+        let row = rows.iter().find(|r| r["origin"] == format!("mqtt:{task}"));
+        row.and_then(|r| r["state"].as_str()).unwrap_or("absent")
+    };
+    let states: Vec<&str> = ["1", "2", "3", "4", "5"].into_iter().map(state).collect();
+    assert_eq!(
+        states,
+        ["failed", "succeeded", "failed", "succeeded", "refused"],
+        "{rows:?}"
+    );
     medic.stop();
 }
 

@@ -86,14 +86,17 @@ impl Replacer {
             task,
         };
         tokio::spawn(async move {
-            let (code, message) = this.serve(&asked, config).await;
+            let started = Instant::now();
+            let (code, message, admitted) = this.serve(&asked, config).await;
             tracing::info!(
                 task_id = asked.task,
                 action_id,
                 code = format!("0x{code:04x}"),
                 "collectd config replacement: {message}"
             );
-            this.record_end(action_id, code, &message);
+            if admitted {
+                this.record_end(action_id, code, &message, started.elapsed());
+            }
             reply(code, message);
             if let Err(e) = this.store.replacement_clear(&asked.task) {
                 tracing::error!(
@@ -104,13 +107,13 @@ impl Replacer {
         });
     }
 
-    async fn serve(&self, req: &Asked, config: Option<String>) -> (i64, String) {
+    /// The reply's code and message, and whether the request was admitted (its audit record
+    /// then gets an end).
+    async fn serve(&self, req: &Asked, config: Option<String>) -> (i64, String, bool) {
         let Some(cfg) = self.collectd.clone() else {
-            return (
-                code::REFUSED,
-                "this medic has no [collectd] section: it does not replace collectd's config"
-                    .into(),
-            );
+            let why = "this medic has no [collectd] section: it does not replace collectd's config";
+            self.record_start(req, config.as_ref().map_or(0, String::len), Some(why));
+            return (code::REFUSED, why.into(), false);
         };
         let run = Run {
             cfg,
@@ -121,23 +124,28 @@ impl Replacer {
         match &config {
             Some(text) => {
                 if self.busy.swap(true, Ordering::SeqCst) {
-                    return in_progress();
+                    let (code, message) = in_progress();
+                    self.record_start(req, text.len(), Some(&message));
+                    return (code, message, false);
                 }
-                self.record_start(req, text.len());
+                self.record_start(req, text.len(), None);
                 let result = run.replace(text).await;
                 self.busy.store(false, Ordering::SeqCst);
-                result.map_or_else(|e| e, |()| (0, SUCCEEDED.into()))
+                let (code, message) = result.map_or_else(|e| e, |()| (0, SUCCEEDED.into()));
+                (code, message, true)
             }
             None => {
                 self.busy.store(true, Ordering::SeqCst);
                 let result = run.resume().await;
                 self.busy.store(false, Ordering::SeqCst);
-                result.map_or_else(|e| e, |()| (0, SUCCEEDED.into()))
+                let (code, message) = result.map_or_else(|e| e, |()| (0, SUCCEEDED.into()));
+                (code, message, true)
             }
         }
     }
 
-    fn record_start(&self, req: &Asked, bytes: usize) {
+    /// The audit record's first half; a refused request (`refusal`) has no second.
+    fn record_start(&self, req: &Asked, bytes: usize, refusal: Option<&str>) {
         if let Some(h) = &self.history {
             h.record(Entry::Asked {
                 action_id: req.action_id,
@@ -147,12 +155,12 @@ impl Replacer {
                 reason: format!("new collectd.conf ({bytes} bytes)"),
                 service: "collectd".into(),
                 command: "replace-config".into(),
-                refusal: None,
+                refusal: refusal.map(String::from),
             });
         }
     }
 
-    fn record_end(&self, action_id: u64, code: i64, message: &str) {
+    fn record_end(&self, action_id: u64, code: i64, message: &str, took: Duration) {
         if let Some(h) = &self.history {
             h.record(Entry::Ended {
                 action_id,
@@ -165,7 +173,7 @@ impl Replacer {
                 code: i32::try_from(code).ok(),
                 signal: None,
                 timed_out: false,
-                duration: Duration::ZERO,
+                duration: took,
                 output: message.to_string(),
                 error: (code != 0).then(|| format!("code 0x{code:04x}")),
             });

@@ -153,6 +153,9 @@ pub struct Replay {
     _compiler: Compiler,
 }
 
+/// Timer events at one virtual instant before a re-armed timer is dropped.
+const TIMERS_PER_INSTANT: usize = 1000;
+
 /// Calls with command results one batch may lead to (see [`Replay::deliver`]).
 const RESULT_ROUNDS: usize = 16;
 
@@ -344,6 +347,9 @@ impl Replay {
     /// Fire, in time order, every timer due at or before `until`; each in a batch of its own
     /// at its due time (whatever is batched is older, and goes first).
     fn fire_timers(&mut self, until: u64) {
+        // A rule that re-arms a timer for "now" from its own timer event would fire it forever
+        // at one instant (in service, real time passes meanwhile): bounded per instant.
+        let mut instant = (0, 0usize);
         loop {
             let due = self
                 .rules
@@ -354,6 +360,21 @@ impl Replay {
                 .min()
                 .map(|(at, i, name)| (at, i, name.clone()));
             let Some((at, i, name)) = due else { return };
+            instant = if instant.0 == at {
+                (at, instant.1 + 1)
+            } else {
+                (at, 1)
+            };
+            if instant.1 > TIMERS_PER_INSTANT {
+                let rule = &mut self.rules[i];
+                rule.timers.remove(&name);
+                eprintln!(
+                    "rule {}: timer `{name}` fired {TIMERS_PER_INSTANT} times at one instant; \
+                     dropped",
+                    rule.spec.name
+                );
+                continue;
+            }
             self.flush();
             self.clock.advance_to(at);
             let rule = &mut self.rules[i];
