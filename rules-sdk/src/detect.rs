@@ -3,8 +3,8 @@
 //! Each detector keeps state only for the series that are in an episode (or have history it
 //! needs), keyed by the host's series number; entries of series not seen for
 //! [`EXPIRE_AFTER`] are dropped, so a rule's memory does not grow with churned hosts. Their
-//! state survives a hot reload or a restart when the rule calls `save` in `suspend` and
-//! `restore` in `init`: it is stored by identifier (series numbers are the host's, and change
+//! state survives a hot reload or a restart when the rule lists them in `Rule::persisted`
+//! (see [`Persist`]): it is stored by identifier (series numbers are the host's, and change
 //! across restarts) and picked up when each series is seen again.
 //!
 //! Times are the values' own times (nanoseconds), so detectors behave the same on a replayed
@@ -17,6 +17,15 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::{CommandResult, Ctx, SeriesMap, Values};
+
+/// A detector whose state outlives an instance (a hot reload, a tier-up, a restart), kept in
+/// the rule's state under a key. List such detectors in [`crate::Rule::persisted`]: the SDK
+/// restores them right after `init` and saves them when the instance is suspended, so a rule
+/// never writes that bookkeeping itself.
+pub trait Persist {
+    fn save(&self, ctx: &mut Ctx, key: &str);
+    fn restore(&mut self, ctx: &mut Ctx, key: &str);
+}
 
 /// Series not seen for this long are forgotten by every detector.
 pub const EXPIRE_AFTER: Duration = Duration::from_secs(24 * 3600);
@@ -207,14 +216,15 @@ impl Level {
         }
         change
     }
+}
 
-    /// Keep the open episodes in the rule's state under `key` (call from `suspend`).
-    pub fn save(&self, ctx: &mut Ctx, key: &str) {
+/// The open episodes, by identifier.
+impl Persist for Level {
+    fn save(&self, ctx: &mut Ctx, key: &str) {
         self.episodes.save(ctx, key);
     }
 
-    /// Take back what [`Level::save`] kept (call from `init`).
-    pub fn restore(&mut self, ctx: &mut Ctx, key: &str) {
+    fn restore(&mut self, ctx: &mut Ctx, key: &str) {
         self.episodes.restore(ctx, key);
     }
 }
@@ -273,12 +283,15 @@ impl MOfN {
         }
         change
     }
+}
 
-    pub fn save(&self, ctx: &mut Ctx, key: &str) {
+/// The windows of the series that crossed lately, by identifier.
+impl Persist for MOfN {
+    fn save(&self, ctx: &mut Ctx, key: &str) {
         self.windows.save(ctx, key);
     }
 
-    pub fn restore(&mut self, ctx: &mut Ctx, key: &str) {
+    fn restore(&mut self, ctx: &mut Ctx, key: &str) {
         self.windows.restore(ctx, key);
     }
 }
@@ -460,15 +473,16 @@ impl Ladder {
             step: rung.step,
         })
     }
+}
 
-    /// Keep the climbs under `key` in the rule's state (call from `suspend`).
-    pub fn save(&self, ctx: &mut Ctx, key: &str) {
+/// The climbs under way. A step that was waiting for its result still is: the host delivers
+/// results to the rule's next instance.
+impl Persist for Ladder {
+    fn save(&self, ctx: &mut Ctx, key: &str) {
         ctx.set_state(key, &self.climbs);
     }
 
-    /// Take back what [`Ladder::save`] kept (call from `init`). A step that was waiting for its
-    /// result still is: the host delivers results to the rule's next instance.
-    pub fn restore(&mut self, ctx: &mut Ctx, key: &str) {
+    fn restore(&mut self, ctx: &mut Ctx, key: &str) {
         self.climbs = ctx.state(key).unwrap_or_default();
     }
 }

@@ -139,6 +139,18 @@ pub trait Rule: Sized + 'static {
     /// Called before this instance is replaced by a new version or the daemon stops: write
     /// anything kept only in memory into state so the next instance can pick it up.
     fn suspend(&mut self, _ctx: &mut Ctx) {}
+
+    /// Detectors whose state must survive a reload or restart, each under its own state key:
+    /// the SDK restores them right after `init` and saves them after `suspend`.
+    ///
+    /// ```ignore
+    /// fn persisted(&mut self) -> Vec<(&'static str, &mut dyn Persist)> {
+    ///     vec![("episodes", &mut self.level)]
+    /// }
+    /// ```
+    fn persisted(&mut self) -> Vec<(&'static str, &mut dyn detect::Persist)> {
+        Vec::new()
+    }
 }
 
 #[doc(hidden)]

@@ -108,7 +108,11 @@ impl<R: Rule> Runner<R> {
         config: Vec<(String, String)>,
     ) -> Result<(), String> {
         let mut ctx = Ctx::new(host, &mut self.series);
-        self.rule = Some(R::init(Config::new(config), &mut ctx)?);
+        let mut rule = R::init(Config::new(config), &mut ctx)?;
+        for (key, detector) in rule.persisted() {
+            detector.restore(&mut ctx, key);
+        }
+        self.rule = Some(rule);
         Ok(())
     }
 
@@ -147,7 +151,11 @@ impl<R: Rule> Runner<R> {
 
     pub fn suspend(&mut self, host: &mut dyn Host) {
         if let Some(rule) = &mut self.rule {
-            rule.suspend(&mut Ctx::new(host, &mut self.series));
+            let mut ctx = Ctx::new(host, &mut self.series);
+            rule.suspend(&mut ctx);
+            for (key, detector) in rule.persisted() {
+                detector.save(&mut ctx, key);
+            }
         }
     }
 }

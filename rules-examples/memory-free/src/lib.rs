@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use medic_rules::detect::{Change, Crossing, Direction, Level};
+use medic_rules::detect::{Change, Crossing, Direction, Level, Persist};
 use medic_rules::{Config, Ctx, Rule, Subscriptions, Values, export_rule};
 use serde::Deserialize;
 
@@ -35,7 +35,7 @@ pub struct MemoryFree {
 const EPISODES: &str = "episodes";
 
 impl Rule for MemoryFree {
-    fn init(config: Config, ctx: &mut Ctx) -> Result<Self, String> {
+    fn init(config: Config, _ctx: &mut Ctx) -> Result<Self, String> {
         let settings: Settings = config.parse()?;
         if settings.below.is_nan() || settings.below <= 0.0 {
             return Err(format!(
@@ -49,9 +49,10 @@ impl Rule for MemoryFree {
             Some(settings.below * 1.1),
             Duration::ZERO,
         )?;
-        let mut low = Level::new(crossing);
-        low.restore(ctx, EPISODES);
-        Ok(Self { settings, low })
+        Ok(Self {
+            settings,
+            low: Level::new(crossing),
+        })
     }
 
     fn subscriptions(&self) -> Subscriptions {
@@ -67,8 +68,8 @@ impl Rule for MemoryFree {
         }
     }
 
-    fn suspend(&mut self, ctx: &mut Ctx) {
-        self.low.save(ctx, EPISODES);
+    fn persisted(&mut self) -> Vec<(&'static str, &mut dyn Persist)> {
+        vec![(EPISODES, &mut self.low)]
     }
 }
 

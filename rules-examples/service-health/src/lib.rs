@@ -17,7 +17,7 @@
 
 use std::collections::BTreeMap;
 
-use medic_rules::detect::{Climb, Ladder};
+use medic_rules::detect::{Climb, Ladder, Persist};
 use medic_rules::{CommandResult, Config, Ctx, Rule, Severity, Subscriptions, Values, export_rule};
 use serde::{Deserialize, Serialize};
 
@@ -71,8 +71,7 @@ impl Rule for ServiceHealth {
         if settings.failures == 0 {
             return Err("`failures` must be at least 1".into());
         }
-        let mut ladder = Ladder::new(settings.steps.clone())?;
-        ladder.restore(ctx, LADDER);
+        let ladder = Ladder::new(settings.steps.clone())?;
         let health = ctx.state(HEALTH).unwrap_or_default();
         Ok(Self {
             settings,
@@ -155,7 +154,10 @@ impl Rule for ServiceHealth {
 
     fn suspend(&mut self, ctx: &mut Ctx) {
         ctx.set_state(HEALTH, &self.health);
-        self.ladder.save(ctx, LADDER);
+    }
+
+    fn persisted(&mut self) -> Vec<(&'static str, &mut dyn Persist)> {
+        vec![(LADDER, &mut self.ladder)]
     }
 }
 

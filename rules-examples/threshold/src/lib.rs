@@ -14,7 +14,7 @@
 
 use std::time::Duration;
 
-use medic_rules::detect::{Change, Crossing, Direction, Level};
+use medic_rules::detect::{Change, Crossing, Direction, Level, Persist};
 use medic_rules::{Config, Ctx, Rule, Severity, Subscriptions, Values, export_rule};
 use serde::Deserialize;
 
@@ -45,7 +45,7 @@ pub struct Threshold {
 const EPISODES: &str = "episodes";
 
 impl Rule for Threshold {
-    fn init(config: Config, ctx: &mut Ctx) -> Result<Self, String> {
+    fn init(config: Config, _ctx: &mut Ctx) -> Result<Self, String> {
         let settings: Settings = config.parse()?;
         let (direction, level) = match (settings.above, settings.below) {
             (Some(a), None) => (Direction::Above, a),
@@ -53,8 +53,7 @@ impl Rule for Threshold {
             _ => return Err("set exactly one of `above` and `below`".into()),
         };
         let hold = settings.for_.unwrap_or_default();
-        let mut level = Level::new(Crossing::new(direction, level, settings.clear, hold)?);
-        level.restore(ctx, EPISODES);
+        let level = Level::new(Crossing::new(direction, level, settings.clear, hold)?);
         Ok(Self { settings, level })
     }
 
@@ -96,8 +95,8 @@ impl Rule for Threshold {
         }
     }
 
-    fn suspend(&mut self, ctx: &mut Ctx) {
-        self.level.save(ctx, EPISODES);
+    fn persisted(&mut self) -> Vec<(&'static str, &mut dyn Persist)> {
+        vec![(EPISODES, &mut self.level)]
     }
 }
 
