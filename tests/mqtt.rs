@@ -589,3 +589,53 @@ fn rule_notifications_are_published_on_the_notify_topic() {
     assert!(n["timestamp"].as_u64().is_some(), "{n}");
     medic.stop();
 }
+
+/// A rule's `init` arms timers (the SDK hands them out with the empty call medic makes right
+/// after a start): mqtt-watchdog reports a device it never heard from after its timeout, with
+/// no event ever reaching the rule; and a device that speaks is restored when it returns.
+#[test]
+fn timers_armed_in_init_fire_without_any_event() {
+    let broker = Mosquitto::start(false);
+    let site = Site::new();
+    site.add_rule("mqtt-watchdog", "mqtt-watchdog");
+    let mut config = mqtt_config(
+        &site,
+        &broker,
+        r#"
+[rules.config.mqtt-watchdog.devices.sensor]
+watch = ["home/sensor/#"]
+timeout = "2s"
+state = ["home/sensor/set/#"]
+"#,
+    );
+    config = config.replace(
+        "[mqtt.grants]\n",
+        "[mqtt.grants]\nmqtt-watchdog = [\"home/monitoring/expire/#\", \"home/sensor/set/#\"]\n",
+    );
+    site.write_config(&config);
+    let expired = broker.watch("home/monitoring/expire/sensor", None);
+    let medic = site.start();
+    assert!(
+        wait_until(WAIT, || expired.lines().contains(&"never".into())),
+        "{:?}\n{}",
+        expired.lines(),
+        medic.log()
+    );
+    // It speaks: its saved state goes back out when it returns after another silence.
+    let restored = broker.watch("home/sensor/set/mode", None);
+    broker.publish("home/sensor/set/mode", "eco");
+    // Expired again, now with the time it was last seen.
+    let seen_then = || expired.lines().iter().any(|l| l.parse::<u64>().is_ok());
+    assert!(wait_until(WAIT, seen_then), "{:?}", expired.lines());
+    broker.publish("home/sensor/status", "online");
+    assert!(
+        wait_until(WAIT, || restored
+            .lines()
+            .iter()
+            .filter(|l| *l == "eco")
+            .count()
+            >= 2),
+        "{:?}",
+        restored.lines()
+    );
+}

@@ -221,7 +221,7 @@ fn broken_rules_are_contained_and_explained() {
         "{stdout}"
     );
     assert!(
-        line("trap").contains("faulted on an empty batch: trapped"),
+        line("trap").contains("faulted on a `medic-check` timer: trapped"),
         "{stdout}"
     );
     assert!(

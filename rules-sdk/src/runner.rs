@@ -89,6 +89,10 @@ pub struct Runner<R> {
     series: SeriesCache,
     /// The last batch, kept for its buffers: decoding the next one allocates nothing.
     batch: Batch,
+    /// What the rule asked for in `init` (timers, mostly): the contract's `init` returns no
+    /// actions, so they go out with the first `on-events` (the host calls it once, with
+    /// nothing in it, right after a start).
+    from_init: Vec<Action>,
 }
 
 impl<R: Rule> Runner<R> {
@@ -99,6 +103,7 @@ impl<R: Rule> Runner<R> {
             rule: None,
             series: SeriesCache::default(),
             batch: Batch::default(),
+            from_init: Vec::new(),
         }
     }
 
@@ -112,6 +117,7 @@ impl<R: Rule> Runner<R> {
         for (key, detector) in rule.persisted() {
             detector.restore(&mut ctx, key);
         }
+        self.from_init = ctx.into_actions();
         self.rule = Some(rule);
         Ok(())
     }
@@ -128,12 +134,23 @@ impl<R: Rule> Runner<R> {
     }
 
     pub fn on_events(&mut self, host: &mut dyn Host, batch: &Batch) -> Vec<Action> {
+        // The host's call right after a start carries nothing: it is for `init`'s actions, and
+        // rule code never sees an empty batch.
+        if batch.events.is_empty() {
+            return std::mem::take(&mut self.from_init);
+        }
         let mut ctx = Ctx::new(host, &mut self.series);
         match &mut self.rule {
             Some(rule) => rule.on_batch(batch, &mut ctx),
             None => ctx.error("on-events called before a successful init; batch ignored"),
         }
-        ctx.into_actions()
+        let actions = ctx.into_actions();
+        if self.from_init.is_empty() {
+            return actions;
+        }
+        let mut all = std::mem::take(&mut self.from_init);
+        all.extend(actions);
+        all
     }
 
     /// A batch as the host sends it (columns), turned back into events first.

@@ -94,12 +94,20 @@ impl<R: Rule> Tester<R> {
         let config: Vec<(String, String)> = Config::from_json(config_json)?.entries();
         let mut runner = Runner::new("test-rule", "0.0.0");
         runner.init(&mut host, config.clone())?;
-        Ok(Self {
+        let mut tester = Self {
             host,
             runner,
             config,
             timers: BTreeMap::new(),
-        })
+        };
+        tester.started();
+        Ok(tester)
+    }
+
+    /// What the host does right after a start: one empty batch, which carries out what the
+    /// rule asked for in `init` (timers it armed).
+    fn started(&mut self) {
+        self.feed(Batch::default());
     }
 
     /// Suspend this instance and start a fresh one on the same host, as a hot reload does.
@@ -108,6 +116,7 @@ impl<R: Rule> Tester<R> {
         let mut runner = Runner::new("test-rule", "0.0.0");
         runner.init(&mut self.host, self.config.clone())?;
         self.runner = runner;
+        self.started();
         Ok(self)
     }
 

@@ -19,8 +19,9 @@
 //! mqtt-watchdog = ["home/monitoring/expire/#", "home/boiler/set/#"]
 //! ```
 //! The rule must be granted the expire topics and the state topics it re-publishes.
-//! A device is watched from its first message after medic starts (a rule cannot arm a timer
-//! before its first batch); what was last seen and saved survives reloads and restarts.
+//! Every device is watched from medic's start (one never heard of is reported `never` after its
+//! timeout); what was last seen and saved survives reloads and restarts, and a device's
+//! deadline still counts from its last message across them.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, UNIX_EPOCH};
@@ -95,6 +96,15 @@ impl Rule for Watchdog {
         }
         let mut seen: BTreeMap<String, Seen> = ctx.state(STATE).unwrap_or_default();
         seen.retain(|name, _| settings.devices.contains_key(name));
+        let now = now_ns(ctx);
+        for (name, d) in &settings.devices {
+            let s = seen.entry(name.clone()).or_default();
+            if s.expired {
+                continue; // Waiting for it to come back.
+            }
+            let silent = s.last_seen.map_or(0, |t| now.saturating_sub(t));
+            ctx.set_timer(name, d.timeout.saturating_sub(Duration::from_nanos(silent)));
+        }
         Ok(Self { settings, seen })
     }
 
@@ -144,9 +154,11 @@ impl Rule for Watchdog {
             return;
         }
         seen.expired = true;
-        let last = seen.last_seen.unwrap_or_default() / 1_000_000_000;
+        let last = seen
+            .last_seen
+            .map_or_else(|| "never".to_string(), |t| (t / 1_000_000_000).to_string());
         let topic = format!("{}/{name}", self.settings.expire_topic);
-        ctx.publish(&topic, last.to_string(), false);
+        ctx.publish(&topic, last, false);
         let reason = format!(
             "{name}: nothing on {} for {:?}",
             d.watch.join(", "),
@@ -254,6 +266,32 @@ mod tests {
             published(&back),
             vec![("home/boiler/set/mode".into(), "eco".into(), true)]
         );
+    }
+
+    #[test]
+    fn a_device_never_heard_of_is_reported_after_its_timeout() {
+        let mut t = Tester::<Watchdog>::new(CONFIG).unwrap();
+        assert!(t.advance(Duration::from_secs(89)).is_empty());
+        let a = t.advance(Duration::from_secs(2));
+        assert_eq!(
+            published(&a),
+            vec![(
+                "home/monitoring/expire/boiler".into(),
+                "never".into(),
+                false
+            )]
+        );
+    }
+
+    #[test]
+    fn the_deadline_counts_from_the_last_message_across_a_reload() {
+        let mut t = Tester::<Watchdog>::new(CONFIG).unwrap();
+        t.mqtt("home/boiler/status", b"online");
+        t.advance(Duration::from_secs(60));
+        let mut t = t.reload().unwrap();
+        // 60 s were already silent: 30 more, not 90.
+        assert!(t.advance(Duration::from_secs(29)).is_empty());
+        assert_eq!(published(&t.advance(Duration::from_secs(2))).len(), 1);
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! `medic check`: validate a config and try every rule with it, without touching the daemon's
-//! state. Each rule is instantiated, `init`ed with its config, `describe`d, and given an empty
-//! batch (a rule that traps or hangs on that would fault in service too).
+//! state. Each rule is instantiated, `init`ed with its config, `describe`d, and called once with
+//! a timer it did not set, `medic-check` (rules must ignore timers they do not know: a new
+//! version gets the old one's), so a rule that traps or hangs on a call fails here rather than
+//! in service. (An empty batch would not do: the SDK answers it without calling rule code.)
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -14,6 +16,9 @@ use crate::engine::series::SeriesTable;
 use crate::mqtt::options::Connect;
 use crate::store::Store;
 use crate::types_db::TypesDb;
+
+/// The timer every rule is called with once.
+const CHECK_TIMER: &str = "medic-check";
 
 pub struct RuleReport {
     pub name: String,
@@ -153,14 +158,12 @@ fn check_rule(
         );
         subs.extend(info.topics.iter().map(|p| format!("topic {p}")));
         let version = info.version.clone();
+        let mut probe = crate::engine::batch::BatchBuilder::default();
+        probe.push_event(crate::engine::bindings::Event::Timer(CHECK_TIMER.into()));
         started
             .instance
-            .on_events(
-                &crate::engine::batch::BatchBuilder::default()
-                    .batch()
-                    .clone(),
-            )
-            .map_err(|e| format!("faulted on an empty batch: {e}"))?;
+            .on_events(probe.batch())
+            .map_err(|e| format!("faulted on a `{CHECK_TIMER}` timer: {e}"))?;
         Ok((version, subs.join(", ")))
     };
     match attempt() {

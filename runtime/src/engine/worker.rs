@@ -52,6 +52,9 @@ pub struct Worker {
     timers: BTreeMap<String, Instant>,
     /// When faulted: when to try a fresh instance, and the wait after that.
     retry: Option<(Instant, Duration)>,
+    /// An instance just started: call it once with nothing, so what it asked for in `init`
+    /// (timers) is carried out now rather than at its first event.
+    started: bool,
     /// Subscription changes after a re-instantiation are reported here.
     on_subscription: Box<dyn Fn(Subscription) + Send>,
 }
@@ -90,6 +93,7 @@ impl Worker {
             cfg: parts.cfg,
             timers: BTreeMap::new(),
             retry: None,
+            started: true,
             on_subscription: parts.on_subscription,
         };
         let thread = std::thread::Builder::new()
@@ -104,6 +108,10 @@ impl Worker {
     fn run(mut self) {
         let mut batch = BatchBuilder::default();
         loop {
+            if std::mem::take(&mut self.started) {
+                // Everything batched was delivered at the end of the last round: an empty call.
+                self.deliver(&batch);
+            }
             let wait = self
                 .next_wakeup()
                 .map(|t| t.saturating_duration_since(Instant::now()));
@@ -192,6 +200,7 @@ impl Worker {
                 self.spec = spec;
                 self.instance = Some(started.instance);
                 self.retry = None;
+                self.started = true;
                 // Timers belong to the rule, not the version: the new version keeps them.
                 Ok(started.subscription)
             }
@@ -326,6 +335,7 @@ impl Worker {
                     "rule re-instantiated after a fault"
                 );
                 self.instance = Some(started.instance);
+                self.started = true;
                 // Keep `retry` until a batch succeeds, so a rule that faults on every batch
                 // backs off further instead of retrying at the first interval forever.
                 self.retry = Some((Instant::now() + next, next));

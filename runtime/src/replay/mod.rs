@@ -247,6 +247,11 @@ impl Replay {
             rule.interest.set(Arc::new(started.subscription));
             rule.instance = Some(started.instance);
         }
+        // As the daemon does after a start: one empty call, which carries out what the rules
+        // asked for in `init` (timers).
+        for i in 0..self.rules.len() {
+            self.deliver(i);
+        }
         Ok(())
     }
 
