@@ -270,6 +270,10 @@ impl Run {
         match step.as_str() {
             step::CHECKED if self.lock().exists() => self.after_check().await,
             step::STOPPED if self.lock().exists() => self.after_stop().await,
+            // Killed right after moving the new config in, before recording it.
+            step::STOPPED if self.orig().exists() && self.cfg.config.exists() => {
+                self.after_replace().await
+            }
             step::REPLACED => self.after_replace().await,
             // Before the check passed (`writing`), or its lock file is gone: the live config
             // was never touched.
