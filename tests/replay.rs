@@ -395,8 +395,8 @@ fn record_captures_what_the_sources_deliver_as_a_feed_replay_reads() {
     );
 }
 
-/// `MOfN`, `Missing` (its checks on a timer in virtual time) and `Delta` through the wasm
-/// boundary (`tests/rules/detectors`): each decision on the recorded feed, at its time.
+/// `MOfN`, `Missing` (its checks on a timer in virtual time), `Delta` and `Cooldown` through
+/// the wasm boundary (`tests/rules/detectors`): each decision on the recorded feed, at its time.
 #[test]
 fn the_sdk_detectors_behave_the_same_through_the_wasm_boundary() {
     let dir = workspace().join("tests/fixtures/replay/detectors");
@@ -443,6 +443,15 @@ fn the_sdk_detectors_behave_the_same_through_the_wasm_boundary() {
     assert!(
         messages.contains(&"10:55:10 h/memory/memory-free is back".to_string()),
         "{messages:?}"
+    );
+    // Above 10 at 10:53:30 and 10:53:50: said once (a minute's cooldown).
+    let said: Vec<_> = messages
+        .iter()
+        .filter(|m| m.contains("said once a minute"))
+        .collect();
+    assert_eq!(
+        said,
+        ["10:53:30 h/cpu/percent-active: above 10 (said once a minute)"]
     );
     // 100, 150, 120: the derive went down, a reset.
     assert!(

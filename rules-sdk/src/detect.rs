@@ -487,6 +487,59 @@ impl Persist for Ladder {
     }
 }
 
+/// Rule-side debounce: at most one "go" per key (a series, a device, a host: whatever the rule
+/// picks) per `every`. The host's cooldown still applies per command, whoever asks; this one is
+/// per key and decided before asking. Keys quiet for longer than `every` are forgotten.
+#[derive(Debug)]
+pub struct Cooldown {
+    every: u64,
+    last: HashMap<String, u64>,
+    since_sweep: u32,
+}
+
+impl Cooldown {
+    pub fn new(every: Duration) -> Self {
+        Self {
+            every: every.as_nanos() as u64,
+            last: HashMap::new(),
+            since_sweep: 0,
+        }
+    }
+
+    /// Whether `key` may go at `now` (ns): never went, or went `every` or more ago. A "yes"
+    /// starts its cooldown.
+    pub fn ready(&mut self, key: &str, now: u64) -> bool {
+        self.since_sweep += 1;
+        if self.since_sweep >= 1024 {
+            self.since_sweep = 0;
+            let every = self.every;
+            self.last.retain(|_, t| now.saturating_sub(*t) < every);
+        }
+        match self.last.get_mut(key) {
+            Some(t) if now.saturating_sub(*t) < self.every => false,
+            Some(t) => {
+                *t = now;
+                true
+            }
+            None => {
+                self.last.insert(key.to_string(), now);
+                true
+            }
+        }
+    }
+}
+
+/// When each key last went.
+impl Persist for Cooldown {
+    fn save(&self, ctx: &mut Ctx, key: &str) {
+        ctx.set_state(key, &self.last);
+    }
+
+    fn restore(&mut self, ctx: &mut Ctx, key: &str) {
+        self.last = ctx.state(key).unwrap_or_default();
+    }
+}
+
 /// Where a series is heading: the least-squares slope (units per second) of its values over the
 /// last `window`, once they span at least half of it and number at least three. Keeps at most
 /// [`Trend::MAX_SAMPLES`] per series (older ones go first); NaN values are skipped.
@@ -950,5 +1003,22 @@ mod tests {
         );
         assert_eq!(step(3, 0, Sample::Absolute(7)), None);
         assert_eq!(step(3, 10, Sample::Absolute(7)), Some(7.0));
+    }
+
+    #[test]
+    fn cooldown_lets_each_key_go_once_per_period_and_survives_a_restart() {
+        let mut c = Cooldown::new(Duration::from_secs(60));
+        assert!(c.ready("web", 0));
+        assert!(!c.ready("web", 59 * S), "cooling down");
+        assert!(c.ready("db", 30 * S), "another key");
+        assert!(c.ready("web", 60 * S));
+        let mut host = TestHost::default();
+        let mut series = crate::runner::SeriesCache::default();
+        let mut ctx = Ctx::new(&mut host, &mut series);
+        c.save(&mut ctx, "cooldown");
+        let mut again = Cooldown::new(Duration::from_secs(60));
+        again.restore(&mut ctx, "cooldown");
+        assert!(!again.ready("web", 61 * S));
+        assert!(again.ready("web", 120 * S));
     }
 }

@@ -1,17 +1,19 @@
 //! Test-only rule: the SDK's detectors that no example uses, driven through the wasm boundary
 //! by `medic replay` (tests/replay.rs): `MOfN` on gauges (2 of the last 3 above 10), `Missing`
 //! on every series (2 intervals, checked from a timer), `Delta` on counters and derives (a
-//! reset is said). Each decision is a notification, so the replay's output shows it.
+//! reset is said), `Cooldown` (a gauge above 10 is said at most once a minute per series).
+//! Each decision is a notification, so the replay's output shows it.
 
 use std::time::{Duration, UNIX_EPOCH};
 
-use medic_rules::detect::{Change, Delta, MOfN, Missing};
+use medic_rules::detect::{Change, Cooldown, Delta, MOfN, Missing};
 use medic_rules::{Config, Ctx, Rule, Sample, Severity, Subscriptions, Values, export_rule};
 
 pub struct Detectors {
     m_of_n: MOfN,
     missing: Missing,
     delta: Delta,
+    cooldown: Cooldown,
 }
 
 const CHECK: &str = "missing-check";
@@ -22,6 +24,7 @@ impl Rule for Detectors {
             m_of_n: MOfN::new(2, 3)?,
             missing: Missing::new(2),
             delta: Delta::default(),
+            cooldown: Cooldown::new(Duration::from_secs(60)),
         })
     }
 
@@ -35,15 +38,15 @@ impl Rule for Detectors {
             ctx.notify(Severity::Okay, format!("{id} is back"));
         }
         match values.values.first().map(|v| v.sample) {
-            Some(Sample::Gauge(v)) => match self.m_of_n.observe(&values, v > 10.0) {
-                Some(Change::Fired) => {
-                    ctx.notify(Severity::Warning, format!("{id}: 2 of 3 above 10"))
+            Some(Sample::Gauge(v)) => {
+                if v > 10.0 && self.cooldown.ready(&id, values.list.time) {
+                    ctx.notify(
+                        Severity::Warning,
+                        format!("{id}: above 10 (said once a minute)"),
+                    );
                 }
-                Some(Change::Recovered) => {
-                    ctx.notify(Severity::Okay, format!("{id}: 3 of 3 at or below 10"))
-                }
-                None => {}
-            },
+                self.gauge(&values, &id, v, ctx);
+            }
             Some(Sample::Counter(_) | Sample::Derive(_))
                 if self.delta.observe(&values, 0).is_none() =>
             {
@@ -63,6 +66,17 @@ impl Rule for Detectors {
 }
 
 impl Detectors {
+    /// `MOfN` on a gauge: two of its last three above 10.
+    fn gauge(&mut self, values: &Values<'_>, id: &str, v: f64, ctx: &mut Ctx) {
+        match self.m_of_n.observe(values, v > 10.0) {
+            Some(Change::Fired) => ctx.notify(Severity::Warning, format!("{id}: 2 of 3 above 10")),
+            Some(Change::Recovered) => {
+                ctx.notify(Severity::Okay, format!("{id}: 3 of 3 at or below 10"))
+            }
+            None => {}
+        }
+    }
+
     /// Report what went missing by now and set the timer for the next check.
     fn arm(&mut self, ctx: &mut Ctx) {
         let now = ctx
