@@ -80,6 +80,7 @@ fn every_example_rule_replays_its_feed_as_expected_and_the_same_twice() {
         tested,
         [
             "disk-fill",
+            "influx-forward",
             "memory-free",
             "mqtt-watchdog",
             "service-health",

@@ -6,7 +6,7 @@ use serde::de::DeserializeOwned;
 
 use crate::runner::SeriesCache;
 use crate::{
-    Action, Host, LogLevel, Notify, Publish, Run, RunRemote, SeriesInfo, SetTimer, Severity,
+    Action, Emit, Host, LogLevel, Notify, Publish, Run, RunRemote, SeriesInfo, SetTimer, Severity,
     Snapshot,
 };
 
@@ -62,6 +62,17 @@ impl<'a> Ctx<'a> {
             topic: topic.into(),
             payload: payload.into(),
             retain,
+        }));
+    }
+
+    /// Hand a record (a line of Influx line protocol, a JSON object, a text line) to the sink
+    /// `[sinks.<sink>]`; the host batches and delivers it, and keeps it on disk while the
+    /// destination is away. The config must grant the sink to this rule
+    /// (`[rules.grants.<rule>] sinks`), or the record is refused and counted.
+    pub fn emit(&mut self, sink: &str, record: impl Into<Vec<u8>>) {
+        self.actions.push(Action::Emit(Emit {
+            sink: sink.into(),
+            record: record.into(),
         }));
     }
 

@@ -61,7 +61,7 @@ pub use pattern::{Pattern, PatternSet, topic_matches};
 pub use values::Values;
 
 pub use __bindings::medic::rules::types::{
-    Action, CommandResult, Identifier, LogLevel, MqttMessage, Notification, Notify, Publish,
+    Action, CommandResult, Emit, Identifier, LogLevel, MqttMessage, Notification, Notify, Publish,
     RuleInfo, Run, RunRemote, Sample, SeriesInfo, SetTimer, Severity, Snapshot, Value, ValueList,
 };
 

@@ -81,6 +81,14 @@ pub struct CodeLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SinkLabels {
+    pub sink: String,
+    /// `queued`, `written`, `dropped` (queue full or write failed), `refused` (not granted, or
+    /// no such sink).
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SeverityLabels {
     pub rule: String,
     pub severity: &'static str,
@@ -123,6 +131,7 @@ pub struct Metrics {
     pub remote_commands: Family<CodeLabels, Counter>,
     pub history_dropped: Counter,
     pub history_write_failures: Counter,
+    pub sink_records: Family<SinkLabels, Counter>,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -152,6 +161,7 @@ impl Metrics {
             rule_faults: Family::default(),
             rule_reloads: Family::default(),
             rule_notifications: Family::default(),
+            sink_records: Family::default(),
             commands: Family::default(),
             policy_refusals: Family::default(),
             breaker_open: Family::default(),
@@ -249,6 +259,11 @@ impl Metrics {
             "rule_notifications",
             "Notifications rules emitted, by severity",
             m.rule_notifications.clone(),
+        );
+        r.register(
+            "sink_records",
+            "Records rules emitted, by sink and outcome (queued, written, dropped, refused)",
+            m.sink_records.clone(),
         );
         r.register(
             "commands",

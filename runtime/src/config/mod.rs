@@ -5,6 +5,7 @@ mod collectd;
 mod command;
 mod mqtt;
 mod probe;
+mod sinks;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -17,6 +18,7 @@ pub use collectd::Collectd;
 pub use command::{Command, Program, Service};
 pub use mqtt::{BrokerUrl, Mqtt, MqttProtocol};
 pub use probe::{CHECK as PROBE_COMMAND, Probe};
+pub use sinks::{FileSink, RuleGrant, Sink};
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -48,6 +50,9 @@ pub struct Config {
     /// The local collectd whose config may be replaced over MQTT; refused when absent.
     #[serde(default)]
     pub collectd: Option<Collectd>,
+    /// Where records rules emit go, by name.
+    #[serde(default)]
+    pub sinks: BTreeMap<String, Sink>,
 }
 
 /// `GET /status`, `/history`, `/metrics`, `/feed.atom` and the page at `/`.
@@ -149,6 +154,8 @@ pub struct Rules {
     pub max_backoff: Duration,
     /// Per-rule config tables, `[rules.config.<file stem>]`, handed to the rule's `init`.
     pub config: BTreeMap<String, toml::Table>,
+    /// What each rule may use beyond commands: `[rules.grants.<file stem>] sinks = [...]`.
+    pub grants: BTreeMap<String, RuleGrant>,
 }
 
 impl Default for Rules {
@@ -162,6 +169,7 @@ impl Default for Rules {
             fault_backoff: Duration::from_secs(1),
             max_backoff: Duration::from_secs(60),
             config: BTreeMap::new(),
+            grants: BTreeMap::new(),
         }
     }
 }
@@ -354,6 +362,11 @@ impl Config {
             abs(&mut c.config);
             abs(&mut c.pid_file);
         }
+        for sink in self.sinks.values_mut() {
+            match sink {
+                Sink::File(f) => abs(&mut f.path),
+            }
+        }
         abs(&mut self.rules.dir);
         self.ingest.types_db.iter_mut().for_each(abs);
         if let Some(p) = &mut self.ingest.putval {
@@ -447,6 +460,21 @@ impl Config {
             }
         }
         probe::validate(&self.probes, &self.services)?;
+        for (rule, grant) in &self.rules.grants {
+            if let Some(unknown) = grant.sinks.iter().find(|s| !self.sinks.contains_key(*s)) {
+                return Err(format!(
+                    "rules.grants.{rule}.sinks names `{unknown}`, which is not a [sinks.*]"
+                ));
+            }
+        }
+        for (name, sink) in &self.sinks {
+            match sink {
+                Sink::File(f) if f.queue == 0 => {
+                    return Err(format!("sinks.{name}.queue must be more than 0"));
+                }
+                Sink::File(_) => {}
+            }
+        }
         Ok(())
     }
 

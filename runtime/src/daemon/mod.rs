@@ -62,6 +62,8 @@ use crate::types_db::TypesDb;
 const INGEST_QUEUE: usize = 65_536;
 /// How long the audit history may take to be written at shutdown.
 const HISTORY_FLUSH: Duration = Duration::from_secs(3);
+/// How long each sink may take to deliver what is queued at shutdown.
+const SINK_FLUSH: Duration = Duration::from_secs(3);
 /// How long the outbox may take to flush at shutdown.
 const OUTBOX_FLUSH: Duration = Duration::from_secs(3);
 
@@ -134,6 +136,7 @@ struct Running {
     watcher: std::thread::JoinHandle<Registry>,
     executor: ExecutorHandle,
     effects: Effects,
+    sink_tasks: Vec<JoinHandle<()>>,
     history: History,
     session: Option<SessionHandle>,
 }
@@ -194,7 +197,9 @@ async fn start(config: Arc<Config>, shutdown: Shutdown) -> anyhow::Result<Runnin
     let mut sources = Vec::new();
     // What the HTTP side lists: each input with its metric labels.
     let mut inputs = Vec::new();
+    let (sinks, sink_tasks) = crate::effects::sinks::Sinks::start(&config);
     let mut effects = Effects {
+        sinks,
         commands,
         mqtt: None,
         history: Some(history.clone()),
@@ -316,6 +321,7 @@ async fn start(config: Arc<Config>, shutdown: Shutdown) -> anyhow::Result<Runnin
         executor: executor_handle.clone(),
         mqtt: effects.mqtt.clone(),
         rules: rules_tx,
+        sinks: effects.sinks.clone(),
     };
     Ok(Running {
         status,
@@ -327,6 +333,7 @@ async fn start(config: Arc<Config>, shutdown: Shutdown) -> anyhow::Result<Runnin
         watcher,
         executor: executor_handle,
         effects,
+        sink_tasks,
         history,
         session,
     })
@@ -474,7 +481,14 @@ impl Running {
             drop(registry);
         })
         .await;
+        // What the rules emitted is delivered.
+        self.effects.sinks.stop();
         drop(self.effects);
+        for task in self.sink_tasks {
+            if tokio::time::timeout(SINK_FLUSH, task).await.is_err() {
+                tracing::warn!("a sink did not deliver what was queued in time");
+            }
+        }
         tracing::info!("rules suspended");
         // The audit rows of the last commands (killed ones say `interrupted`) are written.
         let history = self.history;

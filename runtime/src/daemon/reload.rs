@@ -3,7 +3,8 @@
 //! without a restart — the allow-list and per-command policy, the MQTT publish grants, and each
 //! rule's `[rules.config.NAME]` (that rule is re-initialised with its state kept); the policy
 //! gate's counters (cooldowns, running commands) carry over. Any other section that changed is
-//! named in a warning: it takes effect at the next start.
+//! named in a warning: it takes effect at the next start. File sinks reopen their files
+//! (logrotate's SIGHUP), whether the config could be read or not.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -17,10 +18,12 @@ pub(super) struct Targets {
     pub executor: ExecutorHandle,
     pub mqtt: Option<Outbound>,
     pub rules: crossbeam_channel::Sender<crate::config::Rules>,
+    pub sinks: crate::effects::sinks::Sinks,
 }
 
 /// Reload `path` over `current` (what is in effect); returns what is in effect afterwards.
 pub(super) fn apply(path: &Path, current: Config, to: &Targets) -> Config {
+    to.sinks.reopen();
     let new = match Config::load(path) {
         Ok(c) => c,
         Err(e) => {
@@ -94,6 +97,9 @@ fn merge(current: Config, new: &Config) -> (Config, Vec<&'static str>) {
     }
     if effective.collectd != new.collectd {
         later.push("collectd");
+    }
+    if effective.sinks != new.sinks {
+        later.push("sinks");
     }
     (effective, later)
 }

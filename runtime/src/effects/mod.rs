@@ -11,6 +11,7 @@ pub mod policy;
 mod presence;
 mod remote;
 pub mod replace_config;
+pub mod sinks;
 pub mod view;
 
 use std::sync::Arc;
@@ -40,6 +41,8 @@ pub struct Effects {
     pub collectd: Option<collectd::CollectdNotify>,
     /// Requests refused because too many were waiting.
     pub overflow: Arc<Dropped>,
+    /// Where emitted records go (`[sinks]`); empty when there are none.
+    pub sinks: sinks::Sinks,
 }
 
 impl Effects {
@@ -109,6 +112,7 @@ impl Effects {
                 Some(mqtt) => mqtt.send(d),
                 None => d.refuse("MQTT is not configured on this node"),
             },
+            Decision::Emit { rule, sink, record } => self.sinks.emit(&rule, &sink, record),
             Decision::Notify {
                 rule,
                 severity,

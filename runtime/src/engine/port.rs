@@ -39,6 +39,12 @@ pub enum Decision {
         payload: Vec<u8>,
         retain: bool,
     },
+    /// A record for a sink (only sinks granted to the rule take it).
+    Emit {
+        rule: Arc<str>,
+        sink: String,
+        record: Vec<u8>,
+    },
     /// A notification the rule raises for people.
     Notify {
         rule: Arc<str>,
@@ -78,6 +84,9 @@ impl Decision {
             }
             Decision::Publish { rule, topic, .. } => {
                 tracing::warn!(rule = &*rule, topic, "publish refused: {why}")
+            }
+            Decision::Emit { rule, sink, .. } => {
+                tracing::warn!(rule = &*rule, sink, "emit refused: {why}")
             }
             Decision::Notify { rule, message, .. } => {
                 tracing::warn!(

@@ -414,6 +414,11 @@ impl Worker {
                 payload: p.payload,
                 retain: p.retain,
             },
+            wit::Action::Emit(e) => Decision::Emit {
+                rule,
+                sink: e.sink,
+                record: e.record,
+            },
             wit::Action::Notify(n) => Decision::Notify {
                 rule,
                 severity: n.severity.into(),

@@ -76,6 +76,14 @@ pub enum What {
         #[serde(skip_serializing_if = "Option::is_none")]
         why: Option<String>,
     },
+    Emit {
+        sink: String,
+        record: String,
+        /// `emit` or `refused` (no such sink, or not granted to the rule).
+        gate: &'static str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        why: Option<String>,
+    },
     Notify {
         severity: &'static str,
         message: String,
@@ -534,6 +542,20 @@ impl Replay {
                     payload: String::from_utf8_lossy(&p.payload).into_owned(),
                     retain: p.retain,
                     gate: if why.is_some() { "refused" } else { "publish" },
+                    why,
+                }
+            }
+            wit::Action::Emit(e) => {
+                let why = crate::effects::sinks::emit_refusal(
+                    &self.config.rules.grants,
+                    &self.config.sinks,
+                    &rule.spec.name,
+                    &e.sink,
+                );
+                What::Emit {
+                    sink: e.sink,
+                    record: String::from_utf8_lossy(&e.record).into_owned(),
+                    gate: if why.is_some() { "refused" } else { "emit" },
                     why,
                 }
             }

@@ -1,0 +1,142 @@
+//! Sinks: where records that rules emit go (`[sinks.<name>]`), each with a bounded queue of its
+//! own and a delivery task, so a slow or broken destination never holds up a rule or another
+//! sink. A rule may emit only to the sinks `[rules.grants.<rule>] sinks` names; anything else
+//! is refused here and counted.
+
+mod file;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use tokio::sync::{Notify, mpsc, watch};
+
+use crate::config::{Config, RuleGrant, Sink};
+use crate::logging::RateLimited;
+use crate::metrics::{SinkLabels, metrics};
+
+/// Every sink of the config, with what each rule is granted. Cheap to clone.
+#[derive(Clone)]
+pub struct Sinks {
+    grants: Arc<BTreeMap<String, RuleGrant>>,
+    queues: Arc<HashMap<String, mpsc::Sender<Vec<u8>>>>,
+    /// Told on SIGHUP: file sinks reopen their files (logrotate moved them).
+    reopen: Arc<Notify>,
+    /// Set once the rules have stopped: sinks deliver what is queued and end.
+    stop: Arc<watch::Sender<bool>>,
+    refused_log: Arc<std::sync::Mutex<RateLimited>>,
+    dropped_log: Arc<std::sync::Mutex<RateLimited>>,
+}
+
+/// Why `rule` may not emit to `sink`, if it may not.
+pub fn emit_refusal(
+    grants: &BTreeMap<String, RuleGrant>,
+    sinks: &BTreeMap<String, Sink>,
+    rule: &str,
+    sink: &str,
+) -> Option<String> {
+    if !sinks.contains_key(sink) {
+        return Some(format!("there is no [sinks.{sink}]"));
+    }
+    let granted = grants
+        .get(rule)
+        .is_some_and(|g| g.sinks.iter().any(|s| s == sink));
+    (!granted)
+        .then(|| format!("sink `{sink}` is not granted to this rule (rules.grants.{rule}.sinks)"))
+}
+
+impl Sinks {
+    /// Start a delivery task per sink; they end after [`Sinks::stop`], once what is queued is
+    /// delivered.
+    pub fn start(config: &Config) -> (Self, Vec<tokio::task::JoinHandle<()>>) {
+        let reopen = Arc::new(Notify::new());
+        let (stop, stopped) = watch::channel(false);
+        let mut queues = HashMap::new();
+        let mut tasks = Vec::new();
+        for (name, sink) in &config.sinks {
+            match sink {
+                Sink::File(f) => {
+                    let (tx, rx) = mpsc::channel(f.queue);
+                    queues.insert(name.clone(), tx);
+                    tasks.push(tokio::spawn(file::deliver(
+                        name.clone(),
+                        f.path.clone(),
+                        rx,
+                        reopen.clone(),
+                        stopped.clone(),
+                    )));
+                }
+            }
+        }
+        let sinks = Self {
+            grants: Arc::new(config.rules.grants.clone()),
+            queues: Arc::new(queues),
+            reopen,
+            stop: Arc::new(stop),
+            refused_log: Arc::default(),
+            dropped_log: Arc::default(),
+        };
+        (sinks, tasks)
+    }
+
+    /// Queue `record` from `rule` for `sink`, or refuse it (not granted, no such sink) or drop
+    /// it (the sink's queue is full); never waits.
+    pub fn emit(&self, rule: &str, sink: &str, record: Vec<u8>) {
+        let granted = self
+            .grants
+            .get(rule)
+            .is_some_and(|g| g.sinks.iter().any(|s| s == sink));
+        let queue = self.queues.get(sink).filter(|_| granted);
+        let Some(queue) = queue else {
+            count(sink, "refused");
+            let why = if self.queues.contains_key(sink) {
+                format!("sink `{sink}` is not granted to this rule (rules.grants.{rule}.sinks)")
+            } else {
+                format!("there is no [sinks.{sink}]")
+            };
+            if let Ok(mut log) = self.refused_log.lock() {
+                log.log(|suppressed| tracing::warn!(rule, sink, suppressed, "emit refused: {why}"));
+            }
+            return;
+        };
+        match queue.try_send(record) {
+            Ok(()) => count(sink, "queued"),
+            Err(_) => {
+                count(sink, "dropped");
+                if let Ok(mut log) = self.dropped_log.lock() {
+                    log.log(|suppressed| {
+                        tracing::warn!(
+                            rule,
+                            sink,
+                            suppressed,
+                            "sink queue full: record dropped (the destination is slower than the rules)"
+                        )
+                    });
+                }
+            }
+        }
+    }
+
+    /// SIGHUP: file sinks reopen their files.
+    pub fn reopen(&self) {
+        self.reopen.notify_waiters();
+    }
+
+    /// Shutdown, once no rule can emit any more: deliver what is queued, then end.
+    pub fn stop(&self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+fn count(sink: &str, outcome: &'static str) {
+    count_n(sink, outcome, 1);
+}
+
+fn count_n(sink: &str, outcome: &'static str, n: usize) {
+    metrics()
+        .sink_records
+        .get_or_create(&SinkLabels {
+            sink: sink.to_string(),
+            outcome,
+        })
+        .inc_by(n as u64);
+}
