@@ -3,8 +3,8 @@
 # what it does: the wasm32-wasip2 target (rules), and Debian's collectd-core (types.db and a real
 # collectd for the ingest tests), collectd-utils (collectdctl, collectd-nagios and collectd-tg,
 # run against medic), mosquitto + mosquitto-clients (MQTT tests), openssl (the TLS test makes
-# its own CA), chromium (the status page is tested in a real headless browser) and prometheus
-# (its promtool checks /metrics). Each step is skipped when already done, so it is cheap to
+# its own CA), chromium (the status page is tested in a real headless browser), prometheus
+# (its promtool checks /metrics) and victoria-metrics (the http sink delivers to it). Each step is skipped when already done, so it is cheap to
 # call always.
 set -euo pipefail
 
@@ -16,7 +16,7 @@ if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2; then
 fi
 
 missing=()
-for pkg in collectd-core collectd-utils mosquitto mosquitto-clients openssl chromium prometheus; do
+for pkg in collectd-core collectd-utils mosquitto mosquitto-clients openssl chromium prometheus victoria-metrics; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
 done
 if [ "${#missing[@]}" -gt 0 ]; then

@@ -86,3 +86,224 @@ path = {path:?}
         lines()
     );
 }
+
+/// A real VictoriaMetrics (Debian's victoria-metrics) on loopback with its own data directory.
+struct Victoria {
+    child: Option<std::process::Child>,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Victoria {
+    fn start() -> Self {
+        let mut vm = Victoria {
+            child: None,
+            port: medic_integration::free_tcp_port(),
+            dir: tempfile::tempdir().unwrap(),
+        };
+        vm.resume();
+        vm
+    }
+
+    /// (Re)start on the same port and data.
+    fn resume(&mut self) {
+        let child = std::process::Command::new("victoria-metrics")
+            .arg(format!("-httpListenAddr=127.0.0.1:{}", self.port))
+            .arg(format!("-storageDataPath={}", self.dir.path().display()))
+            // The points are from 2025: keep them (the default retention is a month).
+            .arg("-retentionPeriod=100y")
+            .arg("-loggerLevel=ERROR")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("victoria-metrics is missing: apt-get install victoria-metrics");
+        self.child = Some(child);
+        let addr = self.addr();
+        assert!(
+            wait_until(WAIT, || std::net::TcpStream::connect(&addr).is_ok()
+                && medic_integration::http_get(&addr, "/health", None).0 == 200),
+            "victoria-metrics did not come up"
+        );
+    }
+
+    /// A clean stop (SIGTERM: it writes out what it holds in memory, as a service stop does).
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = std::process::Command::new("kill")
+                .arg(c.id().to_string())
+                .status();
+            let _ = c.wait();
+        }
+    }
+
+    fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The timestamps (ms) of `metric`'s samples with their tags, every series together.
+    fn samples(&self, metric: &str) -> Vec<(serde_json::Value, i64)> {
+        let addr = self.addr();
+        medic_integration::http_get(&addr, "/internal/force_flush", None);
+        let (code, body) = medic_integration::http_get(
+            &addr,
+            &format!("/api/v1/export?match%5B%5D={metric}"),
+            None,
+        );
+        assert_eq!(code, 200, "{body}");
+        let mut out = Vec::new();
+        for line in body.lines() {
+            let series: serde_json::Value = serde_json::from_str(line).unwrap();
+            for t in series["timestamps"].as_array().unwrap() {
+                out.push((series["metric"].clone(), t.as_i64().unwrap()));
+            }
+        }
+        out.sort_by_key(|s| s.1);
+        out
+    }
+}
+
+impl Drop for Victoria {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Answers every request with 400 (a destination that will never take the records).
+fn refusing_server() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+            let mut buf = [0u8; 65536];
+            let _ = std::io::Read::read(&mut stream, &mut buf);
+            let _ = std::io::Write::write_all(
+                &mut stream,
+                b"HTTP/1.1 400 Bad Request\r\ncontent-length: 3\r\nconnection: close\r\n\r\nno\n",
+            );
+        }
+    });
+    port
+}
+
+fn vm_site(vm: &Victoria, refusing: u16) -> Site {
+    let site = Site::new();
+    site.add_rule("influx-forward", "influx-forward");
+    site.add_rule("influx-forward", "to-nowhere");
+    site.write_config(&format!(
+        r#"
+[rules.config.influx-forward]
+patterns = ["*/load/load"]
+sink = "vm"
+
+[rules.config.to-nowhere]
+patterns = ["*/load/load"]
+sink = "refusing"
+
+[rules.grants.influx-forward]
+sinks = ["vm"]
+
+[rules.grants.to-nowhere]
+sinks = ["refusing"]
+
+[sinks.vm]
+kind = "http"
+url = "http://{vm}/write"
+max_batch = 50
+max_age = "200ms"
+timeout = "2s"
+
+[sinks.refusing]
+kind = "http"
+url = "http://127.0.0.1:{refusing}/write"
+max_age = "200ms"
+"#,
+        vm = vm.addr()
+    ));
+    site
+}
+
+/// `count` load value lists from `first` (seconds), one a second of collectd time.
+fn load_values(medic: &medic_integration::Medic, first: u64, count: u64) {
+    let lines: Vec<String> = (first..first + count)
+        .map(|t| format!("PUTVAL web/load/load interval=1 {t}.5:{}:1:1.5", t % 7))
+        .collect();
+    let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+    let replies = medic.putval(&refs);
+    assert!(replies.iter().all(|r| r.starts_with("0 ")), "{replies:?}");
+}
+
+/// The ms timestamps of `load_shortterm` from `first` for `count` seconds, as sent.
+fn expected_ms(first: u64, count: u64) -> Vec<i64> {
+    (first..first + count)
+        .map(|t| (t * 1000 + 500) as i64)
+        .collect()
+}
+
+#[test]
+fn an_http_sink_delivers_every_point_to_victoria_metrics_across_an_outage_and_a_crash() {
+    let mut vm = Victoria::start();
+    let refusing = refusing_server();
+    let site = vm_site(&vm, refusing);
+    let mut medic = site.start();
+    let t0 = 1_764_500_000;
+
+    // Every point, with its tags and its own time.
+    load_values(&medic, t0, 20);
+    let shortterm = |vm: &Victoria| vm.samples("load_shortterm");
+    assert!(
+        wait_until(WAIT, || shortterm(&vm).len() == 20),
+        "{:?}",
+        shortterm(&vm)
+    );
+    let got = shortterm(&vm);
+    assert_eq!(got[0].0["host"], "web");
+    assert_eq!(got[0].0["type"], "load");
+    assert_eq!(
+        got.iter().map(|s| s.1).collect::<Vec<_>>(),
+        expected_ms(t0, 20)
+    );
+    // The refusing destination: dropped for good and said; the other sink kept flowing.
+    medic.expect_log("sink refused a batch for good (HTTP 400 Bad Request)", WAIT);
+
+    // VictoriaMetrics away for a while: records wait on disk, then all arrive, once each.
+    vm.stop();
+    load_values(&medic, t0 + 20, 20);
+    medic.expect_log("keeping records on disk", WAIT);
+    std::thread::sleep(Duration::from_secs(10));
+    vm.resume();
+    load_values(&medic, t0 + 40, 10);
+    assert!(
+        wait_until(Duration::from_secs(60), || shortterm(&vm).len() >= 50),
+        "{:?}\n{}",
+        shortterm(&vm).iter().map(|s| s.1).collect::<Vec<_>>(),
+        medic.log_lines_with("sink").join("\n")
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        shortterm(&vm).iter().map(|s| s.1).collect::<Vec<_>>(),
+        expected_ms(t0, 50),
+        "every point once, in time order"
+    );
+
+    // medic killed while records wait on disk: they go out after the next start.
+    vm.stop();
+    load_values(&medic, t0 + 50, 10);
+    medic.expect_log("keeping records on disk", WAIT);
+    std::thread::sleep(Duration::from_millis(500));
+    medic.signal(9);
+    assert!(wait_until(WAIT, || !medic.is_running()));
+    vm.resume();
+    let medic = site.start();
+    assert!(
+        wait_until(Duration::from_secs(60), || shortterm(&vm).len() >= 60),
+        "{}",
+        medic.log()
+    );
+    assert_eq!(
+        shortterm(&vm).iter().map(|s| s.1).collect::<Vec<_>>(),
+        expected_ms(t0, 60)
+    );
+    medic.stop();
+}

@@ -83,9 +83,15 @@ pub struct CodeLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SinkLabels {
     pub sink: String,
-    /// `queued`, `written`, `dropped` (queue full or write failed), `refused` (not granted, or
-    /// no such sink).
+    /// `queued`, `written` (file), `sent` (http), `retained` (kept on disk), `retried`,
+    /// `dropped` (queue full, write failed, refused for good by the destination, or over the
+    /// retention bound), `refused` (not granted, or no such sink).
     pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SinkNameLabels {
+    pub sink: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -132,6 +138,7 @@ pub struct Metrics {
     pub history_dropped: Counter,
     pub history_write_failures: Counter,
     pub sink_records: Family<SinkLabels, Counter>,
+    pub sink_retained_bytes: Family<SinkNameLabels, Gauge>,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -162,6 +169,7 @@ impl Metrics {
             rule_reloads: Family::default(),
             rule_notifications: Family::default(),
             sink_records: Family::default(),
+            sink_retained_bytes: Family::default(),
             commands: Family::default(),
             policy_refusals: Family::default(),
             breaker_open: Family::default(),
@@ -262,8 +270,14 @@ impl Metrics {
         );
         r.register(
             "sink_records",
-            "Records rules emitted, by sink and outcome (queued, written, dropped, refused)",
+            "Records rules emitted, by sink and outcome (queued, written, sent, retained, \
+             retried, dropped, refused)",
             m.sink_records.clone(),
+        );
+        r.register(
+            "sink_retained_bytes",
+            "Bytes of batches an http sink keeps on disk while its destination is away",
+            m.sink_retained_bytes.clone(),
         );
         r.register(
             "commands",

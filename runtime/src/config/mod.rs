@@ -18,7 +18,7 @@ pub use collectd::Collectd;
 pub use command::{Command, Program, Service};
 pub use mqtt::{BrokerUrl, Mqtt, MqttProtocol};
 pub use probe::{CHECK as PROBE_COMMAND, Probe};
-pub use sinks::{FileSink, RuleGrant, Sink};
+pub use sinks::{FileSink, Format, HttpSink, RuleGrant, Sink};
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -365,6 +365,7 @@ impl Config {
         for sink in self.sinks.values_mut() {
             match sink {
                 Sink::File(f) => abs(&mut f.path),
+                Sink::Http(h) => h.token_file.iter_mut().for_each(abs),
             }
         }
         abs(&mut self.rules.dir);
@@ -468,11 +469,28 @@ impl Config {
             }
         }
         for (name, sink) in &self.sinks {
-            match sink {
-                Sink::File(f) if f.queue == 0 => {
-                    return Err(format!("sinks.{name}.queue must be more than 0"));
+            let queue = match sink {
+                Sink::File(f) => f.queue,
+                Sink::Http(h) => {
+                    if !(h.url.starts_with("http://") || h.url.starts_with("https://"))
+                        || h.url.parse::<hyper::Uri>().is_err()
+                    {
+                        return Err(format!(
+                            "sinks.{name}.url `{}` is not an http:// or https:// URL",
+                            h.url
+                        ));
+                    }
+                    if h.max_batch == 0 || h.timeout.is_zero() || h.retention_max_bytes == 0 {
+                        return Err(format!(
+                            "sinks.{name}: max_batch, timeout and retention_max_bytes must be \
+                             more than 0"
+                        ));
+                    }
+                    h.queue
                 }
-                Sink::File(_) => {}
+            };
+            if queue == 0 {
+                return Err(format!("sinks.{name}.queue must be more than 0"));
             }
         }
         Ok(())

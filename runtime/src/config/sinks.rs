@@ -1,7 +1,9 @@
 //! `[sinks.<name>]`: where records that rules emit go, and `[rules.grants.<rule>]`: which sinks
 //! each rule may emit to (nothing is granted by default).
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -10,6 +12,66 @@ use serde::Deserialize;
 pub enum Sink {
     /// Append each record as a line to a file (reopened on SIGHUP, for logrotate).
     File(FileSink),
+    /// POST records in batches; what cannot be delivered waits on disk, in order.
+    Http(HttpSink),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// Records joined by newlines (Influx line protocol: InfluxDB's or VictoriaMetrics' `/write`).
+    #[default]
+    Lines,
+    /// A JSON array of the records (each a JSON value; one that is not goes as a string).
+    Json,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSink {
+    /// `http://` or `https://` (the certificate checked against the system's roots).
+    pub url: String,
+    #[serde(default)]
+    pub format: Format,
+    /// A batch goes when it has this many records ...
+    #[serde(default = "default_max_batch")]
+    pub max_batch: usize,
+    /// ... or when its first record has waited this long.
+    #[serde(default = "default_max_age", with = "humantime_serde")]
+    pub max_age: Duration,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// A file whose text is sent as `Authorization: Bearer <text>`.
+    pub token_file: Option<PathBuf>,
+    /// For one request.
+    #[serde(default = "default_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Batches kept on disk (in `state_dir/sinks/<name>/`) while the destination is away; past
+    /// it the oldest go first, counted.
+    #[serde(default = "default_retention_max_bytes")]
+    pub retention_max_bytes: u64,
+    #[serde(default = "default_http_queue")]
+    pub queue: usize,
+}
+
+fn default_max_batch() -> usize {
+    1000
+}
+
+fn default_max_age() -> Duration {
+    Duration::from_secs(1)
+}
+
+fn default_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn default_retention_max_bytes() -> u64 {
+    100 << 20
+}
+
+fn default_http_queue() -> usize {
+    100_000
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]

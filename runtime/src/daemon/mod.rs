@@ -197,7 +197,7 @@ async fn start(config: Arc<Config>, shutdown: Shutdown) -> anyhow::Result<Runnin
     let mut sources = Vec::new();
     // What the HTTP side lists: each input with its metric labels.
     let mut inputs = Vec::new();
-    let (sinks, sink_tasks) = crate::effects::sinks::Sinks::start(&config);
+    let (sinks, sink_tasks) = crate::effects::sinks::Sinks::start(&config)?;
     let mut effects = Effects {
         sinks,
         commands,

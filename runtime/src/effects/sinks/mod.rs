@@ -4,6 +4,8 @@
 //! is refused here and counted.
 
 mod file;
+mod http;
+mod retention;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -47,7 +49,7 @@ pub fn emit_refusal(
 impl Sinks {
     /// Start a delivery task per sink; they end after [`Sinks::stop`], once what is queued is
     /// delivered.
-    pub fn start(config: &Config) -> (Self, Vec<tokio::task::JoinHandle<()>>) {
+    pub fn start(config: &Config) -> anyhow::Result<(Self, Vec<tokio::task::JoinHandle<()>>)> {
         let reopen = Arc::new(Notify::new());
         let (stop, stopped) = watch::channel(false);
         let mut queues = HashMap::new();
@@ -65,6 +67,17 @@ impl Sinks {
                         stopped.clone(),
                     )));
                 }
+                Sink::Http(h) => {
+                    let (tx, rx) = mpsc::channel(h.queue);
+                    let kept = retention::Retention::open(
+                        retention::dir(&config.daemon.state_dir, name),
+                        h.retention_max_bytes,
+                    )
+                    .map_err(|e| anyhow::anyhow!("sinks.{name}: cannot open its retention: {e}"))?;
+                    let deliverer = http::Deliverer::new(name.clone(), h.clone(), kept)?;
+                    queues.insert(name.clone(), tx);
+                    tasks.push(tokio::spawn(deliverer.run(rx, stopped.clone())));
+                }
             }
         }
         let sinks = Self {
@@ -75,7 +88,7 @@ impl Sinks {
             refused_log: Arc::default(),
             dropped_log: Arc::default(),
         };
-        (sinks, tasks)
+        Ok((sinks, tasks))
     }
 
     /// Queue `record` from `rule` for `sink`, or refuse it (not granted, no such sink) or drop
@@ -129,6 +142,16 @@ impl Sinks {
 
 fn count(sink: &str, outcome: &'static str) {
     count_n(sink, outcome, 1);
+}
+
+/// Bytes a sink keeps on disk, for `medic_sink_retained_bytes`.
+fn set_retained(sink: &str, bytes: u64) {
+    metrics()
+        .sink_retained_bytes
+        .get_or_create(&crate::metrics::SinkNameLabels {
+            sink: sink.to_string(),
+        })
+        .set(bytes as i64);
 }
 
 fn count_n(sink: &str, outcome: &'static str, n: usize) {
