@@ -83,6 +83,7 @@ fn every_example_rule_replays_its_feed_as_expected_and_the_same_twice() {
             "influx-forward",
             "memory-free",
             "mqtt-watchdog",
+            "notify-webhook",
             "service-health",
             "threshold"
         ]

@@ -307,3 +307,145 @@ fn an_http_sink_delivers_every_point_to_victoria_metrics_across_an_outage_and_a_
     );
     medic.stop();
 }
+
+/// `[history] forward`: every audit record also goes to a sink as JSON, with no rule involved.
+#[test]
+fn audit_records_are_forwarded_to_a_sink() {
+    let site = Site::new();
+    site.add_rule("threshold", "threshold");
+    let audit = site.path("audit.jsonl");
+    site.write_config(&format!(
+        r#"
+[rules.config.threshold]
+pattern = "*/load/load"
+data_source = "shortterm"
+above = 1.0
+service = "hello"
+command = "exec"
+
+[services.hello.commands]
+exec = "echo Hello World!"
+
+[history]
+forward = "audit"
+
+[sinks.audit]
+kind = "file"
+path = {path:?}
+"#,
+        path = audit.display().to_string()
+    ));
+    let medic = site.start();
+    medic.putval(&["PUTVAL web/load/load N:5:1:1"]);
+    let records = || -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&audit)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    assert!(
+        wait_until(WAIT, || records().iter().any(|r| r["kind"] == "ended")),
+        "{:?}\n{}",
+        records(),
+        medic.log()
+    );
+    let records = records();
+    let asked = records.iter().find(|r| r["kind"] == "asked").unwrap();
+    assert_eq!(asked["origin"], "threshold");
+    assert_eq!(asked["service"], "hello");
+    let ended = records.iter().find(|r| r["kind"] == "ended").unwrap();
+    assert_eq!(ended["action_id"], asked["action_id"]);
+    assert_eq!(ended["state"], "succeeded");
+    assert_eq!(ended["output"], "Hello World!\n");
+    medic.stop();
+}
+
+/// A webhook that keeps every request body it is sent, answering 204.
+fn capturing_server() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let kept = bodies.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { continue };
+            let kept = kept.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut stream = stream;
+                loop {
+                    let mut length = 0;
+                    let mut line = String::new();
+                    loop {
+                        line.clear();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if line == "\r\n" {
+                            break;
+                        }
+                        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                            length = v.trim().parse().unwrap_or(0);
+                        }
+                    }
+                    let mut body = vec![0; length];
+                    if reader.read_exact(&mut body).is_err() {
+                        return;
+                    }
+                    kept.lock()
+                        .unwrap()
+                        .push(String::from_utf8_lossy(&body).into_owned());
+                    if stream
+                        .write_all(b"HTTP/1.1 204 No Content\r\n\r\n")
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (port, bodies)
+}
+
+/// notify-webhook → an `http` sink with `format = "json"`: a JSON array of notifications.
+#[test]
+fn notifications_reach_a_webhook_as_a_json_array() {
+    let (port, bodies) = capturing_server();
+    let site = Site::new();
+    site.add_rule("notify-webhook", "notify-webhook");
+    site.write_config(&format!(
+        r#"
+[rules.config.notify-webhook]
+patterns = ["**"]
+sink = "webhook"
+
+[rules.grants.notify-webhook]
+sinks = ["webhook"]
+
+[sinks.webhook]
+kind = "http"
+url = "http://127.0.0.1:{port}/hook"
+format = "json"
+max_age = "100ms"
+"#
+    ));
+    let medic = site.start();
+    let replies = medic.putval(&[
+        "PUTNOTIF severity=failure time=1764500000 host=web plugin=ping type=ping type_instance=gw message=\"gateway unreachable\"",
+    ]);
+    assert!(replies[0].starts_with("0 "), "{replies:?}");
+    assert!(
+        wait_until(WAIT, || !bodies.lock().unwrap().is_empty()),
+        "{}",
+        medic.log()
+    );
+    let body = bodies.lock().unwrap()[0].clone();
+    let array: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(array[0]["severity"], "failure", "{body}");
+    assert_eq!(array[0]["message"], "gateway unreachable");
+    assert_eq!(array[0]["type_instance"], "gw");
+    medic.stop();
+}

@@ -99,6 +99,8 @@ pub struct History {
     #[serde(with = "humantime_serde")]
     pub max_age: Duration,
     pub max_rows: u64,
+    /// A `[sinks.*]` every audit record also goes to, as a JSON object.
+    pub forward: Option<String>,
 }
 
 impl Default for History {
@@ -106,6 +108,7 @@ impl Default for History {
         Self {
             max_age: Duration::from_secs(30 * 24 * 3600),
             max_rows: 100_000,
+            forward: None,
         }
     }
 }
@@ -461,6 +464,13 @@ impl Config {
             }
         }
         probe::validate(&self.probes, &self.services)?;
+        if let Some(sink) = &self.history.forward
+            && !self.sinks.contains_key(sink)
+        {
+            return Err(format!(
+                "history.forward names `{sink}`, which is not a [sinks.*]"
+            ));
+        }
         for (rule, grant) in &self.rules.grants {
             if let Some(unknown) = grant.sinks.iter().find(|s| !self.sinks.contains_key(*s)) {
                 return Err(format!(

@@ -159,13 +159,20 @@ async fn start(config: Arc<Config>, shutdown: Shutdown) -> anyhow::Result<Runnin
         ),
         Err(e) => store.report("the audit history cannot be updated", &e),
     }
-    let history = History::start(
+    let (sinks, sink_tasks) = crate::effects::sinks::Sinks::start(&config)?;
+    let mut history = History::start(
         store.clone(),
         Retention {
             max_age: config.history.max_age,
             max_rows: config.history.max_rows,
         },
     )?;
+    if let Some(sink) = config.history.forward.clone() {
+        let sinks = sinks.clone();
+        history = history.forwarding(Arc::new(move |entry| {
+            sinks.forward(&sink, entry.to_json().to_string().into_bytes())
+        }));
+    }
     let limits = SeriesLimits {
         max_series: config.ingest.max_series,
         max_future_intervals: config.ingest.max_future_intervals,
@@ -197,7 +204,6 @@ async fn start(config: Arc<Config>, shutdown: Shutdown) -> anyhow::Result<Runnin
     let mut sources = Vec::new();
     // What the HTTP side lists: each input with its metric labels.
     let mut inputs = Vec::new();
-    let (sinks, sink_tasks) = crate::effects::sinks::Sinks::start(&config)?;
     let mut effects = Effects {
         sinks,
         commands,

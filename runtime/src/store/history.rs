@@ -111,6 +111,68 @@ pub enum Entry {
     },
 }
 
+impl Entry {
+    /// The entry as one JSON object (`kind`: `asked`, `ended`, `fault`, `notification`; times
+    /// in ns since the epoch), for `[history] forward`.
+    pub fn to_json(&self) -> serde_json::Value {
+        use serde_json::json;
+        match self {
+            Entry::Asked {
+                action_id,
+                at_ns,
+                origin,
+                build,
+                reason,
+                service,
+                command,
+                refusal,
+            } => json!({
+                "kind": "asked", "action_id": action_id, "at_ns": at_ns,
+                "origin": &**origin, "build": build.as_deref(), "reason": reason,
+                "service": service, "command": command, "refusal": refusal,
+            }),
+            Entry::Ended {
+                action_id,
+                at_ns,
+                state,
+                code,
+                signal,
+                timed_out,
+                duration,
+                output,
+                error,
+            } => json!({
+                "kind": "ended", "action_id": action_id, "at_ns": at_ns, "state": state,
+                "code": code, "signal": signal, "timed_out": timed_out,
+                "duration_ms": duration.as_millis() as u64, "output": output, "error": error,
+            }),
+            Entry::Fault {
+                action_id,
+                at_ns,
+                rule,
+                build,
+                what,
+            } => json!({
+                "kind": "fault", "action_id": action_id, "at_ns": at_ns, "rule": &**rule,
+                "build": build.as_deref(), "what": what,
+            }),
+            Entry::Notified {
+                action_id,
+                at_ns,
+                rule,
+                severity,
+                message,
+            } => json!({
+                "kind": "notification", "action_id": action_id, "at_ns": at_ns,
+                "rule": &**rule, "severity": severity, "message": message,
+            }),
+        }
+    }
+}
+
+/// Where each entry also goes (`[history] forward`), as it is recorded.
+pub type Forward = Arc<dyn Fn(&Entry) + Send + Sync>;
+
 /// How long history is kept.
 #[derive(Debug, Clone, Copy)]
 pub struct Retention {
@@ -129,6 +191,7 @@ enum Msg {
 pub struct History {
     tx: SyncSender<Msg>,
     dropped: Arc<Dropped>,
+    forward: Option<Forward>,
 }
 
 impl History {
@@ -142,10 +205,20 @@ impl History {
         Ok(Self {
             tx,
             dropped: Arc::new(Dropped::new(Duration::from_secs(60))),
+            forward: None,
         })
     }
 
+    /// Also hand every entry to `forward` as it is recorded.
+    pub fn forwarding(mut self, forward: Forward) -> Self {
+        self.forward = Some(forward);
+        self
+    }
+
     pub fn record(&self, entry: Entry) {
+        if let Some(forward) = &self.forward {
+            forward(&entry);
+        }
         match self.tx.try_send(Msg::Entry(entry)) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {

@@ -129,6 +129,14 @@ impl Sinks {
         }
     }
 
+    /// Queue a record medic itself produces (`[history] forward`): no grant needed.
+    pub fn forward(&self, sink: &str, record: Vec<u8>) {
+        match self.queues.get(sink).map(|q| q.try_send(record)) {
+            Some(Ok(())) => count(sink, "queued"),
+            _ => count(sink, "dropped"),
+        }
+    }
+
     /// SIGHUP: file sinks reopen their files.
     pub fn reopen(&self) {
         self.reopen.notify_waiters();
