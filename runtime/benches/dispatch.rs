@@ -5,6 +5,8 @@
 //! (`lua`: each value list handed over as the Lua table collectd's Lua plugin builds). Budgets:
 //! wasm ≤ 1.5× native per value at 256, and wasm faster than LuaJIT.
 //!
+//! The `emit` group: the rule-side cost of emitting a record per value (`influx-forward`).
+//!
 //! Needs target/rules/threshold.wasm (scripts/build-rules.sh). Run:
 //! `cargo bench -p medic --bench dispatch`
 
@@ -247,5 +249,32 @@ fn dispatch(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, dispatch);
+/// The rule-side cost of emitting: `influx-forward` turns each value list into a line of Influx
+/// line protocol and emits it (one `emit` action per value), beside the no-op rule.
+fn emit(c: &mut Criterion) {
+    let mut group = c.benchmark_group("emit");
+    group
+        .measurement_time(Duration::from_secs(3))
+        .warm_up_time(Duration::from_secs(1));
+    let series = Arc::new(SeriesTable::new(Arc::new(TypesDb::load(&[
+        "/usr/share/collectd/types.db",
+    ]))));
+    let config = "patterns = [\"*/memory/memory-free\"]\nsink = \"vm\"\n";
+    let mut forward = wasm_instance(series.clone(), "influx-forward", config, Tier::Optimized);
+    let mut noop = wasm_instance(series.clone(), "faulty", "mode = \"none\"", Tier::Optimized);
+    forward.on_events(&wasm_batch(&series, SERIES, 0)).unwrap();
+    let n = 256;
+    group.throughput(Throughput::Elements(n as u64));
+    let batch = wasm_batch(&series, n, SERIES);
+    assert_eq!(forward.on_events(&batch).unwrap().len(), n, "one record per value");
+    group.bench_with_input(BenchmarkId::new("influx-forward", n), &batch, |b, batch| {
+        b.iter(|| black_box(forward.on_events(batch).unwrap()))
+    });
+    group.bench_with_input(BenchmarkId::new("noop", n), &batch, |b, batch| {
+        b.iter(|| black_box(noop.on_events(batch).unwrap()))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, dispatch, emit);
 criterion_main!(benches);

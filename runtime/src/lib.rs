@@ -9,7 +9,7 @@
 pub mod cli;
 pub mod config;
 pub mod daemon;
-pub(crate) mod effects;
+pub mod effects;
 pub mod engine;
 pub mod event;
 pub mod http;
