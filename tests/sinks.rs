@@ -15,6 +15,7 @@ fn emitted_records_reach_a_file_sink_only_from_granted_rules() {
     site.add_rule("influx-forward", "influx-forward");
     site.add_rule("influx-forward", "rogue");
     let out = site.path("records.log");
+    let http = format!("127.0.0.1:{}", medic_integration::free_tcp_port());
     site.write_config(&format!(
         r#"
 [rules.config.influx-forward]
@@ -31,6 +32,9 @@ sinks = ["archive"]
 [sinks.archive]
 kind = "file"
 path = {path:?}
+
+[http]
+listen = "{http}"
 "#,
         path = out.display().to_string()
     ));
@@ -60,6 +64,16 @@ path = {path:?}
         "emit refused: sink `archive` is not granted to this rule (rules.grants.rogue.sinks)",
         WAIT,
     );
+    // /status shows the sink's deliveries and the refusal.
+    let (code, body) = medic_integration::http_get(&http, "/status", None);
+    assert_eq!(code, 200, "{body}");
+    let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let sink = &status["sinks"][0];
+    assert_eq!(sink["name"], "archive", "{status}");
+    assert_eq!(sink["kind"], "file");
+    assert_eq!(sink["delivered"], 2);
+    assert_eq!(sink["refused"], 1);
+    assert_eq!(sink["dropped"], 0);
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(&out).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600);

@@ -266,7 +266,11 @@ fn emit(c: &mut Criterion) {
     let n = 256;
     group.throughput(Throughput::Elements(n as u64));
     let batch = wasm_batch(&series, n, SERIES);
-    assert_eq!(forward.on_events(&batch).unwrap().len(), n, "one record per value");
+    assert_eq!(
+        forward.on_events(&batch).unwrap().len(),
+        n,
+        "one record per value"
+    );
     group.bench_with_input(BenchmarkId::new("influx-forward", n), &batch, |b, batch| {
         b.iter(|| black_box(forward.on_events(batch).unwrap()))
     });

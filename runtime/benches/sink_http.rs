@@ -38,7 +38,10 @@ fn main() {
         .expect("apt-get install victoria-metrics");
     let up = Instant::now();
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(up.elapsed() < Duration::from_secs(20), "victoria-metrics did not start");
+        assert!(
+            up.elapsed() < Duration::from_secs(20),
+            "victoria-metrics did not start"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     let state = tempfile::tempdir().unwrap();
@@ -85,7 +88,10 @@ queue = {RECORDS}
                 sink_count("vm", "dropped") == 0,
                 "records dropped: the queue or the destination refused them"
             );
-            assert!(started.elapsed() < Duration::from_secs(120), "not delivered in time");
+            assert!(
+                started.elapsed() < Duration::from_secs(120),
+                "not delivered in time"
+            );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         let delivered = started.elapsed();

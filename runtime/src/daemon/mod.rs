@@ -305,6 +305,10 @@ async fn start(config: Arc<Config>, shutdown: Shutdown) -> anyhow::Result<Runnin
             token: h.token_file.as_deref().map(read_token).transpose()?,
             board: status.clone(),
             commands: Arc::new(move || commands.commands()),
+            sinks: {
+                let sinks = effects.sinks.clone();
+                Arc::new(move || sinks.view())
+            },
             store: Store::open_read_only(&config.state_db())?,
             sources: inputs,
             mqtt_broker: config.mqtt.as_ref().map(|m| m.broker.to_string()),

@@ -1,5 +1,6 @@
-//! What the effects show of themselves, read-only: each command's policy state for
-//! `GET /status` and the page. Plain data, so readers depend on nothing that acts.
+//! What the effects show of themselves, read-only: each command's policy state and each
+//! sink's deliveries, for `GET /status` and the page. Plain data, so readers depend on nothing
+//! that acts.
 
 use std::time::Duration;
 
@@ -47,4 +48,25 @@ pub struct LastRun {
     pub code: Option<i32>,
     #[serde(with = "humantime_serde")]
     pub duration: Duration,
+}
+
+/// One sink (`[sinks.<name>]`) since medic started.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SinkView {
+    pub name: String,
+    /// `file` or `http`.
+    pub kind: &'static str,
+    pub queued: u64,
+    /// Written (file) or acknowledged by the destination (http).
+    pub delivered: u64,
+    /// Kept on disk while the destination was away (http).
+    pub retained: u64,
+    pub retried: u64,
+    pub dropped: u64,
+    /// Emits refused: not granted to the rule.
+    pub refused: u64,
+    /// What waits on disk now (http).
+    pub retained_bytes: u64,
+    /// The last delivery error, until a delivery succeeds again.
+    pub last_error: Option<String>,
 }

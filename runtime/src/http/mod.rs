@@ -23,7 +23,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
-use crate::effects::view::CommandView;
+use crate::effects::view::{CommandView, SinkView};
 use crate::engine::status::StatusBoard;
 use crate::metrics::metrics;
 use crate::shutdown::Shutdown;
@@ -49,6 +49,8 @@ pub struct Parts {
     pub board: StatusBoard,
     /// Each allow-listed command's policy state now.
     pub commands: Arc<dyn Fn() -> Vec<CommandView> + Send + Sync>,
+    /// Each sink's deliveries since medic started.
+    pub sinks: Arc<dyn Fn() -> Vec<SinkView> + Send + Sync>,
     /// A read-only connection to `state_dir/medic.db`.
     pub store: Store,
     pub sources: Vec<SourceInfo>,

@@ -8,7 +8,7 @@ use axum::extract::State;
 use serde::Serialize;
 
 use super::{Shared, rfc3339, since_epoch};
-use crate::effects::view::CommandView;
+use crate::effects::view::{CommandView, SinkView};
 use crate::engine::status::Health;
 use crate::metrics::metrics;
 use crate::shutdown::Shutdown;
@@ -26,6 +26,7 @@ pub struct Status {
     pub sources: Vec<Source>,
     pub mqtt: Option<Mqtt>,
     pub commands: Vec<CommandView>,
+    pub sinks: Vec<SinkView>,
     pub series: i64,
     pub history: HistoryHealth,
 }
@@ -196,6 +197,7 @@ pub(super) fn build(app: &super::App, outbox: Option<usize>) -> Status {
         sources,
         mqtt,
         commands: (parts.commands)(),
+        sinks: (parts.sinks)(),
         series: m.series.get(),
         history: HistoryHealth {
             dropped: m.history_dropped.get(),

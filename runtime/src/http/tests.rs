@@ -62,6 +62,7 @@ async fn start(token: Option<&str>) -> Running {
                 last: None,
             }]
         }),
+        sinks: Arc::new(Vec::new),
         store,
         sources: vec![SourceInfo {
             kind: "network",

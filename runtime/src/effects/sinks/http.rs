@@ -16,7 +16,7 @@ use hyper_util::rt::TokioExecutor;
 use tokio::sync::{mpsc, watch};
 
 use super::retention::Retention;
-use super::{count_n, set_retained};
+use super::{LastError, count_n, set_retained};
 use crate::config::{Format, HttpSink};
 
 type Https = hyper_rustls::HttpsConnector<HttpConnector>;
@@ -43,10 +43,17 @@ pub struct Deliverer {
     backoff: Duration,
     retry_at: Option<Instant>,
     last_error: Option<String>,
+    /// `last_error`, shown on `/status`.
+    shown_error: LastError,
 }
 
 impl Deliverer {
-    pub fn new(name: String, cfg: HttpSink, retention: Retention) -> anyhow::Result<Self> {
+    pub fn new(
+        name: String,
+        cfg: HttpSink,
+        retention: Retention,
+        shown_error: LastError,
+    ) -> anyhow::Result<Self> {
         let https = hyper_rustls::HttpsConnectorBuilder::new()
             .with_provider_and_native_roots(std::sync::Arc::new(
                 rustls::crypto::ring::default_provider(),
@@ -76,6 +83,7 @@ impl Deliverer {
             backoff: FIRST_BACKOFF,
             retry_at,
             last_error: None,
+            shown_error,
         })
     }
 
@@ -246,12 +254,20 @@ impl Deliverer {
         count_n(&self.name, "sent", n);
         if self.last_error.take().is_some() {
             tracing::info!(sink = self.name, "sink delivers again");
+            self.show_error(None);
         }
         self.backoff = FIRST_BACKOFF;
     }
 
+    fn show_error(&self, error: Option<String>) {
+        if let Ok(mut shown) = self.shown_error.lock() {
+            *shown = error;
+        }
+    }
+
     fn rejected(&mut self, n: usize, why: &str) {
         count_n(&self.name, "dropped", n);
+        self.show_error(Some(why.to_string()));
         tracing::warn!(
             sink = self.name,
             records = n,
@@ -267,6 +283,7 @@ impl Deliverer {
                 "sink cannot deliver ({why}); keeping records on disk"
             );
         }
+        self.show_error(Some(why.clone()));
         self.last_error = Some(why);
         self.retry_at = Some(Instant::now() + self.backoff);
         self.backoff = (self.backoff * 2).min(MAX_BACKOFF);

@@ -27,7 +27,12 @@ pub struct Sinks {
     stop: Arc<watch::Sender<bool>>,
     refused_log: Arc<std::sync::Mutex<RateLimited>>,
     dropped_log: Arc<std::sync::Mutex<RateLimited>>,
+    /// Name, kind and last delivery error of each sink, for `/status`.
+    views: Arc<Vec<(String, &'static str, LastError)>>,
 }
+
+/// A sink's last delivery error, cleared when a delivery succeeds.
+pub type LastError = Arc<std::sync::Mutex<Option<String>>>;
 
 /// Why `rule` may not emit to `sink`, if it may not.
 pub fn emit_refusal(
@@ -54,9 +59,11 @@ impl Sinks {
         let (stop, stopped) = watch::channel(false);
         let mut queues = HashMap::new();
         let mut tasks = Vec::new();
+        let mut views = Vec::new();
         for (name, sink) in &config.sinks {
             match sink {
                 Sink::File(f) => {
+                    views.push((name.clone(), "file", LastError::default()));
                     let (tx, rx) = mpsc::channel(f.queue);
                     queues.insert(name.clone(), tx);
                     tasks.push(tokio::spawn(file::deliver(
@@ -74,7 +81,10 @@ impl Sinks {
                         h.retention_max_bytes,
                     )
                     .map_err(|e| anyhow::anyhow!("sinks.{name}: cannot open its retention: {e}"))?;
-                    let deliverer = http::Deliverer::new(name.clone(), h.clone(), kept)?;
+                    let last_error = LastError::default();
+                    views.push((name.clone(), "http", last_error.clone()));
+                    let deliverer =
+                        http::Deliverer::new(name.clone(), h.clone(), kept, last_error)?;
                     queues.insert(name.clone(), tx);
                     tasks.push(tokio::spawn(deliverer.run(rx, stopped.clone())));
                 }
@@ -87,6 +97,7 @@ impl Sinks {
             stop: Arc::new(stop),
             refused_log: Arc::default(),
             dropped_log: Arc::default(),
+            views: Arc::new(views),
         };
         Ok((sinks, tasks))
     }
@@ -140,6 +151,38 @@ impl Sinks {
     /// SIGHUP: file sinks reopen their files.
     pub fn reopen(&self) {
         self.reopen.notify_waiters();
+    }
+
+    /// Each sink's counts since medic started, for `/status`.
+    pub fn view(&self) -> Vec<crate::effects::view::SinkView> {
+        let m = metrics();
+        let n = |sink: &str, outcome| {
+            m.sink_records
+                .get_or_create(&SinkLabels {
+                    sink: sink.to_string(),
+                    outcome,
+                })
+                .get()
+        };
+        self.views
+            .iter()
+            .map(|(name, kind, last_error)| crate::effects::view::SinkView {
+                name: name.clone(),
+                kind,
+                queued: n(name, "queued"),
+                delivered: n(name, "written") + n(name, "sent"),
+                retained: n(name, "retained"),
+                retried: n(name, "retried"),
+                dropped: n(name, "dropped"),
+                refused: n(name, "refused"),
+                retained_bytes: m
+                    .sink_retained_bytes
+                    .get_or_create(&crate::metrics::SinkNameLabels { sink: name.clone() })
+                    .get()
+                    .max(0) as u64,
+                last_error: last_error.lock().ok().and_then(|e| e.clone()),
+            })
+            .collect()
     }
 
     /// Shutdown, once no rule can emit any more: deliver what is queued, then end.
