@@ -463,3 +463,90 @@ max_age = "100ms"
     assert_eq!(array[0]["type_instance"], "gw");
     medic.stop();
 }
+
+/// A real collectd's values, through medic's network listener and `influx-forward`, reach
+/// VictoriaMetrics: every line the same rule wrote to a file sink is a point there, with its
+/// tags and time.
+#[test]
+fn a_real_collectds_values_all_reach_victoria_metrics() {
+    let vm = Victoria::start();
+    let site = Site::new();
+    site.add_rule("influx-forward", "to-vm");
+    site.add_rule("influx-forward", "to-file");
+    let udp = medic_integration::free_udp_port();
+    let lines_file = site.path("load.lines");
+    site.write_config(&format!(
+        r#"
+[ingest.network]
+listen = ["127.0.0.1:{udp}"]
+
+[rules.config.to-vm]
+patterns = ["*/load/load"]
+sink = "vm"
+
+[rules.config.to-file]
+patterns = ["*/load/load"]
+sink = "file"
+
+[rules.grants.to-vm]
+sinks = ["vm"]
+
+[rules.grants.to-file]
+sinks = ["file"]
+
+[sinks.vm]
+kind = "http"
+url = "http://{vm}/write"
+max_age = "200ms"
+
+[sinks.file]
+kind = "file"
+path = {path:?}
+"#,
+        vm = vm.addr(),
+        path = lines_file.display().to_string()
+    ));
+    let medic = site.start();
+    let collectd = medic_integration::Collectd::start(
+        site.dir.path(),
+        &format!(
+            "LoadPlugin network\n<Plugin network>\n  Server \"127.0.0.1\" \"{udp}\"\n</Plugin>\n"
+        ),
+    );
+    let written = || {
+        std::fs::read_to_string(&lines_file)
+            .unwrap_or_default()
+            .lines()
+            .map(String::from)
+            .collect::<Vec<_>>()
+    };
+    assert!(wait_until(WAIT, || written().len() >= 4), "{}", medic.log());
+    drop(collectd);
+    // `load,host=medic-test,type=load shortterm=…,midterm=…,longterm=… <ns>`, in ms.
+    let sent_ms = || {
+        let mut ms: Vec<i64> = written()
+            .iter()
+            .map(|l| {
+                assert!(
+                    l.starts_with("load,host=medic-test,type=load shortterm="),
+                    "{l}"
+                );
+                l.rsplit(' ').next().unwrap().parse::<i64>().unwrap() / 1_000_000
+            })
+            .collect();
+        ms.sort();
+        ms
+    };
+    let in_vm = || vm.samples("load_shortterm");
+    // Every line written is a point in VictoriaMetrics, none more.
+    assert!(
+        wait_until(WAIT, || in_vm().iter().map(|s| s.1).collect::<Vec<_>>()
+            == sent_ms()),
+        "{:?} vs {:?}",
+        in_vm(),
+        sent_ms()
+    );
+    let got = in_vm();
+    assert_eq!(got[0].0["host"], "medic-test");
+    medic.stop();
+}
