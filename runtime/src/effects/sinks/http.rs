@@ -108,7 +108,11 @@ impl Deliverer {
                     Some(record) => {
                         first_at.get_or_insert_with(Instant::now);
                         batch.push(record);
-                        if batch.len() < self.cfg.max_batch {
+                        // Records arriving steadily must not keep a due batch or retry waiting.
+                        let now = Instant::now();
+                        let due = first_at.is_some_and(|t| t + self.cfg.max_age <= now);
+                        let retry = self.retry_at.is_some_and(|t| t <= now);
+                        if batch.len() < self.cfg.max_batch && !due && !retry {
                             continue;
                         }
                     }
@@ -117,9 +121,8 @@ impl Deliverer {
                 _ = sleep => {}
                 _ = async { drop(stop.wait_for(|s| *s).await) } => break,
             }
-            if !batch.is_empty()
-                && (batch.len() >= self.cfg.max_batch || due.is_some_and(|d| d <= Instant::now()))
-            {
+            let due = first_at.is_some_and(|t| t + self.cfg.max_age <= Instant::now());
+            if !batch.is_empty() && (batch.len() >= self.cfg.max_batch || due) {
                 let full = std::mem::take(&mut batch);
                 first_at = None;
                 self.deliver(full).await;
