@@ -122,6 +122,9 @@ pub async fn record(o: &Options, stop: impl Future<Output = ()>) -> anyhow::Resu
     for s in sources {
         let _ = s.await;
     }
+    if let Some(p) = &config.ingest.putval {
+        let _ = std::fs::remove_file(&p.socket);
+    }
     // What the sources handed over before they stopped.
     while let Ok(event) = events.try_recv() {
         written += write(&mut out, &event, &types)?;
