@@ -215,7 +215,7 @@ fn broken_rules_are_contained_and_explained() {
         "{stdout}"
     );
     let rebuild = "the rule is built against medic:rules@0.1.0; this medic speaks \
-                   medic:rules@0.3.0: rebuild the rule with the current medic rules SDK";
+                   medic:rules@0.4.0: rebuild the rule with the current medic rules SDK";
     assert!(
         line("old").contains("FAILED") && line("old").contains(rebuild),
         "{stdout}"

@@ -6,8 +6,8 @@ use serde::de::DeserializeOwned;
 
 use crate::runner::SeriesCache;
 use crate::{
-    Action, Emit, Host, LogLevel, Notify, Publish, Run, RunRemote, SeriesInfo, SetTimer, Severity,
-    Snapshot,
+    Action, Emit, Host, LogLevel, Notify, NotifySource, Publish, Run, RunRemote, SeriesInfo,
+    SetTimer, Severity, Snapshot,
 };
 
 /// A rule's handle on the world during one call: actions it decides on, its log, state, clock.
@@ -76,10 +76,27 @@ impl<'a> Ctx<'a> {
         }));
     }
 
+    /// A notification for people, from plugin `medic` with the rule's name as plugin instance.
     pub fn notify(&mut self, severity: Severity, message: impl Into<String>) {
         self.actions.push(Action::Notify(Notify {
             severity,
             message: message.into(),
+            source: None,
+        }));
+    }
+
+    /// A notification that names where it comes from, for a rule standing in for a collectd
+    /// plugin whose receivers match on its plugin and type (the host is always this node).
+    pub fn notify_as(
+        &mut self,
+        source: NotifySource,
+        severity: Severity,
+        message: impl Into<String>,
+    ) {
+        self.actions.push(Action::Notify(Notify {
+            severity,
+            message: message.into(),
+            source: Some(source),
         }));
     }
 

@@ -61,8 +61,9 @@ pub use pattern::{Pattern, PatternSet, topic_matches};
 pub use values::Values;
 
 pub use __bindings::medic::rules::types::{
-    Action, CommandResult, Emit, Identifier, LogLevel, MqttMessage, Notification, Notify, Publish,
-    RuleInfo, Run, RunRemote, Sample, SeriesInfo, SetTimer, Severity, Snapshot, Value, ValueList,
+    Action, CommandResult, Emit, Identifier, LogLevel, MqttMessage, Notification, Notify,
+    NotifySource, Publish, RuleInfo, Run, RunRemote, Sample, SeriesInfo, SetTimer, Severity,
+    Snapshot, Value, ValueList,
 };
 
 /// A map keyed by series number (`values.list.series`): the way to keep per-series state. Series

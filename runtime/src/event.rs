@@ -144,6 +144,33 @@ impl Severity {
     }
 }
 
+/// Where a rule's notification says it comes from, when the rule names it (it stands in for a
+/// collectd plugin); otherwise plugin `medic`, plugin instance the rule. The host is always
+/// this node. Parts longer than collectd allows are cut where they are written.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct NotifySource {
+    pub plugin: String,
+    pub plugin_instance: String,
+    pub type_: String,
+    pub type_instance: String,
+}
+
+impl fmt::Display for NotifySource {
+    /// `plugin[-instance]/type[-instance]`, collectd's identifier without the host.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let part = |f: &mut fmt::Formatter<'_>, name: &str, instance: &str| {
+            f.write_str(name)?;
+            if !instance.is_empty() {
+                write!(f, "-{instance}")?;
+            }
+            Ok(())
+        };
+        part(f, &self.plugin, &self.plugin_instance)?;
+        f.write_str("/")?;
+        part(f, &self.type_, &self.type_instance)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Notification {
     pub severity: Severity,

@@ -3,6 +3,7 @@
 
 mod collectd;
 mod command;
+pub mod file_ref;
 mod mqtt;
 mod probe;
 mod sinks;
@@ -372,6 +373,11 @@ impl Config {
             }
         }
         abs(&mut self.rules.dir);
+        for table in self.rules.config.values_mut() {
+            table
+                .iter_mut()
+                .for_each(|(_, v)| file_ref::absolutize(v, base));
+        }
         self.ingest.types_db.iter_mut().for_each(abs);
         if let Some(p) = &mut self.ingest.putval {
             abs(&mut p.socket);

@@ -12,7 +12,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 use tokio::sync::mpsc;
 
-use crate::event::{MAX_MESSAGE_LEN, MAX_NAME_LEN, Severity};
+use crate::event::{MAX_MESSAGE_LEN, MAX_NAME_LEN, NotifySource, Severity};
 use crate::logging::RateLimited;
 
 /// Notifications waiting for collectd; past it new ones are dropped and counted.
@@ -28,6 +28,8 @@ pub struct Notice {
     pub node: String,
     pub rule: String,
     pub message: String,
+    /// Where the rule said it comes from; none: plugin `medic`, plugin instance the rule.
+    pub source: Option<NotifySource>,
 }
 
 /// Hands notifications to the sink task. Cheap to clone.
@@ -48,13 +50,20 @@ impl CollectdNotify {
         }
     }
 
-    pub fn send(&self, rule: &str, severity: Severity, message: &str) {
+    pub fn send(
+        &self,
+        rule: &str,
+        severity: Severity,
+        message: &str,
+        source: Option<&NotifySource>,
+    ) {
         let notice = Notice {
             severity,
             time_ns: crate::event::now_ns(),
             node: self.node.to_string(),
             rule: rule.to_string(),
             message: message.to_string(),
+            source: source.cloned(),
         };
         if self.tx.try_send(notice).is_err() {
             tracing::warn!("collectd notification queue full or closed: notification dropped");
@@ -94,16 +103,35 @@ async fn send(socket: &std::path::Path, line: &str) -> std::io::Result<String> {
     Ok(reply.trim_end().to_string())
 }
 
-/// The `PUTNOTIF` line: host is this node, plugin `medic`, plugin instance the rule. Values
-/// are quoted and escaped as collectd's option parser reads them, cut to collectd's limits,
-/// control characters replaced: a message cannot add an option or a second command.
+/// The `PUTNOTIF` line: host is this node, plugin `medic` and plugin instance the rule unless
+/// the rule named a source. Values are quoted and escaped as collectd's option parser reads
+/// them, cut to collectd's limits, control characters replaced: a message cannot add an option
+/// or a second command.
 pub fn putnotif(n: &Notice) -> String {
+    let from = match &n.source {
+        None => format!(
+            "plugin=medic plugin_instance={}",
+            quoted(&n.rule, MAX_NAME_LEN)
+        ),
+        Some(s) => {
+            let mut from = format!("plugin={}", quoted(&s.plugin, MAX_NAME_LEN));
+            for (key, value) in [
+                ("plugin_instance", &s.plugin_instance),
+                ("type", &s.type_),
+                ("type_instance", &s.type_instance),
+            ] {
+                if !value.is_empty() {
+                    from.push_str(&format!(" {key}={}", quoted(value, MAX_NAME_LEN)));
+                }
+            }
+            from
+        }
+    };
     format!(
-        "PUTNOTIF severity={} time={} host={} plugin=medic plugin_instance={} message={}\n",
+        "PUTNOTIF severity={} time={} host={} {from} message={}\n",
         n.severity.as_str(),
         n.time_ns / 1_000_000_000,
         quoted(&n.node, MAX_NAME_LEN),
-        quoted(&n.rule, MAX_NAME_LEN),
         quoted(&n.message, MAX_MESSAGE_LEN),
     )
 }
@@ -141,6 +169,7 @@ mod tests {
             node: "web-1".into(),
             rule: "disk".into(),
             message: "full \"now\"\nPUTVAL x/y/z N:1 \\".into(),
+            source: None,
         });
         assert_eq!(
             line,
@@ -153,8 +182,31 @@ mod tests {
             node: "n".into(),
             rule: "r".into(),
             message: "é".repeat(300),
+            source: None,
         });
         let message = long.split("message=\"").nth(1).unwrap();
         assert!(message.len() <= MAX_MESSAGE_LEN + 2, "{}", message.len());
+    }
+
+    #[test]
+    fn a_named_source_replaces_plugin_medic() {
+        let line = putnotif(&Notice {
+            severity: Severity::Okay,
+            time_ns: 1_700_000_000_000_000_000,
+            node: "web-1".into(),
+            rule: "lcm_lua".into(),
+            message: "{\"code\":0}".into(),
+            source: Some(NotifySource {
+                plugin: "lua-collectd-monitor-local".into(),
+                type_: "/etc/local/a.lua::metric::low".into(),
+                ..Default::default()
+            }),
+        });
+        assert_eq!(
+            line,
+            "PUTNOTIF severity=okay time=1700000000 host=\"web-1\" \
+             plugin=\"lua-collectd-monitor-local\" type=\"/etc/local/a.lua::metric::low\" \
+             message=\"{\\\"code\\\":0}\"\n"
+        );
     }
 }

@@ -117,6 +117,7 @@ impl Effects {
                 rule,
                 severity,
                 message,
+                source,
             } => {
                 metrics()
                     .rule_notifications
@@ -128,10 +129,14 @@ impl Effects {
                 {
                     let rule = &*rule;
                     let message = crate::logging::Untrusted(&message);
+                    let from = source.as_ref().map(|s| s.to_string());
+                    let from = crate::logging::Untrusted(from.as_deref().unwrap_or("medic"));
                     match severity {
-                        Severity::Failure => tracing::error!(rule, "notification: {message}"),
-                        Severity::Warning => tracing::warn!(rule, "notification: {message}"),
-                        Severity::Okay => tracing::info!(rule, "notification: {message}"),
+                        Severity::Failure => {
+                            tracing::error!(rule, %from, "notification: {message}")
+                        }
+                        Severity::Warning => tracing::warn!(rule, %from, "notification: {message}"),
+                        Severity::Okay => tracing::info!(rule, %from, "notification: {message}"),
                     }
                 }
                 if let Some(history) = &self.history {
@@ -144,13 +149,14 @@ impl Effects {
                     });
                 }
                 if let Some(collectd) = &self.collectd {
-                    collectd.send(&rule, severity, &message);
+                    collectd.send(&rule, severity, &message, source.as_ref());
                 }
                 if let Some(mqtt) = &self.mqtt {
                     mqtt.send(Decision::Notify {
                         rule,
                         severity,
                         message,
+                        source,
                     });
                 }
             }

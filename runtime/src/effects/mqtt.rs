@@ -205,14 +205,21 @@ impl Task {
                 rule,
                 severity,
                 message,
+                source,
             } => {
-                let payload = serde_json::json!({
+                let mut payload = serde_json::json!({
                     "node": self.node,
                     "rule": &*rule,
                     "severity": severity.as_str(),
                     "message": message,
                     "timestamp": crate::event::now_ns() / 1_000_000_000,
                 });
+                if let Some(s) = source {
+                    payload["plugin"] = s.plugin.into();
+                    payload["plugin_instance"] = s.plugin_instance.into();
+                    payload["type"] = s.type_.into();
+                    payload["type_instance"] = s.type_instance.into();
+                }
                 self.session
                     .queue(&self.notify_topic, payload.to_string().as_bytes(), false);
             }

@@ -10,7 +10,7 @@ wasmtime::component::bindgen!({
 
 pub use self::medic::rules::types::{
     Action, Batch, CommandResult, Event, Identifier, LogLevel, MqttMessage, Notification,
-    PlacedEvent, RuleInfo, Sample, SeriesInfo, Severity, Snapshot, Value, ValueList,
+    NotifySource, PlacedEvent, RuleInfo, Sample, SeriesInfo, Severity, Snapshot, Value, ValueList,
 };
 
 impl From<&event::Identifier> for Identifier {
@@ -65,6 +65,16 @@ impl From<Severity> for event::Severity {
             Severity::Okay => event::Severity::Okay,
         }
     }
+}
+
+/// A source the rule named; one without a plugin says nothing, so the default stands.
+pub fn notify_source(s: NotifySource) -> Option<event::NotifySource> {
+    (!s.plugin.is_empty()).then_some(event::NotifySource {
+        plugin: s.plugin,
+        plugin_instance: s.plugin_instance,
+        type_: s.type_,
+        type_instance: s.type_instance,
+    })
 }
 
 impl From<event::Notification> for Event {

@@ -21,7 +21,7 @@ use wasmtime::{Engine, OptLevel};
 use super::instance::{EPOCH_TICK, HostState, add_to_linker};
 
 /// The version of the rule contract (`rules-sdk/wit/rules.wit`) this host speaks.
-pub const RULES_CONTRACT: &str = "0.3.0";
+pub const RULES_CONTRACT: &str = "0.4.0";
 
 /// Which compiler produced a build.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use crate::event::{CommandResult, ReplyTo, Severity};
+use crate::event::{CommandResult, NotifySource, ReplyTo, Severity};
 
 /// One decision of one rule, as the host acts on it.
 pub enum Decision {
@@ -50,6 +50,7 @@ pub enum Decision {
         rule: Arc<str>,
         severity: Severity,
         message: String,
+        source: Option<NotifySource>,
     },
 }
 

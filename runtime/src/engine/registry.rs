@@ -24,6 +24,7 @@ use super::rule::{HostParts, RuleSpec, StartError, Subscription, rule_config};
 use super::status::StatusBoard;
 use super::worker::{Control, Worker, WorkerConfig, WorkerHandle, WorkerParts};
 use crate::config::Rules as RulesConfig;
+use crate::config::file_ref;
 use crate::shutdown::Shutdown;
 
 /// Quiet time after the last change to a file before it is loaded: long enough to coalesce a
@@ -35,6 +36,9 @@ struct Loaded {
     tier: Tier,
     path: PathBuf,
     worker: WorkerHandle,
+    /// The config `init` got, files it names read in: compared with a fresh read when a
+    /// watched file changes.
+    config: Vec<(String, String)>,
 }
 
 /// A quick build for the optimizer thread to compile with Cranelift.
@@ -179,11 +183,12 @@ impl Registry {
         if !force && self.rules.get(&name).is_some_and(|l| l.hash == hash) {
             return Ok(LoadResult::Unchanged);
         }
+        let config = rule_config(&self.config, &name)?;
         let compiled = self.compiler.compile_tiered(&bytes)?;
         let tier = compiled.tier;
         let spec = RuleSpec {
             name: name.clone(),
-            config: rule_config(&self.config, &name)?,
+            config: config.clone(),
             compiled,
         };
         let instance = spec.instantiate(&self.host).map_err(StartError::from)?;
@@ -207,6 +212,7 @@ impl Registry {
             loaded.hash = hash.clone();
             loaded.tier = tier;
             loaded.path = path.to_path_buf();
+            loaded.config = config;
             let version = subscription.info.version.clone();
             self.status
                 .loaded(&name, path.to_path_buf(), version.clone(), hash.clone());
@@ -259,6 +265,7 @@ impl Registry {
                 tier,
                 path,
                 worker,
+                config,
             },
         );
         Ok(LoadResult::Started { version, tier })
@@ -323,36 +330,82 @@ impl Registry {
     /// instance suspends first, as on a hot reload). A rule whose new config it refuses keeps
     /// running with the old one.
     pub fn reconfigure(&mut self, config: RulesConfig) {
-        let changed: Vec<(Arc<str>, PathBuf)> = self
-            .rules
-            .iter()
-            .filter(|(name, _)| {
-                rule_config(&self.config, name).ok() != rule_config(&config, name).ok()
-            })
-            .map(|(name, loaded)| (name.clone(), loaded.path.clone()))
-            .collect();
+        let changed = self.differing(|name| rule_config(&config, name));
         let old = std::mem::replace(&mut self.config, config);
         for (name, path) in changed {
-            match self.load_with(&path, true) {
-                Ok(_) => tracing::info!(rule = &*name, "rule re-initialised with its new config"),
-                Err(e) => {
-                    tracing::error!(
-                        rule = &*name,
-                        "new config refused: {e:#}; the rule keeps its old config"
-                    );
-                    let build = self.rules.get(&*name).map(|l| l.hash.clone());
-                    self.host.record_fault(
-                        &name,
-                        "config",
-                        build.as_deref(),
-                        format!("new config refused: {e:#}"),
-                    );
-                    // Keep what the rule runs with on record, so a later reload compares right.
-                    match old.config.get(&*name) {
-                        Some(table) => self.config.config.insert(name.to_string(), table.clone()),
-                        None => self.config.config.remove(&*name),
-                    };
-                }
+            if self.reinit(&name, &path, "config").is_err() {
+                // Keep what the rule runs with on record, so a later reload compares right.
+                match old.config.get(&*name) {
+                    Some(table) => self.config.config.insert(name.to_string(), table.clone()),
+                    None => self.config.config.remove(&*name),
+                };
+            }
+        }
+    }
+
+    /// Files a rule config names changed (`{ file = … }`, `{ files = … }`): every rule whose
+    /// files now read differently is re-initialised with them; one that refuses them (a script
+    /// that does not compile) keeps running with what it had.
+    pub fn files_changed(&mut self) {
+        let config = self.config.clone();
+        for (name, path) in self.differing(|name| rule_config(&config, name)) {
+            let _ = self.reinit(&name, &path, "files");
+        }
+    }
+
+    /// The directories holding files that rule configs name.
+    fn watched_dirs(&self) -> Vec<PathBuf> {
+        let mut dirs: Vec<PathBuf> = self
+            .config
+            .config
+            .values()
+            .flat_map(|table| {
+                let mut refs = Vec::new();
+                table.values().for_each(|v| file_ref::refs_in(v, &mut refs));
+                refs
+            })
+            .map(|r| r.watched_dir())
+            .collect();
+        dirs.sort();
+        dirs.dedup();
+        dirs
+    }
+
+    /// Loaded rules whose config would now be different from the one they run with.
+    fn differing(
+        &self,
+        config_of: impl Fn(&str) -> anyhow::Result<Vec<(String, String)>>,
+    ) -> Vec<(Arc<str>, PathBuf)> {
+        self.rules
+            .iter()
+            .filter(|(name, loaded)| config_of(name).ok().as_ref() != Some(&loaded.config))
+            .map(|(name, loaded)| (name.clone(), loaded.path.clone()))
+            .collect()
+    }
+
+    /// Swap in a fresh instance of a rule with its current config; refused, the old instance
+    /// keeps serving and the refusal is logged and recorded as a fault of kind `what`.
+    fn reinit(&mut self, name: &Arc<str>, path: &Path, what: &str) -> anyhow::Result<()> {
+        match self.load_with(path, true) {
+            Ok(_) => {
+                tracing::info!(rule = &**name, "rule re-initialised with its new {what}");
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!(
+                    rule = &**name,
+                    "new {what} refused: {e:#}; the rule keeps running with its old {what}"
+                );
+                let build = self.rules.get(&**name).map(|l| l.hash.clone());
+                self.host.record_fault(
+                    name,
+                    "config",
+                    build.as_deref(),
+                    format!("new {what} refused: {e:#}"),
+                );
+                self.status
+                    .load_failed(name, format!("new {what} refused: {e:#}"));
+                Err(e)
             }
         }
     }
@@ -435,24 +488,32 @@ impl Registry {
         debouncer
             .watch(&self.config.dir, RecursiveMode::NonRecursive)
             .with_context(|| format!("cannot watch {}", self.config.dir.display()))?;
+        let mut watching = Vec::new();
+        let mut file_dirs = self.watch_files(&mut debouncer, &mut watching);
         let _ = ready.send(());
         // A file that changed between `load_all` and the watch would be missed: look again.
         self.rescan();
+        self.files_changed();
         loop {
             crossbeam_channel::select! {
                 recv(rx) -> result => match result {
                     Ok(Ok(events)) => {
                         // Reads (ours included) raise access events: only changes count.
-                        let mut paths: Vec<PathBuf> = events
+                        let (mut rules, files): (Vec<PathBuf>, Vec<PathBuf>) = events
                             .into_iter()
                             .filter(|e| !matches!(e.event.kind, EventKind::Access(_)))
                             .flat_map(|e| e.event.paths)
-                            .filter(|p| rule_name(p).is_some())
-                            .collect();
-                        paths.sort();
-                        paths.dedup();
-                        for path in paths {
+                            .partition(|p| rule_name(p).is_some());
+                        rules.sort();
+                        rules.dedup();
+                        for path in rules {
                             self.apply_change(&path);
+                        }
+                        let in_watched = |p: &PathBuf| {
+                            file_dirs.iter().any(|d| p.parent() == Some(d) || p == d)
+                        };
+                        if files.iter().any(in_watched) {
+                            self.files_changed();
                         }
                     }
                     Ok(Err(errors)) => {
@@ -466,6 +527,7 @@ impl Registry {
                 },
                 recv(reconfigure) -> config => if let Ok(config) = config {
                     self.reconfigure(config);
+                    file_dirs = self.watch_files(&mut debouncer, &mut watching);
                 },
                 recv(self.optimized) -> done => if let Ok(done) = done {
                     self.take_optimized(done);
@@ -475,6 +537,36 @@ impl Registry {
         }
         drop(debouncer);
         Ok(())
+    }
+
+    /// Watch the directories of the files rule configs name (and no others), so an edited
+    /// script reaches its rule like a new build does; returns them all (the rules directory,
+    /// already watched, may be one). A directory that cannot be watched is logged; its files
+    /// are still read at every config reload.
+    fn watch_files<W: notify::Watcher, C: notify_debouncer_full::FileIdCache>(
+        &self,
+        debouncer: &mut notify_debouncer_full::Debouncer<W, C>,
+        watching: &mut Vec<PathBuf>,
+    ) -> Vec<PathBuf> {
+        let wanted = self.watched_dirs();
+        for dir in watching.iter().filter(|d| !wanted.contains(d)) {
+            let _ = debouncer.unwatch(dir);
+        }
+        watching.retain(|d| wanted.contains(d));
+        for dir in &wanted {
+            if *dir == self.config.dir || watching.contains(dir) {
+                continue;
+            }
+            match debouncer.watch(dir, RecursiveMode::NonRecursive) {
+                Ok(()) => watching.push(dir.clone()),
+                Err(e) => tracing::warn!(
+                    dir = %dir.display(),
+                    "cannot watch the files rule configs name here; they are read again \
+                     only at a config reload: {e}"
+                ),
+            }
+        }
+        wanted
     }
 
     fn apply_change(&mut self, path: &Path) {

@@ -13,6 +13,7 @@ use super::instance::{Fault, Limits, RuleInstance};
 use super::rule_state::{HeldChanges, RuleState};
 use super::series::SeriesTable;
 use crate::config::Rules as RulesConfig;
+use crate::config::file_ref;
 use crate::store::Store as StateStore;
 
 /// One build of one rule with its config: enough to make instances of it.
@@ -143,7 +144,8 @@ impl RuleSpec {
     }
 }
 
-/// The `(key, JSON text)` pairs `init` receives, from `[rules.config.<name>]`.
+/// The `(key, JSON text)` pairs `init` receives, from `[rules.config.<name>]`, with the files
+/// it names (`{ file = … }`, `{ files = … }`) read in.
 pub fn rule_config(config: &RulesConfig, name: &str) -> anyhow::Result<Vec<(String, String)>> {
     let Some(table) = config.config.get(name) else {
         return Ok(Vec::new());
@@ -151,9 +153,10 @@ pub fn rule_config(config: &RulesConfig, name: &str) -> anyhow::Result<Vec<(Stri
     table
         .iter()
         .map(|(k, v)| {
-            let json = serde_json::to_string(v)
-                .with_context(|| format!("rules.config.{name}.{k} cannot be passed to the rule"))?;
-            Ok((k.clone(), json))
+            let value = file_ref::resolve(v)
+                .map_err(anyhow::Error::msg)
+                .with_context(|| format!("rules.config.{name}.{k}"))?;
+            Ok((k.clone(), value.to_string()))
         })
         .collect()
 }

@@ -423,6 +423,7 @@ impl Worker {
                 rule,
                 severity: n.severity.into(),
                 message: n.message,
+                source: n.source.and_then(wit::notify_source),
             },
             // Timers belong to the rule's worker, not to the outside world.
             wit::Action::SetTimer(t) => {

@@ -87,6 +87,9 @@ pub enum What {
     Notify {
         severity: &'static str,
         message: String,
+        /// `plugin[-instance]/type[-instance]`, when the rule named where it comes from.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        source: Option<String>,
     },
     /// The rule trapped, ran past its deadline or its memory: the batch is lost, as in
     /// service, and a fresh instance takes the next one.
@@ -562,6 +565,7 @@ impl Replay {
             wit::Action::Notify(n) => What::Notify {
                 severity: crate::event::Severity::from(n.severity).as_str(),
                 message: n.message,
+                source: n.source.and_then(wit::notify_source).map(|s| s.to_string()),
             },
             wit::Action::SetTimer(t) => {
                 rule.timers.insert(t.name, now.saturating_add(t.after));
