@@ -11,8 +11,8 @@ build() { cargo build --quiet --profile wasm-rules --target wasm32-wasip2 "$@"; 
 
 build -p counter --features v2
 cp "$wasm/counter.wasm" "$out/counter-v2.wasm"
-build -p threshold -p memory-free -p mqtt-watchdog -p service-health -p disk-fill -p influx-forward -p notify-webhook -p counter -p faulty -p detectors
-for r in threshold memory_free mqtt_watchdog service_health disk_fill influx_forward notify_webhook counter faulty detectors; do
+build -p threshold -p memory-free -p mqtt-watchdog -p service-health -p disk-fill -p influx-forward -p notify-webhook -p lcm-lua -p counter -p faulty -p detectors
+for r in threshold memory_free mqtt_watchdog service_health disk_fill influx_forward notify_webhook lcm_lua counter faulty detectors; do
     cp "$wasm/$r.wasm" "$out/${r//_/-}.wasm"
 done
 ls -l "$out"

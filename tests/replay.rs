@@ -508,6 +508,43 @@ fn assumed_results_drive_an_escalation_ladder() {
     assert_eq!(runs, 1);
 }
 
+/// lua-collectd-monitor's local script through the lcm-lua rule: each command's result comes
+/// back as the notification lua-collectd-monitor sent (its plugin, the handler as type, the
+/// JSON message with medic's action id as task id).
+#[test]
+fn lcm_lua_notifies_results_as_lua_collectd_monitor_did() {
+    let out = replay_example("lcm-lua", &["--assume-exit", "0"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let notes: Vec<(String, String)> = lines(&out)
+        .iter()
+        .filter(|l| l["action"] == "notify")
+        .map(|l| {
+            (
+                l["source"].as_str().unwrap().to_string(),
+                l["message"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let handler = |h: &str| format!("lua-collectd-monitor-local/../scripts/memory.lua::{h}");
+    assert_eq!(
+        notes,
+        [
+            (
+                handler("metric::memory_free_is_under_10GB"),
+                r#"{"message":"","task_id":1,"code":0}"#.to_string()
+            ),
+            (
+                handler("metric::memory_free_is_over_10GB"),
+                r#"{"message":"","task_id":2,"code":0}"#.to_string()
+            ),
+            (
+                handler("notification::failure"),
+                r#"{"message":"","task_id":3,"code":0}"#.to_string()
+            ),
+        ]
+    );
+}
+
 #[test]
 fn record_takes_mqtt_messages_on_its_topic_filters() {
     use medic_integration::broker::{self, Mosquitto};

@@ -2,6 +2,8 @@
 //! `{ files = "DIR/*.lua" }` anywhere in `[rules.config.<rule>]`. medic reads them and hands the
 //! rule `{"file": PATH, "text": …}` (a list of them, in name order, for `files`), so a rule
 //! that interprets scripts (lua-collectd-monitor's local handlers) still has no filesystem.
+//! Relative paths are read from the config file's directory but handed over as written, so
+//! what a rule says about a file (its handlers' names) does not depend on where it is installed.
 //! A change to such a file, or a file added to or removed from the directory, re-initialises
 //! the rule like a changed config: the old instance keeps serving if the new one refuses.
 
@@ -42,66 +44,43 @@ impl FileRef {
     }
 
     /// The directory whose changes may change what this reference reads.
-    pub fn watched_dir(&self) -> PathBuf {
-        match self {
-            FileRef::File(path) => path.parent().unwrap_or(Path::new("/")).to_path_buf(),
-            FileRef::Files { dir, .. } => dir.clone(),
-        }
+    pub fn watched_dir(&self, base: &Path) -> PathBuf {
+        let dir = match self {
+            FileRef::File(path) => path.parent().unwrap_or(Path::new("")),
+            FileRef::Files { dir, .. } => dir,
+        };
+        base.join(dir)
     }
 
-    /// Read what the reference names, as the JSON value the rule receives.
-    pub fn read(&self) -> Result<serde_json::Value, String> {
+    /// Read what the reference names (relative paths from `base`), as the JSON value the rule
+    /// receives.
+    pub fn read(&self, base: &Path) -> Result<serde_json::Value, String> {
         match self {
-            FileRef::File(path) => read_one(path),
+            FileRef::File(path) => read_one(path, &base.join(path)),
             FileRef::Files { dir, pattern } => {
                 let glob = Pattern::new(pattern.as_str());
-                let entries = std::fs::read_dir(dir)
-                    .map_err(|e| format!("cannot list {}: {e}", dir.display()))?;
-                let mut paths: Vec<PathBuf> = entries
+                let listed = base.join(dir);
+                let entries = std::fs::read_dir(&listed)
+                    .map_err(|e| format!("cannot list {}: {e}", listed.display()))?;
+                let mut names: Vec<String> = entries
                     .filter_map(|e| e.ok())
-                    .map(|e| e.path())
-                    .filter(|p| p.is_file())
-                    .filter(|p| {
-                        p.file_name()
-                            .and_then(|n| n.to_str())
-                            .is_some_and(|n| glob.matches(n))
-                    })
+                    .filter(|e| e.path().is_file())
+                    .filter_map(|e| e.file_name().into_string().ok())
+                    .filter(|n| glob.matches(n))
                     .collect();
-                paths.sort();
-                paths
+                names.sort();
+                names
                     .iter()
-                    .map(|p| read_one(p))
+                    .map(|n| read_one(&dir.join(n), &listed.join(n)))
                     .collect::<Result<Vec<_>, _>>()
                     .map(serde_json::Value::Array)
             }
         }
     }
-
-    /// Relative paths are taken from the config file's directory, like every path of the config.
-    pub fn absolute(self, base: &Path) -> Self {
-        let abs = |p: PathBuf| if p.is_relative() { base.join(p) } else { p };
-        match self {
-            FileRef::File(path) => FileRef::File(abs(path)),
-            FileRef::Files { dir, pattern } => FileRef::Files {
-                dir: abs(dir),
-                pattern,
-            },
-        }
-    }
-
-    fn to_table(&self) -> toml::Table {
-        let (key, path) = match self {
-            FileRef::File(path) => ("file", path.clone()),
-            FileRef::Files { dir, pattern } => ("files", dir.join(pattern)),
-        };
-        toml::Table::from_iter([(
-            key.to_string(),
-            toml::Value::String(path.to_string_lossy().into_owned()),
-        )])
-    }
 }
 
-fn read_one(path: &Path) -> Result<serde_json::Value, String> {
+/// `written` is the path as the config has it (what the rule is told), `path` where it is.
+fn read_one(written: &Path, path: &Path) -> Result<serde_json::Value, String> {
     let fail = |e: std::io::Error| format!("cannot read {}: {e}", path.display());
     let size = std::fs::metadata(path).map_err(fail)?.len();
     if size > MAX_FILE_BYTES {
@@ -113,7 +92,7 @@ fn read_one(path: &Path) -> Result<serde_json::Value, String> {
     let bytes = std::fs::read(path).map_err(fail)?;
     let text =
         String::from_utf8(bytes).map_err(|_| format!("{} is not UTF-8 text", path.display()))?;
-    Ok(serde_json::json!({ "file": path.to_string_lossy(), "text": text }))
+    Ok(serde_json::json!({ "file": written.to_string_lossy(), "text": text }))
 }
 
 /// Every file reference in a value, depth first.
@@ -128,32 +107,24 @@ pub fn refs_in(value: &toml::Value, found: &mut Vec<FileRef>) {
     }
 }
 
-/// Make every file reference in a value absolute (config load).
-pub fn absolutize(value: &mut toml::Value, base: &Path) {
-    match value {
-        toml::Value::Table(t) => match FileRef::of(t) {
-            Some(r) => *t = r.absolute(base).to_table(),
-            None => t.iter_mut().for_each(|(_, v)| absolutize(v, base)),
-        },
-        toml::Value::Array(items) => items.iter_mut().for_each(|v| absolutize(v, base)),
-        _ => {}
-    }
-}
-
-/// The JSON a rule receives for a config value: file references replaced by what they read.
-pub fn resolve(value: &toml::Value) -> Result<serde_json::Value, String> {
+/// The JSON a rule receives for a config value: file references (relative to `base`)
+/// replaced by what they read.
+pub fn resolve(value: &toml::Value, base: &Path) -> Result<serde_json::Value, String> {
     Ok(match value {
         toml::Value::Table(t) => match FileRef::of(t) {
-            Some(r) => r.read()?,
+            Some(r) => r.read(base)?,
             None => serde_json::Value::Object(
                 t.iter()
-                    .map(|(k, v)| Ok((k.clone(), resolve(v)?)))
+                    .map(|(k, v)| Ok((k.clone(), resolve(v, base)?)))
                     .collect::<Result<_, String>>()?,
             ),
         },
-        toml::Value::Array(items) => {
-            serde_json::Value::Array(items.iter().map(resolve).collect::<Result<_, _>>()?)
-        }
+        toml::Value::Array(items) => serde_json::Value::Array(
+            items
+                .iter()
+                .map(|v| resolve(v, base))
+                .collect::<Result<_, _>>()?,
+        ),
         other => serde_json::to_value(other).map_err(|e| e.to_string())?,
     })
 }
@@ -172,7 +143,7 @@ mod tests {
         std::fs::write(dir.path().join("b.lua"), "return 2").unwrap();
         std::fs::write(dir.path().join("a.lua"), "return 1").unwrap();
         std::fs::write(dir.path().join("notes.txt"), "no").unwrap();
-        let mut v = value(
+        let v = value(
             r#"
             one = { file = "a.lua" }
             all = { files = "*.lua" }
@@ -180,10 +151,8 @@ mod tests {
             n = 3
             "#,
         );
-        absolutize(&mut v, dir.path());
-        let json = resolve(&v).unwrap();
-        let a = dir.path().join("a.lua").to_string_lossy().into_owned();
-        let b = dir.path().join("b.lua").to_string_lossy().into_owned();
+        let json = resolve(&v, dir.path()).unwrap();
+        let (a, b) = ("a.lua", "b.lua");
         assert_eq!(
             json["one"],
             serde_json::json!({"file": a, "text": "return 1"})
@@ -198,17 +167,21 @@ mod tests {
         let mut refs = Vec::new();
         refs_in(&v, &mut refs);
         assert_eq!(refs.len(), 2);
-        assert!(refs.iter().all(|r| r.watched_dir() == dir.path()));
+        assert!(refs.iter().all(|r| r.watched_dir(dir.path()) == dir.path()));
     }
 
     #[test]
     fn a_missing_or_huge_file_is_a_clear_error() {
         let dir = tempfile::tempdir().unwrap();
-        let missing = FileRef::File(dir.path().join("gone.lua"));
-        assert!(missing.read().unwrap_err().contains("cannot read"));
+        let missing = FileRef::File("gone.lua".into());
+        let err = missing.read(dir.path()).unwrap_err();
+        assert!(
+            err.contains("cannot read") && err.contains("gone.lua"),
+            "{err}"
+        );
         let big = dir.path().join("big.lua");
         std::fs::write(&big, vec![b'-'; MAX_FILE_BYTES as usize + 1]).unwrap();
-        let err = FileRef::File(big).read().unwrap_err();
+        let err = FileRef::File(big).read(Path::new("/")).unwrap_err();
         assert!(err.contains("a rule config file may have at most"), "{err}");
     }
 }

@@ -160,6 +160,9 @@ pub struct Rules {
     pub config: BTreeMap<String, toml::Table>,
     /// What each rule may use beyond commands: `[rules.grants.<file stem>] sinks = [...]`.
     pub grants: BTreeMap<String, RuleGrant>,
+    /// Where the config file is: files that rule configs name by relative paths are there.
+    #[serde(skip)]
+    pub config_dir: PathBuf,
 }
 
 impl Default for Rules {
@@ -174,6 +177,7 @@ impl Default for Rules {
             max_backoff: Duration::from_secs(60),
             config: BTreeMap::new(),
             grants: BTreeMap::new(),
+            config_dir: PathBuf::new(),
         }
     }
 }
@@ -373,11 +377,7 @@ impl Config {
             }
         }
         abs(&mut self.rules.dir);
-        for table in self.rules.config.values_mut() {
-            table
-                .iter_mut()
-                .for_each(|(_, v)| file_ref::absolutize(v, base));
-        }
+        self.rules.config_dir = base.to_path_buf();
         self.ingest.types_db.iter_mut().for_each(abs);
         if let Some(p) = &mut self.ingest.putval {
             abs(&mut p.socket);

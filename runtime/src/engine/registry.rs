@@ -364,7 +364,7 @@ impl Registry {
                 table.values().for_each(|v| file_ref::refs_in(v, &mut refs));
                 refs
             })
-            .map(|r| r.watched_dir())
+            .map(|r| r.watched_dir(&self.config.config_dir))
             .collect();
         dirs.sort();
         dirs.dedup();

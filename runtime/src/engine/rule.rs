@@ -153,7 +153,7 @@ pub fn rule_config(config: &RulesConfig, name: &str) -> anyhow::Result<Vec<(Stri
     table
         .iter()
         .map(|(k, v)| {
-            let value = file_ref::resolve(v)
+            let value = file_ref::resolve(v, &config.config_dir)
                 .map_err(anyhow::Error::msg)
                 .with_context(|| format!("rules.config.{name}.{k}"))?;
             Ok((k.clone(), value.to_string()))
