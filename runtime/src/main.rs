@@ -170,6 +170,11 @@ enum Command {
         /// `rules.dir` of the generated config.
         #[arg(long, default_value = "/etc/medic/rules")]
         rules_dir: PathBuf,
+        /// lua-collectd-monitor's local handler scripts (its LocalMonitorConfigDir, which is
+        /// taken from the config when this is not given): every `*.lua` there runs in the
+        /// lcm-lua rule.
+        #[arg(long)]
+        local_dir: Option<PathBuf>,
     },
 }
 
@@ -423,6 +428,7 @@ fn main() -> ExitCode {
             config,
             state_dir,
             rules_dir,
+            local_dir,
         } => {
             let json = match std::fs::read_to_string(&config) {
                 Ok(j) => j,
@@ -431,6 +437,7 @@ fn main() -> ExitCode {
             let paths = medic::cli::import_lcm::Paths {
                 state_dir: &state_dir,
                 rules_dir: &rules_dir,
+                local_dir: local_dir.as_deref(),
             };
             match medic::cli::import_lcm::convert(&json, &config, &paths) {
                 Ok(toml) => {

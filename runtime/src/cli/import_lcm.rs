@@ -12,6 +12,8 @@ use toml_edit::{DocumentMut, Item, Table, value};
 pub struct Paths<'a> {
     pub state_dir: &'a Path,
     pub rules_dir: &'a Path,
+    /// lua-collectd-monitor's local scripts (`--local-dir`); else its `LocalMonitorConfigDir`.
+    pub local_dir: Option<&'a Path>,
 }
 
 /// The medic.toml equivalent to lua-collectd-monitor's config.json text (read from `source`,
@@ -34,6 +36,7 @@ pub fn convert(json: &str, source: &Path, paths: &Paths) -> anyhow::Result<Strin
         .collect();
     let notes = services(&mut doc, &lcm, &mut unmapped)?;
     collectd(&mut doc, &lcm, &mut unmapped)?;
+    local_scripts(&mut doc, &lcm, paths)?;
     doc.set_trailing(notes + &unmapped_comment(&unmapped));
     Ok(doc.to_string())
 }
@@ -57,7 +60,8 @@ fn explain(table: &mut Table, key: &str, lines: &[&str]) {
 }
 
 /// The top-level keys `convert` maps; any other is listed as not mapped.
-const MAPPED: [&str; 10] = [
+const MAPPED: [&str; 11] = [
+    "LocalMonitorConfigDir",
     "Host",
     "User",
     "Password",
@@ -311,6 +315,38 @@ fn collectd(doc: &mut DocumentMut, lcm: &Lcm, unmapped: &mut Vec<String>) -> any
     Ok(())
 }
 
+/// The local handler scripts run in the lcm-lua rule: `[rules.config.lcm-lua]` names every
+/// `*.lua` of the directory, which medic reads (and watches: an edited script is a reload).
+fn local_scripts(doc: &mut DocumentMut, lcm: &Lcm, paths: &Paths) -> anyhow::Result<()> {
+    let dir = match (paths.local_dir, lcm.text("LocalMonitorConfigDir")?) {
+        (Some(dir), _) => dir.to_string_lossy().into_owned(),
+        (None, Some(dir)) => dir,
+        (None, None) => return Ok(()),
+    };
+    let files = Path::new(&dir).join("*.lua").to_string_lossy().into_owned();
+    let mut scripts = toml_edit::InlineTable::new();
+    scripts.insert("files", files.into());
+    let mut table = Table::new();
+    table.insert("scripts", value(scripts));
+    table.decor_mut().set_prefix(
+        [
+            "\n".to_string(),
+            comment("lua-collectd-monitor's local handler scripts, run unchanged by the lcm-lua"),
+            comment("rule: copy lcm-lua.wasm (scripts/build-rules.sh builds it) into rules.dir."),
+            comment("medic reads every *.lua there and reloads the rule when one changes."),
+        ]
+        .concat(),
+    );
+    let rules = doc["rules"]
+        .as_table_mut()
+        .context("the generated config has no [rules]")?;
+    let mut config = Table::new();
+    config.set_implicit(true);
+    config.insert("lcm-lua", Item::Table(table));
+    rules.insert("config", Item::Table(config));
+    Ok(())
+}
+
 fn unmapped_comment(unmapped: &[String]) -> String {
     if unmapped.is_empty() {
         return String::new();
@@ -321,9 +357,7 @@ fn unmapped_comment(unmapped: &[String]) -> String {
     );
     for k in unmapped {
         let why = match k.as_str() {
-            "LocalMonitorConfigDir" | "MonitorConfigPath" => {
-                "local monitor Lua scripts: write rules in Rust (medic rules) instead"
-            }
+            "MonitorConfigPath" => "the path of this very file: medic.toml replaces it",
             "Services.collectd.ReplacerReportPath" => {
                 "medic sends the replacement's result itself: no report file"
             }
@@ -367,6 +401,7 @@ mod tests {
         let paths = Paths {
             state_dir: Path::new("/tmp/medic-state"),
             rules_dir: Path::new("/tmp/medic-rules"),
+            local_dir: None,
         };
         let text = convert(LCM, Path::new("config.json"), &paths).unwrap();
         let config = crate::config::Config::parse(&text, Path::new("out.toml"), Path::new("/"))
@@ -383,10 +418,12 @@ mod tests {
             config.services["hello"].commands["exec"].program,
             crate::config::Program::Shell("/bin/echo \"Hello World!\"".into())
         );
-        assert!(
-            text.contains("#   LocalMonitorConfigDir: local monitor Lua scripts"),
+        assert_eq!(
+            config.rules.config["lcm-lua"]["scripts"]["files"].as_str(),
+            Some("/etc/collectd/monitor/local/*.lua"),
             "{text}"
         );
+        assert!(text.contains("# rule: copy lcm-lua.wasm"), "{text}");
         let c = config.collectd.unwrap();
         assert_eq!(c.config, Path::new("/opt/collectd/etc/collectd.conf"));
         assert_eq!(c.pid_file, Path::new("/opt/collectd/var/run/collectd.pid"));
@@ -410,6 +447,7 @@ mod tests {
         let paths = Paths {
             state_dir: Path::new("/s"),
             rules_dir: Path::new("/r"),
+            local_dir: None,
         };
         let text = convert(
             r#"{"Host": "b:8883", "Secure": true}"#,
@@ -432,6 +470,7 @@ mod tests {
         let paths = Paths {
             state_dir: Path::new("/s"),
             rules_dir: Path::new("/r"),
+            local_dir: None,
         };
         let json = serde_json::json!({
             "User": "u\"\n[daemon]\nnode = \"x",
@@ -456,5 +495,31 @@ mod tests {
             Some("u\"\n[daemon]\nnode = \"x")
         );
         assert!(text.contains("#   Odd key = 1: unknown to medic"), "{text}");
+    }
+
+    #[test]
+    fn local_dir_given_on_the_command_line_wins() {
+        let paths = Paths {
+            state_dir: Path::new("/s"),
+            rules_dir: Path::new("/r"),
+            local_dir: Some(Path::new("/srv/lcm \"local\"")),
+        };
+        let text = convert(LCM, Path::new("config.json"), &paths).unwrap();
+        let config = crate::config::Config::parse(&text, Path::new("out.toml"), Path::new("/"))
+            .unwrap_or_else(|e| panic!("{e}\n{text}"));
+        assert_eq!(
+            config.rules.config["lcm-lua"]["scripts"]["files"].as_str(),
+            Some("/srv/lcm \"local\"/*.lua")
+        );
+        let none = convert(
+            "{}",
+            Path::new("config.json"),
+            &Paths {
+                local_dir: None,
+                ..paths
+            },
+        )
+        .unwrap();
+        assert!(!none.contains("lcm-lua"), "{none}");
     }
 }
