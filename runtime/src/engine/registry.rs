@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use notify::event::{AccessKind, AccessMode};
 use notify::{EventKind, RecursiveMode};
 use notify_debouncer_full::{DebounceEventResult, new_debouncer};
 
@@ -498,10 +499,16 @@ impl Registry {
             crossbeam_channel::select! {
                 recv(rx) -> result => match result {
                     Ok(Ok(events)) => {
-                        // Reads (ours included) raise access events: only changes count.
+                        // Reads (ours included) raise access events: only changes count,
+                        // and a file closed after writing (an edit in place) is one.
                         let (mut rules, files): (Vec<PathBuf>, Vec<PathBuf>) = events
                             .into_iter()
-                            .filter(|e| !matches!(e.event.kind, EventKind::Access(_)))
+                            .filter(|e| match e.event.kind {
+                                EventKind::Access(a) => {
+                                    a == AccessKind::Close(AccessMode::Write)
+                                }
+                                _ => true,
+                            })
                             .flat_map(|e| e.event.paths)
                             .partition(|p| rule_name(p).is_some());
                         rules.sort();
