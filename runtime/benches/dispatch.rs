@@ -2,8 +2,10 @@
 //! rule code compiled natively and driven by the SDK's runner (no wasm boundary), in batches of
 //! 1, 64, 256 and 1024 (`wasm-quick`: the Winch build that serves a new build until Cranelift's
 //! is ready); and the same logic as a lua-collectd-monitor handler run by LuaJIT
-//! (`lua`: each value list handed over as the Lua table collectd's Lua plugin builds). Budgets:
-//! wasm ≤ 1.5× native per value at 256, and wasm faster than LuaJIT.
+//! (`lua`: each value list handed over as the Lua table collectd's Lua plugin builds), and that
+//! same handler script run unchanged by the `lcm-lua` rule (`wasm-lcm-lua`: a Lua VM inside the
+//! wasm rule, issue 11). Budgets: wasm ≤ 1.5× native per value at 256, and wasm faster than
+//! LuaJIT.
 //!
 //! The `emit` group: the rule-side cost of emitting a record per value (`influx-forward`).
 //!
@@ -212,9 +214,14 @@ fn dispatch(c: &mut Criterion) {
     let mut quick = wasm_instance(series.clone(), "threshold", CONFIG, Tier::Quick);
     // A rule that does nothing: what delivering a batch costs by itself.
     let mut noop = wasm_instance(series.clone(), "faulty", "mode = \"none\"", Tier::Optimized);
+    // lua-collectd-monitor's way: the same logic as a Lua handler, in the lcm-lua rule.
+    let lcm_config =
+        format!("scripts = [{{ file = \"threshold.lua\", text = '''{LUA_HANDLER}''' }}]");
+    let mut lcm = wasm_instance(series.clone(), "lcm-lua", &lcm_config, Tier::Optimized);
     // Teach the instances every series once, as a running daemon would have.
     wasm.on_events(&wasm_batch(&series, SERIES, 0)).unwrap();
     quick.on_events(&wasm_batch(&series, SERIES, 0)).unwrap();
+    lcm.on_events(&wasm_batch(&series, SERIES, 0)).unwrap();
 
     let mut host = TestHost::default();
     let json = serde_json::to_string(&toml::from_str::<toml::Table>(CONFIG).unwrap()).unwrap();
@@ -236,6 +243,9 @@ fn dispatch(c: &mut Criterion) {
         });
         group.bench_with_input(BenchmarkId::new("wasm-noop", n), &batch, |b, batch| {
             b.iter(|| black_box(noop.on_events(batch).unwrap()))
+        });
+        group.bench_with_input(BenchmarkId::new("wasm-lcm-lua", n), &batch, |b, batch| {
+            b.iter(|| black_box(lcm.on_events(batch).unwrap()))
         });
         let batch = native_batch(&mut host, n, SERIES);
         group.bench_with_input(BenchmarkId::new("native", n), &batch, |b, batch| {

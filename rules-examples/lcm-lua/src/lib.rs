@@ -89,6 +89,7 @@ struct FailureLog {
 pub struct LcmLua {
     settings: Settings,
     vm: Vm,
+    tables: tables::ValueTables,
     metric: Vec<usize>,
     notification: Vec<usize>,
     failures: Vec<FailureLog>,
@@ -122,7 +123,10 @@ impl Rule for LcmLua {
             notification.len()
         ));
         let pending = ctx.state(PENDING).unwrap_or_default();
+        let tables = tables::ValueTables::new(vm.lua())
+            .map_err(|e| format!("cannot set up Lua: {}", vm::error_text(&e)))?;
         Ok(Self {
+            tables,
             failures: vm.handlers.iter().map(|_| FailureLog::default()).collect(),
             settings,
             vm,
@@ -148,7 +152,7 @@ impl Rule for LcmLua {
     }
 
     fn on_values(&mut self, values: Values<'_>, ctx: &mut Ctx) {
-        match tables::value_list(self.vm.lua(), &values) {
+        match self.tables.value_list(self.vm.lua(), &values) {
             Ok(table) => {
                 for i in 0..self.metric.len() {
                     self.dispatch(self.metric[i], &table, ctx);
