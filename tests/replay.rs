@@ -81,6 +81,7 @@ fn every_example_rule_replays_its_feed_as_expected_and_the_same_twice() {
         [
             "disk-fill",
             "influx-forward",
+            "lcm-lua",
             "memory-free",
             "mqtt-watchdog",
             "notify-webhook",
