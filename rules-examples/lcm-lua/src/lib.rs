@@ -106,6 +106,7 @@ impl Rule for LcmLua {
         let limit = (settings.max_instructions > 0).then_some(settings.max_instructions);
         let memory = usize::try_from(settings.memory_mib.saturating_mul(1024 * 1024))
             .map_err(|_| "`memory_mib` is too large".to_string())?;
+        vm::set_now(ctx.now());
         let vm = Vm::new(&scripts, limit, memory)?;
         let of = |kind| {
             vm.handlers
@@ -152,6 +153,7 @@ impl Rule for LcmLua {
     }
 
     fn on_values(&mut self, values: Values<'_>, ctx: &mut Ctx) {
+        vm::set_now(ctx.now());
         match self.tables.value_list(self.vm.lua(), &values) {
             Ok(table) => {
                 for i in 0..self.metric.len() {
@@ -170,6 +172,7 @@ impl Rule for LcmLua {
         if n.identifier.plugin == PLUGIN {
             return;
         }
+        vm::set_now(ctx.now());
         match tables::notification(self.vm.lua(), n) {
             Ok(table) => {
                 for i in 0..self.notification.len() {

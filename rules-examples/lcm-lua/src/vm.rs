@@ -4,15 +4,36 @@
 //! `os.time/date/clock/difftime`, the base functions without `load*`/`dofile`/`require`, and
 //! collectd's `log_*` functions and `NOTIF_*` constants; no `io`, no `os.execute`, no files.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use lua_rs_runtime::{Function, Lua, Sandbox, SandboxConfig, Table, Value, Variadic};
+use lua_rs_runtime::{Function, HostHooks, Lua, Sandbox, SandboxConfig, Table, Value, Variadic};
 use medic_rules::LogLevel;
 
 /// A log line a script wrote (through `collectd.log_*` or `print`), handed to the rule's log
 /// after the call: Lua callbacks cannot reach the rule's context themselves.
 pub type LogBuffer = Rc<RefCell<Vec<(LogLevel, String)>>>;
+
+thread_local! {
+    /// What `os.time()` returns: the rule's clock (medic's, which is the feed's in `medic
+    /// replay`), set before each event. The VM's clock hook is a plain function, hence a
+    /// thread-local (a rule instance is one thread).
+    static NOW: Cell<i64> = const { Cell::new(0) };
+}
+
+fn unix_time() -> i64 {
+    NOW.with(Cell::get)
+}
+
+/// Set the clock `os.time()` and `os.date()` read.
+pub fn set_now(now: SystemTime) {
+    let secs = now
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    NOW.with(|n| n.set(secs));
+}
 
 /// What kind of event a handler takes, in lua-collectd-monitor's words (part of its name).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,7 +120,10 @@ impl Vm {
         let mut config = SandboxConfig::strict();
         config.instruction_limit = instruction_limit;
         config.memory_limit_bytes = Some(memory_limit);
-        let (lua, sandbox) = Lua::sandboxed(config).map_err(|e| error_text(&e))?;
+        // No host capability but the clock (no files, processes or libraries).
+        let lua =
+            Lua::with_hooks(HostHooks::new().unix_time(unix_time)).map_err(|e| error_text(&e))?;
+        let sandbox = lua.install_sandbox(config).map_err(|e| error_text(&e))?;
         let log = LogBuffer::default();
         install_collectd(&lua, &log)
             .map_err(|e| format!("cannot set up Lua: {}", error_text(&e)))?;
