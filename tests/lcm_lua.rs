@@ -145,6 +145,18 @@ fn local_scripts_act_on_a_real_collectds_values_and_report_as_lua_collectd_monit
         "{:?}",
         notes.lines()
     );
+    // The history keeps the notification with its source.
+    let noted = format!(
+        "okay from lua-collectd-monitor-local/{reason}: \
+         {{\"message\":\"Hello World!\",\"task_id\":{task_id},\"code\":0}}"
+    );
+    assert!(
+        wait_until(WAIT, || s.site.history().iter().any(|r| r["kind"]
+            == "notification"
+            && r["reason"] == noted.as_str())),
+        "{noted}\n{:?}",
+        s.site.history()
+    );
     // The cooldown holds further runs back: refused, logged, never notified.
     s.medic.expect_log("hello/exec not run", WAIT);
     let notified = std::fs::read_to_string(&s.collectd.log)

@@ -126,10 +126,10 @@ impl Effects {
                         severity: severity.as_str(),
                     })
                     .inc();
+                let from = source.as_ref().map(|s| s.to_string());
                 {
                     let rule = &*rule;
                     let message = crate::logging::Untrusted(&message);
-                    let from = source.as_ref().map(|s| s.to_string());
                     let from = crate::logging::Untrusted(from.as_deref().unwrap_or("medic"));
                     match severity {
                         Severity::Failure => {
@@ -146,6 +146,7 @@ impl Effects {
                         rule: rule.clone(),
                         severity: severity.as_str(),
                         message: message.clone(),
+                        source: from,
                     });
                 }
                 if let Some(collectd) = &self.collectd {

@@ -108,6 +108,8 @@ pub enum Entry {
         rule: Arc<str>,
         severity: &'static str,
         message: String,
+        /// `plugin[-instance]/type[-instance]` when the rule named where it comes from.
+        source: Option<String>,
     },
 }
 
@@ -162,9 +164,10 @@ impl Entry {
                 rule,
                 severity,
                 message,
+                source,
             } => json!({
                 "kind": "notification", "action_id": action_id, "at_ns": at_ns,
-                "rule": &**rule, "severity": severity, "message": message,
+                "rule": &**rule, "severity": severity, "message": message, "source": source,
             }),
         }
     }
@@ -462,6 +465,7 @@ impl Store {
                     rule,
                     severity,
                     message,
+                    source,
                 } => {
                     tx.prepare_cached(
                         "INSERT OR REPLACE INTO history (action_id, kind, asked, origin, reason, \
@@ -472,7 +476,10 @@ impl Store {
                         *action_id as i64,
                         *at_ns as i64,
                         &**rule,
-                        format!("{severity}: {message}"),
+                        match source {
+                            Some(from) => format!("{severity} from {from}: {message}"),
+                            None => format!("{severity}: {message}"),
+                        },
                         state::NOTED,
                     ])?;
                 }

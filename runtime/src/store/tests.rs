@@ -178,6 +178,7 @@ mod history {
             rule: Arc::from("threshold"),
             severity: "warning",
             message: "disk almost full".into(),
+            source: None,
         });
         assert!(history.flush(Duration::from_secs(5)));
         let rows = store.history(&all()).unwrap();

@@ -633,6 +633,7 @@ impl Executor {
             }
             .as_str(),
             message: change.to_string(),
+            source: None,
         });
     }
 
