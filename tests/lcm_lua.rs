@@ -17,7 +17,13 @@ struct Setup {
     medic: Medic,
 }
 
-fn start(rule_config: &str, broker: Option<&Mosquitto>, scripts: &[(&str, &str)]) -> Setup {
+/// `grant`: whether the rule may send its notifications as lua-collectd-monitor's plugin.
+fn start(
+    rule_config: &str,
+    grant: bool,
+    broker: Option<&Mosquitto>,
+    scripts: &[(&str, &str)],
+) -> Setup {
     let site = Site::new();
     site.add_rule("lcm-lua", "lcm-lua");
     let local = site.path("local");
@@ -52,6 +58,9 @@ collectd_socket = "{sock}"
 scripts = {{ files = "local/*.lua" }}
 {rule_config}
 
+[rules.grants.lcm-lua]
+notify_as = {notify_as}
+
 [services.hello.commands]
 exec = {{ run = "echo Hello World!", cooldown = "1h" }}
 edited = "echo edited"
@@ -60,6 +69,11 @@ edited = "echo edited"
 "#,
         sock = sock.display(),
         mqtt = mqtt.unwrap_or_default(),
+        notify_as = if grant {
+            r#"["lua-collectd-monitor-local"]"#
+        } else {
+            "[]"
+        },
     ));
     let collectd = Collectd::start(
         site.dir.path(),
@@ -101,7 +115,7 @@ fn local_scripts_act_on_a_real_collectds_values_and_report_as_lua_collectd_monit
     let broker = Mosquitto::start(false);
     let notes = broker.watch("medic/test/notify", None);
     let memory = memory_script();
-    let s = start("", Some(&broker), &[("memory.lua", &memory)]);
+    let s = start("", true, Some(&broker), &[("memory.lua", &memory)]);
     assert!(
         wait_until(WAIT, || !asked(&s.site, "exec").is_empty()),
         "{}",
@@ -188,6 +202,7 @@ fn failing_looping_and_edited_scripts_while_collectd_keeps_sending() {
     let memory = memory_script();
     let s = start(
         "max_instructions = 100000",
+        true,
         None,
         &[
             ("broken.lua", FAILING),
@@ -264,12 +279,13 @@ fn failing_looping_and_edited_scripts_while_collectd_keeps_sending() {
 
 /// With no instruction budget of its own, a looping handler is stopped by medic's call
 /// deadline like any rule: the batch is lost, the rule restarts, and values after it are
-/// handled again.
+/// handled again. Without `notify_as` granted, results come from plugin `medic`.
 #[test]
 fn without_a_budget_the_call_deadline_stops_a_looping_handler() {
     let memory = memory_script();
     let s = start(
         "max_instructions = 0",
+        false,
         None,
         &[
             ("memory.lua", &memory),
@@ -283,6 +299,20 @@ fn without_a_budget_the_call_deadline_stops_a_looping_handler() {
         wait_until(WAIT, || !asked(&s.site, "exec").is_empty()),
         "{}",
         s.medic.log()
+    );
+    s.medic.expect_log(
+        "plugin `lua-collectd-monitor-local` is not granted to this rule as a notification \
+         source (rules.grants.lcm-lua.notify_as): sent as plugin medic",
+        WAIT,
+    );
+    assert!(
+        wait_until(WAIT, || std::fs::read_to_string(&s.collectd.log)
+            .unwrap_or_default()
+            .contains(
+                "plugin = medic, plugin_instance = lcm-lua, message = {\"message\":"
+            )),
+        "{}",
+        std::fs::read_to_string(&s.collectd.log).unwrap_or_default()
     );
     s.medic.putval(&["PUTVAL h/spin/gauge N:1"]);
     s.medic.expect_log("ran past its 50ms deadline", WAIT);

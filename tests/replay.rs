@@ -544,6 +544,45 @@ fn lcm_lua_notifies_results_as_lua_collectd_monitor_did() {
             ),
         ]
     );
+
+    // Without `[rules.grants.lcm-lua] notify_as`, the rule may not speak as that plugin: its
+    // notifications say so and come from plugin `medic`.
+    let site = Site::new();
+    let example = workspace().join("rules-examples/lcm-lua");
+    let config = std::fs::read_to_string(example.join("tests/medic.toml"))
+        .unwrap()
+        .replace("notify_as = [\"lua-collectd-monitor-local\"]", "")
+        .replace(
+            "../scripts/*.lua",
+            example.join("scripts/*.lua").to_str().unwrap(),
+        );
+    std::fs::write(site.path("medic.toml"), config).unwrap();
+    let feed = example.join("tests/feed.jsonl");
+    let out = replay(&[
+        "--config",
+        site.path("medic.toml").to_str().unwrap(),
+        "--rules",
+        rule("lcm-lua").to_str().unwrap(),
+        feed.to_str().unwrap(),
+        "--assume-exit",
+        "0",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let notes: Vec<serde_json::Value> = lines(&out)
+        .into_iter()
+        .filter(|l| l["action"] == "notify")
+        .collect();
+    assert_eq!(notes.len(), 3);
+    for n in notes {
+        assert!(n.get("source").is_none(), "{n}");
+        assert!(
+            n["why"]
+                .as_str()
+                .unwrap()
+                .contains("(rules.grants.lcm-lua.notify_as): sent as plugin medic"),
+            "{n}"
+        );
+    }
 }
 
 #[test]

@@ -344,6 +344,16 @@ fn local_scripts(doc: &mut DocumentMut, lcm: &Lcm, paths: &Paths) -> anyhow::Res
     config.set_implicit(true);
     config.insert("lcm-lua", Item::Table(table));
     rules.insert("config", Item::Table(config));
+    // Its results are notifications from lua-collectd-monitor's plugin, as before.
+    let mut grant = Table::new();
+    grant.insert(
+        "notify_as",
+        value(toml_edit::Array::from_iter(["lua-collectd-monitor-local"])),
+    );
+    let mut grants = Table::new();
+    grants.set_implicit(true);
+    grants.insert("lcm-lua", Item::Table(grant));
+    rules.insert("grants", Item::Table(grants));
     Ok(())
 }
 
@@ -424,6 +434,10 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("# rule: copy lcm-lua.wasm"), "{text}");
+        assert_eq!(
+            config.rules.grants["lcm-lua"].notify_as,
+            ["lua-collectd-monitor-local"]
+        );
         let c = config.collectd.unwrap();
         assert_eq!(c.config, Path::new("/opt/collectd/etc/collectd.conf"));
         assert_eq!(c.pid_file, Path::new("/opt/collectd/var/run/collectd.pid"));

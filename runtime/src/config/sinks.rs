@@ -93,4 +93,8 @@ fn default_queue() -> usize {
 pub struct RuleGrant {
     #[serde(default)]
     pub sinks: Vec<String>,
+    /// Plugins the rule may name as its notifications' source (`ctx.notify_as`): a rule standing
+    /// in for a collectd plugin. Without it, a rule's notifications come from plugin `medic`.
+    #[serde(default)]
+    pub notify_as: Vec<String>,
 }

@@ -213,6 +213,10 @@ async fn start(config: Arc<Config>, shutdown: Shutdown) -> anyhow::Result<Runnin
         collectd: config.notify.collectd_socket.clone().map(|socket| {
             crate::effects::collectd::CollectdNotify::start(socket, &config.daemon.node)
         }),
+        grants: Arc::new(config.rules.grants.clone()),
+        ungranted_sources: Arc::new(std::sync::Mutex::new(crate::logging::RateLimited::new(
+            Duration::from_secs(60),
+        ))),
     };
     let session = match &config.mqtt {
         Some(m) => {

@@ -14,13 +14,15 @@ pub mod replace_config;
 pub mod sinks;
 pub mod view;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
+use crate::config::RuleGrant;
 use crate::engine::port::{Decision, EffectPort};
-use crate::event::{CommandRequest, Severity};
-use crate::logging::Dropped;
+use crate::event::{CommandRequest, NotifySource, Severity};
+use crate::logging::{Dropped, RateLimited};
 use crate::metrics::{SeverityLabels, metrics};
 use crate::store::history::{Entry, History};
 
@@ -43,6 +45,28 @@ pub struct Effects {
     pub overflow: Arc<Dropped>,
     /// Where emitted records go (`[sinks]`); empty when there are none.
     pub sinks: sinks::Sinks,
+    /// `[rules.grants]`: which rule may name which plugin as its notifications' source.
+    pub grants: Arc<BTreeMap<String, RuleGrant>>,
+    /// Notifications whose source was not granted, logged at most once a minute.
+    pub ungranted_sources: Arc<std::sync::Mutex<RateLimited>>,
+}
+
+/// Why `rule` may not say its notification comes from `source`, if it may not.
+pub fn notify_source_refusal(
+    grants: &BTreeMap<String, RuleGrant>,
+    rule: &str,
+    source: &NotifySource,
+) -> Option<String> {
+    let granted = grants
+        .get(rule)
+        .is_some_and(|g| g.notify_as.iter().any(|p| *p == source.plugin));
+    (!granted).then(|| {
+        format!(
+            "plugin `{}` is not granted to this rule as a notification source \
+             (rules.grants.{rule}.notify_as): sent as plugin medic",
+            source.plugin
+        )
+    })
 }
 
 impl Effects {
@@ -119,6 +143,13 @@ impl Effects {
                 message,
                 source,
             } => {
+                let source = source.filter(|s| {
+                    let why = notify_source_refusal(&self.grants, &rule, s);
+                    if let (Some(why), Ok(mut log)) = (&why, self.ungranted_sources.lock()) {
+                        log.log(|suppressed| tracing::warn!(rule = &*rule, suppressed, "{why}"));
+                    }
+                    why.is_none()
+                });
                 metrics()
                     .rule_notifications
                     .get_or_create(&SeverityLabels {

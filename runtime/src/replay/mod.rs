@@ -87,9 +87,14 @@ pub enum What {
     Notify {
         severity: &'static str,
         message: String,
-        /// `plugin[-instance]/type[-instance]`, when the rule named where it comes from.
+        /// `plugin[-instance]/type[-instance]`, when the rule named where it comes from (and
+        /// `[rules.grants]` lets it).
         #[serde(skip_serializing_if = "Option::is_none")]
         source: Option<String>,
+        /// Why the named source is not used (not granted): the notification is sent from
+        /// plugin `medic`.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        why: Option<String>,
     },
     /// The rule trapped, ran past its deadline or its memory: the batch is lost, as in
     /// service, and a fresh instance takes the next one.
@@ -562,11 +567,22 @@ impl Replay {
                     why,
                 }
             }
-            wit::Action::Notify(n) => What::Notify {
-                severity: crate::event::Severity::from(n.severity).as_str(),
-                message: n.message,
-                source: n.source.and_then(wit::notify_source).map(|s| s.to_string()),
-            },
+            wit::Action::Notify(n) => {
+                let source = n.source.and_then(wit::notify_source);
+                let why = source.as_ref().and_then(|s| {
+                    crate::effects::notify_source_refusal(
+                        &self.config.rules.grants,
+                        &rule.spec.name,
+                        s,
+                    )
+                });
+                What::Notify {
+                    severity: crate::event::Severity::from(n.severity).as_str(),
+                    message: n.message,
+                    source: source.filter(|_| why.is_none()).map(|s| s.to_string()),
+                    why,
+                }
+            }
             wit::Action::SetTimer(t) => {
                 rule.timers.insert(t.name, now.saturating_add(t.after));
                 return;
