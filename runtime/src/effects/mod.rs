@@ -59,7 +59,7 @@ pub fn notify_source_refusal(
 ) -> Option<String> {
     let granted = grants
         .get(rule)
-        .is_some_and(|g| g.notify_as.iter().any(|p| *p == source.plugin));
+        .is_some_and(|g| g.notify_as.contains(&source.plugin));
     (!granted).then(|| {
         format!(
             "plugin `{}` is not granted to this rule as a notification source \
