@@ -41,7 +41,17 @@ pub fn emit_refusal(
     rule: &str,
     sink: &str,
 ) -> Option<String> {
-    if !sinks.contains_key(sink) {
+    refusal(grants, sinks.contains_key(sink), rule, sink)
+}
+
+/// The one wording of a refused emit, for the daemon and for replay.
+fn refusal(
+    grants: &BTreeMap<String, RuleGrant>,
+    exists: bool,
+    rule: &str,
+    sink: &str,
+) -> Option<String> {
+    if !exists {
         return Some(format!("there is no [sinks.{sink}]"));
     }
     let granted = grants
@@ -105,23 +115,15 @@ impl Sinks {
     /// Queue `record` from `rule` for `sink`, or refuse it (not granted, no such sink) or drop
     /// it (the sink's queue is full); never waits.
     pub fn emit(&self, rule: &str, sink: &str, record: Vec<u8>) {
-        let granted = self
-            .grants
-            .get(rule)
-            .is_some_and(|g| g.sinks.iter().any(|s| s == sink));
-        let queue = self.queues.get(sink).filter(|_| granted);
-        let Some(queue) = queue else {
+        let queue = self.queues.get(sink);
+        if let Some(why) = refusal(&self.grants, queue.is_some(), rule, sink) {
             count(sink, "refused");
-            let why = if self.queues.contains_key(sink) {
-                format!("sink `{sink}` is not granted to this rule (rules.grants.{rule}.sinks)")
-            } else {
-                format!("there is no [sinks.{sink}]")
-            };
             if let Ok(mut log) = self.refused_log.lock() {
                 log.log(|suppressed| tracing::warn!(rule, sink, suppressed, "emit refused: {why}"));
             }
             return;
-        };
+        }
+        let Some(queue) = queue else { return };
         match queue.try_send(record) {
             Ok(()) => count(sink, "queued"),
             Err(_) => {
