@@ -41,6 +41,9 @@ const OMITTED: &str = "Omitted due to exceeding max message length!";
 /// How often the same handler's failure is logged again while it keeps failing.
 const FAILURE_LOG_EVERY: Duration = Duration::from_secs(60);
 const PENDING: &str = "pending";
+/// Handler names kept per command while its results are awaited: a result that never comes
+/// (medic stopped during the run) must not grow the list for ever.
+const MAX_PENDING: usize = 64;
 
 fn default_instructions() -> u64 {
     1_000_000
@@ -251,10 +254,14 @@ impl LcmLua {
         match outcome {
             Ok(None) => {}
             Ok(Some(task)) => {
-                self.pending
+                let waiting = self
+                    .pending
                     .entry(pending_key(&task.service, &task.command))
-                    .or_default()
-                    .push_back(name.clone());
+                    .or_default();
+                if waiting.len() == MAX_PENDING {
+                    waiting.pop_front();
+                }
+                waiting.push_back(name.clone());
                 ctx.run(&task.service, &task.command, name.clone());
             }
             Err(failure) => {

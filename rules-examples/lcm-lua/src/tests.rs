@@ -313,3 +313,14 @@ fn subscriptions_follow_the_handlers() {
     assert_eq!(s.values, ["**"]);
     assert!(s.notifications.is_empty());
 }
+
+#[test]
+fn results_that_never_come_do_not_grow_the_waiting_list() {
+    let mut t = tester(&[("/m.lua", MEMORY)]);
+    for _ in 0..100 {
+        t.gauge("web/memory/memory-free", 5e9);
+    }
+    let t = t.reload().unwrap();
+    let pending: BTreeMap<String, VecDeque<String>> = t.state(PENDING).unwrap();
+    assert_eq!(pending["hello/exec"].len(), MAX_PENDING);
+}
