@@ -63,8 +63,10 @@ pub mod state {
     pub const FAULTED: &str = "faulted";
 }
 
-/// What is recorded.
-#[derive(Debug, Clone)]
+/// What is recorded. Serialized (for `[history] forward`) as one JSON object with `kind`
+/// `asked`, `ended`, `fault` or `notification`, times in ns since the epoch.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
 pub enum Entry {
     /// A decision reached the gate: admitted (state `running`) or refused.
     Asked {
@@ -88,6 +90,7 @@ pub enum Entry {
         code: Option<i32>,
         signal: Option<i32>,
         timed_out: bool,
+        #[serde(rename = "duration_ms", serialize_with = "millis")]
         duration: Duration,
         output: String,
         error: Option<String>,
@@ -102,6 +105,7 @@ pub enum Entry {
         what: String,
     },
     /// A notification a rule raised.
+    #[serde(rename = "notification")]
     Notified {
         action_id: u64,
         at_ns: u64,
@@ -114,63 +118,14 @@ pub enum Entry {
 }
 
 impl Entry {
-    /// The entry as one JSON object (`kind`: `asked`, `ended`, `fault`, `notification`; times
-    /// in ns since the epoch), for `[history] forward`.
+    /// The entry as one JSON object, for `[history] forward`.
     pub fn to_json(&self) -> serde_json::Value {
-        use serde_json::json;
-        match self {
-            Entry::Asked {
-                action_id,
-                at_ns,
-                origin,
-                build,
-                reason,
-                service,
-                command,
-                refusal,
-            } => json!({
-                "kind": "asked", "action_id": action_id, "at_ns": at_ns,
-                "origin": &**origin, "build": build.as_deref(), "reason": reason,
-                "service": service, "command": command, "refusal": refusal,
-            }),
-            Entry::Ended {
-                action_id,
-                at_ns,
-                state,
-                code,
-                signal,
-                timed_out,
-                duration,
-                output,
-                error,
-            } => json!({
-                "kind": "ended", "action_id": action_id, "at_ns": at_ns, "state": state,
-                "code": code, "signal": signal, "timed_out": timed_out,
-                "duration_ms": duration.as_millis() as u64, "output": output, "error": error,
-            }),
-            Entry::Fault {
-                action_id,
-                at_ns,
-                rule,
-                build,
-                what,
-            } => json!({
-                "kind": "fault", "action_id": action_id, "at_ns": at_ns, "rule": &**rule,
-                "build": build.as_deref(), "what": what,
-            }),
-            Entry::Notified {
-                action_id,
-                at_ns,
-                rule,
-                severity,
-                message,
-                source,
-            } => json!({
-                "kind": "notification", "action_id": action_id, "at_ns": at_ns,
-                "rule": &**rule, "severity": severity, "message": message, "source": source,
-            }),
-        }
+        serde_json::to_value(self).expect("an entry always serializes")
     }
+}
+
+fn millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(d.as_millis() as u64)
 }
 
 /// Where each entry also goes (`[history] forward`), as it is recorded.

@@ -261,4 +261,70 @@ mod history {
             .collect();
         assert_eq!(ids, [5, 4]);
     }
+
+    /// `[history] forward` sends these objects: their keys are a contract with whatever reads
+    /// the sink.
+    #[test]
+    fn entries_forward_as_json_objects_by_kind() {
+        use serde_json::json;
+        let asked = Entry::Asked {
+            action_id: 1,
+            at_ns: 10,
+            origin: Arc::from("threshold"),
+            build: Some(Arc::from("ab12")),
+            reason: "load high".into(),
+            service: "hello".into(),
+            command: "exec".into(),
+            refusal: None,
+        };
+        assert_eq!(
+            asked.to_json(),
+            json!({"kind": "asked", "action_id": 1, "at_ns": 10, "origin": "threshold",
+                   "build": "ab12", "reason": "load high", "service": "hello",
+                   "command": "exec", "refusal": null})
+        );
+        let ended = Entry::Ended {
+            action_id: 1,
+            at_ns: 20,
+            state: state::SUCCEEDED,
+            code: Some(0),
+            signal: None,
+            timed_out: false,
+            duration: Duration::from_micros(1500),
+            output: "hi\n".into(),
+            error: None,
+        };
+        assert_eq!(
+            ended.to_json(),
+            json!({"kind": "ended", "action_id": 1, "at_ns": 20, "state": "succeeded",
+                   "code": 0, "signal": null, "timed_out": false, "duration_ms": 1,
+                   "output": "hi\n", "error": null})
+        );
+        let fault = Entry::Fault {
+            action_id: 2,
+            at_ns: 30,
+            rule: Arc::from("spin"),
+            build: None,
+            what: "deadline".into(),
+        };
+        assert_eq!(
+            fault.to_json(),
+            json!({"kind": "fault", "action_id": 2, "at_ns": 30, "rule": "spin",
+                   "build": null, "what": "deadline"})
+        );
+        let noted = Entry::Notified {
+            action_id: 3,
+            at_ns: 40,
+            rule: Arc::from("lcm-lua"),
+            severity: "okay",
+            message: "{}".into(),
+            source: Some("lua-collectd-monitor-local/a.lua::metric".into()),
+        };
+        assert_eq!(
+            noted.to_json(),
+            json!({"kind": "notification", "action_id": 3, "at_ns": 40, "rule": "lcm-lua",
+                   "severity": "okay", "message": "{}",
+                   "source": "lua-collectd-monitor-local/a.lua::metric"})
+        );
+    }
 }
