@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use medic_integration::broker::{self, Mosquitto};
+use medic_integration::broker::Mosquitto;
 use medic_integration::{Collectd, Medic, Site, free_udp_port, wait_until, workspace};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -33,19 +33,7 @@ fn start(
     }
     let port = free_udp_port();
     let sock = site.path("collectd.sock");
-    let mqtt = broker.map(|b| {
-        std::fs::write(
-            site.path("mqtt-password"),
-            format!("{}\n", broker::PASSWORD),
-        )
-        .unwrap();
-        format!(
-            "[mqtt]\nbroker = \"{}\"\nusername = \"{}\"\npassword_file = \"mqtt-password\"\n\
-             reconnect_interval = \"100ms\"\n",
-            b.url(),
-            broker::USER
-        )
-    });
+    let mqtt = broker.map(|b| b.medic_section(&site));
     site.write_config(&format!(
         r#"
 [ingest.network]

@@ -11,25 +11,9 @@ const WAIT: Duration = Duration::from_secs(20);
 
 /// The `[mqtt]` section and services every test uses.
 fn mqtt_config(site: &Site, broker: &Mosquitto, extra: &str) -> String {
-    std::fs::write(
-        site.path("mqtt-password"),
-        format!("{}\n", broker::PASSWORD),
-    )
-    .unwrap();
-    let ca = broker
-        .tls
-        .as_ref()
-        .map(|t| format!("ca_file = {:?}", t.ca.display().to_string()))
-        .unwrap_or_default();
     format!(
         r#"
-[mqtt]
-broker = "{url}"
-username = "{user}"
-password_file = "mqtt-password"
-{ca}
-reconnect_interval = "100ms"
-max_reconnect_interval = "500ms"
+{mqtt}max_reconnect_interval = "500ms"
 max_age = "1h"
 remote_timeout = "3s"
 
@@ -38,8 +22,7 @@ echo = ["granted/#"]
 
 {extra}
 "#,
-        url = broker.url(),
-        user = broker::USER,
+        mqtt = broker.medic_section(site),
     )
 }
 

@@ -587,21 +587,12 @@ fn lcm_lua_notifies_results_as_lua_collectd_monitor_did() {
 
 #[test]
 fn record_takes_mqtt_messages_on_its_topic_filters() {
-    use medic_integration::broker::{self, Mosquitto};
+    use medic_integration::broker::Mosquitto;
     use std::time::Duration;
 
     let broker = Mosquitto::start(false);
     let site = Site::new();
-    std::fs::write(
-        site.path("mqtt-password"),
-        format!("{}\n", broker::PASSWORD),
-    )
-    .unwrap();
-    site.write_config(&format!(
-        "[mqtt]\nbroker = \"{}\"\nusername = \"{}\"\npassword_file = \"mqtt-password\"\n",
-        broker.url(),
-        broker::USER
-    ));
+    site.write_config(&broker.medic_section(&site));
     let feed = site.path("recorded.jsonl");
     let mut recorder = Command::new(medic_bin())
         .args([

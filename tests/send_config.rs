@@ -129,28 +129,17 @@ impl Drop for Collectd {
 fn setup(broker: &Mosquitto) -> (Site, Collectd) {
     let site = Site::new();
     let collectd = Collectd::new(&site);
-    std::fs::write(
-        site.path("mqtt-password"),
-        format!("{}\n", broker::PASSWORD),
-    )
-    .unwrap();
     site.write_config(&format!(
         r#"
 [ingest.network]
 listen = ["127.0.0.1:{port}"]
 
-[mqtt]
-broker = "{url}"
-username = "{user}"
-password_file = "mqtt-password"
-reconnect_interval = "100ms"
-max_reconnect_interval = "500ms"
+{mqtt}max_reconnect_interval = "500ms"
 
 {collectd}
 "#,
         port = collectd.port,
-        url = broker.url(),
-        user = broker::USER,
+        mqtt = broker.medic_section(&site),
         collectd = collectd.section(),
     ));
     (site, collectd)

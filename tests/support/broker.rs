@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use crate::wait_until;
+use crate::{Site, wait_until};
 
 pub const USER: &str = "medic";
 pub const PASSWORD: &str = "s3cret";
@@ -94,6 +94,23 @@ impl Mosquitto {
     pub fn url(&self) -> String {
         let scheme = if self.tls.is_some() { "mqtts" } else { "mqtt" };
         format!("{scheme}://127.0.0.1:{}", self.port)
+    }
+
+    /// The `[mqtt]` section of a medic at `site` that talks to this broker: its password in
+    /// `mqtt-password` beside the config (written here), the CA when the broker speaks TLS, a
+    /// quick reconnect. More `[mqtt]` keys may follow it.
+    pub fn medic_section(&self, site: &Site) -> String {
+        std::fs::write(site.path("mqtt-password"), format!("{PASSWORD}\n")).unwrap();
+        let ca = self
+            .tls
+            .as_ref()
+            .map(|t| format!("ca_file = {:?}\n", t.ca.display().to_string()))
+            .unwrap_or_default();
+        format!(
+            "[mqtt]\nbroker = \"{}\"\nusername = \"{USER}\"\npassword_file = \"mqtt-password\"\n\
+             {ca}reconnect_interval = \"100ms\"\n",
+            self.url()
+        )
     }
 
     pub fn log(&self) -> String {
