@@ -348,8 +348,8 @@ impl Registry {
     /// files now read differently is re-initialised with them; one that refuses them (a script
     /// that does not compile) keeps running with what it had.
     pub fn files_changed(&mut self) {
-        let config = self.config.clone();
-        for (name, path) in self.differing(|name| rule_config(&config, name)) {
+        let changed = self.differing(|name| rule_config(&self.config, name));
+        for (name, path) in changed {
             let _ = self.reinit(&name, &path, "files");
         }
     }
