@@ -528,3 +528,109 @@ exec = "echo still acting"
     );
     medic.stop();
 }
+
+/// 3 000 half-sent HTTP requests, without a token, against a medic whose open-files limit is
+/// 1 024: the connection cap refuses what does not fit, the PUTVAL socket still takes values
+/// and a recovery command still runs while they are held, and the header timeout closes them.
+#[test]
+fn an_http_flood_under_1024_open_files_leaves_putval_and_commands_working() {
+    use std::io::Read;
+    use std::net::TcpStream;
+    const FLOOD: usize = 3000;
+    let site = Site::new();
+    site.add_rule("threshold", "threshold");
+    let port = medic_integration::free_tcp_port();
+    site.write_config(&format!(
+        r#"
+[rules.config.threshold]
+pattern = "*/memory/memory-free"
+below = 100
+clear = 200
+service = "fix"
+command = "mark"
+
+[services.fix.commands]
+mark = {{ run = ["sh", "-c", "echo ran >> '{marker}'; echo marked"] }}
+
+[http]
+listen = "127.0.0.1:{port}"
+header_timeout = "10s"
+max_connections = 4096
+"#,
+        marker = site.path("marker").display()
+    ));
+    let mut medic = site.start_with_open_files(1024);
+    medic.expect_log("http.max_connections lowered", BOUND);
+    let addr = format!("127.0.0.1:{port}");
+    let flood: Vec<TcpStream> = (0..FLOOD)
+        .map(|_| {
+            let mut s = TcpStream::connect(&addr).unwrap();
+            // Never finished: the head stops inside a header line.
+            let _ = s.write_all(b"GET /history?limit=1000 HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ");
+            s
+        })
+        .collect();
+    medic.expect_log(
+        "HTTP connection closed at once: http.max_connections are open",
+        BOUND,
+    );
+
+    // While they are held: values are taken and a recovery command runs.
+    assert_eq!(
+        medic.putval(&[
+            "PUTVAL web/memory/memory-free N:500",
+            "PUTVAL web/memory/memory-free N:50",
+        ]),
+        vec!["0 Success: 1 value has been dispatched."; 2]
+    );
+    let marker = site.path("marker");
+    assert!(
+        wait_until(BOUND, || medic_integration::marker_count(&marker) == 1),
+        "{}",
+        medic.log()
+    );
+    medic.expect_log(r#"output="marked""#, BOUND);
+
+    // Every flood connection ends without an answer: at once past the cap, by the header
+    // timeout below it.
+    let mut ended = 0;
+    for mut s in flood {
+        s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        let mut answer = Vec::new();
+        match s.read_to_end(&mut answer) {
+            Ok(_) => assert!(
+                !String::from_utf8_lossy(&answer).contains(" 200 "),
+                "a half-sent request was answered"
+            ),
+            Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}"),
+        }
+        ended += 1;
+    }
+    assert_eq!(ended, FLOOD);
+    assert!(
+        !medic.log().contains("Too many open files"),
+        "{}",
+        medic.log()
+    );
+    // Served again once they are gone, and the counts tell what happened.
+    let (code, metrics) = medic_integration::http_get(&addr, "/metrics", None);
+    assert_eq!(code, 200, "{metrics}");
+    let count = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in\n{metrics}"))
+    };
+    let refused = count("medic_http_connections_refused_total");
+    let timed_out = count("medic_http_connections_closed_total{reason=\"header_timeout\"}");
+    assert!(refused >= 1.0, "{metrics}");
+    assert!(timed_out >= 1.0, "{metrics}");
+    assert!(
+        refused + timed_out >= FLOOD as f64,
+        "every flood connection is accounted for: {refused} refused, {timed_out} timed out"
+    );
+    assert!(medic.is_running());
+    medic.stop();
+}

@@ -104,10 +104,16 @@ LoadPlugin network
         Path::new(&format!("/proc/{pid}")).exists().then_some(pid)
     }
 
-    /// The `[collectd]` section medic needs.
+    /// The `[collectd]` section medic needs, replacements allowed over the test's plain
+    /// `mqtt://` broker.
     fn section(&self) -> String {
+        self.section_with("allow_remote = true\nallow_insecure_transport = true\n")
+    }
+
+    /// The `[collectd]` section with `opt_in` lines of its own.
+    fn section_with(&self, opt_in: &str) -> String {
         format!(
-            "[collectd]\nconfig = {conf:?}\npid_file = {pid:?}\nstart = [\"sh\", {start:?}]\n\
+            "[collectd]\n{opt_in}config = {conf:?}\npid_file = {pid:?}\nstart = [\"sh\", {start:?}]\n\
              stop = [\"sh\", {stop:?}]\ntimeout = \"10s\"\n",
             conf = self.conf().display().to_string(),
             pid = self.pid_file().display().to_string(),
@@ -129,20 +135,34 @@ impl Drop for Collectd {
 fn setup(broker: &Mosquitto) -> (Site, Collectd) {
     let site = Site::new();
     let collectd = Collectd::new(&site);
+    configure(&site, broker, &collectd, &collectd.section());
+    (site, collectd)
+}
+
+/// Write the site's config with `collectd_section`.
+fn configure(site: &Site, broker: &Mosquitto, collectd: &Collectd, collectd_section: &str) {
     site.write_config(&format!(
         r#"
 [ingest.network]
 listen = ["127.0.0.1:{port}"]
 
 {mqtt}max_reconnect_interval = "500ms"
+max_age = "1h"
 
-{collectd}
+{collectd_section}
 "#,
         port = collectd.port,
-        mqtt = broker.medic_section(&site),
-        collectd = collectd.section(),
+        mqtt = broker.medic_section(site),
     ));
-    (site, collectd)
+}
+
+/// Now, as lua-collectd-monitor's senders write `timestamp`.
+fn now_iso() -> String {
+    let out = Command::new("date")
+        .args(["-u", "+%Y-%m-%dT%H:%M:%SZ"])
+        .output()
+        .unwrap();
+    text(&out.stdout).trim().to_string()
 }
 
 fn send_config(broker: &Mosquitto, file: &Path, task_id: u64) -> Output {
@@ -333,7 +353,7 @@ fn a_medic_killed_mid_replacement_answers_once_after_its_restart() {
     std::fs::write(&good, &new).unwrap();
     broker.publish_file("medic/test/command", &{
         let request = site.path("request.json");
-        let payload = serde_json::json!({"task_id": 7, "config": new});
+        let payload = serde_json::json!({"task_id": 7, "timestamp": now_iso(), "config": new});
         std::fs::write(&request, payload.to_string()).unwrap();
         request
     });
@@ -357,5 +377,123 @@ fn a_medic_killed_mid_replacement_answers_once_after_its_restart() {
     // Never two.
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(results.replies(7).len(), 1, "{:?}", results.lines());
+    medic.stop();
+}
+
+/// Off unless `allow_remote`; over plain `mqtt://` only with `allow_insecure_transport`; not
+/// without `mqtt.max_age`. With the opt-in, the check and the start see none of medic's
+/// environment, and a config that `Include`s a secret file gets no fragment of it back.
+#[test]
+fn replacement_is_opt_in_and_leaks_neither_environment_nor_included_files() {
+    let broker = Mosquitto::start(false);
+    let site = Site::new();
+    let collectd = Collectd::new(&site);
+    let old = std::fs::read_to_string(collectd.conf()).unwrap();
+    let good = site.path("good.conf");
+    std::fs::write(&good, collectd.config("LoadPlugin load\n")).unwrap();
+    let results = broker.watch("medic/test/result", None);
+    let refused = |task: u64, says: &str| {
+        let out = send_config(&broker, &good, task);
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+        let r = results.reply(task, WAIT);
+        assert_eq!(r["code"], 0x1005, "{r}");
+        assert!(r["message"].as_str().unwrap().contains(says), "{r}");
+        assert_eq!(std::fs::read_to_string(collectd.conf()).unwrap(), old);
+    };
+
+    // Not turned on: refused, and recorded as refused.
+    configure(&site, &broker, &collectd, &collectd.section_with(""));
+    let medic = site.start();
+    medic.expect_log("MQTT: subscribed", WAIT);
+    refused(1, "allow_remote = true");
+    medic.stop();
+    // On, but the broker is plain mqtt://.
+    configure(
+        &site,
+        &broker,
+        &collectd,
+        &collectd.section_with("allow_remote = true\n"),
+    );
+    let medic = site.start();
+    medic.expect_log("MQTT: subscribed", WAIT);
+    refused(2, "plain mqtt://");
+    medic.stop();
+    let states: Vec<String> = site
+        .history()
+        .iter()
+        .filter(|r| r["command"] == "replace-config")
+        .map(|r| r["state"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(states, ["refused", "refused"]);
+    // And never without a replay bound.
+    let text_now = std::fs::read_to_string(site.path("medic.toml")).unwrap();
+    std::fs::write(
+        site.path("medic.toml"),
+        text_now.replace("max_age = \"1h\"\n", ""),
+    )
+    .unwrap();
+    let check = site.check();
+    assert!(!check.status.success());
+    assert!(
+        text(&check.stderr).contains("collectd.allow_remote needs mqtt.max_age"),
+        "{}",
+        text(&check.stderr)
+    );
+
+    // Turned on: a <Plugin python> block runs at the check (and the start), without medic's
+    // environment.
+    configure(&site, &broker, &collectd, &collectd.section());
+    let medic = site.start_with_env(&[("MEDIC_TEST_SECRET", "env-s3cret")]);
+    medic.expect_log("MQTT: subscribed", WAIT);
+    let seen = collectd.dir.join("environment.seen");
+    std::fs::write(
+        collectd.dir.join("show_env.py"),
+        format!(
+            "import os\nwith open({seen:?}, 'a') as f:\n    f.write(repr(dict(os.environ)) + '\\n')\n",
+            seen = seen.display().to_string()
+        ),
+    )
+    .unwrap();
+    let python = site.path("python.conf");
+    std::fs::write(
+        &python,
+        collectd.config(&format!(
+            "LoadPlugin load\nLoadPlugin python\n<Plugin python>\n  ModulePath {dir:?}\n  \
+             Import \"show_env\"\n</Plugin>\n",
+            dir = collectd.dir.display().to_string()
+        )),
+    )
+    .unwrap();
+    let out = send_config(&broker, &python, 3);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let environments = std::fs::read_to_string(&seen).unwrap();
+    assert!(
+        environments.lines().count() >= 2,
+        "the check and the start: {environments}"
+    );
+    assert!(!environments.contains("env-s3cret"), "{environments}");
+    assert!(
+        !environments.contains("MEDIC_TEST_SECRET"),
+        "{environments}"
+    );
+    assert!(!environments.contains("mqtt-password"), "{environments}");
+
+    // A config that includes a secret file: the parser quotes it, the reply does not.
+    let secret = site.path("shadow");
+    std::fs::write(&secret, "root:x:0:0\n\"hunter2-quoted\" x\n").unwrap();
+    let including = site.path("including.conf");
+    std::fs::write(
+        &including,
+        collectd.config(&format!("Include {:?}\n", secret.display().to_string())),
+    )
+    .unwrap();
+    let out = send_config(&broker, &including, 4);
+    assert_eq!(out.status.code(), Some(1));
+    let r = results.reply(4, WAIT);
+    assert_eq!(r["code"], 0x2002, "{r}");
+    let message = r["message"].as_str().unwrap();
+    assert!(!message.contains("hunter2"), "{message}");
+    assert!(message.contains("near `****'"), "{message}");
+    assert!(!medic.log().contains("hunter2"), "{}", medic.log());
     medic.stop();
 }

@@ -139,6 +139,9 @@ pub struct Metrics {
     pub history_write_failures: Counter,
     pub sink_records: Family<SinkLabels, Counter>,
     pub sink_retained_bytes: Family<SinkNameLabels, Gauge>,
+    pub http_connections: Gauge,
+    pub http_connections_refused: Counter,
+    pub http_connections_closed: Family<ReasonLabels, Counter>,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -181,6 +184,9 @@ impl Metrics {
             remote_commands: Family::default(),
             history_dropped: Counter::default(),
             history_write_failures: Counter::default(),
+            http_connections: Gauge::default(),
+            http_connections_refused: Counter::default(),
+            http_connections_closed: Family::default(),
         };
         let r = &mut m.registry;
         let build = Family::<Vec<(String, String)>, Gauge>::default();
@@ -318,6 +324,22 @@ impl Metrics {
             "mqtt_messages_dropped",
             "MQTT messages for rules lost because the engine was busy",
             m.mqtt_messages_dropped.clone(),
+        );
+        r.register(
+            "http_connections",
+            "HTTP connections open now",
+            m.http_connections.clone(),
+        );
+        r.register(
+            "http_connections_refused",
+            "HTTP connections closed at once because http.max_connections were open",
+            m.http_connections_refused.clone(),
+        );
+        r.register(
+            "http_connections_closed",
+            "HTTP connections medic closed, by reason (header_timeout: the request head took \
+             longer than http.header_timeout; idle: nothing sent or read for http.idle_timeout)",
+            m.http_connections_closed.clone(),
         );
         r.register(
             "remote_commands",

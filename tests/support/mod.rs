@@ -198,6 +198,27 @@ socket = "putval.sock"
 
     /// Start a given medic binary (benchmarks run the release build) at a log level.
     pub fn start_binary(&self, bin: &Path, log_level: &str) -> Medic {
+        self.start_limited(bin, log_level, None, &[])
+    }
+
+    /// Start medic with variables added to its environment.
+    pub fn start_with_env(&self, env: &[(&str, &str)]) -> Medic {
+        self.start_limited(&medic_bin(), "debug", None, env)
+    }
+
+    /// Start medic with its open-files limit (soft and hard) at `nofile`, as a service manager
+    /// with `LimitNOFILE=` would.
+    pub fn start_with_open_files(&self, nofile: u64) -> Medic {
+        self.start_limited(&medic_bin(), "debug", Some(nofile), &[])
+    }
+
+    fn start_limited(
+        &self,
+        bin: &Path,
+        log_level: &str,
+        nofile: Option<u64>,
+        env: &[(&str, &str)],
+    ) -> Medic {
         let log = self.path("medic.log");
         // The log is appended to across restarts: wait for this run's own start line.
         let runs_before = std::fs::read_to_string(&log)
@@ -208,15 +229,32 @@ socket = "putval.sock"
             .append(true)
             .open(&log)
             .unwrap();
-        let child = Command::new(bin)
+        let mut command = Command::new(bin);
+        command
             .args(["run", "--log-level", log_level, "--config"])
             .arg(self.path("medic.toml"))
             .env_remove("RUST_LOG")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(file.try_clone().unwrap())
-            .stderr(file)
-            .spawn()
-            .unwrap();
+            .stderr(file);
+        if let Some(limit) = nofile {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: setrlimit(2) is async-signal-safe and touches only the child.
+            unsafe {
+                command.pre_exec(move || {
+                    let l = Rlimit {
+                        cur: limit,
+                        max: limit,
+                    };
+                    if libc_setrlimit(RLIMIT_NOFILE, &l) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let child = command.spawn().unwrap();
         let medic = Medic {
             child,
             log,
@@ -322,7 +360,17 @@ impl Drop for Medic {
     }
 }
 
+#[repr(C)]
+struct Rlimit {
+    cur: u64,
+    max: u64,
+}
+
+const RLIMIT_NOFILE: i32 = 7;
+
 unsafe extern "C" {
+    #[link_name = "setrlimit"]
+    fn libc_setrlimit(resource: i32, limit: *const Rlimit) -> i32;
     #[link_name = "kill"]
     pub(crate) fn libc_kill(pid: i32, sig: i32) -> i32;
     #[link_name = "umask"]

@@ -299,14 +299,21 @@ fn collectd(doc: &mut DocumentMut, lcm: &Lcm, unmapped: &mut Vec<String>) -> any
             table.insert(step, value(line));
         }
     }
+    // lua-collectd-monitor replaced the config for anyone who could publish a command; medic
+    // asks the operator to say so (and to bound replays with mqtt.max_age).
+    table.insert("allow_remote", value(false));
     table.decor_mut().set_prefix(format!(
-        "\n{}{}",
+        "\n{}{}{}{}",
         comment(
             "collectd.conf replacement over MQTT (send-config): where collectd's config and pid"
         ),
         comment(
             "file are; without stop/start, systemd's unit or the pid file and `collectd -C -P`."
         ),
+        comment(
+            "Off until allow_remote = true (it runs the sent config's plugins as collectd's user;"
+        ),
+        comment("it needs mqtt.max_age, and mqtts:// or allow_insecure_transport = true)."),
     ));
     doc.insert("collectd", Item::Table(table));
     if spec.is_some_and(|s| s.contains_key("ReplacerReportPath")) {

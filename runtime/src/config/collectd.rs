@@ -12,6 +12,23 @@ use super::command::Program;
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Collectd {
+    /// Off by default: replacing collectd.conf runs the submitted config's plugins as the
+    /// user collectd runs as (root, usually), so anyone who may publish on the command topic
+    /// would be root. Turning it on needs `mqtt.max_age` (a captured request must not be
+    /// replayed once the dedupe window has passed).
+    #[serde(default)]
+    pub allow_remote: bool,
+    /// Take replacements over plain `mqtt://` too (off: only over `mqtts://`, where the
+    /// broker's certificate is checked and nobody on the path reads or changes the request).
+    #[serde(default)]
+    pub allow_insecure_transport: bool,
+    /// The account `collectd -T` checks a submitted config as (it loads the config's plugins):
+    /// an unprivileged one keeps a `<Plugin python>` block of a config that is then refused
+    /// from running as root. The stop and start run as medic (they manage the service).
+    #[serde(default)]
+    pub user: Option<String>,
+    #[serde(default)]
+    pub group: Option<String>,
     /// The live collectd.conf.
     pub config: PathBuf,
     pub pid_file: PathBuf,

@@ -17,7 +17,7 @@ use serde::de::{self, Deserializer};
 
 pub use collectd::Collectd;
 pub use command::{Command, Program, Service};
-pub use mqtt::{BrokerUrl, Mqtt, MqttProtocol};
+pub use mqtt::{Auth, BrokerUrl, Mqtt, MqttProtocol, Sender};
 pub use probe::{CHECK as PROBE_COMMAND, Probe};
 pub use sinks::{FileSink, Format, HttpSink, RuleGrant, Sink};
 
@@ -65,10 +65,41 @@ pub struct Http {
     pub listen: std::net::SocketAddr,
     /// A file holding the bearer token every request must carry (`Authorization: Bearer …`).
     pub token_file: Option<PathBuf>,
+    /// A connection must send a whole request head within this long of opening (or of its
+    /// previous response), token or not: a client that trickles bytes cannot hold a slot.
+    #[serde(default = "default_header_timeout", with = "humantime_serde")]
+    pub header_timeout: Duration,
+    /// A kept-alive connection with nothing sent or read for this long is closed.
+    #[serde(default = "default_http_idle_timeout", with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// A request still being answered after this long gets 503 and its work is dropped.
+    #[serde(default = "default_request_timeout", with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Connections open at once; one more is closed as soon as it is accepted (and counted in
+    /// `medic_http_connections_refused_total`). Lowered at start to what the open-files limit
+    /// leaves beside the PUTVAL clients and the commands.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
 }
 
 fn default_http_listen() -> std::net::SocketAddr {
     ([127, 0, 0, 1], 9105).into()
+}
+
+fn default_header_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn default_http_idle_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+
+fn default_request_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+fn default_max_connections() -> usize {
+    256
 }
 
 /// Where rules' notifications go besides the log, the history and MQTT.
@@ -397,6 +428,10 @@ impl Config {
         if let Some(m) = &mut self.mqtt {
             m.password_file.iter_mut().for_each(abs);
             m.ca_file.iter_mut().for_each(abs);
+            m.auth.key_file.iter_mut().for_each(abs);
+            for sender in m.auth.senders.values_mut() {
+                abs(&mut sender.public_key_file);
+            }
         }
     }
 
@@ -455,6 +490,27 @@ impl Config {
             m.validate()?;
         }
         if let Some(h) = &self.http
+            && (h.header_timeout.is_zero()
+                || h.idle_timeout.is_zero()
+                || h.request_timeout.is_zero()
+                || h.max_connections == 0)
+        {
+            return Err(
+                "http.header_timeout, http.idle_timeout, http.request_timeout and \
+                 http.max_connections must be more than 0"
+                    .into(),
+            );
+        }
+        if let Some(h) = &self.http
+            && h.request_timeout >= h.idle_timeout
+        {
+            return Err(
+                "http.request_timeout must be shorter than http.idle_timeout (an answer being \
+                 worked on moves no bytes, and would count as idle)"
+                    .into(),
+            );
+        }
+        if let Some(h) = &self.http
             && !h.listen.ip().is_loopback()
             && h.token_file.is_none()
         {
@@ -470,6 +526,16 @@ impl Config {
             }
         }
         probe::validate(&self.probes, &self.services)?;
+        if let Some(c) = &self.collectd
+            && c.allow_remote
+            && self.mqtt.as_ref().and_then(|m| m.max_age).is_none()
+        {
+            return Err(
+                "collectd.allow_remote needs mqtt.max_age: without it a captured \
+                 replacement request could be sent again once the dedupe window has passed"
+                    .into(),
+            );
+        }
         if let Some(sink) = &self.history.forward
             && !self.sinks.contains_key(sink)
         {

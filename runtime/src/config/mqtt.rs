@@ -83,6 +83,74 @@ pub struct Mqtt {
     /// Topic filters each rule may publish on: `rule-name = ["alerts/#"]`. Nothing otherwise.
     #[serde(default)]
     pub grants: BTreeMap<String, Vec<String>>,
+    /// Signed remote commands (Ed25519): who may send what.
+    #[serde(default)]
+    pub auth: Auth,
+}
+
+/// `[mqtt.auth]`: signed remote commands. Off by default, so lua-collectd-monitor's senders
+/// keep working; a signed request is verified whenever one arrives.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Auth {
+    /// Refuse every remote command (and config replacement) that is not signed by a sender
+    /// below.
+    #[serde(default)]
+    pub require_signed: bool,
+    /// This node's own Ed25519 private key (PEM, `openssl genpkey -algorithm ed25519`): signs
+    /// its `run-remote` requests, as sender `daemon.node`. Must not be readable by others.
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    /// Longest a signed request may be valid for (`expires` minus now): past it, refused.
+    #[serde(default = "default_max_validity", with = "humantime_serde")]
+    pub max_validity: Duration,
+    /// Who may sign, by name (the envelope's `sender`).
+    #[serde(default)]
+    pub senders: BTreeMap<String, Sender>,
+}
+
+impl Default for Auth {
+    fn default() -> Self {
+        Self {
+            require_signed: false,
+            key_file: None,
+            max_validity: default_max_validity(),
+            senders: BTreeMap::new(),
+        }
+    }
+}
+
+/// `[mqtt.auth.senders.NAME]`: a sender's public key and what it may ask for.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sender {
+    /// Its Ed25519 public key (PEM, `openssl pkey -pubout`).
+    pub public_key_file: PathBuf,
+    /// `service/command` pairs it may run; `service/*` for every command of a service, `*` for
+    /// every command. Nothing when empty.
+    #[serde(default)]
+    pub commands: Vec<String>,
+    /// Whether it may replace collectd's config (still only with `[collectd] allow_remote`).
+    #[serde(default)]
+    pub replace_config: bool,
+}
+
+impl Sender {
+    /// Whether `service`/`command` is within `commands`.
+    pub fn may_run(&self, service: &str, command: &str) -> bool {
+        self.commands
+            .iter()
+            .any(|scope| match scope.split_once('/') {
+                _ if scope == "*" => true,
+                Some((s, "*")) => s == service,
+                Some((s, c)) => s == service && c == command,
+                None => false,
+            })
+    }
+}
+
+fn default_max_validity() -> Duration {
+    Duration::from_secs(600)
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -190,6 +258,28 @@ impl Mqtt {
             for f in filters {
                 if f.is_empty() || !rumqttc::valid_filter(f) {
                     return Err(format!("mqtt.grants.{rule}: `{f}` is not a topic filter"));
+                }
+            }
+        }
+        if self.auth.max_validity.is_zero() {
+            return Err("mqtt.auth.max_validity must be more than 0".into());
+        }
+        if self.auth.require_signed && self.auth.senders.is_empty() {
+            return Err(
+                "mqtt.auth.require_signed needs at least one [mqtt.auth.senders.NAME]".into(),
+            );
+        }
+        for (name, sender) in &self.auth.senders {
+            for scope in &sender.commands {
+                let valid = scope == "*"
+                    || scope
+                        .split_once('/')
+                        .is_some_and(|(s, c)| !s.is_empty() && !c.is_empty() && !s.contains('*'));
+                if !valid {
+                    return Err(format!(
+                        "mqtt.auth.senders.{name}.commands: `{scope}` is not `service/command`, \
+                         `service/*` or `*`"
+                    ));
                 }
             }
         }

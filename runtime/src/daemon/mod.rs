@@ -123,6 +123,30 @@ pub async fn run(
     Ok(())
 }
 
+/// `[http]`'s limits, with the connection cap lowered to what the open-files limit leaves once
+/// PUTVAL clients and commands have theirs.
+fn http_limits(h: &crate::config::Http, nofile: u64, config: &Config) -> crate::http::Limits {
+    let putval_clients = config.ingest.putval.as_ref().map_or(0, |p| p.max_clients);
+    let max_connections = crate::http::connection_cap(h.max_connections, nofile, putval_clients);
+    if max_connections < h.max_connections {
+        tracing::warn!(
+            configured = h.max_connections,
+            max_connections,
+            open_files_limit = nofile,
+            "http.max_connections lowered: the open-files limit keeps {} descriptors for \
+             PUTVAL clients and {} for commands, rules and the database",
+            putval_clients,
+            crate::http::RESERVED_FDS
+        );
+    }
+    crate::http::Limits {
+        header_timeout: h.header_timeout,
+        idle_timeout: h.idle_timeout,
+        request_timeout: h.request_timeout,
+        max_connections,
+    }
+}
+
 /// Everything that runs, held for the shutdown order.
 struct Running {
     status: StatusBoard,
@@ -144,10 +168,16 @@ struct Running {
 async fn start(config: Arc<Config>, shutdown: Shutdown) -> anyhow::Result<Running> {
     crate::effects::executor::check_accounts(&config).map_err(anyhow::Error::msg)?;
     crate::os::catch_file_size_signal().context("cannot catch SIGXFSZ")?;
-    match crate::os::raise_nofile_limit() {
-        Ok(limit) => tracing::debug!(limit, "open files limit"),
-        Err(e) => tracing::warn!("cannot raise the open files limit: {e}"),
-    }
+    let nofile = match crate::os::raise_nofile_limit() {
+        Ok(limit) => {
+            tracing::debug!(limit, "open files limit");
+            limit
+        }
+        Err(e) => {
+            tracing::warn!("cannot raise the open files limit: {e}");
+            1024
+        }
+    };
     let types = Arc::new(TypesDb::load(&config.ingest.types_db));
     let store = Store::open(&config.state_db())?;
     match store.history_interrupt_running() {
@@ -316,6 +346,7 @@ async fn start(config: Arc<Config>, shutdown: Shutdown) -> anyhow::Result<Runnin
             store: Store::open_read_only(&config.state_db())?,
             sources: inputs,
             mqtt_broker: config.mqtt.as_ref().map(|m| m.broker.to_string()),
+            limits: http_limits(h, nofile, &config),
         };
         let server = crate::http::Server::bind(parts)
             .await
@@ -390,6 +421,21 @@ fn start_mqtt(
     shutdown: &Shutdown,
 ) -> anyhow::Result<(MqttParts, SessionHandle)> {
     let node = &config.daemon.node;
+    let senders = crate::mqtt::signed::Senders::load(&m.auth)
+        .context("cannot load the keys of [mqtt.auth.senders]")?;
+    let signer = m
+        .auth
+        .key_file
+        .as_deref()
+        .map(|path| crate::mqtt::signed::Signer::load(node, path).map(Arc::new))
+        .transpose()
+        .context("cannot load mqtt.auth.key_file")?;
+    if m.auth.require_signed {
+        tracing::info!(
+            senders = m.auth.senders.len(),
+            "remote commands must be signed (mqtt.auth.require_signed)"
+        );
+    }
     let (mut session, handle) = Session::new(session::Parts {
         connect: Connect::from_config(m, node)?,
         backoff: Backoff {
@@ -407,6 +453,7 @@ fn start_mqtt(
     let run_effects = effects.clone();
     let replacer = crate::effects::replace_config::Replacer::new(
         config.collectd.clone(),
+        m.broker.tls,
         store.clone(),
         effects.history.clone(),
     );
@@ -420,11 +467,18 @@ fn start_mqtt(
             replace: Arc::new(move |request| replacer.handle(request)),
             ingest: ingest.clone(),
             shutdown: shutdown.clone(),
+            senders: Arc::new(senders),
+            history: effects.history.clone(),
         },
         &mut session,
     );
-    let outbound =
-        crate::effects::mqtt::Outbound::start(m.clone(), node, handle.clone(), &mut session);
+    let outbound = crate::effects::mqtt::Outbound::start(
+        m.clone(),
+        node,
+        signer,
+        handle.clone(),
+        &mut session,
+    );
     tokio::spawn(session.run());
     Ok((MqttParts { outbound, tasks }, handle))
 }

@@ -15,6 +15,7 @@ use crate::config::Mqtt;
 use crate::engine::port::Decision;
 use crate::mqtt::lcm;
 use crate::mqtt::session::{Handled, Session, SessionHandle};
+use crate::mqtt::signed::Signer;
 
 enum Msg {
     Decision(Decision),
@@ -33,7 +34,14 @@ pub struct Outbound {
 impl Outbound {
     /// Start the outbound task for `node`; results of `run-remote` are read from `session`'s
     /// messages.
-    pub fn start(cfg: Mqtt, node: &str, handle: SessionHandle, session: &mut Session) -> Self {
+    /// `signer`: this node's own key (`mqtt.auth.key_file`), to sign its `run-remote`s.
+    pub fn start(
+        cfg: Mqtt,
+        node: &str,
+        signer: Option<Arc<Signer>>,
+        handle: SessionHandle,
+        session: &mut Session,
+    ) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         let (results_tx, results) = mpsc::unbounded_channel();
         let result_topics: Arc<RwLock<BTreeSet<String>>> = Arc::default();
@@ -66,6 +74,7 @@ impl Outbound {
             remote: Remote::default(),
             result_topics,
             presence,
+            signer,
         };
         tokio::spawn(task.run(rx, results));
         Self { tx }
@@ -102,6 +111,7 @@ struct Task {
     remote: Remote,
     result_topics: Arc<RwLock<BTreeSet<String>>>,
     presence: Arc<Mutex<Presence>>,
+    signer: Option<Arc<Signer>>,
 }
 
 impl Task {
@@ -181,7 +191,14 @@ impl Task {
                 );
                 let command_topic = Mqtt::topic_for(&self.cfg.command_topic, &node);
                 let result_topic = Mqtt::topic_for(&self.cfg.result_topic, &node);
-                let payload = lcm::command_payload(action_id, &service, &command);
+                let payload = match &self.signer {
+                    Some(signer) => signer.sign(
+                        lcm::command_request(action_id, &service, &command),
+                        &node,
+                        self.cfg.auth.max_validity,
+                    ),
+                    None => lcm::command_payload(action_id, &service, &command),
+                };
                 let asked = Asked {
                     rule,
                     node,

@@ -9,6 +9,11 @@
 //! Each step is recorded in the database before the next begins, so a medic that is killed in
 //! the middle finishes the replacement when it starts again and answers once. The whole
 //! replacement is one audit record (service `collectd`, command `replace-config`).
+//!
+//! It is refused unless `[collectd] allow_remote` turns it on, and over plain `mqtt://` unless
+//! `allow_insecure_transport` does too: the check runs the submitted config's plugins. Every
+//! program runs with a cleared environment (medic's may hold broker passwords), the check as
+//! `[collectd] user` where set, and every text sent back is masked (`redact`).
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -45,10 +50,15 @@ mod step {
 #[derive(Clone)]
 pub struct Replacer {
     collectd: Option<Arc<Collectd>>,
+    /// Whether requests arrive over TLS (`mqtts://`).
+    tls: bool,
     store: Store,
     history: Option<History>,
     busy: Arc<AtomicBool>,
 }
+
+/// The environment every program of a replacement gets, and nothing of medic's.
+const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// Who asked, for the log and the audit record.
 struct Asked {
@@ -61,9 +71,16 @@ struct Asked {
 type Failed = (i64, String);
 
 impl Replacer {
-    pub fn new(collectd: Option<Collectd>, store: Store, history: Option<History>) -> Self {
+    /// `tls`: requests come over `mqtts://`.
+    pub fn new(
+        collectd: Option<Collectd>,
+        tls: bool,
+        store: Store,
+        history: Option<History>,
+    ) -> Self {
         Self {
             collectd: collectd.map(Arc::new),
+            tls,
             store,
             history,
             busy: Arc::default(),
@@ -88,6 +105,9 @@ impl Replacer {
         tokio::spawn(async move {
             let started = Instant::now();
             let (code, message, admitted) = this.serve(&asked, config).await;
+            // Whatever a step said (collectd's parser quoting an included file, a start
+            // command's error) goes out masked, to the reply, the log and the history alike.
+            let message = redact(&message);
             tracing::info!(
                 task_id = asked.task,
                 action_id,
@@ -115,6 +135,10 @@ impl Replacer {
             self.record_start(req, config.as_ref().map_or(0, String::len), Some(why));
             return (code::REFUSED, why.into(), false);
         };
+        if let (Some(text), Some(why)) = (&config, self.refusal(&cfg)) {
+            self.record_start(req, text.len(), Some(why));
+            return (code::REFUSED, why.into(), false);
+        }
         let run = Run {
             cfg,
             store: self.store.clone(),
@@ -142,6 +166,24 @@ impl Replacer {
                 (code, message, true)
             }
         }
+    }
+
+    /// Why a new replacement is refused here, if it is. (One that a previous medic process
+    /// began is still finished: collectd must not be left stopped.)
+    fn refusal(&self, cfg: &Collectd) -> Option<&'static str> {
+        if !cfg.allow_remote {
+            return Some(
+                "replacing collectd's config is off on this node ([collectd] allow_remote = \
+                 true turns it on)",
+            );
+        }
+        if !self.tls && !cfg.allow_insecure_transport {
+            return Some(
+                "replacing collectd's config is refused over plain mqtt:// (use mqtts://, or \
+                 [collectd] allow_insecure_transport = true)",
+            );
+        }
+        None
     }
 
     /// The audit record's first half; a refused request (`refusal`) has no second.
@@ -230,13 +272,23 @@ impl Run {
                 format!("Failed to write new config: {e}"),
             ));
         }
+        let account = match self.check_account(&lock) {
+            Ok(account) => account,
+            Err(e) => {
+                let _ = std::fs::remove_file(&lock);
+                return Err((code::CONFIG_CANNOT_WRITE, e));
+            }
+        };
         let checked = self
-            .command(&Program::Argv(vec![
-                self.cfg.binary.display().to_string(),
-                "-T".into(),
-                "-C".into(),
-                lock.display().to_string(),
-            ]))
+            .command_as(
+                &Program::Argv(vec![
+                    self.cfg.binary.display().to_string(),
+                    "-T".into(),
+                    "-C".into(),
+                    lock.display().to_string(),
+                ]),
+                account,
+            )
             .await;
         if let Err(output) = checked {
             let _ = std::fs::remove_file(&lock);
@@ -364,12 +416,15 @@ impl Run {
                 self.command(&Program::Argv(argv(&["systemctl", "stop", "collectd"])))
                     .await
             }
-            None => nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid as i32),
-                nix::sys::signal::Signal::SIGTERM,
-            )
-            .map(drop)
-            .map_err(|e| format!("cannot signal collectd (pid {pid}): {e}")),
+            None => match is_collectd(pid, &self.cfg.binary) {
+                Err(why) => return Err((code::CONFIG_CANNOT_STOP, why)),
+                Ok(()) => nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::sys::signal::Signal::SIGTERM,
+                )
+                .map(drop)
+                .map_err(|e| format!("cannot signal collectd (pid {pid}): {e}")),
+            },
         };
         if let Err(output) = stopped {
             // Stopped anyway (by someone else meanwhile, or a stop command that complains
@@ -428,8 +483,30 @@ impl Run {
         }
     }
 
-    /// Run `program` to completion within the timeout: `Err(output)` unless it exits 0.
+    /// The uid and gid `collectd -T` runs as (`[collectd] user`/`group`), with the new config
+    /// handed to that account so it can read it (it stays 0600).
+    fn check_account(&self, lock: &Path) -> Result<(Option<u32>, Option<u32>), String> {
+        let (uid, gid) = crate::os::account(self.cfg.user.as_deref(), self.cfg.group.as_deref())
+            .map_err(|e| format!("collectd.user/group: {e}"))?;
+        if uid.is_some() || gid.is_some() {
+            std::os::unix::fs::chown(lock, uid, gid)
+                .map_err(|e| format!("Failed to hand the new config to collectd.user: {e}"))?;
+        }
+        Ok((uid, gid))
+    }
+
+    /// Run `program` as medic; see `command_as`.
     async fn command(&self, program: &Program) -> Result<(), String> {
+        self.command_as(program, (None, None)).await
+    }
+
+    /// Run `program` to completion within the timeout, with a cleared environment and as
+    /// `account` (uid, gid) where given: `Err(output)` unless it exits 0.
+    async fn command_as(
+        &self,
+        program: &Program,
+        (uid, gid): (Option<u32>, Option<u32>),
+    ) -> Result<(), String> {
         let mut cmd = match program {
             Program::Argv(argv) => {
                 let mut c = tokio::process::Command::new(&argv[0]);
@@ -442,27 +519,44 @@ impl Run {
                 c
             }
         };
-        cmd.stdin(Stdio::null())
+        cmd.env_clear()
+            .env("PATH", PATH)
+            .env("LC_ALL", "C")
+            .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
             .process_group(0);
+        if let Some(gid) = gid {
+            cmd.gid(gid);
+        }
+        if let Some(uid) = uid {
+            cmd.uid(uid);
+        }
         let mut child = cmd
             .spawn()
             .map_err(|e| format!("{program}: cannot start: {e}"))?;
-        let (mut out, mut err) = (child.stdout.take(), child.stderr.take());
+        let (out, err) = (child.stdout.take(), child.stderr.take());
+        let group = child.id();
+        // Both pipes at once (a program that fills stderr first must not stall on a stdout
+        // nobody reads), each kept up to the cap and drained past it.
         let collect = async {
-            let mut text = Vec::new();
-            if let Some(o) = &mut out {
-                let _ = o.read_to_end(&mut text).await;
-            }
-            if let Some(e) = &mut err {
-                let _ = e.read_to_end(&mut text).await;
-            }
-            let status = child.wait().await;
-            (status, text)
+            let (mut out_text, mut err_text) = (Vec::new(), Vec::new());
+            tokio::join!(capped(out, &mut out_text), capped(err, &mut err_text));
+            out_text.extend(err_text);
+            (child.wait().await, out_text)
         };
-        match tokio::time::timeout(self.cfg.timeout, collect).await {
+        let waited = tokio::time::timeout(self.cfg.timeout, collect).await;
+        if waited.is_err()
+            && let Some(pgid) = group
+        {
+            // Everything it started, not only the leader.
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pgid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        match waited {
             Err(_) => Err(format!("{program}: timed out after {:?}", self.cfg.timeout)),
             Ok((Err(e), _)) => Err(format!("{program}: {e}")),
             Ok((Ok(status), text)) => {
@@ -480,6 +574,13 @@ impl Run {
             }
         }
     }
+}
+
+/// Read `pipe` to its end, keeping the first `OUTPUT_CAP` bytes in `kept`.
+async fn capped(pipe: Option<impl tokio::io::AsyncRead + Unpin>, kept: &mut Vec<u8>) {
+    let Some(mut pipe) = pipe else { return };
+    let _ = (&mut pipe).take(OUTPUT_CAP as u64).read_to_end(kept).await;
+    let _ = tokio::io::copy(&mut pipe, &mut tokio::io::sink()).await;
 }
 
 fn argv(words: &[&str]) -> Vec<String> {
@@ -518,6 +619,24 @@ fn running_pid(pid_file: &Path) -> Option<u32> {
     (pid > 0 && state != 'Z' && state != 'X').then_some(pid)
 }
 
+/// Whether `pid` runs `binary` (`/proc/PID/exe`): a stale pid file may name a pid the kernel
+/// has since given to another process, which must not get collectd's SIGTERM.
+fn is_collectd(pid: u32, binary: &Path) -> Result<(), String> {
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).map_err(|e| {
+        format!("cannot tell what pid {pid} runs (/proc/{pid}/exe: {e}): not signalled")
+    })?;
+    let expected = std::fs::canonicalize(binary).unwrap_or_else(|_| binary.to_path_buf());
+    if exe == expected {
+        Ok(())
+    } else {
+        Err(format!(
+            "collectd's pid file names pid {pid}, which runs {}, not {}: not signalled",
+            exe.display(),
+            expected.display()
+        ))
+    }
+}
+
 async fn wait_for(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
     let until = Instant::now() + timeout;
     loop {
@@ -545,34 +664,96 @@ async fn systemd_unit() -> bool {
     status.is_ok_and(|s| s.success())
 }
 
-/// collectd's output with the values of lines that name a secret masked: a broken config's
-/// error may quote the line it failed on.
+/// Words that mark a config line or message as carrying a secret: collectd's own option names
+/// (`Password`, `SecurityLevel`'s `AuthFile`, SNMP's `Community`, `AuthPassphrase`,
+/// `PrivacyPassphrase`, write_http's `Header "Authorization: …"`, `Token`s), matched anywhere in
+/// a word, case aside.
+const SECRET_WORDS: &[&str] = &[
+    "password",
+    "passphrase",
+    "passwd",
+    "secret",
+    "key",
+    "community",
+    "token",
+    "authorization",
+    "credential",
+    "auth",
+    "bearer",
+    "cookie",
+];
+
+/// What a replacement says back, made safe to send: collectd's parser echoes characters it
+/// cannot read and quotes the text it failed on, from the submitted config or from any file it
+/// `Include`s (`/etc/shadow`). So: the text after a word of `SECRET_WORDS` is masked, the
+/// fragment after `near` is masked, credentials in URLs are masked, and characters echoed
+/// before a line's first word (the lexer's) are dropped.
 pub fn redact(output: &str) -> String {
     output
         .lines()
-        .map(|line| {
-            let lower = line.to_ascii_lowercase();
-            let Some(at) = ["password", "secret", "key"]
-                .iter()
-                .filter_map(|w| lower.find(w).map(|i| i + w.len()))
-                .min()
-            else {
-                return line.to_string();
-            };
-            // The rest of the word (`Passwords`, `KeyFile`), then the value.
-            let rest = &line[at..];
-            let word_end = rest
-                .find(|c: char| !c.is_ascii_alphanumeric())
-                .unwrap_or(rest.len());
-            let (name, value) = line.split_at(at + word_end);
-            if value.trim().is_empty() {
-                line.to_string()
-            } else {
-                format!("{name} ****")
-            }
-        })
+        .map(|line| line.trim_start_matches(|c: char| !c.is_ascii_alphanumeric()))
+        .filter(|line| !line.is_empty())
+        .map(|line| mask_url_credentials(&mask_near(&mask_secret_value(line))))
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// `… Password "x"` → `… Password ****`: everything after the first secret word.
+fn mask_secret_value(line: &str) -> String {
+    let lower = line.to_ascii_lowercase();
+    let Some(at) = SECRET_WORDS
+        .iter()
+        .filter_map(|w| lower.find(w).map(|i| i + w.len()))
+        .min()
+    else {
+        return line.to_string();
+    };
+    // The rest of the word (`Passwords`, `KeyFile`), then the value.
+    let rest = &line[at..];
+    let word_end = rest
+        .find(|c: char| !c.is_ascii_alphanumeric())
+        .unwrap_or(rest.len());
+    let (name, value) = line.split_at(at + word_end);
+    if value
+        .trim_matches(|c: char| c.is_whitespace() || c == ':')
+        .is_empty()
+    {
+        line.to_string()
+    } else {
+        format!("{name} ****")
+    }
+}
+
+/// collectd's parser: `… near `<text>': syntax error` → `near `****'`.
+fn mask_near(line: &str) -> String {
+    let Some(at) = line.find("near `") else {
+        return line.to_string();
+    };
+    let open = at + "near `".len();
+    let close = line[open..].find('\'').map_or(line.len(), |i| open + i);
+    format!("{}****{}", &line[..open], &line[close..])
+}
+
+/// `scheme://user:pass@host` → `scheme://****@host`.
+fn mask_url_credentials(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut rest = line;
+    while let Some(at) = rest.find("://") {
+        let (before, after) = rest.split_at(at + 3);
+        out.push_str(before);
+        let authority_end = after
+            .find(|c: char| c == '/' || c.is_whitespace() || c == '"' || c == '\'')
+            .unwrap_or(after.len());
+        match after[..authority_end].rfind('@') {
+            Some(userinfo_end) => {
+                out.push_str("****");
+                rest = &after[userinfo_end..];
+            }
+            None => rest = after,
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 #[cfg(test)]
@@ -582,15 +763,53 @@ mod tests {
     #[test]
     fn secrets_in_collectd_output_are_masked() {
         let out = "Parse error in line 12: Password \"hunter2\"\n\
-                   <Plugin network> SecurityLevel Encrypt\n\
+                   Plugin network: SecurityLevel Encrypt\n\
                    Secret: abc\n  KeyFile /etc/ssl/key.pem\nno secrets here: none";
         assert_eq!(
             redact(out),
             "Parse error in line 12: Password ****\n\
-             <Plugin network> SecurityLevel Encrypt\n\
-             Secret ****\n  KeyFile ****\nno secrets ****"
+             Plugin network: SecurityLevel Encrypt\n\
+             Secret ****\nKeyFile ****\nno secrets ****"
         );
         assert_eq!(redact("Password"), "Password");
+    }
+
+    #[test]
+    fn what_the_issue_found_passing_is_masked_too() {
+        for (line, secret) in [
+            ("Community \"public-s3cret\"", "s3cret"),
+            ("AuthPassphrase \"p4ss\"", "p4ss"),
+            ("PrivacyPassphrase \"p4ss\"", "p4ss"),
+            ("Token \"t0ken\"", "t0ken"),
+            ("Header \"Authorization: Basic dXNlcjpwdw==\"", "dXNlcjpwdw"),
+            ("URL \"https://admin:hunter2@influx:8086/write\"", "hunter2"),
+            ("could not connect to mqtt://bob:pw@broker/x", "bob:pw"),
+            (
+                "Parse error in file `/etc/shadow', line 1 near `root:$6$hash': syntax error",
+                "$6$hash",
+            ),
+            (":$$::::::*:::::", "$$"),
+        ] {
+            let masked = redact(line);
+            assert!(!masked.contains(secret), "{line} -> {masked}");
+        }
+        assert_eq!(
+            redact("URL \"https://admin:hunter2@influx:8086/write\""),
+            "URL \"https://****@influx:8086/write\""
+        );
+        assert_eq!(
+            redact("Parse error in file `/etc/shadow', line 1 near `root:x': syntax error"),
+            "Parse error in file `/etc/shadow', line 1 near `****': syntax error"
+        );
+    }
+
+    #[test]
+    fn only_a_process_running_the_collectd_binary_is_signalled() {
+        let me = std::process::id();
+        let exe = std::env::current_exe().unwrap();
+        assert_eq!(is_collectd(me, &exe), Ok(()));
+        let why = is_collectd(me, Path::new("/usr/sbin/collectd")).unwrap_err();
+        assert!(why.contains("not signalled"), "{why}");
     }
 
     #[test]

@@ -21,6 +21,7 @@ pub(super) async fn feed(State(app): State<Shared>, headers: HeaderMap) -> Respo
         failed: true,
         or_notifications: true,
         limit: ENTRIES,
+        max_bytes: super::MAX_PAGE_BYTES,
         ..Query::default()
     };
     let rows = match blocking(move || Ok(store.history(&query)?)).await {

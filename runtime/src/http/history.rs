@@ -11,7 +11,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
-use super::{Shared, blocking, error};
+use super::{MAX_PAGE_BYTES, Shared, blocking, error};
 use crate::store::history::{Query, Row};
 
 /// Rows per page unless `limit` says otherwise, and the most it may say.
@@ -37,7 +37,9 @@ pub(super) async fn history(
     let limit = query.limit as usize;
     match blocking(move || Ok(store.history(&query)?)).await {
         Ok(rows) => {
-            let next = (rows.len() == limit)
+            let full = rows.len() == limit
+                || rows.iter().map(Row::text_bytes).sum::<usize>() >= MAX_PAGE_BYTES;
+            let next = full
                 .then(|| rows.last().map(|r| format!("{}.{}", r.asked, r.action_id)))
                 .flatten();
             Json(Page { rows, next }).into_response()
@@ -50,6 +52,7 @@ pub(super) async fn history(
 pub(super) fn parse(params: &HashMap<String, String>, now_ns: u64) -> Result<Query, String> {
     let mut q = Query {
         limit: DEFAULT_LIMIT,
+        max_bytes: MAX_PAGE_BYTES,
         ..Query::default()
     };
     for (key, value) in params {

@@ -4,13 +4,18 @@
 //! Nothing here changes anything medic does: every handler reads the status board, the
 //! metrics, the policy gate's view or the history (through a read-only connection of its own,
 //! so a slow page never holds the lock the audit writer needs). With `token_file`, every
-//! request must carry `Authorization: Bearer <token>`.
+//! request must carry `Authorization: Bearer <token>`; without it, only requests naming a
+//! loopback host are served, so a web page that rebinds its DNS name to 127.0.0.1 cannot read
+//! the history. Connections are bounded before either check (`serve`).
 
 pub mod client;
 mod feed;
 mod history;
 mod page;
+mod serve;
 mod status;
+
+pub use serve::{Limits, RESERVED_FDS, connection_cap};
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -56,6 +61,7 @@ pub struct Parts {
     pub sources: Vec<SourceInfo>,
     /// The broker URL when `[mqtt]` is configured.
     pub mqtt_broker: Option<String>,
+    pub limits: Limits,
 }
 
 /// Shared by every handler.
@@ -67,6 +73,11 @@ struct App {
 }
 
 type Shared = Arc<App>;
+
+/// The history text one answer may carry: a page ends early (with a `next` cursor on
+/// `/history`) once its rows reach this; a command's output is kept up to its cap, so 1 000
+/// rows could otherwise be ~64 MiB built in memory.
+const MAX_PAGE_BYTES: usize = 4 << 20;
 
 /// A bound listener, not yet serving: binding at start makes a taken port a start error.
 pub struct Server {
@@ -94,19 +105,13 @@ impl Server {
     }
 
     /// Serve until `shutdown` fires; requests in progress finish first.
-    pub fn serve(self, mut shutdown: Shutdown) -> tokio::task::JoinHandle<()> {
+    pub fn serve(self, shutdown: Shutdown) -> tokio::task::JoinHandle<()> {
         let app = self.app.clone();
         let sampler_stop = shutdown.clone();
         tokio::spawn(status::sample_rates(app.clone(), sampler_stop));
+        let limits = app.parts.limits;
         let router = router(app);
-        tokio::spawn(async move {
-            let served = axum::serve(self.listener, router)
-                .with_graceful_shutdown(async move { shutdown.wait().await })
-                .await;
-            if let Err(e) = served {
-                tracing::error!("the HTTP server stopped: {e}");
-            }
-        })
+        tokio::spawn(serve::serve(self.listener, router, limits, shutdown))
     }
 }
 
@@ -118,13 +123,38 @@ fn router(app: Shared) -> Router {
         .route("/metrics", get(metrics_text))
         .route("/feed.atom", get(feed::feed))
         .layer(middleware::from_fn_with_state(app.clone(), authorize))
+        .layer(middleware::from_fn_with_state(app.clone(), within_deadline))
         .with_state(app)
 }
 
+/// An answer not ready within `http.request_timeout` is a 503; its work is dropped.
+async fn within_deadline(State(app): State<Shared>, request: Request, next: Next) -> Response {
+    let limit = app.parts.limits.request_timeout;
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!("no answer within http.request_timeout ({limit:?})"),
+        ),
+    }
+}
+
 /// With a token configured, anything without `Authorization: Bearer <token>` gets 401.
+/// Without one, a request must name a loopback host (see the module's doc).
 async fn authorize(State(app): State<Shared>, request: Request, next: Next) -> Response {
     let Some(token) = &app.parts.token else {
-        return next.run(request).await;
+        let host = request
+            .headers()
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok());
+        return match host {
+            Some(host) if loopback_host(host) => next.run(request).await,
+            _ => error(
+                StatusCode::MISDIRECTED_REQUEST,
+                "without http.token_file only requests for localhost, 127.0.0.1 or [::1] are \
+                 served (Host header)",
+            ),
+        };
     };
     let given = request
         .headers()
@@ -138,6 +168,21 @@ async fn authorize(State(app): State<Shared>, request: Request, next: Next) -> R
             unauthorized("this endpoint needs `Authorization: Bearer <token>` (http.token_file)")
         }
     }
+}
+
+/// `localhost`, an IPv4 loopback address or `[::1]`, with or without a port.
+fn loopback_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(v6) => match v6.split_once(']') {
+            Some((addr, rest)) if rest.is_empty() || rest.starts_with(':') => addr,
+            _ => return false,
+        },
+        None => host.split_once(':').map_or(host, |(name, _)| name),
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Compare without an early exit, so response times do not tell how much of a guess was right.

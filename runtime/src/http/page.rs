@@ -37,6 +37,7 @@ pub(super) async fn page(State(app): State<Shared>) -> Html<String> {
     let read = blocking(move || {
         let rows = store.history(&Query {
             limit: DECISIONS,
+            max_bytes: super::MAX_PAGE_BYTES,
             ..Query::default()
         })?;
         let outbox = if with_outbox {

@@ -70,6 +70,12 @@ async fn start(token: Option<&str>) -> Running {
             reasons: &["malformed"],
         }],
         mqtt_broker: None,
+        limits: Limits {
+            header_timeout: Duration::from_millis(300),
+            idle_timeout: Duration::from_millis(600),
+            request_timeout: Duration::from_secs(5),
+            max_connections: 4,
+        },
     };
     let server = Server::bind(parts).await.unwrap();
     let url = format!("http://{}", server.local_addr().unwrap());
@@ -152,5 +158,133 @@ async fn with_a_token_every_endpoint_wants_it() {
         assert_eq!(code, 401, "{path} with a wrong token");
         let (code, _) = get(&url, Some("s3cret")).await.unwrap();
         assert_eq!(code, 200, "{path} with the token");
+    }
+}
+
+/// Send `request` raw and read until the server closes (or `within` passes: then `None`).
+async fn raw(url: &str, request: &[u8], within: Duration) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = url.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(within, stream.read_to_end(&mut answer))
+        .await
+        .ok()?
+        .ok()?;
+    Some(String::from_utf8_lossy(&answer).into_owned())
+}
+
+#[tokio::test]
+async fn without_a_token_only_loopback_hosts_are_served() {
+    let m = start(None).await;
+    let wait = Duration::from_secs(5);
+    for host in ["rebound.example.com", "10.0.0.1:9105", "[::2]"] {
+        let request = format!("GET /history HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+        let answer = raw(&m.url, request.as_bytes(), wait).await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 421"), "{host}: {answer}");
+        assert!(answer.contains("Host header"), "{answer}");
+    }
+    for host in ["localhost:9105", "127.0.0.1", "[::1]:80", "LOCALHOST"] {
+        let request = format!("GET /status HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+        let answer = raw(&m.url, request.as_bytes(), wait).await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200"), "{host}: {answer}");
+    }
+}
+
+#[tokio::test]
+async fn a_half_sent_request_is_closed_by_the_header_timeout_token_or_not() {
+    for token in [None, Some("s3cret")] {
+        let m = start(token).await;
+        let answer = raw(
+            &m.url,
+            b"GET /status HTTP/1.1\r\nHost: local",
+            Duration::from_secs(5),
+        )
+        .await
+        .expect("closed by the header timeout");
+        assert!(!answer.contains("200 OK"), "{answer}");
+    }
+}
+
+#[tokio::test]
+async fn a_kept_alive_connection_left_idle_is_closed() {
+    let m = start(None).await;
+    let answer = raw(
+        &m.url,
+        b"GET /status HTTP/1.1\r\nHost: localhost\r\n\r\n",
+        Duration::from_secs(5),
+    )
+    .await
+    .expect("closed once idle");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
+
+#[tokio::test]
+async fn past_the_cap_a_connection_is_closed_at_once_and_the_rest_still_served() {
+    use tokio::io::AsyncReadExt;
+    let m = start(None).await;
+    let addr = m.url.trim_start_matches("http://").to_string();
+    let before = metrics().http_connections_refused.get();
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        held.push(tokio::net::TcpStream::connect(&addr).await.unwrap());
+    }
+    // The server accepts asynchronously: wait until the four hold every slot.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut extra = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let mut buf = [0u8; 1];
+        let closed = tokio::time::timeout(Duration::from_millis(200), extra.read(&mut buf))
+            .await
+            .is_ok_and(|r| matches!(r, Ok(0) | Err(_)));
+        if closed {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never refused past 4 connections"
+        );
+    }
+    assert!(metrics().http_connections_refused.get() > before);
+    drop(held);
+    // Slots come back as the held connections end.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while get(&format!("{}/status", m.url), None)
+        .await
+        .map(|r| r.0)
+        .ok()
+        != Some(200)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "slots never came back"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[test]
+fn loopback_hosts() {
+    for ok in [
+        "localhost",
+        "localhost:1",
+        "127.0.0.1",
+        "127.1.2.3:9",
+        "[::1]",
+        "[::1]:9105",
+    ] {
+        assert!(loopback_host(ok), "{ok}");
+    }
+    for bad in [
+        "",
+        "evil.com",
+        "localhost.evil.com",
+        "[::1]x",
+        "::1",
+        "0.0.0.0",
+        "192.168.1.1:80",
+    ] {
+        assert!(!loopback_host(bad), "{bad}");
     }
 }

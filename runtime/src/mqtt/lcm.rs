@@ -30,6 +30,20 @@ pub mod code {
     pub const TIMED_OUT: i64 = 124;
     pub const CANNOT_START: i64 = 127;
 
+    // Signed commands (`[mqtt.auth]`, `mqtt::signed`): medic's own.
+    /// Not a well-formed envelope, an unknown sender, or a signature that does not verify.
+    pub const BAD_SIGNATURE: i64 = 0x1200;
+    /// `mqtt.auth.require_signed` is on and the request is not signed.
+    pub const UNSIGNED: i64 = 0x1201;
+    /// The sender used this nonce before (a replayed request).
+    pub const REPLAYED: i64 = 0x1202;
+    /// `expires` has passed, is missing, or is further ahead than `mqtt.auth.max_validity`.
+    pub const EXPIRED: i64 = 0x1203;
+    /// Signed for another node.
+    pub const WRONG_NODE: i64 = 0x1204;
+    /// The sender may not ask for this (`mqtt.auth.senders.NAME.commands`/`replace_config`).
+    pub const OUT_OF_SCOPE: i64 = 0x1205;
+
     // Replacing collectd's config: lua-collectd-monitor's codes.
     /// A replacement is already in progress.
     pub const CONFIG_IN_PROGRESS: i64 = 0x2000;
@@ -56,6 +70,12 @@ pub mod code {
             UNKNOWN_COMMAND => "unknown command",
             INVALID_REQUEST => "invalid request",
             REFUSED => "refused by policy",
+            BAD_SIGNATURE => "bad signature or unknown sender",
+            UNSIGNED => "unsigned request refused",
+            REPLAYED => "replayed request (nonce used before)",
+            EXPIRED => "signed request expired",
+            WRONG_NODE => "signed for another node",
+            OUT_OF_SCOPE => "not within the sender's scope",
             DUPLICATE_RUNNING => "a command with this task id is still running",
             STALE => "request too old",
             INTERRUPTED => "interrupted by a medic restart",
@@ -269,13 +289,22 @@ pub fn now_timestamp() -> String {
 
 /// A command as `run-remote` and `medic send` publish it.
 pub fn command_payload(task_id: u64, service: &str, command: &str) -> Vec<u8> {
-    serde_json::to_vec(&serde_json::json!({
-        "task_id": task_id,
-        "timestamp": now_timestamp(),
-        "service": service,
-        "command": command,
-    }))
-    .expect("a command always serializes")
+    serde_json::to_vec(&command_request(task_id, service, command))
+        .expect("a command always serializes")
+}
+
+/// The same request as a JSON object, for a signer to add its fields to.
+pub fn command_request(
+    task_id: u64,
+    service: &str,
+    command: &str,
+) -> serde_json::Map<String, Value> {
+    let mut request = serde_json::Map::new();
+    request.insert("task_id".into(), task_id.into());
+    request.insert("timestamp".into(), now_timestamp().into());
+    request.insert("service".into(), service.into());
+    request.insert("command".into(), command.into());
+    request
 }
 
 /// What send-config.lua sends: a whole collectd.conf.

@@ -7,6 +7,10 @@
 //! command is acknowledged to the broker, so a crash between the two makes the broker deliver it
 //! again and the dedupe record answers it.
 //!
+//! A signed request (`mqtt::signed`) is verified before anything else, its nonce used once, and
+//! its sender's scope checked; with `mqtt.auth.require_signed` an unsigned one is refused.
+//! Refusals are answered and recorded in the history with the sender's name.
+//!
 //! Messages for rules go to the ingest queue through a small buffer of their own: a full
 //! dispatcher queue drops (and counts) rule messages, and never stalls remote commands.
 
@@ -26,7 +30,9 @@ use crate::metrics::{CodeLabels, metrics};
 use crate::mqtt::lcm::{self, Ask, Reply, code};
 use crate::mqtt::link::Message;
 use crate::mqtt::session::{Handled, Session, SessionHandle};
+use crate::mqtt::signed::{self, Refused, Senders, Signed};
 use crate::shutdown::Shutdown;
+use crate::store::history::{Entry, History};
 use crate::store::{Store, TaskSeen};
 
 /// How often expired task ids are forgotten.
@@ -46,6 +52,10 @@ pub struct Parts {
     pub replace: Arc<dyn Fn(ConfigRequest) + Send + Sync>,
     pub ingest: mpsc::Sender<Ingested>,
     pub shutdown: Shutdown,
+    /// Who may sign commands (`[mqtt.auth]`).
+    pub senders: Arc<Senders>,
+    /// Where refused requests are recorded.
+    pub history: Option<History>,
 }
 
 /// Register the inbound handler on `session` and start the tasks behind it. They end when
@@ -70,6 +80,9 @@ pub fn start(parts: Parts, session: &mut Session) -> Vec<tokio::task::JoinHandle
 
 struct Inbound {
     cfg: Mqtt,
+    node: String,
+    senders: Arc<Senders>,
+    history: Option<History>,
     command_topic: String,
     result_topic: String,
     store: Store,
@@ -90,6 +103,9 @@ impl Inbound {
             command_topic: Mqtt::topic_for(&parts.config.command_topic, &parts.node),
             result_topic: Mqtt::topic_for(&parts.config.result_topic, &parts.node),
             cfg: parts.config,
+            node: parts.node,
+            senders: parts.senders,
+            history: parts.history,
             store: parts.store,
             session: parts.session,
             run: parts.run,
@@ -170,7 +186,12 @@ impl Inbound {
     }
 
     fn on_command(&mut self, p: &Message) {
-        let request = match lcm::parse_request(&p.payload) {
+        let signed = match self.authenticate(p) {
+            Ok(signed) => signed,
+            Err(refused) => return self.refuse(refused),
+        };
+        let payload = signed.as_ref().map_or(&p.payload[..], |s| &s.request[..]);
+        let request = match lcm::parse_request(payload) {
             Ok(r) => r,
             Err(invalid) => {
                 self.invalid += 1;
@@ -193,6 +214,17 @@ impl Inbound {
                 return;
             }
         };
+        let sender = signed.map(|s| s.sender);
+        if let Some(name) = &sender
+            && let Some(why) = self.out_of_scope(name, &request.ask)
+        {
+            return self.refuse(Refused {
+                code: code::OUT_OF_SCOPE,
+                message: why,
+                task_id: Some(request.task_id),
+                sender: Some(name.clone()),
+            });
+        }
         let key = request.key();
         let now = now_ns();
         let since = now.saturating_sub(self.cfg.dedupe_window.as_nanos() as u64);
@@ -237,11 +269,117 @@ impl Inbound {
                 );
                 self.reply(&reply);
             }
-            Ok(TaskSeen::New) => self.run_command(key, request),
+            Ok(TaskSeen::New) => self.run_command(key, request, sender),
         }
     }
 
-    fn run_command(&mut self, key: String, request: lcm::Request) {
+    /// A signed request opened and its nonce used, `None` for an unsigned one this node takes,
+    /// or why it is refused.
+    fn authenticate(&self, p: &Message) -> Result<Option<Signed>, Refused> {
+        if !signed::is_envelope(&p.payload) {
+            if self.senders.require_signed {
+                return Err(Refused {
+                    code: code::UNSIGNED,
+                    message: "this node takes only signed commands (mqtt.auth.require_signed)"
+                        .into(),
+                    task_id: lcm::parse_request(&p.payload)
+                        .map(|r| Some(r.task_id))
+                        .unwrap_or_else(|invalid| invalid.task_id),
+                    sender: None,
+                });
+            }
+            return Ok(None);
+        }
+        let now = now_ns();
+        let signed = signed::open(&p.payload, &self.senders, &self.node, now)?;
+        let task_id = lcm::parse_request(&signed.request)
+            .map(|r| Some(r.task_id))
+            .unwrap_or_else(|invalid| invalid.task_id);
+        let refuse = |code, message: String| Refused {
+            code,
+            message,
+            task_id: task_id.clone(),
+            sender: Some(signed.sender.clone()),
+        };
+        match self
+            .store
+            .nonce_use(&signed.sender, &signed.nonce, signed.expires_ns, now)
+        {
+            Ok(true) => Ok(Some(signed)),
+            // The broker's redelivery of a message already taken: handled as any other.
+            Ok(false) if p.dup => Ok(Some(signed)),
+            Ok(false) => Err(refuse(
+                code::REPLAYED,
+                format!(
+                    "nonce {} was used before by sender `{}`: a replayed request",
+                    signed.nonce, signed.sender
+                ),
+            )),
+            Err(e) => Err(refuse(
+                code::REFUSED,
+                format!("medic cannot record the nonce, so it does not run the request: {e}"),
+            )),
+        }
+    }
+
+    /// Why `sender` may not ask for `ask`, if it may not.
+    fn out_of_scope(&self, sender: &str, ask: &Ask) -> Option<String> {
+        let scope = self.senders.scope(sender)?;
+        match ask {
+            Ask::Run { service, command } if !scope.may_run(service, command) => Some(format!(
+                "sender `{sender}` may not run {service}/{command} \
+                 (mqtt.auth.senders.{sender}.commands)"
+            )),
+            Ask::ReplaceConfig(_) if !scope.replace_config => Some(format!(
+                "sender `{sender}` may not replace collectd's config \
+                 (mqtt.auth.senders.{sender}.replace_config)"
+            )),
+            _ => None,
+        }
+    }
+
+    /// Answer a request refused before it was read (when it has a task id to answer), log it,
+    /// and record it in the history, naming the sender.
+    fn refuse(&mut self, refused: Refused) {
+        let Refused {
+            code,
+            message,
+            task_id,
+            sender,
+        } = refused;
+        let shown_sender = sender.as_deref().unwrap_or("(unsigned)");
+        tracing::warn!(
+            task_id = task_id.as_ref().map(|t| t.to_string()),
+            sender = shown_sender,
+            code = format!("0x{code:04x}"),
+            "remote command refused: {message}"
+        );
+        if let Some(history) = &self.history {
+            let task = task_id.as_ref().map_or("?".into(), |t| t.to_string());
+            history.record(Entry::Asked {
+                action_id: next_action_id(),
+                at_ns: now_ns(),
+                origin: match &sender {
+                    Some(name) => format!("mqtt:{name}:{task}").into(),
+                    None => format!("mqtt:{task}").into(),
+                },
+                build: None,
+                reason: format!("remote command from {shown_sender}"),
+                service: "mqtt".into(),
+                command: "remote-command".into(),
+                refusal: Some(message.clone()),
+            });
+        }
+        if let Some(task_id) = task_id {
+            self.reply(&Reply::new(task_id, code, message));
+        }
+    }
+
+    fn run_command(&mut self, key: String, request: lcm::Request, sender: Option<String>) {
+        let origin: Arc<str> = match &sender {
+            Some(name) => format!("mqtt:{name}:{key}").into(),
+            None => format!("mqtt:{key}").into(),
+        };
         if let Some(why) = self.stale(&request) {
             tracing::warn!(task_id = key, "stale remote command refused: {why}");
             let reply = Reply::new(request.task_id, code::STALE, why);
@@ -259,7 +397,7 @@ impl Inbound {
                 );
                 let reply = self.replace_reply(key.clone(), request.task_id);
                 return (self.replace)(ConfigRequest {
-                    origin: format!("mqtt:{key}").into(),
+                    origin,
                     action_id,
                     task: key,
                     config: Some(text),
@@ -276,7 +414,6 @@ impl Inbound {
         );
         let (store, session) = (self.store.clone(), self.session.clone());
         let (result_topic, task_id) = (self.result_topic.clone(), request.task_id);
-        let origin: Arc<str> = format!("mqtt:{key}").into();
         (self.run)(CommandRequest {
             origin,
             build: None,
@@ -415,6 +552,20 @@ mod tests {
         ingest: mpsc::Sender<Ingested>,
         shutdown: Shutdown,
     ) -> (Inbound, mpsc::Receiver<MqttMessage>, Store) {
+        inbound_with(
+            run,
+            ingest,
+            shutdown,
+            Senders::from_keys([], Duration::from_secs(600), false),
+        )
+    }
+
+    fn inbound_with(
+        run: Arc<dyn Fn(CommandRequest) + Send + Sync>,
+        ingest: mpsc::Sender<Ingested>,
+        shutdown: Shutdown,
+        senders: Senders,
+    ) -> (Inbound, mpsc::Receiver<MqttMessage>, Store) {
         let config = crate::config::Config::parse(
             "[mqtt]\nbroker = \"mqtt://127.0.0.1:1\"\n",
             std::path::Path::new("t.toml"),
@@ -448,6 +599,8 @@ mod tests {
             replace: Arc::new(|_| panic!("no config replacement in these tests")),
             ingest,
             shutdown,
+            senders: Arc::new(senders),
+            history: None,
         };
         let (inbound, rules) = Inbound::new(parts);
         (inbound, rules, store)
@@ -456,6 +609,81 @@ mod tests {
     fn command(task_id: u32) -> Message {
         let json = format!(r#"{{"task_id": {task_id}, "service": "web", "command": "restart"}}"#);
         Message::for_test("medic/n1/command", json.as_bytes())
+    }
+
+    /// Signed commands: run once, a replay refused, the broker's redelivery not mistaken for
+    /// one, an unsigned request and one out of the sender's scope refused, each with its code.
+    #[tokio::test]
+    async fn signed_commands_run_once_and_everything_else_gets_its_code() {
+        use ed25519_dalek::SigningKey;
+        let key = SigningKey::from_bytes(&[7; 32]);
+        let scope = crate::config::Sender {
+            public_key_file: "k".into(),
+            commands: vec!["web/*".into()],
+            replace_config: false,
+        };
+        let senders = Senders::from_keys(
+            [("ops".to_string(), key.verifying_key(), scope)],
+            Duration::from_secs(600),
+            true,
+        );
+        let asked: Arc<Mutex<Vec<String>>> = Arc::default();
+        let record = asked.clone();
+        let run = Arc::new(move |r: CommandRequest| {
+            record.lock().unwrap().push(r.origin.to_string());
+            (r.reply)(CommandResult::error(
+                r.action_id,
+                r.service,
+                r.command,
+                "test".into(),
+            ));
+        });
+        let (ingest, _rx) = mpsc::channel(8);
+        let (mut inbound, _rules, store) =
+            inbound_with(run, ingest, crate::shutdown::channel().1, senders);
+        let signer = signed::Signer::from_key("ops", key);
+        let sign = |task: u64, service: &str| {
+            signer.sign(
+                lcm::command_request(task, service, "restart"),
+                "n1",
+                Duration::from_secs(60),
+            )
+        };
+        let at = |payload: &[u8]| Message::for_test("medic/n1/command", payload);
+        let first = sign(1, "web");
+        inbound.on_message(&at(&first));
+        inbound.on_message(&at(&first));
+        let mut redelivered = at(&first);
+        redelivered.dup = true;
+        inbound.on_message(&redelivered);
+        inbound.on_message(&command(2));
+        inbound.on_message(&at(&sign(3, "db")));
+        assert_eq!(
+            *asked.lock().unwrap(),
+            ["mqtt:ops:1"],
+            "run once, naming the sender"
+        );
+        let codes: Vec<(i64, i64)> = store
+            .outbox_after(0, 10)
+            .unwrap()
+            .iter()
+            .map(|m| {
+                let reply: Value = serde_json::from_slice(&m.payload).unwrap();
+                (
+                    reply["task_id"].as_i64().unwrap(),
+                    reply["code"].as_i64().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            codes,
+            [
+                (1, code::CANNOT_START),
+                (1, code::REPLAYED),
+                (2, code::UNSIGNED),
+                (3, code::OUT_OF_SCOPE)
+            ]
+        );
     }
 
     /// However full the way to the rules is, a remote command is still run and answered: rule

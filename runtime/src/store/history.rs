@@ -313,6 +313,23 @@ pub struct Row {
     pub error: Option<String>,
 }
 
+impl Row {
+    /// The bytes of its text fields: what makes one row large.
+    pub fn text_bytes(&self) -> usize {
+        let optional = |s: &Option<String>| s.as_ref().map_or(0, String::len);
+        self.kind.len()
+            + self.origin.len()
+            + optional(&self.build)
+            + self.reason.len()
+            + self.service.len()
+            + self.command.len()
+            + self.state.len()
+            + optional(&self.refusal)
+            + optional(&self.output)
+            + optional(&self.error)
+    }
+}
+
 /// Which rows a query returns, newest first.
 #[derive(Debug, Default, Clone)]
 pub struct Query {
@@ -326,6 +343,9 @@ pub struct Query {
     /// Only rows older than this `(asked, action_id)`: the next page after a page ending there.
     pub before: Option<(u64, u64)>,
     pub limit: u32,
+    /// Stop after the row that brings the text read past this many bytes (0: no bound), so
+    /// one page of rows with large outputs cannot be built whole in memory.
+    pub max_bytes: usize,
 }
 
 impl Store {
@@ -529,6 +549,19 @@ impl Store {
                 error: r.get(16)?,
             })
         })?;
-        rows.collect()
+        if q.max_bytes == 0 {
+            return rows.collect();
+        }
+        let mut page = Vec::new();
+        let mut bytes = 0;
+        for row in rows {
+            let row = row?;
+            bytes += row.text_bytes();
+            page.push(row);
+            if bytes >= q.max_bytes {
+                break;
+            }
+        }
+        Ok(page)
     }
 }

@@ -128,6 +128,12 @@ impl Store {
                  received INTEGER NOT NULL,
                  reply    BLOB
              ) WITHOUT ROWID;
+             CREATE TABLE IF NOT EXISTS mqtt_nonces (
+                 sender  TEXT NOT NULL,
+                 nonce   TEXT NOT NULL,
+                 expires INTEGER NOT NULL,
+                 PRIMARY KEY (sender, nonce)
+             ) WITHOUT ROWID;
              CREATE TABLE IF NOT EXISTS collectd_replacement (
                  task_id   TEXT PRIMARY KEY,
                  step      TEXT NOT NULL,
@@ -273,6 +279,31 @@ impl Store {
                 r.get::<_, i64>(0)
             })
             .map(|n| n as usize)
+    }
+
+    /// Use a signed request's nonce: `false` when the sender used it before (a replay). Kept
+    /// until `expires` (ns): after it the request is refused as expired anyway, so the table
+    /// holds at most what senders signed for the last `mqtt.auth.max_validity`.
+    pub fn nonce_use(
+        &self,
+        sender: &str,
+        nonce: &str,
+        expires: u64,
+        now: u64,
+    ) -> rusqlite::Result<bool> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.prepare_cached("DELETE FROM mqtt_nonces WHERE expires <= ?1")?
+            .execute(params![now as i64])?;
+        let fresh = tx
+            .prepare_cached(
+                "INSERT INTO mqtt_nonces (sender, nonce, expires) VALUES (?1, ?2, ?3)
+                 ON CONFLICT DO NOTHING",
+            )?
+            .execute(params![sender, nonce, expires as i64])?
+            == 1;
+        tx.commit()?;
+        Ok(fresh)
     }
 
     /// Record a task id as running unless it was seen after `since` (ns); say what was known.

@@ -102,6 +102,24 @@ fn the_dedupe_table_keeps_the_newest_finished_tasks() {
 }
 
 #[test]
+fn a_nonce_is_taken_once_per_sender_until_it_expires_and_across_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("medic.db");
+    let s = Store::open(&path).unwrap();
+    assert!(s.nonce_use("ops", "n1", 100, 10).unwrap());
+    assert!(!s.nonce_use("ops", "n1", 100, 20).unwrap(), "a replay");
+    assert!(
+        s.nonce_use("ci", "n1", 100, 20).unwrap(),
+        "another sender's"
+    );
+    drop(s);
+    let s = Store::open(&path).unwrap();
+    assert!(!s.nonce_use("ops", "n1", 100, 30).unwrap(), "persisted");
+    // Past its expiry it is forgotten (the request itself is refused as expired by then).
+    assert!(s.nonce_use("ops", "n1", 300, 150).unwrap());
+}
+
+#[test]
 fn a_corrupt_database_is_moved_aside_and_a_fresh_one_made() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("medic.db");
@@ -162,6 +180,31 @@ mod history {
         max_age: Duration::from_secs(3600),
         max_rows: 1000,
     };
+
+    #[test]
+    fn a_page_stops_at_its_byte_bound_after_the_row_that_reaches_it() {
+        let store = Store::in_memory().unwrap();
+        let history = History::start(store.clone(), LONG).unwrap();
+        let now = crate::event::now_ns();
+        for id in 1..=10 {
+            history.record(asked(id, now + id, None));
+            let mut end = ended(id, state::SUCCEEDED, Some(0));
+            if let Entry::Ended { output, .. } = &mut end {
+                *output = "x".repeat(1000);
+            }
+            history.record(end);
+        }
+        assert!(history.flush(Duration::from_secs(5)));
+        let page = store
+            .history(&Query {
+                max_bytes: 2500,
+                ..all()
+            })
+            .unwrap();
+        let ids: Vec<u64> = page.iter().map(|r| r.action_id).collect();
+        assert_eq!(ids, [10, 9, 8], "the third row brings it past 2 500 bytes");
+        assert_eq!(store.history(&all()).unwrap().len(), 10, "0: no bound");
+    }
 
     #[test]
     fn decisions_and_outcomes_are_recorded_and_queried() {
