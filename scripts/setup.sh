@@ -4,8 +4,9 @@
 # collectd for the ingest tests), collectd-utils (collectdctl, collectd-nagios and collectd-tg,
 # run against medic), mosquitto + mosquitto-clients (MQTT tests), openssl (the TLS test makes
 # its own CA), chromium (the status page is tested in a real headless browser), prometheus
-# (its promtool checks /metrics) and victoria-metrics (the http sink delivers to it). Each step is skipped when already done, so it is cheap to
-# call always.
+# (its promtool checks /metrics) and victoria-metrics (the http sink delivers to it), and from
+# PyPI cryptography + paho-mqtt (a second signed-command sender, written without medic's code).
+# Each step is skipped when already done, so it is cheap to call always.
 set -euo pipefail
 
 say() { echo "setup: $*" >&2; }
@@ -35,4 +36,9 @@ if [ "${#missing[@]}" -gt 0 ]; then
         exit 1
     fi
     rm -f "$log"
+fi
+
+if ! python3 -c "import cryptography, paho.mqtt" 2>/dev/null; then
+    say "installing Python's cryptography and paho-mqtt (the second signed-command sender)"
+    python3 -m pip install -q --disable-pip-version-check cryptography paho-mqtt >&2
 fi

@@ -235,6 +235,17 @@ struct BrokerArgs {
     /// Do not verify the broker's certificate.
     #[arg(long)]
     insecure: bool,
+    /// Sign the request with this Ed25519 private key (PEM, `openssl genpkey -algorithm
+    /// ed25519`), for a target with [mqtt.auth]; needs --node (the request names its target).
+    #[arg(long, requires = "node")]
+    key: Option<PathBuf>,
+    /// The sender name the target knows the key by (`[mqtt.auth.senders.NAME]`); default: this
+    /// machine's hostname.
+    #[arg(long, requires = "key")]
+    sender: Option<String>,
+    /// How long a signed request stays valid (at most the target's mqtt.auth.max_validity).
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration, requires = "key")]
+    valid_for: std::time::Duration,
 }
 
 fn main() -> ExitCode {
@@ -277,7 +288,7 @@ fn main() -> ExitCode {
         Command::Send(args) => {
             let (service, command) = (args.service, args.command);
             send_command(args.to, move |task_id| {
-                medic::mqtt::lcm::command_payload(task_id, &service, &command)
+                medic::mqtt::lcm::command_request(task_id, &service, &command)
             })
         }
         Command::SendConfig(args) => {
@@ -286,7 +297,7 @@ fn main() -> ExitCode {
                 Err(e) => return fail(format!("cannot read {}: {e}", args.file.display())),
             };
             send_command(args.to, move |task_id| {
-                medic::mqtt::lcm::config_payload(task_id, &text)
+                medic::mqtt::lcm::config_request(task_id, &text)
             })
         }
         Command::Record {
@@ -468,7 +479,11 @@ fn main() -> ExitCode {
     }
 }
 
-fn send_command(a: BrokerArgs, payload: impl FnOnce(u64) -> Vec<u8>) -> ExitCode {
+/// Send the request `request` makes for a task id, signed when `--key` is given.
+fn send_command(
+    a: BrokerArgs,
+    request: impl FnOnce(u64) -> serde_json::Map<String, serde_json::Value>,
+) -> ExitCode {
     use medic::cli::send;
     use medic::mqtt::lcm;
     if a.password.is_some() {
@@ -492,6 +507,19 @@ fn send_command(a: BrokerArgs, payload: impl FnOnce(u64) -> Vec<u8>) -> ExitCode
             .unwrap_or_else(|| format!("medic/{}/{kind}", a.node.as_deref().unwrap_or_default()))
     };
     let task_id = a.task_id.unwrap_or_else(send::fresh_task_id);
+    let request = request(task_id);
+    let payload = match &a.key {
+        Some(key) => {
+            let sender = a.sender.clone().unwrap_or_else(medic::config::hostname);
+            match medic::mqtt::signed::Signer::load(&sender, key) {
+                Ok(signer) => {
+                    signer.sign(request, a.node.as_deref().unwrap_or_default(), a.valid_for)
+                }
+                Err(e) => return fail(format!("--key: {e:#}")),
+            }
+        }
+        None => serde_json::to_vec(&request).expect("a request always serializes"),
+    };
     let options = send::SendOptions {
         broker: a.broker.clone(),
         credentials: a.user.clone().map(|u| (u, password.unwrap_or_default())),
@@ -507,7 +535,7 @@ fn send_command(a: BrokerArgs, payload: impl FnOnce(u64) -> Vec<u8>) -> ExitCode
         },
         timeout: a.timeout,
         task_id,
-        payload: payload(task_id),
+        payload,
     };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

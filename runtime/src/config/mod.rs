@@ -607,7 +607,8 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
     (line, col)
 }
 
-fn hostname() -> String {
+/// This machine's name: the default `daemon.node`, and `medic send --key`'s sender.
+pub fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .ok()

@@ -309,12 +309,16 @@ pub fn command_request(
 
 /// What send-config.lua sends: a whole collectd.conf.
 pub fn config_payload(task_id: u64, config: &str) -> Vec<u8> {
-    serde_json::to_vec(&serde_json::json!({
-        "task_id": task_id,
-        "timestamp": now_timestamp(),
-        "config": config,
-    }))
-    .expect("a config request always serializes")
+    serde_json::to_vec(&config_request(task_id, config)).expect("a request always serializes")
+}
+
+/// The same request as a JSON object, for a signer to add its fields to.
+pub fn config_request(task_id: u64, config: &str) -> serde_json::Map<String, Value> {
+    let mut request = serde_json::Map::new();
+    request.insert("task_id".into(), task_id.into());
+    request.insert("timestamp".into(), now_timestamp().into());
+    request.insert("config".into(), config.into());
+    request
 }
 
 /// The reply code and message for an executor outcome.
