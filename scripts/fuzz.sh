@@ -9,7 +9,7 @@ cd "$(dirname "$0")/../runtime"
 runs=${RUNS:-10000000}
 seconds=${MAX_SECONDS:-1800}
 targets=("$@")
-[ "${#targets[@]}" -gt 0 ] || targets=(decode putval unixsock lcm config types_db)
+[ "${#targets[@]}" -gt 0 ] || targets=(decode putval unixsock lcm signed config types_db)
 for t in "${targets[@]}"; do
     mkdir -p "fuzz/corpus/$t"
     echo "fuzz: $t ($runs runs or ${seconds}s)" >&2

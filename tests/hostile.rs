@@ -213,6 +213,8 @@ it = ["touch", "{made}"]
         made = made.display()
     ));
     let medic = site.start_with_umask(0);
+    // medic's pid file too: `medic reload` signals what it names.
+    assert_eq!(mode(&site.path("state/medic.pid")), 0o600);
     medic.putval(&["PUTVAL h/load/load N:1:1:1"]);
     assert!(wait_until(BOUND, || made.exists()), "{}", medic.log());
     // A new build serves from a quick compile; the optimized one is cached once it is made.
@@ -633,4 +635,104 @@ max_connections = 4096
     );
     assert!(medic.is_running());
     medic.stop();
+}
+
+/// A rule config's files are read as if their directory were hostile: a link (to
+/// `/proc/kallsyms`) is not followed and a FIFO does not hang the registry; each is refused by
+/// name, the rule keeps serving with what it had, and a good edit afterwards is taken.
+#[test]
+fn rule_config_files_are_never_read_through_links_nor_from_fifos() {
+    let site = Site::new();
+    site.add_rule("lcm-lua", "lcm-lua");
+    let local = site.path("local");
+    std::fs::create_dir_all(&local).unwrap();
+    let memory =
+        std::fs::read_to_string(workspace().join("rules-examples/lcm-lua/scripts/memory.lua"))
+            .unwrap();
+    std::fs::write(local.join("memory.lua"), &memory).unwrap();
+    site.write_config("[rules.config.lcm-lua]\nscripts = { files = \"local/*.lua\" }\n");
+    let mut medic = site.start();
+    medic.expect_log("rule loaded rule=\"lcm-lua\"", BOUND);
+
+    std::os::unix::fs::symlink("/proc/kallsyms", local.join("k.lua")).unwrap();
+    medic.expect_log("k.lua is a symbolic link: not followed", BOUND);
+    medic.expect_log("the rule keeps running with its old files", BOUND);
+    std::fs::remove_file(local.join("k.lua")).unwrap();
+
+    let fifo = local.join("f.lua");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    medic.expect_log("f.lua is not a regular file", BOUND);
+    std::fs::remove_file(&fifo).unwrap();
+
+    // Still watching and reading: an edit is taken.
+    std::fs::write(local.join("memory.lua"), format!("{memory}\n-- edited\n")).unwrap();
+    medic.expect_log("rule re-initialised with its new files", BOUND);
+    assert!(medic.is_running());
+    medic.stop();
+}
+
+/// A state directory others can write to is refused at start (they could swap the database or
+/// put links where medic's files go); a sink name is never a path.
+#[test]
+fn a_shared_state_dir_and_a_sink_name_with_a_path_are_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let site = load_site();
+    let state = site.path("state");
+    std::fs::create_dir_all(&state).unwrap();
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let out = std::process::Command::new(medic_integration::medic_bin())
+        .args(["run", "--config"])
+        .arg(site.path("medic.toml"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("other users can write to medic's state directory"),
+        "{err}"
+    );
+    assert_eq!(mode(&state), 0o777, "left as it was");
+
+    site.write_config("[sinks.\"../../x\"]\nkind = \"file\"\npath = \"x.jsonl\"\n");
+    let check = site.check();
+    assert!(!check.status.success());
+    let err = String::from_utf8_lossy(&check.stderr);
+    assert!(
+        err.contains("a sink name may have only A-Z a-z 0-9 - _"),
+        "{err}"
+    );
+}
+
+/// `medic reload` reads a pid from the state directory: a stale file naming another process
+/// gets that process no SIGHUP.
+#[test]
+fn reload_never_signals_a_process_that_is_not_medic() {
+    let site = load_site();
+    let state = site.path("state");
+    std::fs::create_dir_all(&state).unwrap();
+    let mut sleeper = std::process::Command::new("sleep")
+        .arg("60")
+        .spawn()
+        .unwrap();
+    std::fs::write(state.join("medic.pid"), format!("{}\n", sleeper.id())).unwrap();
+    let out = std::process::Command::new(medic_integration::medic_bin())
+        .args(["reload", "--config"])
+        .arg(site.path("medic.toml"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("which is not a running medic"), "{err}");
+    assert!(
+        sleeper.try_wait().unwrap().is_none(),
+        "the sleeper got no SIGHUP"
+    );
+    let _ = sleeper.kill();
+    let _ = sleeper.wait();
 }

@@ -329,10 +329,24 @@ fn rules_get_their_topics_and_publish_only_where_granted() {
 pattern = "none/none/none"
 topics = ["rules/in/#"]
 publish = ["granted/out", "refused/out"]
+
+[rules.grants.echo]
+subscribe = ["rules/+/#"]
+
+[rules.config.nosy]
+pattern = "none/none/none"
+topics = ["medic/+/command"]
 "#,
     ));
+    site.add_rule("counter", "nosy");
     let medic = site.start();
     medic.expect_log("rules/in/#", WAIT);
+    // What a rule may read is granted: another node's commands are not every rule's.
+    medic.expect_log(
+        "MQTT topic `medic/+/command` is not granted: add it (or a filter covering it) to \
+         [rules.grants.nosy] subscribe",
+        WAIT,
+    );
     let granted = broker.watch("granted/out", None);
     let refused = broker.watch("refused/out", None);
     broker.publish("rules/in/x", "ping");
@@ -589,6 +603,9 @@ fn timers_armed_in_init_fire_without_any_event() {
 watch = ["home/sensor/#"]
 timeout = "2s"
 state = ["home/sensor/set/#"]
+
+[rules.grants.mqtt-watchdog]
+subscribe = ["home/sensor/#"]
 "#,
     );
     config = config.replace(

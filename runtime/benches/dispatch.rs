@@ -66,6 +66,7 @@ fn wasm_instance(series: Arc<SeriesTable>, rule: &str, config: &str, tier: Tier)
     let spec = RuleSpec {
         name: rule.into(),
         config: rule_config(&rules, rule).unwrap(),
+        topics_granted: Vec::new(),
         compiled,
     };
     let host = HostParts {

@@ -15,17 +15,31 @@ use std::path::Path;
 /// 0700 whatever it was before.
 pub fn own_private_dir(dir: &Path) -> io::Result<()> {
     std::fs::create_dir_all(dir)?;
+    // chmod follows links: a link put in its place must not make medic close another directory.
+    if std::fs::symlink_metadata(dir)?.file_type().is_symlink() {
+        return Err(io::Error::other(format!(
+            "{} is a symbolic link, not medic's own directory",
+            dir.display()
+        )));
+    }
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
 }
 
 /// A directory the operator names (`state_dir`): made 0700 when medic creates it. One that
-/// exists already is left as it is (it may be shared, like `/var/tmp`), with a warning when
-/// others can enter it.
+/// exists already is left as it is, with a warning when others can look into it; one others
+/// can write to is refused (they could put links where medic's files go, or swap its database).
 pub fn private_dir(dir: &Path) -> io::Result<()> {
     if !dir.exists() {
         return own_private_dir(dir);
     }
     let mode = std::fs::metadata(dir)?.permissions().mode() & 0o7777;
+    if mode & 0o022 != 0 {
+        return Err(io::Error::other(format!(
+            "{} is mode {mode:o}: other users can write to medic's state directory; \
+             `chmod 700` it",
+            dir.display()
+        )));
+    }
     if mode & 0o077 != 0 {
         tracing::warn!(
             dir = %dir.display(),
@@ -44,6 +58,7 @@ pub fn create_private_file(file: &Path) -> io::Result<()> {
         .create(true)
         .truncate(false)
         .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(file)
         .map(drop)
 }
@@ -66,10 +81,17 @@ pub fn write_private_file(file: &Path, content: &[u8]) -> io::Result<()> {
 
 /// Make an existing file 0600 (a database made by an older medic, or a WAL file SQLite made
 /// before the database file was private).
+/// Not through a link (chmod would follow it to whatever it names).
 pub fn private_file(file: &Path) -> io::Result<()> {
-    match std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o600)) {
+    use std::os::unix::fs::OpenOptionsExt;
+    let opened = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(file);
+    match opened {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        other => other,
+        Err(e) => Err(e),
+        Ok(f) => f.set_permissions(std::fs::Permissions::from_mode(0o600)),
     }
 }
 
@@ -232,9 +254,14 @@ mod tests {
             why.contains("writable by group or others (mode 777)"),
             "{why}"
         );
-        // An existing directory the operator named is left alone (it may be shared)...
+        // An existing directory the operator named that others may write to is refused...
+        let why = private_dir(&state).unwrap_err().to_string();
+        assert!(why.contains("other users can write"), "{why}");
+        assert_eq!(mode(&state), 0o777, "and left as it is");
+        // ...one they may only look into is taken, with a warning.
+        std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o755)).unwrap();
         private_dir(&state).unwrap();
-        assert_eq!(mode(&state), 0o777);
+        assert_eq!(mode(&state), 0o755);
         // ...medic's own is closed again.
         own_private_dir(&state).unwrap();
         assert_eq!(untrusted(&state), None);

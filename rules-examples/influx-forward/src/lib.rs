@@ -82,9 +82,14 @@ fn line_protocol(values: &Values<'_>, out: &mut String) -> bool {
     separator == ','
 }
 
-/// Line protocol's escaping: a backslash before each of `special`.
+/// Line protocol's escaping: a backslash before each of `special`. Control characters are
+/// dropped: line protocol has no escape for a newline, which would start a line of the
+/// sender's choosing.
 fn escape(out: &mut String, text: &str, special: &str) {
     for c in text.chars() {
+        if c.is_control() {
+            continue;
+        }
         if special.contains(c) {
             out.push('\\');
         }
@@ -156,6 +161,15 @@ mod tests {
             format!(
                 "cpu,host=db,plugin_instance=0,type=percent,type_instance=idle value=2.5 {now}"
             )
+        );
+        // A newline in an identifier (PUTVAL's quoted form allows one) cannot start a line of
+        // its own.
+        let a = t.values("web\nevil x=1/load/load", &[("shortterm", gauge(0.5))]);
+        let record = &emitted(&a)[0].1;
+        assert!(!record.contains('\n'), "{record}");
+        assert!(
+            record.starts_with("load,host=webevil\\ x\\=1,type=load "),
+            "{record}"
         );
         // Nothing finite (a counter's first value has no rate yet): nothing sent.
         let a = t.values(

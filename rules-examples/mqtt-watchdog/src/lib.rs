@@ -17,8 +17,12 @@
 //!
 //! [mqtt.grants]
 //! mqtt-watchdog = ["home/monitoring/expire/#", "home/boiler/set/#"]
+//!
+//! [rules.grants.mqtt-watchdog]
+//! subscribe = ["home/boiler/#"]    # what it may read: every `watch` and `state` filter
 //! ```
-//! The rule must be granted the expire topics and the state topics it re-publishes.
+//! The rule must be granted the expire topics and the state topics it re-publishes, and the
+//! topics it reads.
 //! Every device is watched from medic's start (one never heard of is reported `never` after its
 //! timeout); what was last seen and saved survives reloads and restarts, and a device's
 //! deadline still counts from its last message across them.

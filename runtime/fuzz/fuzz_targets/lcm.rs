@@ -15,7 +15,7 @@ fuzz_target!(|data: &[u8]| {
                     std::time::Duration::from_secs(30),
                 );
             }
-            let _ = Reply::new(request.task_id, 0, request.service).to_json();
+            let _ = Reply::new(request.task_id, 0, format!("{:?}", request.ask)).to_json();
         }
         Err(invalid) => {
             if let Some(task_id) = invalid.task_id {

@@ -138,10 +138,10 @@ fn check_rule(
     };
     let attempt = || -> Result<(String, String), String> {
         let compiled = compiler.compile_file(path).map_err(|e| format!("{e:#}"))?;
-        let config = rule_config(&config.rules, &name).map_err(|e| format!("{e:#}"))?;
         let spec = RuleSpec {
             name: name.as_str().into(),
-            config,
+            config: rule_config(&config.rules, &name).map_err(|e| format!("{e:#}"))?,
+            topics_granted: crate::engine::rule::topics_granted(&config.rules, &name),
             compiled,
         };
         let instance = spec

@@ -25,6 +25,12 @@ pub fn reload(path: &Path) -> anyhow::Result<u32> {
     if pid <= 0 {
         bail!("{} does not hold a pid", pid_file.display());
     }
+    ensure_medic(pid).with_context(|| {
+        format!(
+            "{} names pid {pid}, which is not a running medic (a stale pid file?): not signalled",
+            pid_file.display()
+        )
+    })?;
     // SAFETY: kill(2) with a positive pid signals that one process; no memory is involved.
     if unsafe { libc::kill(pid, libc::SIGHUP) } != 0 {
         let e = std::io::Error::last_os_error();
@@ -34,4 +40,41 @@ pub fn reload(path: &Path) -> anyhow::Result<u32> {
         );
     }
     Ok(pid as u32)
+}
+
+/// Whether `pid` runs a program of the same name as this one (`/proc/PID/exe`): a stale pid
+/// file may name a pid the kernel has since given to another process, which must not get a
+/// SIGHUP (most programs exit on it).
+fn ensure_medic(pid: i32) -> anyhow::Result<()> {
+    let name = |path: &Path| {
+        path.file_name().map(|n| {
+            n.to_string_lossy()
+                .trim_end_matches(" (deleted)")
+                .to_string()
+        })
+    };
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
+        .with_context(|| format!("cannot read /proc/{pid}/exe"))?;
+    let me = std::env::current_exe().context("cannot tell which program this is")?;
+    if name(&exe) != name(&me) {
+        bail!("pid {pid} runs {}", exe.display());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn only_a_medic_is_signalled() {
+        // This test binary is not named medic… but it is itself: the check compares names.
+        assert!(super::ensure_medic(std::process::id() as i32).is_ok());
+        let mut sleeper = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let err = super::ensure_medic(sleeper.id() as i32).unwrap_err();
+        assert!(format!("{err:#}").contains("runs /"), "{err:#}");
+        let _ = sleeper.kill();
+        let _ = sleeper.wait();
+    }
 }

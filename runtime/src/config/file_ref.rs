@@ -13,6 +13,20 @@ use medic_rules::Pattern;
 
 /// Largest file a rule config may name: scripts, not data.
 pub const MAX_FILE_BYTES: u64 = 1024 * 1024;
+/// Most files one `files` glob may match.
+pub const MAX_FILES_PER_GLOB: usize = 256;
+/// Most bytes all of one rule's config files may hold together.
+pub const MAX_TOTAL_BYTES: u64 = 8 * 1024 * 1024;
+
+/// What is left of one rule config's `MAX_TOTAL_BYTES`.
+#[derive(Debug)]
+pub struct Budget(u64);
+
+impl Default for Budget {
+    fn default() -> Self {
+        Self(MAX_TOTAL_BYTES)
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FileRef {
@@ -53,25 +67,35 @@ impl FileRef {
     }
 
     /// Read what the reference names (relative paths from `base`), as the JSON value the rule
-    /// receives.
-    pub fn read(&self, base: &Path) -> Result<serde_json::Value, String> {
+    /// receives, within what is left of `budget`.
+    pub fn read(&self, base: &Path, budget: &mut Budget) -> Result<serde_json::Value, String> {
         match self {
-            FileRef::File(path) => read_one(path, &base.join(path)),
+            FileRef::File(path) => read_one(path, &base.join(path), budget),
             FileRef::Files { dir, pattern } => {
                 let glob = Pattern::new(pattern.as_str());
                 let listed = base.join(dir);
                 let entries = std::fs::read_dir(&listed)
                     .map_err(|e| format!("cannot list {}: {e}", listed.display()))?;
+                // Names first; each file is then opened without following links, so a link
+                // among them is refused by name rather than read or skipped in silence.
                 let mut names: Vec<String> = entries
                     .filter_map(|e| e.ok())
-                    .filter(|e| e.path().is_file())
+                    .filter(|e| e.file_type().is_ok_and(|t| !t.is_dir()))
                     .filter_map(|e| e.file_name().into_string().ok())
                     .filter(|n| glob.matches(n))
                     .collect();
+                if names.len() > MAX_FILES_PER_GLOB {
+                    return Err(format!(
+                        "{} matches {} files; a rule config glob may match at most \
+                         {MAX_FILES_PER_GLOB}",
+                        listed.join(pattern).display(),
+                        names.len()
+                    ));
+                }
                 names.sort();
                 names
                     .iter()
-                    .map(|n| read_one(&dir.join(n), &listed.join(n)))
+                    .map(|n| read_one(&dir.join(n), &listed.join(n), budget))
                     .collect::<Result<Vec<_>, _>>()
                     .map(serde_json::Value::Array)
             }
@@ -79,17 +103,75 @@ impl FileRef {
     }
 }
 
-/// `written` is the path as the config has it (what the rule is told), `path` where it is.
-fn read_one(written: &Path, path: &Path) -> Result<serde_json::Value, String> {
-    let fail = |e: std::io::Error| format!("cannot read {}: {e}", path.display());
-    let size = std::fs::metadata(path).map_err(fail)?.len();
-    if size > MAX_FILE_BYTES {
+/// Read a file a config names for medic to pass on (a rule's scripts), as if its directory
+/// were hostile: the last component is not followed if it is a symbolic link (a link to
+/// `/proc/kallsyms` or `/proc/self/pagemap`), only a regular file is read (a FIFO would block,
+/// a device never end: the open does not wait, `O_NONBLOCK`), it must be owned by medic's user
+/// or root and writable by no one else (the native cache's rule), and at most `max` bytes are
+/// read whatever its size claims.
+pub fn read_named_file(path: &Path, max: u64) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let shown = path.display();
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => format!("{shown} is a symbolic link: not followed"),
+            _ => format!("cannot read {shown}: {e}"),
+        })?;
+    let meta = file
+        .metadata()
+        .map_err(|e| format!("cannot read {shown}: {e}"))?;
+    if !meta.file_type().is_file() {
+        return Err(format!("{shown} is not a regular file"));
+    }
+    // SAFETY: geteuid(2) has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    if meta.uid() != me && meta.uid() != 0 {
         return Err(format!(
-            "{} is {size} bytes; a rule config file may have at most {MAX_FILE_BYTES}",
-            path.display()
+            "{shown} is owned by uid {}, neither medic's ({me}) nor root's",
+            meta.uid()
         ));
     }
-    let bytes = std::fs::read(path).map_err(fail)?;
+    if meta.mode() & 0o022 != 0 {
+        return Err(format!(
+            "{shown} is writable by group or others (mode {:o})",
+            meta.mode() & 0o7777
+        ));
+    }
+    let mut bytes = Vec::new();
+    file.take(max + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot read {shown}: {e}"))?;
+    if bytes.len() as u64 > max {
+        return Err(format!("{shown} is larger than {max} bytes"));
+    }
+    Ok(bytes)
+}
+
+/// `written` is the path as the config has it (what the rule is told), `path` where it is.
+fn read_one(written: &Path, path: &Path, budget: &mut Budget) -> Result<serde_json::Value, String> {
+    let max = MAX_FILE_BYTES.min(budget.0);
+    let bytes = read_named_file(path, max).map_err(|why| {
+        if why.contains("larger than") && max < MAX_FILE_BYTES {
+            format!(
+                "{}: the files of one rule config may hold at most {MAX_TOTAL_BYTES} bytes \
+                 together",
+                path.display()
+            )
+        } else if why.contains("larger than") {
+            format!(
+                "{} is larger than {MAX_FILE_BYTES} bytes; a rule config file may have at most \
+                 {MAX_FILE_BYTES}",
+                path.display()
+            )
+        } else {
+            why
+        }
+    })?;
+    budget.0 -= bytes.len() as u64;
     let text =
         String::from_utf8(bytes).map_err(|_| format!("{} is not UTF-8 text", path.display()))?;
     Ok(serde_json::json!({ "file": written.to_string_lossy(), "text": text }))
@@ -108,21 +190,29 @@ pub fn refs_in(value: &toml::Value, found: &mut Vec<FileRef>) {
 }
 
 /// The JSON a rule receives for a config value: file references (relative to `base`)
-/// replaced by what they read.
+/// replaced by what they read, all of them within one `Budget`.
 pub fn resolve(value: &toml::Value, base: &Path) -> Result<serde_json::Value, String> {
+    resolve_within(value, base, &mut Budget::default())
+}
+
+fn resolve_within(
+    value: &toml::Value,
+    base: &Path,
+    budget: &mut Budget,
+) -> Result<serde_json::Value, String> {
     Ok(match value {
         toml::Value::Table(t) => match FileRef::of(t) {
-            Some(r) => r.read(base)?,
+            Some(r) => r.read(base, budget)?,
             None => serde_json::Value::Object(
                 t.iter()
-                    .map(|(k, v)| Ok((k.clone(), resolve(v, base)?)))
+                    .map(|(k, v)| Ok((k.clone(), resolve_within(v, base, budget)?)))
                     .collect::<Result<_, String>>()?,
             ),
         },
         toml::Value::Array(items) => serde_json::Value::Array(
             items
                 .iter()
-                .map(|v| resolve(v, base))
+                .map(|v| resolve_within(v, base, budget))
                 .collect::<Result<_, _>>()?,
         ),
         other => serde_json::to_value(other).map_err(|e| e.to_string())?,
@@ -132,6 +222,37 @@ pub fn resolve(value: &toml::Value, base: &Path) -> Result<serde_json::Value, St
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn mkfifo(path: &Path) {
+        let made = std::process::Command::new("mkfifo").arg(path).status();
+        assert!(made.unwrap().success(), "mkfifo {}", path.display());
+    }
+
+    #[test]
+    fn named_files_are_read_only_when_regular_private_and_small() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let ok = dir.path().join("ok.lua");
+        std::fs::write(&ok, "return 1").unwrap();
+        std::fs::set_permissions(&ok, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert_eq!(read_named_file(&ok, 100).unwrap(), b"return 1");
+        let link = dir.path().join("link.lua");
+        std::os::unix::fs::symlink("/proc/kallsyms", &link).unwrap();
+        let why = read_named_file(&link, 100).unwrap_err();
+        assert!(why.contains("symbolic link: not followed"), "{why}");
+        let fifo = dir.path().join("fifo.lua");
+        mkfifo(&fifo);
+        let why = read_named_file(&fifo, 100).unwrap_err();
+        assert!(why.contains("not a regular file"), "{why}");
+        assert!(
+            read_named_file(&ok, 3)
+                .unwrap_err()
+                .contains("larger than 3 bytes")
+        );
+        std::fs::set_permissions(&ok, std::fs::Permissions::from_mode(0o666)).unwrap();
+        let why = read_named_file(&ok, 100).unwrap_err();
+        assert!(why.contains("writable by group or others"), "{why}");
+    }
 
     fn value(text: &str) -> toml::Value {
         toml::Value::Table(toml::from_str(text).unwrap())
@@ -174,14 +295,45 @@ mod tests {
     fn a_missing_or_huge_file_is_a_clear_error() {
         let dir = tempfile::tempdir().unwrap();
         let missing = FileRef::File("gone.lua".into());
-        let err = missing.read(dir.path()).unwrap_err();
+        let err = missing
+            .read(dir.path(), &mut Budget::default())
+            .unwrap_err();
         assert!(
             err.contains("cannot read") && err.contains("gone.lua"),
             "{err}"
         );
         let big = dir.path().join("big.lua");
         std::fs::write(&big, vec![b'-'; MAX_FILE_BYTES as usize + 1]).unwrap();
-        let err = FileRef::File(big).read(Path::new("/")).unwrap_err();
+        let err = FileRef::File(big)
+            .read(Path::new("/"), &mut Budget::default())
+            .unwrap_err();
         assert!(err.contains("a rule config file may have at most"), "{err}");
+    }
+
+    #[test]
+    fn links_fifos_and_too_much_in_all_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.lua"), "return 1").unwrap();
+        std::os::unix::fs::symlink("/proc/kallsyms", dir.path().join("k.lua")).unwrap();
+        let all = FileRef::Files {
+            dir: "".into(),
+            pattern: "*.lua".into(),
+        };
+        let err = all.read(dir.path(), &mut Budget::default()).unwrap_err();
+        assert!(err.contains("k.lua is a symbolic link"), "{err}");
+        std::fs::remove_file(dir.path().join("k.lua")).unwrap();
+        let fifo = dir.path().join("f.lua");
+        mkfifo(&fifo);
+        let err = all.read(dir.path(), &mut Budget::default()).unwrap_err();
+        assert!(err.contains("f.lua is not a regular file"), "{err}");
+        std::fs::remove_file(dir.path().join("f.lua")).unwrap();
+        for i in 0..=MAX_FILES_PER_GLOB {
+            std::fs::write(dir.path().join(format!("{i}.lua")), "").unwrap();
+        }
+        let err = all.read(dir.path(), &mut Budget::default()).unwrap_err();
+        assert!(err.contains("may match at most 256"), "{err}");
+        let one = FileRef::File("a.lua".into());
+        let err = one.read(dir.path(), &mut Budget(4)).unwrap_err();
+        assert!(err.contains("may hold at most"), "{err}");
     }
 }

@@ -19,7 +19,7 @@ pub use collectd::Collectd;
 pub use command::{Command, Program, Service};
 pub use mqtt::{Auth, BrokerUrl, Mqtt, MqttProtocol, Sender};
 pub use probe::{CHECK as PROBE_COMMAND, Probe};
-pub use sinks::{FileSink, Format, HttpSink, RuleGrant, Sink};
+pub use sinks::{FileSink, Format, HttpSink, RuleGrant, Sink, filter_within};
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -544,6 +544,15 @@ impl Config {
             ));
         }
         for (rule, grant) in &self.rules.grants {
+            if let Some(bad) = grant
+                .subscribe
+                .iter()
+                .find(|f| f.is_empty() || !rumqttc::valid_filter(f))
+            {
+                return Err(format!(
+                    "rules.grants.{rule}.subscribe: `{bad}` is not an MQTT topic filter"
+                ));
+            }
             if let Some(unknown) = grant.sinks.iter().find(|s| !self.sinks.contains_key(*s)) {
                 return Err(format!(
                     "rules.grants.{rule}.sinks names `{unknown}`, which is not a [sinks.*]"
@@ -551,6 +560,16 @@ impl Config {
             }
         }
         for (name, sink) in &self.sinks {
+            // A name is a directory under state_dir/sinks and a metric label.
+            if name.is_empty()
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                return Err(format!(
+                    "sinks.\"{name}\": a sink name may have only A-Z a-z 0-9 - _"
+                ));
+            }
             let queue = match sink {
                 Sink::File(f) => f.queue,
                 Sink::Http(h) => {

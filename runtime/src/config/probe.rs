@@ -18,6 +18,9 @@ pub const CHECK: &str = "check";
 pub struct Probe {
     pub every: Duration,
     pub command: Command,
+    /// Whether a remote command (MQTT) may run it too. Off: a flood of remote runs would take
+    /// the probe's one slot and its scheduled checks would be refused.
+    pub remote: bool,
 }
 
 impl Probe {
@@ -43,6 +46,11 @@ impl<'de> Deserialize<'de> for Probe {
                 )));
             }
         }
+        let remote = match table.remove("remote") {
+            None => false,
+            Some(toml::Value::Boolean(b)) => b,
+            Some(_) => return Err(de::Error::custom("`remote` must be true or false")),
+        };
         let timeout_set = table.contains_key("timeout");
         let mut command =
             Command::deserialize(toml::Value::Table(table)).map_err(de::Error::custom)?;
@@ -58,7 +66,11 @@ impl<'de> Deserialize<'de> for Probe {
             count: usize::MAX,
             within: Duration::from_secs(1),
         };
-        Ok(Probe { every, command })
+        Ok(Probe {
+            every,
+            command,
+            remote,
+        })
     }
 }
 

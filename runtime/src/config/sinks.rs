@@ -97,4 +97,60 @@ pub struct RuleGrant {
     /// in for a collectd plugin. Without it, a rule's notifications come from plugin `medic`.
     #[serde(default)]
     pub notify_as: Vec<String>,
+    /// MQTT topic filters the rule may subscribe to (its `describe` topics must each fall
+    /// within one): what other nodes publish is not every rule's to read.
+    #[serde(default)]
+    pub subscribe: Vec<String>,
+}
+
+/// Whether every topic `filter` matches is matched by `grant` too (MQTT filters, level by
+/// level: `#` covers the rest, `+` one level but not a `#`).
+pub fn filter_within(filter: &str, grant: &str) -> bool {
+    // Wildcards at the first level never match `$` topics (`$SYS/…`): only a literal grant does.
+    if filter.starts_with('$') && (grant.starts_with('+') || grant.starts_with('#')) {
+        return false;
+    }
+    let mut asked = filter.split('/');
+    let mut granted = grant.split('/');
+    loop {
+        match (asked.next(), granted.next()) {
+            (_, Some("#")) => return true,
+            (None, None) => return true,
+            (Some("#"), _) | (None, Some(_)) | (Some(_), None) => return false,
+            (Some(_), Some("+")) => {}
+            (Some(a), Some(g)) if a == g => {}
+            _ => return false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod grant_tests {
+    use super::filter_within;
+
+    #[test]
+    fn a_filter_is_within_a_grant_only_when_everything_it_matches_is() {
+        for (filter, grant) in [
+            ("a/b", "a/b"),
+            ("a/b", "a/+"),
+            ("a/+", "a/+"),
+            ("a/b/c", "a/#"),
+            ("a/#", "a/#"),
+            ("a/+/c", "#"),
+            ("a", "a/#"),
+        ] {
+            assert!(filter_within(filter, grant), "{filter} within {grant}");
+        }
+        for (filter, grant) in [
+            ("a/#", "a/+"),
+            ("a/+", "a/b"),
+            ("a/b/c", "a/+"),
+            ("a", "a/+"),
+            ("b/c", "a/#"),
+            ("#", "a/#"),
+            ("$SYS/x", "+/x"),
+        ] {
+            assert!(!filter_within(filter, grant), "{filter} not within {grant}");
+        }
+    }
 }

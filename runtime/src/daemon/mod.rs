@@ -87,7 +87,9 @@ pub async fn run(
     let (mut trigger, shutdown) = shutdown::channel();
     let mut started = start(config.clone(), shutdown).await?;
     let pid_file = config.daemon.state_dir.join("medic.pid");
-    if let Err(e) = std::fs::write(&pid_file, format!("{}\n", std::process::id())) {
+    // 0600, never through a link, whatever the umask: `medic reload` signals what it names.
+    let pid = format!("{}\n", std::process::id());
+    if let Err(e) = crate::os::write_private_file(&pid_file, pid.as_bytes()) {
         tracing::warn!(file = %pid_file.display(), "cannot write the pid file (medic reload needs it): {e}");
     }
     tracing::info!(
@@ -421,7 +423,7 @@ fn start_mqtt(
     shutdown: &Shutdown,
 ) -> anyhow::Result<(MqttParts, SessionHandle)> {
     let node = &config.daemon.node;
-    let senders = crate::mqtt::signed::Senders::load(&m.auth)
+    let senders = crate::mqtt::signed::Senders::load(&m.auth, m.max_clock_skew)
         .context("cannot load the keys of [mqtt.auth.senders]")?;
     let signer = m
         .auth
@@ -469,6 +471,12 @@ fn start_mqtt(
             shutdown: shutdown.clone(),
             senders: Arc::new(senders),
             history: effects.history.clone(),
+            local_only: config
+                .probes
+                .iter()
+                .filter(|(_, p)| !p.remote)
+                .map(|(name, _)| crate::config::Probe::service(name))
+                .collect(),
         },
         &mut session,
     );

@@ -192,10 +192,11 @@ impl Task {
                 let command_topic = Mqtt::topic_for(&self.cfg.command_topic, &node);
                 let result_topic = Mqtt::topic_for(&self.cfg.result_topic, &node);
                 let payload = match &self.signer {
+                    // Valid while the rule waits for it: after that nobody wants the result.
                     Some(signer) => signer.sign(
                         lcm::command_request(action_id, &service, &command),
                         &node,
-                        self.cfg.auth.max_validity,
+                        self.cfg.remote_timeout.min(self.cfg.auth.max_validity),
                     ),
                     None => lcm::command_payload(action_id, &service, &command),
                 };

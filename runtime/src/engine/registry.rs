@@ -21,7 +21,7 @@ use super::compiler::{Compiler, Tier};
 use super::dispatcher::RouteUpdate;
 use super::port::EffectPort;
 use super::routes::Routes;
-use super::rule::{HostParts, RuleSpec, StartError, Subscription, rule_config};
+use super::rule::{HostParts, RuleSpec, StartError, Subscription, rule_config, topics_granted};
 use super::status::StatusBoard;
 use super::worker::{Control, Worker, WorkerConfig, WorkerHandle, WorkerParts};
 use crate::config::Rules as RulesConfig;
@@ -190,6 +190,7 @@ impl Registry {
         let spec = RuleSpec {
             name: name.clone(),
             config: config.clone(),
+            topics_granted: topics_granted(&self.config, &name),
             compiled,
         };
         let instance = spec.instantiate(&self.host).map_err(StartError::from)?;

@@ -21,6 +21,9 @@ pub struct RuleSpec {
     /// The file stem: a rule's identity for config, state and status.
     pub name: Arc<str>,
     pub config: Vec<(String, String)>,
+    /// `[rules.grants.<name>] subscribe`: the MQTT topic filters its subscriptions must fall
+    /// within.
+    pub topics_granted: Vec<String>,
     pub compiled: Compiled,
 }
 
@@ -71,13 +74,25 @@ pub struct Subscription {
 }
 
 impl Subscription {
-    pub fn new(info: wit::RuleInfo) -> Result<Self, String> {
+    /// `granted`: the topic filters rule `rule` may subscribe within
+    /// (`rules.grants.<rule>.subscribe`).
+    pub fn new(info: wit::RuleInfo, rule: &str, granted: &[String]) -> Result<Self, String> {
         if let Some(bad) = info
             .topics
             .iter()
             .find(|t| t.is_empty() || !rumqttc::valid_filter(t))
         {
             return Err(format!("`{bad}` is not an MQTT topic filter"));
+        }
+        if let Some(ungranted) = info
+            .topics
+            .iter()
+            .find(|t| !granted.iter().any(|g| crate::config::filter_within(t, g)))
+        {
+            return Err(format!(
+                "MQTT topic `{ungranted}` is not granted: add it (or a filter covering it) to \
+                 [rules.grants.{rule}] subscribe"
+            ));
         }
         Ok(Self {
             values: PatternSet::new(&info.values),
@@ -136,12 +151,22 @@ impl RuleSpec {
     pub fn start(&self, mut instance: RuleInstance) -> Result<Started, StartError> {
         instance.init(&self.config)?.map_err(StartError::Init)?;
         let info = instance.describe()?;
-        let subscription = Subscription::new(info).map_err(StartError::Subscriptions)?;
+        let subscription = Subscription::new(info, &self.name, &self.topics_granted)
+            .map_err(StartError::Subscriptions)?;
         Ok(Started {
             instance,
             subscription,
         })
     }
+}
+
+/// The MQTT topic filters rule `name` may subscribe within.
+pub fn topics_granted(config: &RulesConfig, name: &str) -> Vec<String> {
+    config
+        .grants
+        .get(name)
+        .map(|g| g.subscribe.clone())
+        .unwrap_or_default()
 }
 
 /// The `(key, JSON text)` pairs `init` receives, from `[rules.config.<name>]`, with the files

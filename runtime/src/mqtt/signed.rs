@@ -40,14 +40,16 @@ const MAX_SENDER: usize = 64;
 /// The senders this node trusts, with their keys loaded.
 pub struct Senders {
     keys: BTreeMap<String, (VerifyingKey, Sender)>,
-    max_validity: Duration,
+    /// `max_validity` plus the clock skew allowed (`mqtt.max_clock_skew`): a sender whose clock
+    /// runs ahead must not have its longest-lived requests refused.
+    max_ahead: Duration,
     pub require_signed: bool,
 }
 
 impl Senders {
     /// Read every sender's public key; a key that cannot be read, or a file others may write,
     /// is a start error.
-    pub fn load(auth: &Auth) -> anyhow::Result<Self> {
+    pub fn load(auth: &Auth, clock_skew: Duration) -> anyhow::Result<Self> {
         let mut keys = BTreeMap::new();
         for (name, sender) in &auth.senders {
             let path = &sender.public_key_file;
@@ -63,15 +65,15 @@ impl Senders {
         }
         Ok(Self {
             keys,
-            max_validity: auth.max_validity,
+            max_ahead: auth.max_validity + clock_skew,
             require_signed: auth.require_signed,
         })
     }
 
-    /// Senders built in code (tests, fuzzing).
+    /// Senders built in code (tests, fuzzing); `max_ahead` as `load` computes it.
     pub fn from_keys(
         keys: impl IntoIterator<Item = (String, VerifyingKey, Sender)>,
-        max_validity: Duration,
+        max_ahead: Duration,
         require_signed: bool,
     ) -> Self {
         Self {
@@ -79,7 +81,7 @@ impl Senders {
                 .into_iter()
                 .map(|(name, key, sender)| (name, (key, sender)))
                 .collect(),
-            max_validity,
+            max_ahead,
             require_signed,
         }
     }
@@ -233,13 +235,14 @@ pub fn open(payload: &[u8], senders: &Senders, node: &str, now_ns: u64) -> Resul
         ));
     }
     let ahead = Duration::from_nanos(expires_ns - now_ns);
-    if ahead > senders.max_validity {
+    if ahead > senders.max_ahead {
         return Err(refuse(
             code::EXPIRED,
             format!(
-                "the request is valid for {}s; mqtt.auth.max_validity allows {}s",
+                "the request is valid for {}s; mqtt.auth.max_validity and mqtt.max_clock_skew \
+                 allow {}s",
                 ahead.as_secs(),
-                senders.max_validity.as_secs()
+                senders.max_ahead.as_secs()
             ),
         ));
     }
@@ -304,11 +307,11 @@ impl Signer {
         node: &str,
         validity: Duration,
     ) -> Vec<u8> {
+        // Whole seconds, rounded down: never valid for longer than asked.
         let expires = jiff::Timestamp::now()
             .checked_add(jiff::SignedDuration::try_from(validity).unwrap_or_default())
-            .unwrap_or(jiff::Timestamp::MAX)
-            .round(jiff::Unit::Second)
             .unwrap_or(jiff::Timestamp::MAX);
+        let expires = jiff::Timestamp::from_second(expires.as_second()).unwrap_or(expires);
         request.insert("node".into(), node.into());
         request.insert("nonce".into(), fresh_nonce().into());
         request.insert("expires".into(), expires.to_string().into());
@@ -386,7 +389,7 @@ mod tests {
         };
         Senders::from_keys(
             [("ops".to_string(), key(1).verifying_key(), scope)],
-            Duration::from_secs(600),
+            Duration::from_secs(630),
             true,
         )
     }
@@ -428,7 +431,7 @@ mod tests {
             (
                 ops.sign(request(), NODE, Duration::from_secs(3600)),
                 code::EXPIRED,
-                "max_validity",
+                "mqtt.auth.max_validity and mqtt.max_clock_skew allow 630s",
             ),
             (
                 ops.seal(br#"{"task_id":7,"node":"web-1","nonce":"0123456789abcdef","expires":"2020-01-01T00:00:00Z"}"#),

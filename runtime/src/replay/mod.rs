@@ -214,6 +214,7 @@ impl Replay {
             specs.push(RuleSpec {
                 name: name.into(),
                 config: rule_config(&config.rules, name)?,
+                topics_granted: crate::engine::rule::topics_granted(&config.rules, name),
                 compiled,
             });
         }

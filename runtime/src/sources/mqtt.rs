@@ -56,6 +56,8 @@ pub struct Parts {
     pub senders: Arc<Senders>,
     /// Where refused requests are recorded.
     pub history: Option<History>,
+    /// Allow-listed services a remote command may not name (probes without `remote = true`).
+    pub local_only: BTreeSet<String>,
 }
 
 /// Register the inbound handler on `session` and start the tasks behind it. They end when
@@ -81,6 +83,7 @@ pub fn start(parts: Parts, session: &mut Session) -> Vec<tokio::task::JoinHandle
 struct Inbound {
     cfg: Mqtt,
     node: String,
+    local_only: BTreeSet<String>,
     senders: Arc<Senders>,
     history: Option<History>,
     command_topic: String,
@@ -92,6 +95,7 @@ struct Inbound {
     rules: mpsc::Sender<MqttMessage>,
     shutdown: Shutdown,
     invalid: u64,
+    refusal_log: crate::logging::RateLimitedByKind<i64>,
     rule_drops: u64,
     rule_drop_log: RateLimited,
 }
@@ -104,6 +108,7 @@ impl Inbound {
             result_topic: Mqtt::topic_for(&parts.config.result_topic, &parts.node),
             cfg: parts.config,
             node: parts.node,
+            local_only: parts.local_only,
             senders: parts.senders,
             history: parts.history,
             store: parts.store,
@@ -113,6 +118,7 @@ impl Inbound {
             rules,
             shutdown: parts.shutdown,
             invalid: 0,
+            refusal_log: crate::logging::RateLimitedByKind::default(),
             rule_drops: 0,
             rule_drop_log: RateLimited::default(),
         };
@@ -223,6 +229,20 @@ impl Inbound {
                 message: why,
                 task_id: Some(request.task_id),
                 sender: Some(name.clone()),
+            });
+        }
+        if let Ask::Run { service, .. } = &request.ask
+            && self.local_only.contains(service)
+        {
+            return self.refuse(Refused {
+                code: code::REFUSED,
+                message: format!(
+                    "{service} is a probe run on its schedule; remote commands may run it only \
+                     with [probes.{}] remote = true",
+                    service.trim_start_matches("probe-")
+                ),
+                task_id: Some(request.task_id),
+                sender,
             });
         }
         let key = request.key();
@@ -348,12 +368,16 @@ impl Inbound {
             sender,
         } = refused;
         let shown_sender = sender.as_deref().unwrap_or("(unsigned)");
-        tracing::warn!(
-            task_id = task_id.as_ref().map(|t| t.to_string()),
-            sender = shown_sender,
-            code = format!("0x{code:04x}"),
-            "remote command refused: {message}"
-        );
+        // Whoever reaches the topic chooses how many: one line per kind of refusal per period.
+        self.refusal_log.log(code, |suppressed| {
+            tracing::warn!(
+                task_id = task_id.as_ref().map(|t| t.to_string()),
+                sender = shown_sender,
+                code = format!("0x{code:04x}"),
+                suppressed,
+                "remote command refused: {message}"
+            )
+        });
         if let Some(history) = &self.history {
             let task = task_id.as_ref().map_or("?".into(), |t| t.to_string());
             history.record(Entry::Asked {
@@ -601,6 +625,7 @@ mod tests {
             shutdown,
             senders: Arc::new(senders),
             history: None,
+            local_only: BTreeSet::from(["probe-disk".to_string()]),
         };
         let (inbound, rules) = Inbound::new(parts);
         (inbound, rules, store)
@@ -683,6 +708,37 @@ mod tests {
                 (2, code::UNSIGNED),
                 (3, code::OUT_OF_SCOPE)
             ]
+        );
+    }
+
+    /// A probe's service is not a remote command's to run unless the probe says so.
+    #[tokio::test]
+    async fn a_probe_is_refused_to_remote_commands() {
+        let ran: Arc<Mutex<usize>> = Arc::default();
+        let count = ran.clone();
+        let run = Arc::new(move |r: CommandRequest| {
+            *count.lock().unwrap() += 1;
+            (r.reply)(CommandResult::error(
+                r.action_id,
+                r.service,
+                r.command,
+                "t".into(),
+            ));
+        });
+        let (ingest, _rx) = mpsc::channel(8);
+        let (mut inbound, _rules, store) = inbound(run, ingest, crate::shutdown::channel().1);
+        let json = r#"{"task_id": 9, "service": "probe-disk", "command": "check"}"#;
+        inbound.on_message(&Message::for_test("medic/n1/command", json.as_bytes()));
+        assert_eq!(*ran.lock().unwrap(), 0);
+        let outbox = store.outbox_after(0, 10).unwrap();
+        let reply: Value = serde_json::from_slice(&outbox[0].payload).unwrap();
+        assert_eq!(reply["code"], code::REFUSED);
+        assert!(
+            reply["message"]
+                .as_str()
+                .unwrap()
+                .contains("[probes.disk] remote = true"),
+            "{reply}"
         );
     }
 

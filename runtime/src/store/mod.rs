@@ -60,7 +60,9 @@ impl Store {
         // the database file's mode).
         crate::os::create_private_file(path)
             .with_context(|| format!("cannot create state database {}", path.display()))?;
-        let conn = Connection::open(path)
+        // Never through a link: the database holds what medic ran and what it may run.
+        let flags = rusqlite::OpenFlags::default() | rusqlite::OpenFlags::SQLITE_OPEN_NOFOLLOW;
+        let conn = Connection::open_with_flags(path, flags)
             .with_context(|| format!("cannot open state database {}", path.display()))?;
         let store = Self::init(conn)
             .with_context(|| format!("cannot prepare state database {}", path.display()))?;
@@ -88,7 +90,9 @@ impl Store {
         use rusqlite::OpenFlags;
         let conn = Connection::open_with_flags(
             path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            OpenFlags::SQLITE_OPEN_READ_ONLY
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX
+                | OpenFlags::SQLITE_OPEN_NOFOLLOW,
         )?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         Ok(Self::wrap(conn))

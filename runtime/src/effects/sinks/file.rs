@@ -53,7 +53,12 @@ async fn open(name: &str, path: &PathBuf) -> Option<File> {
         tracing::error!(sink = name, file = %path.display(), "cannot create the sink file: {e}");
         return None;
     }
-    match tokio::fs::OpenOptions::new().append(true).open(path).await {
+    match tokio::fs::OpenOptions::new()
+        .append(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+        .await
+    {
         Ok(f) => Some(f),
         Err(e) => {
             tracing::error!(sink = name, file = %path.display(), "cannot open the sink file: {e}");

@@ -44,6 +44,9 @@ pub fn emit_refusal(
     refusal(grants, sinks.contains_key(sink), rule, sink)
 }
 
+/// The `sink` label of emits to a name no `[sinks.*]` has.
+pub const UNKNOWN_SINK: &str = "(unknown)";
+
 /// The one wording of a refused emit, for the daemon and for replay.
 fn refusal(
     grants: &BTreeMap<String, RuleGrant>,
@@ -117,7 +120,9 @@ impl Sinks {
     pub fn emit(&self, rule: &str, sink: &str, record: Vec<u8>) {
         let queue = self.queues.get(sink);
         if let Some(why) = refusal(&self.grants, queue.is_some(), rule, sink) {
-            count(sink, "refused");
+            // A name no sink has is the rule's to choose: one label for all of them, or each
+            // new name would be a new metric series.
+            count(if queue.is_some() { sink } else { UNKNOWN_SINK }, "refused");
             if let Ok(mut log) = self.refused_log.lock() {
                 log.log(|suppressed| tracing::warn!(rule, sink, suppressed, "emit refused: {why}"));
             }

@@ -70,8 +70,8 @@ impl Retention {
 
     /// The oldest batch: its body and record count.
     pub fn oldest(&self) -> Option<std::io::Result<(Vec<u8>, usize)>> {
-        let &(seq, records, _) = self.batches.front()?;
-        Some(std::fs::read(self.path(seq, records)).map(|body| (body, records)))
+        let &(seq, records, bytes) = self.batches.front()?;
+        Some(read_batch(&self.path(seq, records), bytes).map(|body| (body, records)))
     }
 
     /// Forget the oldest batch (delivered, or lost); returns its record count.
@@ -88,6 +88,19 @@ impl Retention {
 /// Where sink `name` keeps its batches.
 pub fn dir(state_dir: &Path, name: &str) -> PathBuf {
     state_dir.join("sinks").join(name)
+}
+
+/// A batch file: not through a link, and never more than it was when it was written.
+fn read_batch(path: &Path, bytes: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)?;
+    let mut body = Vec::with_capacity(bytes as usize);
+    file.take(bytes).read_to_end(&mut body)?;
+    Ok(body)
 }
 
 #[cfg(test)]
