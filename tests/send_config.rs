@@ -496,4 +496,60 @@ fn replacement_is_opt_in_and_leaks_neither_environment_nor_included_files() {
     assert!(message.contains("near `****'"), "{message}");
     assert!(!medic.log().contains("hunter2"), "{}", medic.log());
     medic.stop();
+
+    // With `user`, the check loads the submitted plugins as that account (the start, which
+    // manages the service, stays medic's). Its directories must be open to that account, as
+    // /etc/collectd is.
+    use std::os::unix::fs::PermissionsExt;
+    let open = |p: &Path, mode| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap()
+    };
+    open(&site.path(""), 0o755);
+    open(&collectd.dir, 0o755);
+    let uids = site.path("uids");
+    std::fs::create_dir(&uids).unwrap();
+    open(&uids, 0o777);
+    let seen = uids.join("seen");
+    std::fs::write(
+        collectd.dir.join("show_uid.py"),
+        format!(
+            "import os\nwith open({seen:?}, 'a') as f:\n    f.write(str(os.getuid()) + '\\n')\n",
+            seen = seen.display().to_string()
+        ),
+    )
+    .unwrap();
+    configure(
+        &site,
+        &broker,
+        &collectd,
+        &collectd.section_with(
+            "allow_remote = true\nallow_insecure_transport = true\nuser = \"nobody\"\n\
+             group = \"nogroup\"\n",
+        ),
+    );
+    let medic = site.start();
+    medic.expect_log("MQTT: subscribed", WAIT);
+    let as_nobody = site.path("as-nobody.conf");
+    std::fs::write(
+        &as_nobody,
+        collectd.config(&format!(
+            "LoadPlugin load\nLoadPlugin python\n<Plugin python>\n  ModulePath {dir:?}\n  \
+             Import \"show_uid\"\n</Plugin>\n",
+            dir = collectd.dir.display().to_string()
+        )),
+    )
+    .unwrap();
+    let out = send_config(&broker, &as_nobody, 5);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let uids: Vec<String> = std::fs::read_to_string(&seen)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    assert_eq!(
+        uids.first().map(String::as_str),
+        Some("65534"),
+        "the check: {uids:?}"
+    );
+    medic.stop();
 }
