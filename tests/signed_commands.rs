@@ -95,6 +95,25 @@ cmd = "echo other"
         py_pub = py_pub.display().to_string(),
         marker = marker.display(),
     ));
+    // `medic check` reads the keys, and refuses one that others could swap.
+    let check = site.check();
+    assert!(
+        text(&check.stdout).contains("mqtt.auth: 2 sender key(s), signatures required, ok"),
+        "{}",
+        text(&check.stdout)
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |m| std::fs::set_permissions(&ops_pub, std::fs::Permissions::from_mode(m));
+    mode(0o666).unwrap();
+    let check = site.check();
+    assert!(!check.status.success());
+    assert!(
+        text(&check.stdout).contains("others may write it (mode 0666)"),
+        "{}",
+        text(&check.stdout)
+    );
+    mode(0o644).unwrap();
+
     let medic = site.start();
     medic.expect_log("MQTT: subscribed", WAIT);
     let results = broker.watch("medic/test/result", None);

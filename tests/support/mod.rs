@@ -368,7 +368,24 @@ struct Rlimit {
 
 const RLIMIT_NOFILE: i32 = 7;
 
+/// Raise this (test) process's soft open-files limit to its hard one: a test that opens
+/// thousands of connections must not depend on the shell it was started from.
+pub fn raise_own_open_files() -> u64 {
+    let mut l = Rlimit { cur: 0, max: 0 };
+    // SAFETY: getrlimit/setrlimit read and write the struct we pass, nothing else.
+    unsafe {
+        if libc_getrlimit(RLIMIT_NOFILE, &mut l) == 0 && l.cur < l.max {
+            l.cur = l.max;
+            libc_setrlimit(RLIMIT_NOFILE, &l);
+        }
+        libc_getrlimit(RLIMIT_NOFILE, &mut l);
+    }
+    l.cur
+}
+
 unsafe extern "C" {
+    #[link_name = "getrlimit"]
+    fn libc_getrlimit(resource: i32, limit: *mut Rlimit) -> i32;
     #[link_name = "setrlimit"]
     fn libc_setrlimit(resource: i32, limit: *const Rlimit) -> i32;
     #[link_name = "kill"]

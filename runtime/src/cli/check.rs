@@ -98,6 +98,35 @@ pub fn check(config: &Config) -> anyhow::Result<(String, bool)> {
                 writeln!(out, "mqtt: FAILED: {e:#}")?;
             }
         }
+        // Keys are read now too: a start must not be the first to find one unreadable.
+        let signing =
+            crate::mqtt::signed::Senders::load(&m.auth, m.max_clock_skew).and_then(|_| {
+                m.auth.key_file.as_deref().map_or(Ok(()), |key| {
+                    crate::mqtt::signed::Signer::load(&config.daemon.node, key).map(drop)
+                })
+            });
+        match signing {
+            Ok(()) if m.auth.senders.is_empty() && m.auth.key_file.is_none() => {}
+            Ok(()) => writeln!(
+                out,
+                "mqtt.auth: {} sender key(s){}{} ok",
+                m.auth.senders.len(),
+                if m.auth.key_file.is_some() {
+                    " and this node's key"
+                } else {
+                    ""
+                },
+                if m.auth.require_signed {
+                    ", signatures required,"
+                } else {
+                    ""
+                },
+            )?,
+            Err(e) => {
+                ok = false;
+                writeln!(out, "mqtt.auth: FAILED: {e:#}")?;
+            }
+        }
         for rule in m.grants.keys() {
             if !reports.iter().any(|r| &r.name == rule) {
                 writeln!(
