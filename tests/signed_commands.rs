@@ -234,6 +234,10 @@ cmd = "echo other"
         .find(|r| r["origin"] == "mqtt:ops:5")
         .unwrap();
     assert_eq!(refused["state"], "refused");
+    assert_eq!(
+        (&refused["service"], &refused["command"]),
+        (&"other".into(), &"cmd".into())
+    );
     assert!(
         refused["refusal"]
             .as_str()

@@ -194,7 +194,7 @@ impl Inbound {
     fn on_command(&mut self, p: &Message) {
         let signed = match self.authenticate(p) {
             Ok(signed) => signed,
-            Err(refused) => return self.refuse(refused),
+            Err(refused) => return self.refuse(refused, None),
         };
         let payload = signed.as_ref().map_or(&p.payload[..], |s| &s.request[..]);
         let request = match lcm::parse_request(payload) {
@@ -224,26 +224,28 @@ impl Inbound {
         if let Some(name) = &sender
             && let Some(why) = self.out_of_scope(name, &request.ask)
         {
-            return self.refuse(Refused {
+            let refused = Refused {
                 code: code::OUT_OF_SCOPE,
                 message: why,
                 task_id: Some(request.task_id),
                 sender: Some(name.clone()),
-            });
+            };
+            return self.refuse(refused, Some(&request.ask));
         }
         if let Ask::Run { service, .. } = &request.ask
             && self.local_only.contains(service)
         {
-            return self.refuse(Refused {
+            let refused = Refused {
                 code: code::REFUSED,
                 message: format!(
                     "{service} is a probe run on its schedule; remote commands may run it only \
                      with [probes.{}] remote = true",
                     service.trim_start_matches("probe-")
                 ),
-                task_id: Some(request.task_id),
+                task_id: Some(request.task_id.clone()),
                 sender,
-            });
+            };
+            return self.refuse(refused, Some(&request.ask));
         }
         let key = request.key();
         let now = now_ns();
@@ -358,9 +360,10 @@ impl Inbound {
         }
     }
 
-    /// Answer a request refused before it was read (when it has a task id to answer), log it,
-    /// and record it in the history, naming the sender.
-    fn refuse(&mut self, refused: Refused) {
+    /// Answer a request refused before it ran (when it has a task id to answer), log it, and
+    /// record it in the history, naming the sender and, once the request could be read, what it
+    /// asked for.
+    fn refuse(&mut self, refused: Refused, ask: Option<&Ask>) {
         let Refused {
             code,
             message,
@@ -389,8 +392,16 @@ impl Inbound {
                 },
                 build: None,
                 reason: format!("remote command from {shown_sender}"),
-                service: "mqtt".into(),
-                command: "remote-command".into(),
+                service: match ask {
+                    Some(Ask::Run { service, .. }) => service.clone(),
+                    Some(Ask::ReplaceConfig(_)) => "collectd".into(),
+                    None => "?".into(),
+                },
+                command: match ask {
+                    Some(Ask::Run { command, .. }) => command.clone(),
+                    Some(Ask::ReplaceConfig(_)) => "replace-config".into(),
+                    None => "?".into(),
+                },
                 refusal: Some(message.clone()),
             });
         }
