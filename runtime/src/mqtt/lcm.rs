@@ -241,6 +241,14 @@ pub fn parse_request(payload: &[u8]) -> Result<Request, Invalid> {
     })
 }
 
+/// The `task_id` a request would be answered by, whether or not the request is valid: to
+/// address a refusal.
+pub fn task_id_of(payload: &[u8]) -> Option<Value> {
+    parse_request(payload)
+        .map(|r| Some(r.task_id))
+        .unwrap_or_else(|invalid| invalid.task_id)
+}
+
 /// Find `"task_id": <digits>` in text that is not valid JSON (truncated, a stray comma), so
 /// the sender still gets an error reply instead of waiting for its timeout.
 fn scan_task_id(payload: &[u8]) -> Option<Value> {

@@ -97,6 +97,8 @@ pub struct Signed {
     pub sender: String,
     /// The request's JSON bytes, as signed.
     pub request: Vec<u8>,
+    /// Its `task_id`, to address a refusal of what comes after (nonce, scope).
+    pub task_id: Option<Value>,
     pub nonce: String,
     /// Unix nanoseconds: the nonce is kept until then.
     pub expires_ns: u64,
@@ -147,7 +149,7 @@ pub fn open(payload: &[u8], senders: &Senders, node: &str, now_ns: u64) -> Resul
             sender: None,
         })?;
     // Untrusted until the signature holds: used only to address the refusal.
-    let claimed_task = task_id_of(&request);
+    let claimed_task = crate::mqtt::lcm::task_id_of(&request);
     let sender = shown_sender(&envelope.sender);
     let refuse = |code, message: String| Refused {
         code,
@@ -249,6 +251,7 @@ pub fn open(payload: &[u8], senders: &Senders, node: &str, now_ns: u64) -> Resul
     Ok(Signed {
         sender: envelope.sender,
         request,
+        task_id: claimed_task,
         nonce,
         expires_ns,
     })
@@ -260,13 +263,6 @@ fn shown_sender(name: &str) -> String {
         .take(MAX_SENDER)
         .map(|c| if c.is_control() { '?' } else { c })
         .collect()
-}
-
-/// The `task_id` of a request's JSON, when it has a usable one.
-fn task_id_of(request: &[u8]) -> Option<Value> {
-    crate::mqtt::lcm::parse_request(request)
-        .map(|r| Some(r.task_id))
-        .unwrap_or_else(|invalid| invalid.task_id)
 }
 
 /// A node's own key, for the requests it signs (`run-remote`, `medic send --key`).

@@ -304,9 +304,7 @@ impl Inbound {
                     code: code::UNSIGNED,
                     message: "this node takes only signed commands (mqtt.auth.require_signed)"
                         .into(),
-                    task_id: lcm::parse_request(&p.payload)
-                        .map(|r| Some(r.task_id))
-                        .unwrap_or_else(|invalid| invalid.task_id),
+                    task_id: lcm::task_id_of(&p.payload),
                     sender: None,
                 });
             }
@@ -314,13 +312,10 @@ impl Inbound {
         }
         let now = now_ns();
         let signed = signed::open(&p.payload, &self.senders, &self.node, now)?;
-        let task_id = lcm::parse_request(&signed.request)
-            .map(|r| Some(r.task_id))
-            .unwrap_or_else(|invalid| invalid.task_id);
         let refuse = |code, message: String| Refused {
             code,
             message,
-            task_id: task_id.clone(),
+            task_id: signed.task_id.clone(),
             sender: Some(signed.sender.clone()),
         };
         match self
