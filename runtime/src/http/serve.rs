@@ -88,7 +88,6 @@ pub async fn serve(listener: TcpListener, router: Router, limits: Limits, mut sh
             drop(stream);
             continue;
         };
-        let _ = stream.set_nodelay(true);
         let io = Watched::new(stream);
         let last_activity = io.last.clone();
         let connection = hyper::server::conn::http1::Builder::new()
