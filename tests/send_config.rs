@@ -104,6 +104,26 @@ LoadPlugin network
         Path::new(&format!("/proc/{pid}")).exists().then_some(pid)
     }
 
+    /// A config (written to `file`) whose `<Plugin python>` imports module `module`, which
+    /// appends the Python expression `line` to `seen` each time it is imported: once by the
+    /// check, once by the start.
+    fn python_config(&self, file: &Path, module: &str, line: &str, seen: &Path) {
+        std::fs::write(
+            self.dir.join(format!("{module}.py")),
+            format!(
+                "import os\nwith open({seen:?}, 'a') as f:\n    f.write({line} + '\\n')\n",
+                seen = seen.display().to_string()
+            ),
+        )
+        .unwrap();
+        let plugins = format!(
+            "LoadPlugin load\nLoadPlugin python\n<Plugin python>\n  ModulePath {dir:?}\n  \
+             Import \"{module}\"\n</Plugin>\n",
+            dir = self.dir.display().to_string()
+        );
+        std::fs::write(file, self.config(&plugins)).unwrap();
+    }
+
     /// The `[collectd]` section medic needs, replacements allowed over the test's plain
     /// `mqtt://` broker.
     fn section(&self) -> String {
@@ -446,24 +466,8 @@ fn replacement_is_opt_in_and_leaks_neither_environment_nor_included_files() {
     let medic = site.start_with_env(&[("MEDIC_TEST_SECRET", "env-s3cret")]);
     medic.expect_log("MQTT: subscribed", WAIT);
     let seen = collectd.dir.join("environment.seen");
-    std::fs::write(
-        collectd.dir.join("show_env.py"),
-        format!(
-            "import os\nwith open({seen:?}, 'a') as f:\n    f.write(repr(dict(os.environ)) + '\\n')\n",
-            seen = seen.display().to_string()
-        ),
-    )
-    .unwrap();
     let python = site.path("python.conf");
-    std::fs::write(
-        &python,
-        collectd.config(&format!(
-            "LoadPlugin load\nLoadPlugin python\n<Plugin python>\n  ModulePath {dir:?}\n  \
-             Import \"show_env\"\n</Plugin>\n",
-            dir = collectd.dir.display().to_string()
-        )),
-    )
-    .unwrap();
+    collectd.python_config(&python, "show_env", "repr(dict(os.environ))", &seen);
     let out = send_config(&broker, &python, 3);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let environments = std::fs::read_to_string(&seen).unwrap();
@@ -510,14 +514,6 @@ fn replacement_is_opt_in_and_leaks_neither_environment_nor_included_files() {
     std::fs::create_dir(&uids).unwrap();
     open(&uids, 0o777);
     let seen = uids.join("seen");
-    std::fs::write(
-        collectd.dir.join("show_uid.py"),
-        format!(
-            "import os\nwith open({seen:?}, 'a') as f:\n    f.write(str(os.getuid()) + '\\n')\n",
-            seen = seen.display().to_string()
-        ),
-    )
-    .unwrap();
     configure(
         &site,
         &broker,
@@ -530,15 +526,7 @@ fn replacement_is_opt_in_and_leaks_neither_environment_nor_included_files() {
     let medic = site.start();
     medic.expect_log("MQTT: subscribed", WAIT);
     let as_nobody = site.path("as-nobody.conf");
-    std::fs::write(
-        &as_nobody,
-        collectd.config(&format!(
-            "LoadPlugin load\nLoadPlugin python\n<Plugin python>\n  ModulePath {dir:?}\n  \
-             Import \"show_uid\"\n</Plugin>\n",
-            dir = collectd.dir.display().to_string()
-        )),
-    )
-    .unwrap();
+    collectd.python_config(&as_nobody, "show_uid", "str(os.getuid())", &seen);
     let out = send_config(&broker, &as_nobody, 5);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let uids: Vec<String> = std::fs::read_to_string(&seen)
