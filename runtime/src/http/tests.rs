@@ -207,6 +207,8 @@ async fn a_half_sent_request_is_closed_by_the_header_timeout_token_or_not() {
     }
 }
 
+/// Closed by hyper's header timer, which also runs while a kept-alive connection waits for its
+/// next request (hyper 1.12); the idle watch is not what this exercises.
 #[tokio::test]
 async fn a_kept_alive_connection_left_idle_is_closed() {
     let m = start(None).await;
