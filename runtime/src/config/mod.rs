@@ -69,7 +69,8 @@ pub struct Http {
     /// previous response), token or not: a client that trickles bytes cannot hold a slot.
     #[serde(default = "default_header_timeout", with = "humantime_serde")]
     pub header_timeout: Duration,
-    /// A kept-alive connection with nothing sent or read for this long is closed.
+    /// A connection on which no byte is sent or read for this long is closed: a client that
+    /// stops reading an answer. (Between requests `header_timeout` already applies.)
     #[serde(default = "default_http_idle_timeout", with = "humantime_serde")]
     pub idle_timeout: Duration,
     /// A request still being answered after this long gets 503 and its work is dropped.
