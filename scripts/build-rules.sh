@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Build every rule (examples and test-only ones) for wasm32-wasip2 and collect the components in
-# target/rules/: <name>.wasm, plus counter-v2.wasm (the same rule, another version) for the
+# $CARGO_TARGET_DIR/rules/ (target/rules/ by default): <name>.wasm, plus counter-v2.wasm (the same rule, another version) for the
 # hot-reload tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-out=target/rules
+target="${CARGO_TARGET_DIR:-target}"
+out="$target/rules"
 mkdir -p "$out"
-wasm=target/wasm32-wasip2/wasm-rules
+wasm="$target/wasm32-wasip2/wasm-rules"
 build() { cargo build --quiet --profile wasm-rules --target wasm32-wasip2 "$@"; }
 
 build -p counter --features v2

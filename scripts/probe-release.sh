@@ -12,4 +12,6 @@ tests=("$@")
 [ "${#tests[@]}" -gt 0 ] || tests=(hostile spine mqtt collectd)
 args=()
 for t in "${tests[@]}"; do args+=(--test "$t"); done
-MEDIC_BIN="$PWD/target/release/medic" cargo test -p medic-integration "${args[@]}"
+target="${CARGO_TARGET_DIR:-target}"
+case "$target" in /*) ;; *) target="$PWD/$target" ;; esac
+MEDIC_BIN="$target/release/medic" cargo test -p medic-integration "${args[@]}"

@@ -3,8 +3,9 @@
 //! file lacks its `//!` doc line. ARCHITECTURE.md explains the layers; this keeps them true.
 //!
 //! A module is a file (`engine/worker.rs` is `engine::worker`, `sources/mod.rs` is `sources`).
-//! An import is any `crate::a::b` path (or `super::x` in a folder) outside `#[cfg(test)]` code,
-//! `tests.rs` files and comments: tests may reach anywhere.
+//! An import is any `crate::a::b` or `super::x` path the file's Rust names (parsed with `syn`:
+//! `use` trees with their groups, paths in types and expressions, and paths inside macro calls)
+//! outside `#[cfg(test)]` items and `tests.rs` files: tests may reach anywhere.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -108,23 +109,22 @@ fn read_tree(src: &Path) -> Tree {
     let mut edges = BTreeMap::new();
     for (module, path) in &files {
         let text = std::fs::read_to_string(path).unwrap();
-        let code = code_outside_tests(&text);
-        let parent = module.rsplit_once("::").map_or("", |(p, _)| p).to_string();
+        // `super` in `a/b.rs` (module `a::b`) and in `a/b/mod.rs` (module `a::b` too) is `a`.
+        let parent = module.rsplit_once("::").map_or("", |(p, _)| p);
         let mut to = BTreeSet::new();
-        for (prefix, base) in [("crate::", String::new()), ("super::", parent)] {
-            for path in paths_after(&code, prefix) {
-                let full = if base.is_empty() {
-                    path
-                } else {
-                    format!("{base}::{path}")
-                };
-                if let Some(target) = longest_module(&modules, &full)
-                    && target != *module
-                    && !module.starts_with(&format!("{target}::"))
-                    && !target.is_empty()
-                {
-                    to.insert(target);
-                }
+        for (prefix, imported) in imported_paths(&text, path) {
+            let base = if prefix == "crate::" { "" } else { parent };
+            let full = if base.is_empty() {
+                imported
+            } else {
+                format!("{base}::{imported}")
+            };
+            if let Some(target) = longest_module(&modules, &full)
+                && target != *module
+                && !module.starts_with(&format!("{target}::"))
+                && !target.is_empty()
+            {
+                to.insert(target);
             }
         }
         edges.insert(module.clone(), to);
@@ -132,45 +132,153 @@ fn read_tree(src: &Path) -> Tree {
     Tree { files, edges }
 }
 
-/// The source without `#[cfg(test)]` items (from the first one on, as test modules come
-/// last) and without comments.
-fn code_outside_tests(text: &str) -> String {
-    let text = text.split("#[cfg(test)]").next().unwrap_or("");
-    text.lines()
-        .map(|l| l.split("//").next().unwrap_or(""))
-        .collect::<Vec<_>>()
-        .join("\n")
-}
+/// Every `crate::…` and `super::…` path in `text` outside `#[cfg(test)]` items, as
+/// `(prefix, "a::b::c")` with lower-case segments only (modules, not types).
+fn imported_paths(text: &str, file: &Path) -> Vec<(&'static str, String)> {
+    use syn::visit::Visit;
 
-/// Every `a::b::c` path that follows `prefix` (lower-case segments only: modules, not types).
-fn paths_after(code: &str, prefix: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    for (i, _) in code.match_indices(prefix) {
-        let before = code[..i].chars().next_back();
-        if before.is_some_and(|c| c.is_alphanumeric() || c == '_') {
-            continue;
-        }
-        let rest = &code[i + prefix.len()..];
-        let mut segments = Vec::new();
-        for seg in rest.split("::") {
-            let name: String = seg
-                .chars()
-                .take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_')
+    #[derive(Default)]
+    struct Paths(Vec<(&'static str, String)>);
+
+    impl Paths {
+        fn add(&mut self, segments: &[String]) {
+            let Some((first, rest)) = segments.split_first() else {
+                return;
+            };
+            let prefix = match first.as_str() {
+                "crate" => "crate::",
+                "super" => "super::",
+                _ => return,
+            };
+            let modules: Vec<&str> = rest
+                .iter()
+                .map(String::as_str)
+                .take_while(|s| {
+                    s.chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+                })
                 .collect();
-            if name.is_empty() {
-                break;
-            }
-            let whole = name.len() == seg.len();
-            segments.push(name);
-            if !whole {
-                break;
+            if !modules.is_empty() {
+                self.0.push((prefix, modules.join("::")));
             }
         }
-        if !segments.is_empty() {
-            out.push(segments.join("::"));
+
+        /// `use` trees: `crate::{a::b, c::{d, e}}` is three paths.
+        fn use_tree(&mut self, tree: &syn::UseTree, above: &mut Vec<String>) {
+            match tree {
+                syn::UseTree::Path(p) => {
+                    above.push(p.ident.to_string());
+                    self.use_tree(&p.tree, above);
+                    above.pop();
+                }
+                syn::UseTree::Name(n) => {
+                    above.push(n.ident.to_string());
+                    self.add(above);
+                    above.pop();
+                }
+                syn::UseTree::Rename(r) => {
+                    above.push(r.ident.to_string());
+                    self.add(above);
+                    above.pop();
+                }
+                syn::UseTree::Glob(_) => self.add(above),
+                syn::UseTree::Group(g) => {
+                    for tree in &g.items {
+                        self.use_tree(tree, above);
+                    }
+                }
+            }
+        }
+
+        /// Macro arguments are tokens to `syn`: find `crate :: a :: b` runs in them.
+        fn tokens(&mut self, tokens: proc_macro2::TokenStream) {
+            let tokens: Vec<proc_macro2::TokenTree> = tokens.into_iter().collect();
+            let mut i = 0;
+            while i < tokens.len() {
+                match &tokens[i] {
+                    proc_macro2::TokenTree::Group(g) => self.tokens(g.stream()),
+                    proc_macro2::TokenTree::Ident(id) if id == "crate" || id == "super" => {
+                        let mut segments = vec![id.to_string()];
+                        let mut j = i + 1;
+                        while let (
+                            Some(proc_macro2::TokenTree::Punct(a)),
+                            Some(proc_macro2::TokenTree::Punct(b)),
+                            Some(proc_macro2::TokenTree::Ident(next)),
+                        ) = (tokens.get(j), tokens.get(j + 1), tokens.get(j + 2))
+                        {
+                            if a.as_char() != ':' || b.as_char() != ':' {
+                                break;
+                            }
+                            segments.push(next.to_string());
+                            j += 3;
+                        }
+                        self.add(&segments);
+                        i = j;
+                        continue;
+                    }
+                    _ => {}
+                }
+                i += 1;
+            }
         }
     }
-    out
+
+    fn is_test(attrs: &[syn::Attribute]) -> bool {
+        attrs.iter().any(|a| {
+            a.path().is_ident("cfg")
+                && a.parse_args::<proc_macro2::TokenStream>()
+                    .is_ok_and(|t| t.to_string().split_whitespace().any(|w| w == "test"))
+        })
+    }
+
+    impl<'ast> Visit<'ast> for Paths {
+        fn visit_item(&mut self, item: &'ast syn::Item) {
+            let attrs = match item {
+                syn::Item::Mod(m) => &m.attrs,
+                syn::Item::Fn(f) => &f.attrs,
+                syn::Item::Impl(i) => &i.attrs,
+                syn::Item::Use(u) => &u.attrs,
+                syn::Item::Struct(s) => &s.attrs,
+                syn::Item::Enum(e) => &e.attrs,
+                syn::Item::Const(c) => &c.attrs,
+                syn::Item::Static(s) => &s.attrs,
+                syn::Item::Trait(t) => &t.attrs,
+                syn::Item::Type(t) => &t.attrs,
+                syn::Item::Macro(m) => &m.attrs,
+                _ => return syn::visit::visit_item(self, item),
+            };
+            if !is_test(attrs) {
+                syn::visit::visit_item(self, item);
+            }
+        }
+
+        fn visit_impl_item_fn(&mut self, f: &'ast syn::ImplItemFn) {
+            if !is_test(&f.attrs) {
+                syn::visit::visit_impl_item_fn(self, f);
+            }
+        }
+
+        fn visit_item_use(&mut self, u: &'ast syn::ItemUse) {
+            self.use_tree(&u.tree, &mut Vec::new());
+        }
+
+        fn visit_path(&mut self, path: &'ast syn::Path) {
+            let segments: Vec<String> = path.segments.iter().map(|s| s.ident.to_string()).collect();
+            self.add(&segments);
+            syn::visit::visit_path(self, path);
+        }
+
+        fn visit_macro(&mut self, m: &'ast syn::Macro) {
+            self.tokens(m.tokens.clone());
+            syn::visit::visit_macro(self, m);
+        }
+    }
+
+    let parsed = syn::parse_file(text)
+        .unwrap_or_else(|e| panic!("{}: not Rust that syn parses: {e}", file.display()));
+    let mut paths = Paths::default();
+    paths.visit_file(&parsed);
+    paths.0
 }
 
 fn longest_module(modules: &BTreeSet<String>, path: &str) -> Option<String> {
@@ -339,6 +447,22 @@ fn the_checker_catches_circles_upward_imports_and_missing_docs() {
         "effects/executor.rs",
         "use crate::engine::port::Decision;\n#[cfg(test)]\nmod tests { use crate::engine::worker::X; }\n",
     );
+    // What reading text missed: a grouped import, code after a test module, a path in a macro.
+    write(
+        "effects/grouped.rs",
+        "//! grouped\nuse crate::{event::Model, engine::{port::Decision, registry::Registry}};\n",
+    );
+    write(
+        "effects/after_tests.rs",
+        "//! after tests\n#[cfg(test)]\nmod tests {}\nfn f() { let _ = crate::engine::compiler::compile(); }\n",
+    );
+    write(
+        "effects/in_macro.rs",
+        "//! in a macro\nfn f() { tracing::warn!(\"{}\", crate::engine::series::count()); }\n",
+    );
+    write("engine/registry.rs", "//! registry\n");
+    write("engine/compiler.rs", "//! compiler\n");
+    write("engine/series.rs", "//! series\n");
     let found: Vec<String> = check(src).into_iter().map(|v| v.0).collect();
     let has = |needle: &str| found.iter().any(|f| f.contains(needle));
     assert!(
@@ -354,7 +478,23 @@ fn the_checker_catches_circles_upward_imports_and_missing_docs() {
         has("effects/executor.rs: `effects::executor` does not start with a `//!`"),
         "{found:#?}"
     );
+    assert!(
+        has("`effects::grouped` imports `engine::registry`"),
+        "{found:#?}"
+    );
+    assert!(
+        has("`effects::after_tests` imports `engine::compiler`"),
+        "{found:#?}"
+    );
+    assert!(
+        has("`effects::in_macro` imports `engine::series`"),
+        "{found:#?}"
+    );
     // Effects may use the engine's port, and test code may reach anywhere.
     assert!(!has("`effects::executor` imports"), "{found:#?}");
-    assert_eq!(found.len(), 3, "{found:#?}");
+    assert!(
+        !has("`effects::grouped` imports `engine::port`"),
+        "{found:#?}"
+    );
+    assert_eq!(found.len(), 6, "{found:#?}");
 }

@@ -368,6 +368,46 @@ topics = ["medic/+/command"]
     );
 }
 
+/// mosquitto's own `$SYS` topics reach a rule subscribed to them, and never a rule subscribed
+/// to `#` (MQTT keeps `$` topics from first-level wildcards): medic routes with the same matcher
+/// the rules SDK uses, so what the broker delivers, medic hands on.
+#[test]
+fn a_rule_subscribed_to_sys_topics_gets_the_brokers_own_messages() {
+    let broker = Mosquitto::start(false);
+    let site = Site::new();
+    site.add_rule("counter", "sys");
+    site.add_rule("counter", "everything");
+    site.write_config(&mqtt_config(
+        &site,
+        &broker,
+        r##"
+[rules.config.sys]
+pattern = "none/none/none"
+topics = ["$SYS/broker/version"]
+
+[rules.grants.sys]
+subscribe = ["$SYS/#"]
+
+[rules.config.everything]
+pattern = "none/none/none"
+topics = ["#"]
+
+[rules.grants.everything]
+subscribe = ["#"]
+"##,
+    ));
+    let medic = site.start();
+    // mosquitto keeps `$SYS/broker/version` retained: the subscription alone brings it.
+    medic.expect_log("counter mqtt $SYS/broker/version mosquitto version", WAIT);
+    broker.publish("plain/topic", "x");
+    medic.expect_log("counter mqtt plain/topic x", WAIT);
+    let sys = medic.log_lines_with("counter mqtt $SYS");
+    assert!(
+        sys.iter().all(|l| l.contains(r#"rule="sys""#)),
+        "only the rule that named $SYS gets it: {sys:#?}"
+    );
+}
+
 /// `a` asks `b` (answered), `nobody` (no status: waits `remote_timeout`) and `c`, a medic that
 /// stopped and so left `offline` as its retained status (refused at once).
 #[test]

@@ -71,7 +71,9 @@ fn every_example_rule_replays_its_feed_as_expected_and_the_same_twice() {
         assert_eq!(
             text(&first.stdout),
             text(&second.stdout),
-            "{name}: not deterministic"
+            "{name}: not deterministic ({}; stderr: {})",
+            second.status,
+            text(&second.stderr)
         );
         tested.push(name);
     }
@@ -297,7 +299,7 @@ fn new_rule_writes_a_crate_that_tests_builds_and_replays() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     // A target directory of its own (the outer `cargo test` holds the workspace's), kept
     // between runs so only the first one compiles the SDK's dependencies.
-    let target = workspace().join("target/new-rule-test");
+    let target = medic_integration::target_dir().join("new-rule-test");
     let cargo = |args: &[&str]| {
         let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
             .args(args)

@@ -64,10 +64,19 @@ listen = "{http}"
         "emit refused: sink `archive` is not granted to this rule (rules.grants.rogue.sinks)",
         WAIT,
     );
-    // /status shows the sink's deliveries and the refusal.
-    let (code, body) = medic_integration::http_get(&http, "/status", None);
-    assert_eq!(code, 200, "{body}");
-    let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+    // /status shows the sink's deliveries and the refusal. The count is taken after the write
+    // the file test above waited for: wait for it too.
+    let status = || {
+        let (code, body) = medic_integration::http_get(&http, "/status", None);
+        assert_eq!(code, 200, "{body}");
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()
+    };
+    assert!(
+        wait_until(WAIT, || status()["sinks"][0]["delivered"] == 2),
+        "{}",
+        status()
+    );
+    let status = status();
     let sink = &status["sinks"][0];
     assert_eq!(sink["name"], "archive", "{status}");
     assert_eq!(sink["kind"], "file");

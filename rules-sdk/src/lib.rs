@@ -36,7 +36,8 @@ mod ctx;
 pub mod detect;
 pub mod duration;
 mod host;
-pub mod identifier;
+/// collectd's identifier text, parsed and written by the same code as in the host.
+pub use collectd_codec::identifier;
 pub mod pattern;
 mod runner;
 pub mod testing;

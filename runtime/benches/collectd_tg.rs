@@ -69,7 +69,7 @@ fn shipped_config(site: &Site, udp: u16, http: u16) {
     .unwrap();
     for rule in ["threshold", "memory-free"] {
         std::fs::copy(
-            root.join(format!("target/rules/{rule}.wasm")),
+            medic_integration::rule(rule),
             site.rules_dir().join(format!("{rule}.wasm")),
         )
         .expect("run scripts/build-rules.sh first");

@@ -4,8 +4,8 @@
 
 use std::hint::black_box;
 
+use collectd_codec::network::{Credentials, Item, SecurityLevel, decode};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use medic::sources::collectd::protocol::{Credentials, Item, SecurityLevel, decode};
 
 fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(format!(

@@ -49,8 +49,7 @@ fn free_bytes(i: usize) -> f64 {
 /// The rule compiled by Cranelift (`Tier::Optimized`, what serves once a build is known) or by
 /// Winch (`Tier::Quick`, what serves a new build while Cranelift compiles it).
 fn wasm_instance(series: Arc<SeriesTable>, rule: &str, config: &str, tier: Tier) -> RuleInstance {
-    let path = format!("{}/../target/rules/{rule}.wasm", env!("CARGO_MANIFEST_DIR"));
-    let bytes = std::fs::read(path).expect("run scripts/build-rules.sh first");
+    let bytes = std::fs::read(medic_integration::rule(rule)).unwrap();
     let compiler = Compiler::new(None).unwrap();
     let compiled = match tier {
         Tier::Optimized => compiler.compile(&bytes).unwrap(),

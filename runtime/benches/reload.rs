@@ -27,11 +27,7 @@ fn main() {
     let dir = tempfile::tempdir().unwrap();
     let rules = dir.path().join("rules");
     std::fs::create_dir(&rules).unwrap();
-    let counter = std::fs::read(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../target/rules/counter.wasm"
-    ))
-    .expect("run scripts/build-rules.sh first");
+    let counter = std::fs::read(medic_integration::rule("counter")).unwrap();
     std::fs::write(rules.join("counter.wasm"), &counter).unwrap();
     let config = dir.path().join("medic.toml");
     std::fs::write(

@@ -56,8 +56,7 @@ fn feed() -> String {
 }
 
 fn bench(c: &mut Criterion) {
-    let rule = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/rules/threshold.wasm");
-    assert!(rule.exists(), "run scripts/build-rules.sh first");
+    let rule = medic_integration::rule("threshold");
     let config = Config::parse(CONFIG, Path::new("bench.toml"), Path::new("/")).unwrap();
     let feed = feed();
     let events = STEPS * SERIES as u64;

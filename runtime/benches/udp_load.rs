@@ -41,7 +41,7 @@ fn main() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("rules")).unwrap();
     std::fs::copy(
-        concat!(env!("CARGO_MANIFEST_DIR"), "/../target/rules/counter.wasm"),
+        medic_integration::rule("counter"),
         dir.path().join("rules/counter.wasm"),
     )
     .expect("run scripts/build-rules.sh first");

@@ -2,147 +2,20 @@
 //! notifications, MQTT messages), what the engine consumes, and what comes back from an effect
 //! (command results), with the clock they are stamped by.
 //!
-//! Invariant: this file imports nothing of medic (the rules SDK's pure identifier parser is the
-//! contract, not medic). It sits at the bottom of the house, so any
+//! Invariant: this file imports nothing of medic (collectd's model comes from `collectd_codec`,
+//! which knows nothing of medic). It sits at the bottom of the house, so any
 //! module may use it and it can never be part of an import circle.
 
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// Longest identifier part collectd handles (`DATA_MAX_NAME_LEN`, 128 bytes with its NUL).
-pub const MAX_NAME_LEN: usize = 127;
-/// Longest notification message collectd handles (`NOTIF_MAX_MSG_LEN`, 256 with its NUL).
-pub const MAX_MESSAGE_LEN: usize = 255;
-/// Most values one value list may carry. collectd's largest types have a handful of data
-/// sources; a list claiming more is refused rather than allocated.
-pub const MAX_VALUES: usize = 128;
-
-/// collectd's series identifier. Empty instance strings mean "not set".
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
-pub struct Identifier {
-    pub host: String,
-    pub plugin: String,
-    pub plugin_instance: String,
-    pub type_: String,
-    pub type_instance: String,
-}
-
-impl Identifier {
-    /// Parse `host/plugin[-instance]/type[-instance]`, with the rules SDK's parser (one parser
-    /// for host and rules).
-    pub fn parse(text: &str) -> Option<Self> {
-        let p = medic_rules::identifier::split(text)?;
-        Some(Self {
-            host: p.host.into(),
-            plugin: p.plugin.into(),
-            plugin_instance: p.plugin_instance.into(),
-            type_: p.type_.into(),
-            type_instance: p.type_instance.into(),
-        })
-    }
-}
-
-impl Identifier {
-    /// The first part longer than collectd allows ([`MAX_NAME_LEN`]), as `(name, length)`.
-    pub fn too_long(&self) -> Option<(&'static str, usize)> {
-        [
-            ("host", &self.host),
-            ("plugin", &self.plugin),
-            ("plugin instance", &self.plugin_instance),
-            ("type", &self.type_),
-            ("type instance", &self.type_instance),
-        ]
-        .into_iter()
-        .find(|(_, part)| part.len() > MAX_NAME_LEN)
-        .map(|(name, part)| (name, part.len()))
-    }
-}
-
-impl fmt::Display for Identifier {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        medic_rules::identifier::write(
-            f,
-            medic_rules::identifier::Parts {
-                host: &self.host,
-                plugin: &self.plugin,
-                plugin_instance: &self.plugin_instance,
-                type_: &self.type_,
-                type_instance: &self.type_instance,
-            },
-        )
-    }
-}
-
-/// A data-source type, as in types.db.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DsType {
-    Gauge,
-    Derive,
-    Counter,
-    Absolute,
-}
-
-/// The latest value of every live series, as collectd's cache keeps it: what `GETVAL` and
-/// `LISTVAL` on the PUTVAL socket answer from. The engine's series table implements it; a
-/// source sees only this.
-pub trait LatestValues: Send + Sync {
-    /// Each data source's name and value for the series named `identifier` exactly
-    /// (`host/plugin[-inst]/type[-inst]`): a gauge as it is, a counter, derive or absolute as
-    /// its per-second rate (NaN until there is one). `None` when there is no such series.
-    fn getval(&self, identifier: &str) -> Option<Vec<(String, f64)>>;
-    /// Every series with the time of its latest value, sorted by identifier.
-    fn listval(&self) -> Vec<(u64, String)>;
-}
-
-/// One raw value.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Sample {
-    Gauge(f64),
-    Derive(i64),
-    Counter(u64),
-    Absolute(u64),
-}
-
-impl Sample {
-    pub fn ds_type(&self) -> DsType {
-        match self {
-            Sample::Gauge(_) => DsType::Gauge,
-            Sample::Derive(_) => DsType::Derive,
-            Sample::Counter(_) => DsType::Counter,
-            Sample::Absolute(_) => DsType::Absolute,
-        }
-    }
-}
-
-/// One value list: one identifier, one time, one value per data source.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ValueList {
-    pub identifier: Identifier,
-    /// Nanoseconds since the Unix epoch.
-    pub time: u64,
-    /// Nanoseconds.
-    pub interval: u64,
-    pub samples: Vec<Sample>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Severity {
-    Failure,
-    Warning,
-    Okay,
-}
-
-impl Severity {
-    /// collectd's lower-case name, as in the history and MQTT notifications.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Severity::Failure => "failure",
-            Severity::Warning => "warning",
-            Severity::Okay => "okay",
-        }
-    }
-}
+pub use collectd_codec::text::LatestValues;
+/// collectd's model (identifiers, value lists, notifications, limits), as its codecs give it.
+pub use collectd_codec::{
+    DsType, Identifier, MAX_MESSAGE_LEN, MAX_NAME_LEN, MAX_VALUES, Notification, Sample, Severity,
+    ValueList, secs_to_ns,
+};
 
 /// Where a rule's notification says it comes from, when the rule names it (it stands in for a
 /// collectd plugin); otherwise plugin `medic`, plugin instance the rule. The host is always
@@ -171,14 +44,6 @@ impl fmt::Display for NotifySource {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
-pub struct Notification {
-    pub severity: Severity,
-    pub time: u64,
-    pub message: String,
-    pub identifier: Identifier,
-}
-
 /// A message on an MQTT topic some rule subscribed to.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MqttMessage {
@@ -194,20 +59,19 @@ pub enum Ingested {
     Mqtt(MqttMessage),
 }
 
+impl From<collectd_codec::Record> for Ingested {
+    fn from(record: collectd_codec::Record) -> Self {
+        match record {
+            collectd_codec::Record::Values(v) => Ingested::Values(v),
+            collectd_codec::Record::Notification(n) => Ingested::Notification(n),
+        }
+    }
+}
+
 pub fn now_ns() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64)
-}
-
-/// Seconds (as collectd writes them) to nanoseconds; `None` for negative or absurd values.
-pub fn secs_to_ns(secs: f64) -> Option<u64> {
-    // Whole seconds and the fraction apart: `secs * 1e9` would round today's times to 256 ns
-    // (`1764500430.25` would become `…430.249999872`).
-    (0.0..1.8e10).contains(&secs).then(|| {
-        let whole = secs.trunc();
-        whole as u64 * 1_000_000_000 + ((secs - whole) * 1e9).round() as u64
-    })
 }
 
 /// Action ids: unique across restarts without persistence, by starting from the clock. Every

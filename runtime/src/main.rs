@@ -83,7 +83,7 @@ enum Command {
     /// Decode collectd network-protocol datagrams (one raw datagram per file, or live with
     /// --listen) and print one JSON object per value list or notification.
     Decode {
-        #[arg(long, value_enum, default_value_t = SecurityLevel::None)]
+        #[arg(long, default_value = "none", value_parser = security_level())]
         security_level: SecurityLevel,
         /// collectd AuthFile (`user: password` lines), for signed and encrypted data.
         #[arg(long)]
@@ -131,7 +131,7 @@ enum Command {
         #[arg(long, allow_negative_numbers = true)]
         assume_exit: Option<i32>,
         /// For a directory of datagrams: the security level they were sent with.
-        #[arg(long, value_enum, default_value_t = SecurityLevel::None)]
+        #[arg(long, default_value = "none", value_parser = security_level())]
         security_level: SecurityLevel,
         /// For a directory of datagrams: collectd's AuthFile, to read encrypted ones.
         #[arg(long)]
@@ -584,6 +584,14 @@ fn decode_command(
         Ok(false) => ExitCode::FAILURE,
         Err(e) => fail(format!("{e:#}")),
     }
+}
+
+/// `--security-level`, spelled as in collectd's config, with the choices in `--help`.
+fn security_level() -> impl clap::builder::TypedValueParser<Value = SecurityLevel> {
+    use clap::builder::TypedValueParser;
+    let names = SecurityLevel::ALL.map(SecurityLevel::as_str);
+    clap::builder::PossibleValuesParser::new(names)
+        .map(|name| name.parse().expect("one of the possible values"))
 }
 
 fn fail(message: impl std::fmt::Display) -> ExitCode {

@@ -18,10 +18,14 @@ pub fn workspace() -> PathBuf {
         .to_path_buf()
 }
 
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace().join("target"))
+/// Cargo's target directory: `CARGO_TARGET_DIR` (relative to the workspace, where the scripts
+/// run cargo) or `target/`.
+pub fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from) {
+        Some(dir) if dir.is_absolute() => dir,
+        Some(dir) => workspace().join(dir),
+        None => workspace().join("target"),
+    }
 }
 
 /// The medic binary under test (`MEDIC_BIN`, or target/debug/medic).

@@ -2,7 +2,7 @@
 //! Any bytes, at every security level: the decoder must return, never panic or hang.
 
 use libfuzzer_sys::fuzz_target;
-use medic::sources::collectd::protocol::{Credentials, SecurityLevel, decode, to_ingested};
+use collectd_codec::network::{Credentials, SecurityLevel, decode};
 
 fuzz_target!(|data: &[u8]| {
     let mut creds = Credentials::default();
@@ -15,7 +15,7 @@ fuzz_target!(|data: &[u8]| {
         let mut out = Vec::new();
         let _ = decode(data, level, &creds, &mut out);
         for d in out {
-            let _ = to_ingested(d.item, 0);
+            let _ = d.item.into_record(0);
         }
     }
 });

@@ -4,8 +4,8 @@
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use medic::sources::putval::{parse_line, success_reply};
-use medic::types_db::TypesDb;
+use collectd_codec::text::{parse_line, success_reply};
+use collectd_codec::types_db::TypesDb;
 
 fn types() -> &'static TypesDb {
     static TYPES: OnceLock<TypesDb> = OnceLock::new();

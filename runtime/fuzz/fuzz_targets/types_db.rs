@@ -2,7 +2,7 @@
 //! Any types.db text: types taken or lines reported, never a panic.
 
 use libfuzzer_sys::fuzz_target;
-use medic::types_db::TypesDb;
+use collectd_codec::types_db::TypesDb;
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);

@@ -9,11 +9,9 @@ use serde_json::{Value as Json, json};
 
 use crate::event::Identifier;
 use crate::replay::feed;
-use crate::sources::collectd::protocol::{
-    Credentials, Decoded, Item, SecurityLevel, cdtime_to_ns, decode,
-};
 use crate::sources::collectd::udp::AuthFile;
 use crate::types_db::TypesDb;
+use collectd_codec::network::{Credentials, Decoded, Item, SecurityLevel, cdtime_to_ns, decode};
 
 pub struct Options {
     pub level: SecurityLevel,
@@ -25,7 +23,7 @@ pub struct Options {
 /// reason goes to stderr, naming the file.
 pub fn files(options: &Options, files: &[PathBuf]) -> anyhow::Result<bool> {
     let credentials = credentials(options.auth_file.as_deref())?;
-    let types = TypesDb::load(&options.types_db);
+    let types = crate::types_db::load(&options.types_db);
     let mut ok = true;
     let mut out = std::io::stdout().lock();
     for file in files {
@@ -56,7 +54,7 @@ pub async fn listen(options: &Options, addr: SocketAddr) -> anyhow::Result<()> {
     socket.set_nonblocking(true)?;
     let socket = tokio::net::UdpSocket::from_std(socket)?;
     let mut auth = AuthFile::load(options.auth_file.as_deref())?;
-    let types = TypesDb::load(&options.types_db);
+    let types = crate::types_db::load(&options.types_db);
     eprintln!("listening on {}", socket.local_addr()?);
     let mut buf = vec![0u8; 65_536];
     loop {

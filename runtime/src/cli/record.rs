@@ -47,7 +47,7 @@ pub async fn record(o: &Options, stop: impl Future<Output = ()>) -> anyhow::Resu
         .with_context(|| format!("cannot open {}", o.out.display()))?;
     let mut out = std::io::BufWriter::new(file);
 
-    let types = Arc::new(TypesDb::load(&config.ingest.types_db));
+    let types = Arc::new(crate::types_db::load(&config.ingest.types_db));
     let (ingest, mut events) = mpsc::channel::<Ingested>(65_536);
     let (mut trigger, shutdown) = crate::shutdown::channel();
     let mut sources = Vec::new();

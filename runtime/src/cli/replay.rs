@@ -11,8 +11,8 @@ use anyhow::Context;
 use crate::config::Config;
 use crate::replay::feed::{self, Entry, FeedError};
 use crate::replay::{Replay, Summary, expect};
-use crate::sources::collectd::protocol::SecurityLevel;
 use crate::sources::collectd::udp::AuthFile;
+use collectd_codec::network::SecurityLevel;
 
 pub struct Options {
     pub config: PathBuf,

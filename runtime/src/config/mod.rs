@@ -291,17 +291,7 @@ fn default_network_listen() -> Vec<std::net::SocketAddr> {
 }
 
 /// What the network receiver accepts, as collectd's `SecurityLevel`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum SecurityLevel {
-    /// Plain and signed data (signatures unchecked); encrypted data is dropped.
-    #[default]
-    None,
-    /// Signed (verified) and encrypted data; plain data is refused.
-    Sign,
-    /// Encrypted data only.
-    Encrypt,
-}
+pub use collectd_codec::network::SecurityLevel;
 
 /// A unix socket speaking collectd's text protocol (PUTVAL, PUTNOTIF).
 #[derive(Debug, Clone, PartialEq, Deserialize)]

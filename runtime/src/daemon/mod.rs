@@ -55,7 +55,6 @@ use crate::shutdown::{self, Shutdown};
 use crate::sources::putval::PutvalServer;
 use crate::store::Store;
 use crate::store::history::{History, Retention};
-use crate::types_db::TypesDb;
 
 /// Values waiting for the dispatcher. Sources that can wait (PUTVAL clients) are slowed down
 /// when it is full; the dispatcher itself never waits on a rule.
@@ -180,7 +179,7 @@ async fn start(config: Arc<Config>, shutdown: Shutdown) -> anyhow::Result<Runnin
             1024
         }
     };
-    let types = Arc::new(TypesDb::load(&config.ingest.types_db));
+    let types = Arc::new(crate::types_db::load(&config.ingest.types_db));
     let store = Store::open(&config.state_db())?;
     match store.history_interrupt_running() {
         Ok(0) => {}

@@ -261,7 +261,7 @@ pub fn publish_refusal(
 ) -> Option<String> {
     let granted = || {
         let filters = grants.get(rule);
-        filters.is_some_and(|f| f.iter().any(|f| rumqttc::matches(topic, f)))
+        filters.is_some_and(|f| f.iter().any(|f| medic_rules::topic_matches(f, topic)))
     };
     if topic.is_empty() || !rumqttc::valid_topic(topic) {
         Some("not a valid topic name".to_string())
@@ -275,9 +275,7 @@ pub fn publish_refusal(
 }
 
 fn valid_node(node: &str) -> bool {
-    !node.is_empty()
-        && node.len() <= crate::mqtt::lcm::MAX_FIELD_LEN
-        && !node.contains(['/', '+', '#', '\0'])
+    !node.is_empty() && node.len() <= lcm::MAX_FIELD_LEN && !node.contains(['/', '+', '#', '\0'])
 }
 
 #[cfg(test)]

@@ -44,7 +44,7 @@ impl Presence {
         let Some((filter, at)) = &self.filter else {
             return false;
         };
-        if !rumqttc::matches(topic, filter) {
+        if !medic_rules::topic_matches(filter, topic) {
             return false;
         }
         let Some(node) = topic.split('/').nth(*at) else {

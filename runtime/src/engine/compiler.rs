@@ -314,7 +314,7 @@ impl Compiler {
 }
 
 /// `<name>.cwasm.sha256`, beside the cached build.
-fn digest_path(path: &Path) -> std::path::PathBuf {
+fn digest_path(path: &Path) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
     name.push(".sha256");
     name.into()

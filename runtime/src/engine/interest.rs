@@ -51,7 +51,7 @@ impl Interest {
 
     pub fn wants_topic(&self, topic: &str) -> bool {
         let filters = &self.subscription.info.topics;
-        filters.iter().any(|f| rumqttc::matches(topic, f))
+        filters.iter().any(|f| medic_rules::topic_matches(f, topic))
     }
 
     /// Forget what was known of expired slots: the next series in a slot is matched afresh.

@@ -297,7 +297,7 @@ enum Polled {
 
 /// The two rumqttc event loops (3.1.1 and 5), seen the same way, so one loop drives both.
 trait EventLoop: Send + 'static {
-    fn next(&mut self) -> impl std::future::Future<Output = Polled> + Send;
+    fn next(&mut self) -> impl Future<Output = Polled> + Send;
     /// Re-arm packet id `pkid` with a placeholder QoS 2 publish, never acknowledged.
     fn rearm(&mut self, pkid: u16);
 }

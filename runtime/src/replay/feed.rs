@@ -22,8 +22,8 @@ use crate::event::{
     DsType, Identifier, Ingested, MqttMessage, Notification, Sample, Severity, ValueList,
     secs_to_ns,
 };
-use crate::sources::collectd::protocol::{self, Credentials, SecurityLevel};
 use crate::types_db::TypesDb;
+use collectd_codec::network::{self, Credentials, SecurityLevel};
 
 /// One line of a feed: an event, or only a time.
 #[derive(Debug, Clone, PartialEq)]
@@ -363,10 +363,14 @@ pub fn read_captures(
     for file in &files {
         let bytes = std::fs::read(file).map_err(|e| error(file, format!("cannot read: {e}")))?;
         let mut decoded = Vec::new();
-        protocol::decode(&bytes, level, credentials, &mut decoded)
+        network::decode(&bytes, level, credentials, &mut decoded)
             .map_err(|e| error(file, e.to_string()))?;
         for d in decoded {
-            let event = protocol::to_ingested(d.item, last).map_err(|why| error(file, why))?;
+            let event = d
+                .item
+                .into_record(last)
+                .map(Ingested::from)
+                .map_err(|why| error(file, why))?;
             let time_ns = match &event {
                 Ingested::Values(vl) => vl.time,
                 Ingested::Notification(n) => n.time,

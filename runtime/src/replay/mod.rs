@@ -36,7 +36,6 @@ use crate::engine::rule::{HostParts, RuleSpec, StartError, rule_config};
 use crate::engine::series::{SeriesLimits, SeriesTable};
 use crate::event::Ingested;
 use crate::store::Store;
-use crate::types_db::TypesDb;
 use feed::Entry;
 
 /// One line of a replay's output: an action a rule took, or a fault.
@@ -169,6 +168,21 @@ pub struct Replay {
     _compiler: Compiler,
 }
 
+/// The least wall time a replayed call gets. The daemon's `call_timeout` (50 ms by default)
+/// measures wall time, which a loaded CI machine can take from a call before it has done
+/// anything: a replay's verdict must not depend on that. A rule that loops forever is still
+/// reported (as a `deadline` fault), only later.
+const REPLAY_MIN_CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The service's limits, with at least [`REPLAY_MIN_CALL_TIMEOUT`] per call.
+fn replay_limits(rules: &crate::config::Rules) -> Limits {
+    let limits = Limits::from_config(rules);
+    Limits {
+        call_timeout: limits.call_timeout.max(REPLAY_MIN_CALL_TIMEOUT),
+        ..limits
+    }
+}
+
 /// Timer events at one virtual instant before a re-armed timer is dropped.
 const TIMERS_PER_INSTANT: usize = 1000;
 
@@ -189,7 +203,7 @@ impl Replay {
             vec![rules.to_path_buf()]
         };
         anyhow::ensure!(!files.is_empty(), "no .wasm rules in {}", rules.display());
-        let types = Arc::new(TypesDb::load(&config.ingest.types_db));
+        let types = Arc::new(crate::types_db::load(&config.ingest.types_db));
         let limits = SeriesLimits {
             max_series: config.ingest.max_series,
             max_future_intervals: config.ingest.max_future_intervals,
@@ -201,7 +215,7 @@ impl Replay {
             held: Default::default(),
             series: Arc::new(SeriesTable::with_limits(types, limits)),
             clock: Clock::Virtual(clock.clone()),
-            limits: Limits::from_config(&config.rules),
+            limits: replay_limits(&config.rules),
             history: None,
         };
         let mut specs = Vec::new();

@@ -1,7 +1,7 @@
-//! collectd's network plugin: the binary protocol (`protocol`) and the UDP receiver: the socket
-//! (`socket`), the thread that drains it (`reader`) and the decoding stage (`udp`).
+//! collectd's network plugin: the UDP receiver, with the socket (`socket`), the thread that
+//! drains it (`reader`) and the decoding stage (`udp`, the binary protocol being
+//! `collectd_codec::network`'s).
 
-pub mod protocol;
 mod reader;
 pub(crate) mod socket;
 pub(crate) mod udp;

@@ -11,7 +11,6 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::Context;
 use tokio::sync::mpsc;
 
-use super::protocol::{Credentials, DecodeError, Decoded, SecurityLevel, decode, to_ingested};
 use super::reader::{self, Datagrams, InFlight};
 use super::socket::bind;
 use crate::config::Network as NetworkConfig;
@@ -19,6 +18,7 @@ use crate::event::{Ingested, now_ns};
 use crate::logging::{RateLimited, RateLimitedByKind, Untrusted};
 use crate::metrics::{SourceCounters, metrics};
 use crate::shutdown::Shutdown;
+use collectd_codec::network::{Credentials, DecodeError, Decoded, SecurityLevel, decode};
 
 /// Refusal reasons of this source (decode errors, and parts that decode but make no value).
 pub const REFUSAL_REASONS: &[&str] = &[
@@ -180,7 +180,7 @@ impl Decoder {
         let now = now_ns();
         let mut open = true;
         for d in decoded.drain(..) {
-            match to_ingested(d.item, now) {
+            match d.item.into_record(now).map(Ingested::from) {
                 Ok(item) => {
                     let counter = match &item {
                         Ingested::Values(_) => &self.counters.values,

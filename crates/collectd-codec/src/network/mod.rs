@@ -14,7 +14,10 @@ use ofb::cipher::{KeyIvInit, StreamCipher};
 use sha1::Sha1;
 use sha2::{Digest, Sha256};
 
-use crate::event::{MAX_MESSAGE_LEN, MAX_NAME_LEN, MAX_VALUES, Sample};
+use crate::{
+    Identifier, MAX_MESSAGE_LEN, MAX_NAME_LEN, MAX_VALUES, Notification, Record, Sample, Severity,
+    ValueList,
+};
 
 const HOST: u16 = 0x0000;
 const TIME: u16 = 0x0001;
@@ -31,7 +34,49 @@ const SEVERITY: u16 = 0x0101;
 const SIGN_SHA256: u16 = 0x0200;
 const ENCR_AES256: u16 = 0x0210;
 
-pub use crate::config::SecurityLevel;
+/// What a receiver accepts, as collectd's `SecurityLevel` option of the network plugin.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "lowercase"))]
+pub enum SecurityLevel {
+    /// Plain and signed data (signatures unchecked); encrypted data is dropped.
+    #[default]
+    None,
+    /// Signed (verified) and encrypted data; plain data is refused.
+    Sign,
+    /// Encrypted data only.
+    Encrypt,
+}
+
+impl SecurityLevel {
+    /// Every level, in collectd's order.
+    pub const ALL: [SecurityLevel; 3] = [
+        SecurityLevel::None,
+        SecurityLevel::Sign,
+        SecurityLevel::Encrypt,
+    ];
+
+    /// collectd's spelling: `none`, `sign`, `encrypt`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SecurityLevel::None => "none",
+            SecurityLevel::Sign => "sign",
+            SecurityLevel::Encrypt => "encrypt",
+        }
+    }
+}
+
+impl std::str::FromStr for SecurityLevel {
+    type Err = String;
+
+    /// collectd's spelling, in any case.
+    fn from_str(text: &str) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|level| level.as_str().eq_ignore_ascii_case(text))
+            .ok_or_else(|| format!("`{text}` is not a security level (none, sign, encrypt)"))
+    }
+}
 
 /// How a decoded item arrived.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -453,59 +498,57 @@ pub fn cdtime_to_ns(t: u64) -> u64 {
     ((t as u128 * 1_000_000_000) >> 30).min(u64::MAX as u128) as u64
 }
 
-/// Into the engine's model. A notification with a severity collectd does not define is refused.
-pub fn to_ingested(item: Item, now: u64) -> Result<crate::event::Ingested, String> {
-    use crate::event::{Identifier, Ingested, Notification, Severity, ValueList};
-    let (fields, rest) = match item {
-        Item::Values { fields, samples } => (fields, Ok(samples)),
-        Item::Notification {
-            fields,
-            severity,
-            message,
-        } => (fields, Err((severity, message))),
-    };
-    let time = if fields.time_hr == 0 {
-        now
-    } else {
-        cdtime_to_ns(fields.time_hr)
-    };
-    let identifier = Identifier {
-        host: fields.host,
-        plugin: fields.plugin,
-        plugin_instance: fields.plugin_instance,
-        type_: fields.type_,
-        type_instance: fields.type_instance,
-    };
-    match rest {
-        Ok(samples) => {
-            if identifier.host.is_empty()
-                || identifier.plugin.is_empty()
-                || identifier.type_.is_empty()
-            {
-                return Err(format!(
-                    "value list without host, plugin or type: `{identifier}`"
-                ));
-            }
-            Ok(Ingested::Values(ValueList {
-                identifier,
-                time,
-                interval: cdtime_to_ns(fields.interval_hr),
-                samples,
-            }))
-        }
-        Err((severity, message)) => {
-            let severity = match severity {
-                1 => Severity::Failure,
-                2 => Severity::Warning,
-                4 => Severity::Okay,
-                other => return Err(format!("notification with unknown severity {other}")),
-            };
-            Ok(Ingested::Notification(Notification {
+impl Item {
+    /// Into the data model: a value list needs a host, plugin and type; a notification a
+    /// severity collectd defines. `now_ns` stands in for a time the datagram did not carry.
+    pub fn into_record(self, now_ns: u64) -> Result<Record, String> {
+        let (fields, rest) = match self {
+            Item::Values { fields, samples } => (fields, Ok(samples)),
+            Item::Notification {
+                fields,
                 severity,
-                time,
                 message,
-                identifier,
-            }))
+            } => (fields, Err((severity, message))),
+        };
+        let time = if fields.time_hr == 0 {
+            now_ns
+        } else {
+            cdtime_to_ns(fields.time_hr)
+        };
+        let identifier = Identifier {
+            host: fields.host,
+            plugin: fields.plugin,
+            plugin_instance: fields.plugin_instance,
+            type_: fields.type_,
+            type_instance: fields.type_instance,
+        };
+        match rest {
+            Ok(samples) => {
+                if identifier.host.is_empty()
+                    || identifier.plugin.is_empty()
+                    || identifier.type_.is_empty()
+                {
+                    return Err(format!(
+                        "value list without host, plugin or type: `{identifier}`"
+                    ));
+                }
+                Ok(Record::Values(ValueList {
+                    identifier,
+                    time,
+                    interval: cdtime_to_ns(fields.interval_hr),
+                    samples,
+                }))
+            }
+            Err((severity, message)) => {
+                let severity = Severity::from_code(severity)
+                    .ok_or_else(|| format!("notification with unknown severity {severity}"))?;
+                Ok(Record::Notification(Notification {
+                    severity,
+                    time,
+                    message,
+                    identifier,
+                }))
+            }
         }
     }
 }

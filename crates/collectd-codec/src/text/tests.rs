@@ -1,4 +1,4 @@
-//! Unit tests of `putval`.
+//! Unit tests of `text`.
 
 use super::*;
 

@@ -1,10 +1,22 @@
-//! collectd's query commands on the PUTVAL socket — `GETVAL`, `LISTVAL`, `FLUSH` — answered from
-//! medic's series table with collectd 5.12's replies, byte for byte, so `collectdctl` and
-//! `collectd-nagios` work against medic as against collectd (formats and messages from
-//! collectd's `src/utils/cmds/{getval,listval,flush}.c`).
+//! collectd's query commands on the unixsock socket — `GETVAL`, `LISTVAL`, `FLUSH` — answered
+//! from the caller's latest values ([`LatestValues`]) with collectd 5.12's replies, byte for
+//! byte, so `collectdctl` and `collectd-nagios` work against a program that serves them as
+//! against collectd (formats and messages from collectd's
+//! `src/utils/cmds/{getval,listval,flush}.c`).
 
-use crate::event::{Identifier, LatestValues};
+use crate::Identifier;
 use crate::types_db::TypesDb;
+
+/// The latest value of every live series, as collectd's cache keeps it: what `GETVAL` and
+/// `LISTVAL` answer from.
+pub trait LatestValues: Send + Sync {
+    /// Each data source's name and value for the series named `identifier` exactly
+    /// (`host/plugin[-inst]/type[-inst]`): a gauge as it is, a counter, derive or absolute as
+    /// its per-second rate (NaN until there is one). `None` when there is no such series.
+    fn getval(&self, identifier: &str) -> Option<Vec<(String, f64)>>;
+    /// Every series with the time of its latest value, sorted by identifier.
+    fn listval(&self) -> Vec<(u64, String)>;
+}
 
 /// A query line, parsed.
 #[derive(Debug, PartialEq)]
