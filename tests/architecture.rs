@@ -135,7 +135,7 @@ fn read_tree(src: &Path) -> Tree {
 /// Every `crate::…` and `super::…` path in `text` outside `#[cfg(test)]` items, as
 /// `(prefix, "a::b::c")` with lower-case segments only (modules, not types).
 fn imported_paths(text: &str, file: &Path) -> Vec<(&'static str, String)> {
-    use syn::visit::Visit;
+    use syn::visit_mut::VisitMut;
 
     #[derive(Default)]
     struct Paths(Vec<(&'static str, String)>);
@@ -231,8 +231,8 @@ fn imported_paths(text: &str, file: &Path) -> Vec<(&'static str, String)> {
         })
     }
 
-    impl<'ast> Visit<'ast> for Paths {
-        fn visit_item(&mut self, item: &'ast syn::Item) {
+    impl VisitMut for Paths {
+        fn visit_item_mut(&mut self, item: &mut syn::Item) {
             let attrs = match item {
                 syn::Item::Mod(m) => &m.attrs,
                 syn::Item::Fn(f) => &f.attrs,
@@ -245,39 +245,40 @@ fn imported_paths(text: &str, file: &Path) -> Vec<(&'static str, String)> {
                 syn::Item::Trait(t) => &t.attrs,
                 syn::Item::Type(t) => &t.attrs,
                 syn::Item::Macro(m) => &m.attrs,
-                _ => return syn::visit::visit_item(self, item),
+                _ => return syn::visit_mut::visit_item_mut(self, item),
             };
             if !is_test(attrs) {
-                syn::visit::visit_item(self, item);
+                syn::visit_mut::visit_item_mut(self, item);
             }
         }
 
-        fn visit_impl_item_fn(&mut self, f: &'ast syn::ImplItemFn) {
+        fn visit_impl_item_fn_mut(&mut self, f: &mut syn::ImplItemFn) {
             if !is_test(&f.attrs) {
-                syn::visit::visit_impl_item_fn(self, f);
+                syn::visit_mut::visit_impl_item_fn_mut(self, f);
             }
         }
 
-        fn visit_item_use(&mut self, u: &'ast syn::ItemUse) {
+        fn visit_item_use_mut(&mut self, u: &mut syn::ItemUse) {
             self.use_tree(&u.tree, &mut Vec::new());
         }
 
-        fn visit_path(&mut self, path: &'ast syn::Path) {
+        fn visit_path_mut(&mut self, path: &mut syn::Path) {
             let segments: Vec<String> = path.segments.iter().map(|s| s.ident.to_string()).collect();
             self.add(&segments);
-            syn::visit::visit_path(self, path);
+            syn::visit_mut::visit_path_mut(self, path);
         }
 
-        fn visit_macro(&mut self, m: &'ast syn::Macro) {
+        fn visit_macro_mut(&mut self, m: &mut syn::Macro) {
             self.tokens(m.tokens.clone());
-            syn::visit::visit_macro(self, m);
+            syn::visit_mut::visit_macro_mut(self, m);
         }
     }
 
-    let parsed = syn::parse_file(text)
+    // `VisitMut` only because the daemon's build enables that feature of syn (see Cargo.toml).
+    let mut parsed = syn::parse_file(text)
         .unwrap_or_else(|e| panic!("{}: not Rust that syn parses: {e}", file.display()));
     let mut paths = Paths::default();
-    paths.visit_file(&parsed);
+    paths.visit_file_mut(&mut parsed);
     paths.0
 }
 

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use medic::cli::decode;
-use medic::config::{Config, SecurityLevel};
+use medic::config::{Config, MqttProtocol, SecurityLevel};
 use medic::logging::{self, LogFormat};
 
 #[derive(Parser)]
@@ -221,8 +221,8 @@ struct BrokerArgs {
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u8).range(0..=2))]
     qos: u8,
     /// MQTT protocol version: 3.1.1 or 5.
-    #[arg(long, default_value = "3.1.1", value_parser = ["3.1.1", "5"])]
-    protocol: String,
+    #[arg(long, value_enum, default_value_t = MqttProtocol::V311)]
+    protocol: MqttProtocol,
     /// How long to wait for the result.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     timeout: std::time::Duration,
@@ -528,11 +528,7 @@ fn send_command(
         topic: topic_for(&a.topic, "command"),
         result_topic: topic_for(&a.result_topic, "result"),
         qos: a.qos,
-        protocol: if a.protocol == "5" {
-            medic::config::MqttProtocol::V5
-        } else {
-            medic::config::MqttProtocol::V311
-        },
+        protocol: a.protocol,
         timeout: a.timeout,
         task_id,
         payload,

@@ -301,13 +301,31 @@ impl Medic {
             .collect()
     }
 
-    /// Wait for a log line containing `needle`; panics with the log if none comes.
+    /// Wait for a log line containing `needle`; panics with the log (and, where gdb is
+    /// installed, every thread's stack: a medic that stopped moving shows where) if none comes.
     pub fn expect_log(&self, needle: &str, timeout: Duration) {
         assert!(
             wait_until(timeout, || self.log().contains(needle)),
-            "no log line containing {needle:?} within {timeout:?}; log:\n{}",
-            self.log()
+            "no log line containing {needle:?} within {timeout:?}; log:\n{}{}",
+            self.log(),
+            self.thread_stacks()
         );
+    }
+
+    /// `gdb -batch` on the running medic: each thread's stack, or nothing without gdb.
+    pub fn thread_stacks(&self) -> String {
+        let out = Command::new("gdb")
+            .args(["-p", &self.child.id().to_string(), "-batch", "-ex"])
+            .arg("thread apply all bt 24")
+            .stdin(Stdio::null())
+            .output();
+        match out {
+            Ok(out) if out.status.success() => format!(
+                "\nmedic's threads:\n{}",
+                String::from_utf8_lossy(&out.stdout)
+            ),
+            _ => String::new(),
+        }
     }
 
     pub fn connect(&self) -> Connection {

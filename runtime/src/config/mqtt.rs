@@ -153,12 +153,15 @@ fn default_max_validity() -> Duration {
     Duration::from_secs(600)
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+/// The MQTT protocol version, spelled the same in medic.toml and on the command line.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
 pub enum MqttProtocol {
     #[default]
     #[serde(rename = "3.1.1")]
+    #[value(name = "3.1.1")]
     V311,
     #[serde(rename = "5")]
+    #[value(name = "5")]
     V5,
 }
 

@@ -115,23 +115,7 @@ impl Effects {
 
     fn carry_out(&self, decision: Decision) {
         match decision {
-            Decision::Run {
-                rule,
-                build,
-                action_id,
-                service,
-                command,
-                reason,
-                reply,
-            } => self.run(CommandRequest {
-                origin: rule,
-                build: Some(build),
-                action_id,
-                service,
-                command,
-                reason,
-                reply,
-            }),
+            Decision::Run(request) => self.run(request),
             d @ (Decision::Publish { .. } | Decision::RunRemote { .. }) => match &self.mqtt {
                 Some(mqtt) => mqtt.send(d),
                 None => d.refuse("MQTT is not configured on this node"),

@@ -21,8 +21,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use tokio::io::AsyncReadExt;
-
+use super::executor::{Asker, run_until};
 use crate::config::{Collectd, Program};
 use crate::event::{ConfigRequest, now_ns};
 use crate::mqtt::lcm::code;
@@ -57,8 +56,8 @@ pub struct Replacer {
     busy: Arc<AtomicBool>,
 }
 
-/// The environment every program of a replacement gets, and nothing of medic's.
-const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+/// Between SIGTERM and SIGKILL for a program past its timeout.
+const KILL_GRACE: Duration = Duration::from_secs(2);
 
 /// Who asked, for the log and the audit record.
 struct Asked {
@@ -272,13 +271,10 @@ impl Run {
                 format!("Failed to write new config: {e}"),
             ));
         }
-        let account = match self.check_account(&lock) {
-            Ok(account) => account,
-            Err(e) => {
-                let _ = std::fs::remove_file(&lock);
-                return Err((code::CONFIG_CANNOT_WRITE, e));
-            }
-        };
+        if let Err(e) = self.check_account(&lock) {
+            let _ = std::fs::remove_file(&lock);
+            return Err((code::CONFIG_CANNOT_WRITE, e));
+        }
         let checked = self
             .command_as(
                 &Program::Argv(vec![
@@ -287,7 +283,7 @@ impl Run {
                     "-C".into(),
                     lock.display().to_string(),
                 ]),
-                account,
+                true,
             )
             .await;
         if let Err(output) = checked {
@@ -483,104 +479,57 @@ impl Run {
         }
     }
 
-    /// The uid and gid `collectd -T` runs as (`[collectd] user`/`group`), with the new config
-    /// handed to that account so it can read it (it stays 0600).
-    fn check_account(&self, lock: &Path) -> Result<(Option<u32>, Option<u32>), String> {
+    /// Hand the new config to the account `collectd -T` runs as (`[collectd] user`/`group`),
+    /// so it can read it (it stays 0600).
+    fn check_account(&self, lock: &Path) -> Result<(), String> {
         let (uid, gid) = crate::os::account(self.cfg.user.as_deref(), self.cfg.group.as_deref())
             .map_err(|e| format!("collectd.user/group: {e}"))?;
         if uid.is_some() || gid.is_some() {
             std::os::unix::fs::chown(lock, uid, gid)
                 .map_err(|e| format!("Failed to hand the new config to collectd.user: {e}"))?;
         }
-        Ok((uid, gid))
+        Ok(())
     }
 
     /// Run `program` as medic; see `command_as`.
     async fn command(&self, program: &Program) -> Result<(), String> {
-        self.command_as(program, (None, None)).await
+        self.command_as(program, false).await
     }
 
-    /// Run `program` to completion within the timeout, with a cleared environment and as
-    /// `account` (uid, gid) where given: `Err(output)` unless it exits 0.
-    async fn command_as(
-        &self,
-        program: &Program,
-        (uid, gid): (Option<u32>, Option<u32>),
-    ) -> Result<(), String> {
-        let mut cmd = match program {
-            Program::Argv(argv) => {
-                let mut c = tokio::process::Command::new(&argv[0]);
-                c.args(&argv[1..]);
-                c
-            }
-            Program::Shell(s) => {
-                let mut c = tokio::process::Command::new("/bin/sh");
-                c.arg("-c").arg(s);
-                c
-            }
+    /// Run `program` to completion within the timeout through the executor's runner (cleared
+    /// environment, both pipes read at once and capped, the whole process group killed on
+    /// timeout), as `[collectd] user`/`group` when `as_account`: `Err(output)` unless it exits 0.
+    async fn command_as(&self, program: &Program, as_account: bool) -> Result<(), String> {
+        let mut spec = crate::config::Command::new(program.clone());
+        spec.timeout = self.cfg.timeout;
+        spec.output_cap = OUTPUT_CAP;
+        spec.kill_grace = KILL_GRACE;
+        spec.env.insert("LC_ALL".into(), "C".into());
+        if as_account {
+            spec.user = self.cfg.user.clone();
+            spec.group = self.cfg.group.clone();
+        }
+        let asker = Asker {
+            action_id: self.action_id,
+            origin: format!("mqtt:{}", self.task),
+            reason: "replace collectd's config".into(),
         };
-        cmd.env_clear()
-            .env("PATH", PATH)
-            .env("LC_ALL", "C")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .process_group(0);
-        if let Some(gid) = gid {
-            cmd.gid(gid);
-        }
-        if let Some(uid) = uid {
-            cmd.uid(uid);
-        }
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| format!("{program}: cannot start: {e}"))?;
-        let (out, err) = (child.stdout.take(), child.stderr.take());
-        let group = child.id();
-        // Both pipes at once (a program that fills stderr first must not stall on a stdout
-        // nobody reads), each kept up to the cap and drained past it.
-        let collect = async {
-            let (mut out_text, mut err_text) = (Vec::new(), Vec::new());
-            tokio::join!(capped(out, &mut out_text), capped(err, &mut err_text));
-            out_text.extend(err_text);
-            (child.wait().await, out_text)
-        };
-        let waited = tokio::time::timeout(self.cfg.timeout, collect).await;
-        if waited.is_err()
-            && let Some(pgid) = group
-        {
-            // Everything it started, not only the leader.
-            let _ = nix::sys::signal::killpg(
-                nix::unistd::Pid::from_raw(pgid as i32),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-        }
-        match waited {
-            Err(_) => Err(format!("{program}: timed out after {:?}", self.cfg.timeout)),
-            Ok((Err(e), _)) => Err(format!("{program}: {e}")),
-            Ok((Ok(status), text)) => {
-                let mut text = String::from_utf8_lossy(&text[..text.len().min(OUTPUT_CAP)])
-                    .trim_end()
-                    .to_string();
-                if status.success() {
-                    Ok(())
-                } else {
-                    if text.is_empty() {
-                        text = format!("{program}: {status}");
-                    }
-                    Err(text)
-                }
-            }
+        // Never set: a replacement runs to its end (a medic stopped mid-way resumes it).
+        let (_never, mut stop) = tokio::sync::watch::channel(false);
+        let result = run_until(&spec, &asker, &mut stop).await;
+        let output = result.output.trim_end();
+        match (result.error, result.code) {
+            (Some(error), _) if output.is_empty() => Err(format!("{program}: {error}")),
+            (Some(error), _) => Err(format!("{program}: {error}: {output}")),
+            (None, Some(0)) => Ok(()),
+            (None, code) if output.is_empty() => Err(match (code, result.signal) {
+                (Some(code), _) => format!("{program}: exit status {code}"),
+                (None, Some(signal)) => format!("{program}: killed by signal {signal}"),
+                (None, None) => format!("{program}: ended without a status"),
+            }),
+            (None, _) => Err(output.to_string()),
         }
     }
-}
-
-/// Read `pipe` to its end, keeping the first `OUTPUT_CAP` bytes in `kept`.
-async fn capped(pipe: Option<impl tokio::io::AsyncRead + Unpin>, kept: &mut Vec<u8>) {
-    let Some(mut pipe) = pipe else { return };
-    let _ = (&mut pipe).take(OUTPUT_CAP as u64).read_to_end(kept).await;
-    let _ = tokio::io::copy(&mut pipe, &mut tokio::io::sink()).await;
 }
 
 fn argv(words: &[&str]) -> Vec<String> {

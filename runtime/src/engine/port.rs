@@ -7,21 +7,13 @@
 
 use std::sync::Arc;
 
-use crate::event::{CommandResult, NotifySource, ReplyTo, Severity};
+use crate::event::{CommandRequest, CommandResult, NotifySource, ReplyTo, Severity};
 
 /// One decision of one rule, as the host acts on it.
 pub enum Decision {
-    /// Run an allow-listed command on this node.
-    Run {
-        rule: Arc<str>,
-        /// SHA-256 of the rule's build.
-        build: Arc<str>,
-        action_id: u64,
-        service: String,
-        command: String,
-        reason: String,
-        reply: ReplyTo,
-    },
+    /// Run an allow-listed command on this node: the same request a remote sender's command
+    /// becomes (`origin` is the rule, `build` its build's SHA-256).
+    Run(CommandRequest),
     /// Ask another node (over MQTT) to run one of its commands.
     RunRemote {
         rule: Arc<str>,
@@ -59,14 +51,14 @@ impl Decision {
     /// gets its result (as an error), so the rule always hears back.
     pub fn refuse(self, why: &str) {
         match self {
-            Decision::Run {
-                rule,
+            Decision::Run(CommandRequest {
+                origin: rule,
                 action_id,
                 service,
                 command,
                 reply,
                 ..
-            }
+            })
             | Decision::RunRemote {
                 rule,
                 action_id,

@@ -14,7 +14,7 @@ use super::instance::RuleInstance;
 use super::port::{Decision, EffectPort};
 use super::rule::{HostParts, RuleSpec, StartError, Started, Subscription};
 use super::status::{Health, StatusBoard};
-use crate::event::{CommandResult, ReplyTo, next_action_id};
+use crate::event::{CommandRequest, CommandResult, ReplyTo, next_action_id};
 
 /// Messages that must never be dropped, unlike events.
 pub enum Control {
@@ -377,15 +377,15 @@ impl Worker {
                     reason = run.reason,
                     "rule asks to run a command"
                 );
-                Decision::Run {
-                    rule,
-                    build: self.spec.compiled.hash.as_str().into(),
+                Decision::Run(CommandRequest {
+                    origin: rule,
+                    build: Some(self.spec.compiled.hash.as_str().into()),
                     action_id,
                     service: run.service,
                     command: run.command,
                     reason: run.reason,
                     reply: self.reply_here(),
-                }
+                })
             }
             wit::Action::RunRemote(r) => {
                 let action_id = next_action_id();
