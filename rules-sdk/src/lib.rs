@@ -67,6 +67,10 @@ pub use __bindings::medic::rules::types::{
     Snapshot, Value, ValueList,
 };
 
+/// The WIT contract this SDK speaks (and a host must serve), as `wit/rules.wit` names it. The
+/// SDK's own version follows it.
+pub const CONTRACT: &str = "medic:rules@0.4.0";
+
 /// A map keyed by series number (`values.list.series`): the way to keep per-series state. Series
 /// numbers are small integers the host hands out, so the map uses a fast non-cryptographic hash
 /// (a third of a value's cost in a rule was SipHash on these keys).
@@ -202,4 +206,21 @@ macro_rules! export_rule {
     $crate::__bindings::__export_rule_v0!(Export with_types_in $crate::__bindings);
         };
     };
+}
+
+#[cfg(test)]
+mod contract_tests {
+    /// The constant, the WIT package and the crate's version say the same.
+    #[test]
+    fn the_sdk_version_follows_the_contract() {
+        let wit = include_str!("../wit/rules.wit");
+        let package = wit
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("package "))
+            .and_then(|p| p.strip_suffix(';'))
+            .expect("a package line");
+        assert_eq!(package, super::CONTRACT);
+        let version = super::CONTRACT.rsplit_once('@').unwrap().1;
+        assert_eq!(env!("CARGO_PKG_VERSION"), version);
+    }
 }
