@@ -440,3 +440,80 @@ fn a_locked_history_is_counted_while_rules_and_commands_go_on() {
     );
     medic.stop();
 }
+
+/// `medic history` beside a running daemon leaves the daemon's database to it. SQLite marks a
+/// live connection with a shared POSIX lock on byte 128 of `medic.db-shm` (the "DMS" lock of
+/// its unix VFS); a process that can take that byte exclusively believes it is the first
+/// connection and truncates the shared memory. medic used to chmod its files after SQLite had
+/// opened them, and closing that descriptor dropped every lock the process held on the file:
+/// `medic history` then truncated the shared memory under the daemon, which died of SIGBUS
+/// mid-run (seen in tests/lcm_lua.rs as a log that stops).
+#[test]
+fn medic_history_beside_the_daemon_leaves_its_database_alone() {
+    let site = Site::new();
+    site.add_rule("counter", "asker");
+    site.write_config(
+        r#"
+[rules.config.asker]
+pattern = "*/ask/*"
+run = ["hello", "exec"]
+every_batch = true
+
+[services.hello.commands]
+exec = "true"
+"#,
+    );
+    let mut medic = site.start();
+    let shm = site.path("state/medic.db-shm");
+    assert!(wait_until(WAIT, || shm.exists()), "no {}", shm.display());
+    assert_eq!(
+        live_connection_lock(&shm),
+        Some(medic.pid() as i32),
+        "the daemon must hold SQLite's live-connection lock on {}",
+        shm.display()
+    );
+    for i in 0..20 {
+        medic.putval(&[&format!("PUTVAL h/ask/gauge N:{i}")]);
+        site.history();
+    }
+    assert!(
+        wait_until(WAIT, || site.history().len() >= 20),
+        "{}",
+        medic.log()
+    );
+    assert!(medic.is_running(), "medic died: {}", medic.log());
+    assert_eq!(live_connection_lock(&shm), Some(medic.pid() as i32));
+}
+
+/// The process holding a lock that conflicts with an exclusive lock of byte 128 of a SQLite
+/// `-shm` file (the live-connection lock), if any: asked with `F_GETLK`, which takes nothing.
+fn live_connection_lock(shm: &Path) -> Option<i32> {
+    use std::os::fd::AsRawFd;
+    #[repr(C)]
+    struct Flock {
+        l_type: i16,
+        l_whence: i16,
+        l_start: i64,
+        l_len: i64,
+        l_pid: i32,
+    }
+    unsafe extern "C" {
+        fn fcntl(fd: i32, cmd: i32, ...) -> i32;
+    }
+    const F_GETLK: i32 = 5;
+    const F_WRLCK: i16 = 1;
+    const F_UNLCK: i16 = 2;
+    let file = std::fs::File::open(shm).unwrap();
+    let mut lock = Flock {
+        l_type: F_WRLCK,
+        l_whence: 0,
+        l_start: 128,
+        l_len: 1,
+        l_pid: 0,
+    };
+    // SAFETY: F_GETLK reads and fills one `struct flock` (x86-64 Linux layout above) on an open
+    // descriptor; it changes no lock.
+    let asked = unsafe { fcntl(file.as_raw_fd(), F_GETLK, &mut lock as *mut Flock) };
+    assert_eq!(asked, 0, "fcntl(F_GETLK) failed");
+    (lock.l_type != F_UNLCK).then_some(lock.l_pid)
+}

@@ -60,6 +60,19 @@ impl Store {
         // the database file's mode).
         crate::os::create_private_file(path)
             .with_context(|| format!("cannot create state database {}", path.display()))?;
+        // The database, its WAL and shared memory: private, even if made under another umask
+        // or by an older medic. Done before SQLite opens them, never after: SQLite's locks are
+        // POSIX record locks, which a process loses on *every* descriptor of a file when it
+        // closes *any* descriptor of it. Opening and closing `-shm` here once SQLite held it
+        // dropped the lock that tells other processes a connection is live, so `medic history`
+        // took itself for the first connection and truncated the shared memory under the
+        // daemon (SIGBUS).
+        for suffix in ["", "-wal", "-shm"] {
+            let mut file = path.as_os_str().to_owned();
+            file.push(suffix);
+            crate::os::private_file(Path::new(&file))
+                .with_context(|| format!("cannot make {} private", Path::new(&file).display()))?;
+        }
         // Never through a link: the database holds what medic ran and what it may run.
         let flags = rusqlite::OpenFlags::default() | rusqlite::OpenFlags::SQLITE_OPEN_NOFOLLOW;
         let conn = Connection::open_with_flags(path, flags)
@@ -74,13 +87,6 @@ impl Store {
             return Err(Corrupt(check).into());
         }
         store.conn().busy_timeout(WRITE_WAIT)?;
-        // The database, its WAL and shared memory: private, even if made under another umask.
-        for suffix in ["", "-wal", "-shm"] {
-            let mut file = path.as_os_str().to_owned();
-            file.push(suffix);
-            crate::os::private_file(Path::new(&file))
-                .with_context(|| format!("cannot make {} private", Path::new(&file).display()))?;
-        }
         Ok(store)
     }
 
