@@ -140,9 +140,22 @@ pub struct Retention {
 
 enum Msg {
     Entry(Entry),
+    /// A command's policy state (the gate's serialization): only the latest of each command
+    /// is written.
+    Policy(PolicyState),
     /// Answered once everything queued before it is written.
     Flush(SyncSender<()>),
 }
+
+/// One command's cooldown, rate-limit and breaker state, to keep across restarts.
+struct PolicyState {
+    service: String,
+    command: String,
+    state: Vec<u8>,
+}
+
+/// Policy states waiting to be written, the latest per command.
+type PendingPolicy = std::collections::BTreeMap<(String, String), Vec<u8>>;
 
 /// Records entries without waiting. Cheap to clone.
 #[derive(Clone)]
@@ -194,6 +207,28 @@ impl History {
         }
     }
 
+    /// Keep a command's policy state, written by this writer thread (never on the caller's
+    /// path: the executor admits a run without a database call). States queued for the same
+    /// command are coalesced: only the latest is written.
+    pub fn keep_policy(&self, service: &str, command: &str, state: Vec<u8>) {
+        let msg = Msg::Policy(PolicyState {
+            service: service.into(),
+            command: command.into(),
+            state,
+        });
+        if let Err(TrySendError::Full(_)) = self.tx.try_send(msg) {
+            metrics().history_dropped.inc();
+            self.dropped.count(|total, suppressed| {
+                tracing::warn!(
+                    total_dropped = total,
+                    suppressed,
+                    "history queue full: a command's policy state was not kept (the database \
+                     is slower than the decisions; the next run's state will be)"
+                )
+            })
+        }
+    }
+
     /// Entries dropped because the queue was full.
     pub fn dropped(&self) -> u64 {
         self.dropped.total()
@@ -226,9 +261,10 @@ fn write_all(store: &Store, rx: Receiver<Msg>, retention: Retention) {
     // Entries a failed transaction left behind (database locked, disk full): retried, in order,
     // before anything newer; flushes wait for them.
     let mut pending: Vec<Entry> = Vec::new();
+    let mut policy = PendingPolicy::new();
     let mut flushed: Vec<SyncSender<()>> = Vec::new();
     loop {
-        let first = if pending.is_empty() {
+        let first = if pending.is_empty() && policy.is_empty() {
             match rx.recv() {
                 Ok(msg) => Some(msg),
                 Err(_) => return,
@@ -239,7 +275,7 @@ fn write_all(store: &Store, rx: Receiver<Msg>, retention: Retention) {
                 Err(RecvTimeoutError::Timeout) => None,
                 Err(RecvTimeoutError::Disconnected) => {
                     // Everyone is gone: one last try, then what is left is lost (and said).
-                    if let Err(e) = store.history_write(&pending) {
+                    if let Err(e) = store.history_write(&pending, &policy) {
                         lost(store, pending.len(), &e);
                     }
                     return;
@@ -252,12 +288,18 @@ fn write_all(store: &Store, rx: Receiver<Msg>, retention: Retention) {
         {
             match msg {
                 Msg::Entry(e) => pending.push(e),
+                Msg::Policy(p) => {
+                    policy.insert((p.service, p.command), p.state);
+                }
                 Msg::Flush(done) => flushed.push(done),
             }
         }
-        if !pending.is_empty() {
-            match store.history_write(&pending) {
-                Ok(()) => pending.clear(),
+        if !pending.is_empty() || !policy.is_empty() {
+            match store.history_write(&pending, &policy) {
+                Ok(()) => {
+                    pending.clear();
+                    policy.clear();
+                }
                 Err(e) => {
                     metrics().history_write_failures.inc();
                     store.report("audit history cannot be written (retried every second)", &e);
@@ -269,7 +311,7 @@ fn write_all(store: &Store, rx: Receiver<Msg>, retention: Retention) {
                 }
             }
         }
-        if pending.is_empty() {
+        if pending.is_empty() && policy.is_empty() {
             for done in flushed.drain(..) {
                 let _ = done.send(());
             }
@@ -349,9 +391,13 @@ pub struct Query {
 }
 
 impl Store {
-    fn history_write(&self, entries: &[Entry]) -> rusqlite::Result<()> {
+    /// The audit entries and the latest policy states, in one transaction.
+    fn history_write(&self, entries: &[Entry], policy: &PendingPolicy) -> rusqlite::Result<()> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
+        for ((service, command), state) in policy {
+            super::policy_state_put(&tx, service, command, state)?;
+        }
         for entry in entries {
             match entry {
                 Entry::Asked {

@@ -390,13 +390,7 @@ impl Store {
         command: &str,
         state: &[u8],
     ) -> rusqlite::Result<()> {
-        self.conn()
-            .prepare_cached(
-                "INSERT INTO policy_state (service, command, state) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (service, command) DO UPDATE SET state = excluded.state",
-            )?
-            .execute(params![service, command, state])
-            .map(drop)
+        policy_state_put(&self.conn(), service, command, state)
     }
 
     /// Every `(service, command, state)` kept.
@@ -448,6 +442,21 @@ impl Store {
             .prepare_cached("DELETE FROM mqtt_tasks WHERE received < ?1 AND reply IS NOT NULL")?
             .execute(params![before as i64])
     }
+}
+
+/// One command's policy state, on `conn` (the store's connection or a transaction of it).
+fn policy_state_put(
+    conn: &Connection,
+    service: &str,
+    command: &str,
+    state: &[u8],
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO policy_state (service, command, state) VALUES (?1, ?2, ?3)
+         ON CONFLICT (service, command) DO UPDATE SET state = excluded.state",
+    )?
+    .execute(params![service, command, state])
+    .map(drop)
 }
 
 fn push(

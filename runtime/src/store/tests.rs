@@ -207,6 +207,26 @@ mod history {
     }
 
     #[test]
+    fn policy_states_are_kept_by_the_writer_thread_the_latest_of_each_command() {
+        let store = Store::in_memory().unwrap();
+        let history = History::start(store.clone(), LONG).unwrap();
+        for n in 0..50u8 {
+            history.keep_policy("web", "restart", vec![n]);
+        }
+        history.keep_policy("db", "vacuum", b"other".to_vec());
+        assert!(history.flush(Duration::from_secs(5)));
+        let mut states = store.policy_states().unwrap();
+        states.sort();
+        assert_eq!(
+            states,
+            [
+                ("db".into(), "vacuum".into(), b"other".to_vec()),
+                ("web".into(), "restart".into(), vec![49]),
+            ]
+        );
+    }
+
+    #[test]
     fn decisions_and_outcomes_are_recorded_and_queried() {
         let store = Store::in_memory().unwrap();
         let history = History::start(store.clone(), LONG).unwrap();

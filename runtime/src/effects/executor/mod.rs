@@ -637,11 +637,16 @@ impl Executor {
         });
     }
 
+    /// Keep the command's policy state for the next start: handed to the history's writer
+    /// thread (no database call on the admit path, which runs between a decision and its
+    /// spawn); written here only without a history (unit tests).
     fn save_policy(&self, gate: &Gate, service: &str, command: &str) {
         let Some(store) = &self.store else { return };
         let saved = gate.saved(service, command, crate::event::now_ns(), Instant::now());
         let bytes = serde_json::to_vec(&saved).expect("plain numbers serialize");
-        if let Err(e) = store.policy_state_set(service, command, &bytes) {
+        if let Some(history) = &self.history {
+            history.keep_policy(service, command, bytes);
+        } else if let Err(e) = store.policy_state_set(service, command, &bytes) {
             store.report("a command's policy state cannot be kept", &e);
         }
     }
