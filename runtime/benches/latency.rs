@@ -131,6 +131,85 @@ fn crossings(site: &Site, port: u16, n: usize, runs_before: usize) -> Vec<Stages
         .collect()
 }
 
+/// Another process in an exclusive transaction on `db` until the guard is dropped.
+struct Locker(std::process::Child);
+
+impl Drop for Locker {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn lock_database(db: &Path) -> Locker {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(
+            "import sqlite3, sys, time\n\
+             c = sqlite3.connect(sys.argv[1], isolation_level=None)\n\
+             c.execute('BEGIN EXCLUSIVE')\n\
+             print('locked', flush=True)\n\
+             time.sleep(3600)\n",
+        )
+        .arg(db)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 (the locking process)");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "locked");
+    Locker(child)
+}
+
+/// Crossings while the database takes no writes: the audit rows wait in the history's queue,
+/// so each process start is read from the command's own log line instead.
+fn crossings_locked(site: &Site, port: u16, n: usize) -> Vec<Stages> {
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket.connect(("127.0.0.1", port)).unwrap();
+    let before = log_times(site, "running command").len();
+    let mut sent = Vec::with_capacity(n);
+    for _ in 0..n {
+        sent.push(now_ns());
+        socket.send(watched(200.0).bytes()).unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        socket.send(watched(0.0).bytes()).unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        wait_until(Duration::from_secs(30), || log_times(
+            site,
+            "command succeeded"
+        )
+        .len()
+            >= before + n),
+        "the commands did not all run"
+    );
+    let asked = log_times(site, "rule asks to run a command");
+    let running = log_times(site, "running command");
+    let outputs = succeeded_outputs(site);
+    (0..n)
+        .map(|i| Stages {
+            sent: sent[i],
+            asked: asked[before + i],
+            running: running[before + i],
+            started: outputs[before + i],
+        })
+        .collect()
+}
+
+/// The `output="…"` of each "command succeeded" line: `date +%s%N`, when the process began.
+fn succeeded_outputs(site: &Site) -> Vec<u64> {
+    std::fs::read_to_string(site.path("medic.log"))
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("command succeeded") && l.contains("command=\"stamp\""))
+        .filter_map(|l| l.split("output=\"").nth(1)?.split('"').next()?.parse().ok())
+        .collect()
+}
+
 fn report(phase: &str, stages: Vec<Stages>) {
     let ms = |f: &dyn Fn(&Stages) -> (u64, u64)| -> Vec<f64> {
         let mut v: Vec<f64> = stages
@@ -198,5 +277,13 @@ stamp = {{ run = ["date", "+%s%N"], max_runs = {{ count = 1000000, within = "1h"
     stop.store(true, Ordering::Relaxed);
     let values = sender.join().unwrap();
     println!("  (background: {values} values sent)");
+    // Another process holds medic.db's write lock (a backup, a `sqlite3` shell left in a
+    // transaction): the decision → spawn path must not wait on it.
+    let locker = lock_database(&site.path("state/medic.db"));
+    report(
+        "database locked elsewhere",
+        crossings_locked(&site, port, n),
+    );
+    drop(locker);
     medic.stop();
 }

@@ -235,24 +235,19 @@ async fn start(config: Arc<Config>, shutdown: Shutdown) -> anyhow::Result<Runnin
     let mut sources = Vec::new();
     // What the HTTP side lists: each input with its metric labels.
     let mut inputs = Vec::new();
-    let mut effects = Effects {
+    let mut effects = Effects::new(crate::effects::Parts {
         sinks,
         commands,
-        mqtt: None,
         history: Some(history.clone()),
-        overflow: Arc::new(crate::logging::Dropped::new(Duration::from_secs(10))),
         collectd: config.notify.collectd_socket.clone().map(|socket| {
             crate::effects::collectd::CollectdNotify::start(socket, &config.daemon.node)
         }),
-        grants: Arc::new(config.rules.grants.clone()),
-        ungranted_sources: Arc::new(std::sync::Mutex::new(crate::logging::RateLimited::new(
-            Duration::from_secs(60),
-        ))),
-    };
+        grants: config.rules.grants.clone(),
+    });
     let session = match &config.mqtt {
         Some(m) => {
             let (session, handle) = start_mqtt(&config, m, &store, &effects, &ingest, &shutdown)?;
-            effects.mqtt = Some(session.outbound);
+            effects.with_mqtt(session.outbound);
             sources.extend(session.tasks);
             watch_rule_topics(rule_topics, handle.clone());
             tracing::info!(broker = %m.broker, "MQTT client started");
@@ -325,7 +320,7 @@ async fn start(config: Arc<Config>, shutdown: Shutdown) -> anyhow::Result<Runnin
     if !config.probes.is_empty() {
         let probes = crate::sources::probe::start(
             &config,
-            effects.commands.clone(),
+            effects.commands().clone(),
             ingest.clone(),
             &shutdown,
         );
@@ -341,7 +336,7 @@ async fn start(config: Arc<Config>, shutdown: Shutdown) -> anyhow::Result<Runnin
             board: status.clone(),
             commands: Arc::new(move || commands.commands()),
             sinks: {
-                let sinks = effects.sinks.clone();
+                let sinks = effects.sinks().clone();
                 Arc::new(move || sinks.view())
             },
             store: Store::open_read_only(&config.state_db())?,
@@ -365,9 +360,9 @@ async fn start(config: Arc<Config>, shutdown: Shutdown) -> anyhow::Result<Runnin
     // dispatcher instead of seeing it end at once.
     let reload = reload::Targets {
         executor: executor_handle.clone(),
-        mqtt: effects.mqtt.clone(),
+        mqtt: effects.mqtt().cloned(),
         rules: rules_tx,
-        sinks: effects.sinks.clone(),
+        sinks: effects.sinks().clone(),
     };
     Ok(Running {
         status,
@@ -456,7 +451,7 @@ fn start_mqtt(
         config.collectd.clone(),
         m.broker.tls,
         store.clone(),
-        effects.history.clone(),
+        effects.history().cloned(),
     );
     let tasks = crate::sources::mqtt::start(
         crate::sources::mqtt::Parts {
@@ -469,7 +464,7 @@ fn start_mqtt(
             ingest: ingest.clone(),
             shutdown: shutdown.clone(),
             senders: Arc::new(senders),
-            history: effects.history.clone(),
+            history: effects.history().cloned(),
             local_only: config
                 .probes
                 .iter()
@@ -540,7 +535,7 @@ impl Running {
                 "commands still running after daemon.stop_timeout ({grace:?}): process groups killed"
             );
         }
-        if let Some(mqtt) = &self.effects.mqtt {
+        if let Some(mqtt) = self.effects.mqtt() {
             let abandoned = mqtt.abandon_waiting().await;
             if abandoned > 0 {
                 tracing::warn!(
@@ -557,7 +552,7 @@ impl Running {
         })
         .await;
         // What the rules emitted is delivered.
-        self.effects.sinks.stop();
+        self.effects.sinks().stop();
         drop(self.effects);
         for task in self.sink_tasks {
             if tokio::time::timeout(SINK_FLUSH, task).await.is_err() {

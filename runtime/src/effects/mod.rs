@@ -34,21 +34,33 @@ pub const COMMAND_QUEUE: usize = 1024;
 pub struct Effects {
     /// Bounded ([`COMMAND_QUEUE`]): a rule asking thousands of times a second is refused, never
     /// grows memory.
-    pub commands: mpsc::Sender<CommandRequest>,
+    commands: mpsc::Sender<CommandRequest>,
     /// `None` when this node has no `[mqtt]` section.
-    pub mqtt: Option<mqtt::Outbound>,
+    mqtt: Option<mqtt::Outbound>,
     /// Where notifications are recorded (none in `medic check`).
-    pub history: Option<History>,
+    history: Option<History>,
     /// `[notify] collectd_socket`: notifications handed to a local collectd.
-    pub collectd: Option<collectd::CollectdNotify>,
+    collectd: Option<collectd::CollectdNotify>,
     /// Requests refused because too many were waiting.
-    pub overflow: Arc<Dropped>,
+    overflow: Arc<Dropped>,
     /// Where emitted records go (`[sinks]`); empty when there are none.
-    pub sinks: sinks::Sinks,
+    sinks: sinks::Sinks,
     /// `[rules.grants]`: which rule may name which plugin as its notifications' source.
-    pub grants: Arc<BTreeMap<String, RuleGrant>>,
+    grants: Arc<BTreeMap<String, RuleGrant>>,
     /// Notifications whose source was not granted, logged at most once a minute.
-    pub ungranted_sources: Arc<std::sync::Mutex<RateLimited>>,
+    ungranted_sources: Arc<std::sync::Mutex<RateLimited>>,
+}
+
+/// What [`Effects::new`] is made of; MQTT comes later ([`Effects::with_mqtt`]), once the
+/// session, which needs the effects for remote commands, has started.
+pub struct Parts {
+    /// The executor's queue ([`COMMAND_QUEUE`] long).
+    pub commands: mpsc::Sender<CommandRequest>,
+    pub history: Option<History>,
+    pub collectd: Option<collectd::CollectdNotify>,
+    pub sinks: sinks::Sinks,
+    /// `[rules.grants]`.
+    pub grants: BTreeMap<String, RuleGrant>,
 }
 
 /// Why `rule` may not say its notification comes from `source`, if it may not.
@@ -70,6 +82,43 @@ pub fn notify_source_refusal(
 }
 
 impl Effects {
+    pub fn new(parts: Parts) -> Self {
+        Self {
+            commands: parts.commands,
+            mqtt: None,
+            history: parts.history,
+            collectd: parts.collectd,
+            overflow: Arc::new(Dropped::new(std::time::Duration::from_secs(10))),
+            sinks: parts.sinks,
+            grants: Arc::new(parts.grants),
+            ungranted_sources: Arc::new(std::sync::Mutex::new(RateLimited::new(
+                std::time::Duration::from_secs(60),
+            ))),
+        }
+    }
+
+    /// Publish, `run-remote` and notifications over MQTT through `outbound`.
+    pub fn with_mqtt(&mut self, outbound: mqtt::Outbound) {
+        self.mqtt = Some(outbound);
+    }
+
+    /// The executor's queue, for the sources that ask for commands themselves (probes).
+    pub fn commands(&self) -> &mpsc::Sender<CommandRequest> {
+        &self.commands
+    }
+
+    pub fn mqtt(&self) -> Option<&mqtt::Outbound> {
+        self.mqtt.as_ref()
+    }
+
+    pub fn history(&self) -> Option<&History> {
+        self.history.as_ref()
+    }
+
+    pub fn sinks(&self) -> &sinks::Sinks {
+        &self.sinks
+    }
+
     /// The engine's port, backed by these effects.
     pub fn port(self) -> EffectPort {
         Arc::new(move |decision| self.carry_out(decision))
