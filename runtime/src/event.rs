@@ -184,7 +184,63 @@ impl CommandResult {
 }
 
 /// Where a command's result goes: back to whoever asked (a rule's worker, an MQTT sender).
-pub type ReplyTo = Box<dyn FnOnce(CommandResult) + Send>;
+/// Answered exactly once, by construction: [`ReplyTo::send`] consumes it, and one dropped
+/// unanswered (a request lost with a queue or a task) answers with an error saying so, so an
+/// asker never waits on a request that no longer exists.
+pub struct ReplyTo {
+    to: Option<Box<dyn FnOnce(CommandResult) + Send>>,
+    action_id: u64,
+    service: String,
+    command: String,
+}
+
+/// What an asker hears when its request was dropped unanswered.
+pub const DROPPED: &str = "the request was dropped before it was answered (medic stopping?)";
+
+impl ReplyTo {
+    /// The reply to request `action_id` for `service`/`command`, carried out by `to`.
+    pub fn new(
+        action_id: u64,
+        service: &str,
+        command: &str,
+        to: impl FnOnce(CommandResult) + Send + 'static,
+    ) -> Self {
+        Self {
+            to: Some(Box::new(to)),
+            action_id,
+            service: service.into(),
+            command: command.into(),
+        }
+    }
+
+    pub fn send(mut self, result: CommandResult) {
+        if let Some(to) = self.to.take() {
+            to(result);
+        }
+    }
+}
+
+impl Drop for ReplyTo {
+    fn drop(&mut self) {
+        if let Some(to) = self.to.take() {
+            to(CommandResult::error(
+                self.action_id,
+                std::mem::take(&mut self.service),
+                std::mem::take(&mut self.command),
+                DROPPED.into(),
+            ));
+        }
+    }
+}
+
+impl fmt::Debug for ReplyTo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReplyTo")
+            .field("action_id", &self.action_id)
+            .field("answered", &self.to.is_none())
+            .finish()
+    }
+}
 
 /// A request to replace the local collectd's config (lua-collectd-monitor's send-config), or to
 /// finish one that a previous medic process left in progress.
@@ -213,4 +269,37 @@ pub struct CommandRequest {
     pub command: String,
     pub reason: String,
     pub reply: ReplyTo,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reply_dropped_unanswered_answers_that_it_was_dropped_and_a_sent_one_only_once() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let answer = tx.clone();
+        drop(ReplyTo::new(7, "web", "restart", move |r| {
+            answer.send(r).unwrap()
+        }));
+        let dropped = rx.try_recv().unwrap();
+        assert_eq!(
+            (
+                dropped.action_id,
+                dropped.service.as_str(),
+                dropped.command.as_str()
+            ),
+            (7, "web", "restart")
+        );
+        assert_eq!(dropped.error.as_deref(), Some(DROPPED));
+
+        let answer = tx.clone();
+        let reply = ReplyTo::new(8, "web", "restart", move |r| answer.send(r).unwrap());
+        let mut ok = CommandResult::error(8, "web".into(), "restart".into(), String::new());
+        ok.error = None;
+        ok.code = Some(0);
+        reply.send(ok);
+        assert_eq!(rx.try_recv().unwrap().code, Some(0));
+        assert!(rx.try_recv().is_err(), "answered once, not again on drop");
+    }
 }

@@ -154,7 +154,7 @@ impl Effects {
                 (request, "medic is stopping".to_string())
             }
         };
-        (request.reply)(crate::event::CommandResult::error(
+        request.reply.send(crate::event::CommandResult::error(
             request.action_id,
             request.service,
             request.command,

@@ -78,7 +78,7 @@ impl Remote {
             code = reply.code,
             "remote command result"
         );
-        (p.reply)(CommandResult {
+        p.reply.send(CommandResult {
             action_id: task_id,
             service: p.service,
             command: p.command,
@@ -119,7 +119,7 @@ impl Remote {
             );
             outcome.timed_out = true;
             outcome.duration = waited;
-            (p.reply)(outcome);
+            p.reply.send(outcome);
         }
     }
 
@@ -141,7 +141,7 @@ impl Remote {
                 format!("no result from node `{}`: {why}", p.node),
             );
             outcome.duration = started.elapsed();
-            (p.reply)(outcome);
+            p.reply.send(outcome);
         }
         n
     }

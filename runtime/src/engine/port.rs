@@ -68,7 +68,7 @@ impl Decision {
                 ..
             } => {
                 tracing::warn!(rule = &*rule, action_id, service, command, "refused: {why}");
-                reply(CommandResult::error(
+                reply.send(CommandResult::error(
                     action_id,
                     service,
                     command,

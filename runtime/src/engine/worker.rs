@@ -378,13 +378,13 @@ impl Worker {
                     "rule asks to run a command"
                 );
                 Decision::Run(CommandRequest {
+                    reply: self.reply_here(action_id, &run.service, &run.command),
                     origin: rule,
                     build: Some(self.spec.compiled.hash.as_str().into()),
                     action_id,
                     service: run.service,
                     command: run.command,
                     reason: run.reason,
-                    reply: self.reply_here(),
                 })
             }
             wit::Action::RunRemote(r) => {
@@ -399,13 +399,13 @@ impl Worker {
                     "rule asks another node to run a command"
                 );
                 Decision::RunRemote {
+                    reply: self.reply_here(action_id, &r.service, &r.command),
                     rule,
                     action_id,
                     node: r.node,
                     service: r.service,
                     command: r.command,
                     reason: r.reason,
-                    reply: self.reply_here(),
                 }
             }
             wit::Action::Publish(p) => Decision::Publish {
@@ -440,9 +440,9 @@ impl Worker {
     }
 
     /// Where the result of this rule's request goes: back into this worker, as an event.
-    fn reply_here(&self) -> ReplyTo {
+    fn reply_here(&self, action_id: u64, service: &str, command: &str) -> ReplyTo {
         let control = self.control_tx.clone();
-        Box::new(move |result| {
+        ReplyTo::new(action_id, service, command, move |result| {
             let _ = control.send(Control::Result(result));
         })
     }

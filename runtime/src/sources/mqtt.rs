@@ -23,7 +23,8 @@ use tokio::sync::mpsc;
 
 use crate::config::Mqtt;
 use crate::event::{
-    CommandRequest, CommandResult, ConfigRequest, Ingested, MqttMessage, next_action_id, now_ns,
+    CommandRequest, CommandResult, ConfigRequest, Ingested, MqttMessage, ReplyTo, next_action_id,
+    now_ns,
 };
 use crate::logging::RateLimited;
 use crate::metrics::{CodeLabels, metrics};
@@ -448,16 +449,21 @@ impl Inbound {
             origin,
             build: None,
             action_id,
+            reason: "remote command".into(),
+            reply: ReplyTo::new(
+                action_id,
+                &service,
+                &command,
+                move |result: CommandResult| {
+                    let (code, message) = lcm::outcome_reply(&result);
+                    let reply = Reply::new(task_id, code, message);
+                    finish_task(&store, &session, &result_topic, &key, &reply);
+                    // Logged once the result is committed: after this line it survives a crash.
+                    tracing::info!(task_id = key, code, "remote command answered");
+                },
+            ),
             service,
             command,
-            reason: "remote command".into(),
-            reply: Box::new(move |result: CommandResult| {
-                let (code, message) = lcm::outcome_reply(&result);
-                let reply = Reply::new(task_id, code, message);
-                finish_task(&store, &session, &result_topic, &key, &reply);
-                // Logged once the result is committed: after this line it survives a crash.
-                tracing::info!(task_id = key, code, "remote command answered");
-            }),
         });
     }
 
@@ -662,7 +668,7 @@ mod tests {
         let record = asked.clone();
         let run = Arc::new(move |r: CommandRequest| {
             record.lock().unwrap().push(r.origin.to_string());
-            (r.reply)(CommandResult::error(
+            r.reply.send(CommandResult::error(
                 r.action_id,
                 r.service,
                 r.command,
@@ -724,7 +730,7 @@ mod tests {
         let count = ran.clone();
         let run = Arc::new(move |r: CommandRequest| {
             *count.lock().unwrap() += 1;
-            (r.reply)(CommandResult::error(
+            r.reply.send(CommandResult::error(
                 r.action_id,
                 r.service,
                 r.command,
@@ -766,7 +772,7 @@ mod tests {
                 .lock()
                 .unwrap()
                 .push(format!("{}/{}", r.service, r.command));
-            (r.reply)(CommandResult::error(
+            r.reply.send(CommandResult::error(
                 r.action_id,
                 r.service,
                 r.command,

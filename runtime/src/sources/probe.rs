@@ -13,8 +13,8 @@ use tokio::task::JoinHandle;
 
 use crate::config::{Config, PROBE_COMMAND, Probe};
 use crate::event::{
-    CommandRequest, CommandResult, Identifier, Ingested, MAX_MESSAGE_LEN, Notification, Sample,
-    Severity, ValueList, next_action_id, now_ns,
+    CommandRequest, CommandResult, Identifier, Ingested, MAX_MESSAGE_LEN, Notification, ReplyTo,
+    Sample, Severity, ValueList, next_action_id, now_ns,
 };
 use crate::logging::RateLimited;
 use crate::shutdown::Shutdown;
@@ -71,16 +71,17 @@ impl Prober {
                 _ = tick.tick() => {}
             }
             let (tx, rx) = oneshot::channel();
+            let (action_id, service) = (next_action_id(), Probe::service(&self.name));
             let request = CommandRequest {
                 origin: self.origin.clone(),
                 build: None,
-                action_id: next_action_id(),
-                service: Probe::service(&self.name),
-                command: PROBE_COMMAND.into(),
-                reason: format!("scheduled check (every {:?})", self.every),
-                reply: Box::new(move |r| {
+                action_id,
+                reply: ReplyTo::new(action_id, &service, PROBE_COMMAND, move |r| {
                     let _ = tx.send(r);
                 }),
+                service,
+                command: PROBE_COMMAND.into(),
+                reason: format!("scheduled check (every {:?})", self.every),
             };
             if self.commands.send(request).await.is_err() {
                 return; // The executor has stopped: medic is shutting down.

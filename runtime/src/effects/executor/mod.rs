@@ -540,7 +540,7 @@ impl Executor {
             }
         };
         let action_id = req.action_id;
-        (req.reply)(CommandResult {
+        req.reply.send(CommandResult {
             action_id,
             service: req.service,
             command: req.command,

@@ -1,6 +1,7 @@
 //! Unit tests of `executor`.
 
 use super::*;
+use crate::event::ReplyTo;
 
 /// Run to completion, never stopped early.
 async fn run(spec: &Command) -> RunResult {
@@ -136,7 +137,7 @@ async fn executor_refuses_a_concurrent_run_and_reports_back() {
             service: "s".into(),
             command: "slow".into(),
             reason: "test".into(),
-            reply: Box::new(move |o| {
+            reply: ReplyTo::new(id, "s", "slow", move |o| {
                 let _ = otx.send(o);
             }),
         })
@@ -181,7 +182,7 @@ async fn drain_waits_then_kills_and_refuses_new_runs() {
             service: "s".into(),
             command: command.into(),
             reason: "test".into(),
-            reply: Box::new(move |r| {
+            reply: ReplyTo::new(id, "s", command, move |r| {
                 let _ = otx.send(r);
             }),
         })
