@@ -147,22 +147,46 @@ impl Refusal {
     }
 }
 
-/// What happened to one request to run a command, wherever it ran (here or on another node).
+/// What one run of a command produced (the executor's runner, or what a remote node answered).
 #[derive(Debug, Clone, PartialEq)]
-pub struct CommandResult {
-    pub action_id: u64,
-    pub service: String,
-    pub command: String,
+pub struct RunResult {
     pub code: Option<i32>,
     pub signal: Option<i32>,
     pub output: String,
     /// Why it did not run or did not finish normally (refused, timed out, failed to start).
     pub error: Option<String>,
-    /// Set when the policy gate refused it (it never ran).
-    pub refusal: Option<Refusal>,
     /// It ran past its timeout and was killed.
     pub timed_out: bool,
+    /// Killed because medic was stopping.
+    pub interrupted: bool,
     pub duration: Duration,
+}
+
+impl RunResult {
+    /// A run that never started, and why.
+    pub fn not_run(error: String) -> Self {
+        Self {
+            code: None,
+            signal: None,
+            output: String::new(),
+            error: Some(error),
+            timed_out: false,
+            interrupted: false,
+            duration: Duration::ZERO,
+        }
+    }
+}
+
+/// What happened to one request to run a command, wherever it ran (here or on another node):
+/// the request's identity, the gate's refusal if any, and the run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CommandResult {
+    pub action_id: u64,
+    pub service: String,
+    pub command: String,
+    /// Set when the policy gate refused it (it never ran).
+    pub refusal: Option<Refusal>,
+    pub run: RunResult,
 }
 
 impl CommandResult {
@@ -172,13 +196,8 @@ impl CommandResult {
             action_id,
             service,
             command,
-            code: None,
-            signal: None,
-            output: String::new(),
-            error: Some(error),
             refusal: None,
-            timed_out: false,
-            duration: Duration::ZERO,
+            run: RunResult::not_run(error),
         }
     }
 }
@@ -291,15 +310,15 @@ mod tests {
             ),
             (7, "web", "restart")
         );
-        assert_eq!(dropped.error.as_deref(), Some(DROPPED));
+        assert_eq!(dropped.run.error.as_deref(), Some(DROPPED));
 
         let answer = tx.clone();
         let reply = ReplyTo::new(8, "web", "restart", move |r| answer.send(r).unwrap());
         let mut ok = CommandResult::error(8, "web".into(), "restart".into(), String::new());
-        ok.error = None;
-        ok.code = Some(0);
+        ok.run.error = None;
+        ok.run.code = Some(0);
         reply.send(ok);
-        assert_eq!(rx.try_recv().unwrap().code, Some(0));
+        assert_eq!(rx.try_recv().unwrap().run.code, Some(0));
         assert!(rx.try_recv().is_err(), "answered once, not again on drop");
     }
 }

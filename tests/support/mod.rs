@@ -312,8 +312,26 @@ impl Medic {
         );
     }
 
-    /// `gdb -batch` on the running medic: each thread's stack, or nothing without gdb.
+    /// Whether medic still runs, and if so each thread's stack (`gdb -batch`, where gdb is
+    /// installed): what a test that waited in vain prints, so a crash or a hang shows itself.
     pub fn thread_stacks(&self) -> String {
+        // Not waited for yet, so a dead medic is a zombie whose exit status /proc still has.
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()));
+        let fields: Vec<String> = stat
+            .unwrap_or_default()
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.split_whitespace().map(String::from).collect())
+            .unwrap_or_default();
+        if fields.first().is_some_and(|state| state == "Z") {
+            // Field 52 of stat, the 50th after the name: the wait status.
+            let status: i32 = fields.get(49).and_then(|f| f.parse().ok()).unwrap_or(-1);
+            return format!(
+                "\nmedic is not running: it ended with wait status {status} (signal {}, exit \
+                 code {})",
+                status & 0x7f,
+                (status >> 8) & 0xff
+            );
+        }
         let out = Command::new("gdb")
             .args(["-p", &self.child.id().to_string(), "-batch", "-ex"])
             .arg("thread apply all bt 24")

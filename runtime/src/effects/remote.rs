@@ -6,7 +6,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::event::{CommandResult, ReplyTo};
+use crate::event::{CommandResult, ReplyTo, RunResult};
 use crate::mqtt::lcm::{self, code};
 
 /// A remote command a rule asked for.
@@ -82,13 +82,16 @@ impl Remote {
             action_id: task_id,
             service: p.service,
             command: p.command,
-            code: i32::try_from(reply.code).ok(),
-            signal: None,
-            output: reply.message,
-            error,
             refusal: None,
-            timed_out: false,
-            duration: started.elapsed(),
+            run: RunResult {
+                code: i32::try_from(reply.code).ok(),
+                signal: None,
+                output: reply.message,
+                error,
+                timed_out: false,
+                interrupted: false,
+                duration: started.elapsed(),
+            },
         });
     }
 
@@ -117,8 +120,8 @@ impl Remote {
                 p.command,
                 format!("no result from node `{}` within {waited:?}", p.node),
             );
-            outcome.timed_out = true;
-            outcome.duration = waited;
+            outcome.run.timed_out = true;
+            outcome.run.duration = waited;
             p.reply.send(outcome);
         }
     }
@@ -140,7 +143,7 @@ impl Remote {
                 p.command,
                 format!("no result from node `{}`: {why}", p.node),
             );
-            outcome.duration = started.elapsed();
+            outcome.run.duration = started.elapsed();
             p.reply.send(outcome);
         }
         n

@@ -103,11 +103,11 @@ impl From<event::CommandResult> for Event {
             action_id: r.action_id,
             service: r.service,
             command: r.command,
-            code: r.code,
-            signal: r.signal,
-            output: r.output,
-            error: r.error,
-            duration: r.duration.as_nanos() as u64,
+            code: r.run.code,
+            signal: r.run.signal,
+            output: r.run.output,
+            error: r.run.error,
+            duration: r.run.duration.as_nanos() as u64,
         })
     }
 }

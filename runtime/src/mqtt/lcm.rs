@@ -359,17 +359,18 @@ pub fn outcome_reply(outcome: &Outcome) -> (i64, String) {
             | Refusal::Stopping => (code::REFUSED, refusal.to_string()),
         };
     }
-    let message = match &outcome.error {
-        Some(e) if outcome.output.is_empty() => e.clone(),
-        Some(e) => format!("{}\n[medic: {e}]", outcome.output.trim_end()),
+    let message = match &outcome.run.error {
+        Some(e) if outcome.run.output.is_empty() => e.clone(),
+        Some(e) => format!("{}\n[medic: {e}]", outcome.run.output.trim_end()),
         // As lua-collectd-monitor: the output without its trailing newline (`Hello World!`).
         None => outcome
+            .run
             .output
             .strip_suffix('\n')
-            .unwrap_or(&outcome.output)
+            .unwrap_or(&outcome.run.output)
             .to_string(),
     };
-    let code = match (outcome.timed_out, outcome.code, outcome.signal) {
+    let code = match (outcome.run.timed_out, outcome.run.code, outcome.run.signal) {
         (true, _, _) => code::TIMED_OUT,
         (false, Some(c), _) => i64::from(c),
         (false, None, Some(sig)) => 128 + i64::from(sig),
@@ -509,13 +510,16 @@ mod tests {
             action_id: 1,
             service: "s".into(),
             command: "c".into(),
-            code: Some(0),
-            signal: None,
-            output: "ok\n".into(),
-            error: None,
             refusal: None,
-            timed_out: false,
-            duration: Duration::ZERO,
+            run: crate::event::RunResult {
+                code: Some(0),
+                signal: None,
+                output: "ok\n".into(),
+                error: None,
+                timed_out: false,
+                interrupted: false,
+                duration: Duration::ZERO,
+            },
         }
     }
 
@@ -524,9 +528,9 @@ mod tests {
     fn refusals_read_as_lua_collectd_monitor_words_them() {
         let refused = |r: Refusal| {
             let mut o = outcome();
-            o.code = None;
-            o.output.clear();
-            o.error = Some(r.to_string());
+            o.run.code = None;
+            o.run.output.clear();
+            o.run.error = Some(r.to_string());
             o.refusal = Some(r);
             outcome_reply(&o)
         };
@@ -558,19 +562,19 @@ mod tests {
     fn outcomes_map_to_codes() {
         assert_eq!(outcome_reply(&outcome()), (0, "ok".into()));
         let mut o = outcome();
-        o.output = "two\nlines\n\n".into();
+        o.run.output = "two\nlines\n\n".into();
         assert_eq!(
             outcome_reply(&o),
             (0, "two\nlines\n".into()),
             "one newline only"
         );
-        o.code = Some(3);
+        o.run.code = Some(3);
         assert_eq!(outcome_reply(&o).0, 3);
         let mut o = outcome();
-        o.code = None;
-        o.signal = Some(9);
-        o.timed_out = true;
-        o.error = Some("timed out after 1s; process group killed".into());
+        o.run.code = None;
+        o.run.signal = Some(9);
+        o.run.timed_out = true;
+        o.run.error = Some("timed out after 1s; process group killed".into());
         assert_eq!(
             outcome_reply(&o),
             (
@@ -578,13 +582,13 @@ mod tests {
                 "ok\n[medic: timed out after 1s; process group killed]".into()
             )
         );
-        o.timed_out = false;
-        o.error = None;
+        o.run.timed_out = false;
+        o.run.error = None;
         assert_eq!(outcome_reply(&o).0, 137);
         let mut o = outcome();
-        o.code = None;
-        o.output.clear();
-        o.error = Some("cannot start".into());
+        o.run.code = None;
+        o.run.output.clear();
+        o.run.error = Some("cannot start".into());
         assert_eq!(outcome_reply(&o), (127, "cannot start".into()));
     }
 }

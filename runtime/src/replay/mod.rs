@@ -515,8 +515,8 @@ impl Replay {
                         run.command.clone(),
                         String::new(),
                     );
-                    r.code = code;
-                    r.error = error;
+                    r.run.code = code;
+                    r.run.error = error;
                     r
                 };
                 // Nothing runs: each admitted run ends at once (successfully, unless

@@ -110,7 +110,7 @@ impl Prober {
 
     /// The value list and the notification of one result.
     fn events(&self, r: &CommandResult) -> [Ingested; 2] {
-        let ok = r.code == Some(0) && r.error.is_none();
+        let ok = r.run.code == Some(0) && r.run.error.is_none();
         let time = now_ns();
         let values = ValueList {
             identifier: self.identifier.clone(),
@@ -118,8 +118,8 @@ impl Prober {
             interval: self.every.as_nanos() as u64,
             samples: vec![
                 Sample::Gauge(if ok { 1.0 } else { 0.0 }),
-                Sample::Gauge(r.code.map_or(f64::NAN, f64::from)),
-                Sample::Gauge(r.duration.as_secs_f64()),
+                Sample::Gauge(r.run.code.map_or(f64::NAN, f64::from)),
+                Sample::Gauge(r.run.duration.as_secs_f64()),
             ],
         };
         let notification = Notification {
@@ -141,14 +141,17 @@ impl Prober {
 
 /// `probe web: exit 1 in 0.20s: <first line of output>`, within collectd's message length.
 fn message(name: &str, r: &CommandResult) -> String {
-    let what = match (&r.error, r.code, r.signal) {
+    let what = match (&r.run.error, r.run.code, r.run.signal) {
         (Some(e), _, _) => e.clone(),
         (None, Some(code), _) => format!("exit {code}"),
         (None, None, Some(sig)) => format!("killed by signal {sig}"),
         (None, None, None) => "no exit status".into(),
     };
-    let first = r.output.lines().map(str::trim).find(|l| !l.is_empty());
-    let mut text = format!("probe {name}: {what} in {:.2}s", r.duration.as_secs_f64());
+    let first = r.run.output.lines().map(str::trim).find(|l| !l.is_empty());
+    let mut text = format!(
+        "probe {name}: {what} in {:.2}s",
+        r.run.duration.as_secs_f64()
+    );
     if let Some(line) = first {
         text.push_str(": ");
         text.push_str(line);
@@ -170,17 +173,17 @@ mod tests {
     #[test]
     fn the_message_says_what_happened_with_the_first_line_of_output() {
         let mut r = CommandResult::error(1, "probe-web".into(), "check".into(), String::new());
-        r.error = None;
-        r.code = Some(1);
-        r.output = "\n  HTTP 503 Service Unavailable\nmore\n".into();
-        r.duration = Duration::from_millis(200);
+        r.run.error = None;
+        r.run.code = Some(1);
+        r.run.output = "\n  HTTP 503 Service Unavailable\nmore\n".into();
+        r.run.duration = Duration::from_millis(200);
         assert_eq!(
             message("web", &r),
             "probe web: exit 1 in 0.20s: HTTP 503 Service Unavailable"
         );
-        r.code = None;
-        r.signal = Some(9);
-        r.output = "é".repeat(400);
+        r.run.code = None;
+        r.run.signal = Some(9);
+        r.run.output = "é".repeat(400);
         let m = message("web", &r);
         assert!(m.starts_with("probe web: killed by signal 9 in 0.20s: é"));
         assert!(m.len() <= MAX_MESSAGE_LEN);

@@ -15,6 +15,7 @@ use tokio::sync::{Notify, watch};
 use super::policy::{Admitted, BreakerChange, Gate};
 use super::view::{CommandView, LastRun};
 use crate::config::{Command, Config, Program};
+pub use crate::event::RunResult;
 use crate::event::{CommandRequest, CommandResult, Refusal, Severity};
 use crate::metrics::{CommandLabels, CommandOutcomeLabels, ReasonLabels, metrics};
 use crate::store::history::{Entry, History, state};
@@ -26,19 +27,6 @@ const PIPE_GRACE: Duration = Duration::from_secs(2);
 
 /// The `PATH` commands run with (systemd's default for services).
 const COMMAND_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-
-/// What one run of a command produced.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RunResult {
-    pub code: Option<i32>,
-    pub signal: Option<i32>,
-    pub output: String,
-    pub error: Option<String>,
-    pub timed_out: bool,
-    /// Killed because medic was stopping.
-    pub interrupted: bool,
-    pub duration: Duration,
-}
 
 /// Commands that set `user` or `group`: medic must be root, and the accounts must exist.
 /// Checked at start (and by `medic check`), so a mistake is a config error, not a failed run
@@ -477,15 +465,7 @@ impl Executor {
                     command = req.command,
                     "command refused: {refusal}"
                 );
-                let result = RunResult {
-                    code: None,
-                    signal: None,
-                    output: String::new(),
-                    error: Some(refusal.to_string()),
-                    timed_out: false,
-                    interrupted: false,
-                    duration: Duration::ZERO,
-                };
+                let result = RunResult::not_run(refusal.to_string());
                 metrics()
                     .policy_refusals
                     .get_or_create(&ReasonLabels {
@@ -544,13 +524,8 @@ impl Executor {
             action_id,
             service: req.service,
             command: req.command,
-            code: result.code,
-            signal: result.signal,
-            output: result.output,
-            error: result.error,
             refusal: refused,
-            timed_out: result.timed_out,
-            duration: result.duration,
+            run: result,
         });
         // Only once the result is handed back: the shutdown order waits for this.
         self.finish(action_id);

@@ -147,12 +147,16 @@ async fn executor_refuses_a_concurrent_run_and_reports_back() {
     let first = orx.recv().await.unwrap();
     assert_eq!(first.action_id, 1);
     assert_eq!(
-        first.error.as_deref(),
+        first.run.error.as_deref(),
         Some("`s`/`slow` is already running (1 of 1 allowed at once)")
     );
     let second = orx.recv().await.unwrap();
     assert_eq!(
-        (second.action_id, second.code, second.output.as_str()),
+        (
+            second.action_id,
+            second.run.code,
+            second.run.output.as_str()
+        ),
         (0, Some(0), "finished\n")
     );
 }
@@ -202,11 +206,11 @@ async fn drain_waits_then_kills_and_refuses_new_runs() {
     let mut results = [orx.recv().await.unwrap(), orx.recv().await.unwrap()];
     results.sort_by_key(|r| r.action_id);
     assert_eq!(
-        (results[0].code, results[0].output.as_str()),
+        (results[0].run.code, results[0].run.output.as_str()),
         (Some(0), "done\n")
     );
     assert_eq!(
-        results[1].error.as_deref(),
+        results[1].run.error.as_deref(),
         Some("medic is stopping: process group killed")
     );
     ask(3, "quick");
