@@ -102,8 +102,7 @@ pub fn untrusted(path: &Path) -> Option<String> {
         Ok(m) => m,
         Err(e) => return Some(format!("{}: {e}", path.display())),
     };
-    // SAFETY: geteuid(2) has no preconditions.
-    let me = unsafe { libc::geteuid() };
+    let me = nix::unistd::geteuid().as_raw();
     if meta.uid() != me {
         return Some(format!(
             "{} is owned by uid {}, not medic's uid {me}",
@@ -142,27 +141,13 @@ pub fn catch_file_size_signal() -> io::Result<()> {
 
 /// Raise the soft limit on open files to the hard limit; returns the limit in force.
 pub fn raise_nofile_limit() -> io::Result<u64> {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit read and write the struct we pass, nothing else.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        if limit.rlim_cur < limit.rlim_max {
-            let raised = libc::rlimit {
-                rlim_cur: limit.rlim_max,
-                rlim_max: limit.rlim_max,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            limit = raised;
-        }
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
+    if soft < hard {
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard)?;
+        return Ok(hard);
     }
-    Ok(limit.rlim_cur)
+    Ok(soft)
 }
 
 /// One malloc arena for the whole daemon, unless `MALLOC_ARENA_MAX` says otherwise. glibc gives
@@ -210,8 +195,7 @@ pub fn account(user: Option<&str>, group: Option<&str>) -> io::Result<(Option<u3
 
 /// Whether medic may change a command's user or group.
 pub fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() == 0 }
+    nix::unistd::geteuid().is_root()
 }
 
 fn lookup_user(name: &str) -> io::Result<(u32, u32)> {
@@ -270,14 +254,8 @@ mod tests {
 
     #[test]
     fn the_descriptor_limit_only_goes_up() {
-        let before = unsafe {
-            let mut l = libc::rlimit {
-                rlim_cur: 0,
-                rlim_max: 0,
-            };
-            libc::getrlimit(libc::RLIMIT_NOFILE, &mut l);
-            l.rlim_cur
-        };
+        let (before, _) =
+            nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).unwrap();
         assert!(raise_nofile_limit().unwrap() >= before);
     }
 }

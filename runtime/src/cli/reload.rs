@@ -31,9 +31,11 @@ pub fn reload(path: &Path) -> anyhow::Result<u32> {
             pid_file.display()
         )
     })?;
-    // SAFETY: kill(2) with a positive pid signals that one process; no memory is involved.
-    if unsafe { libc::kill(pid, libc::SIGHUP) } != 0 {
-        let e = std::io::Error::last_os_error();
+    let signalled = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGHUP,
+    );
+    if let Err(e) = signalled {
         bail!(
             "cannot signal medic (pid {pid} from {}): {e}",
             pid_file.display()

@@ -127,8 +127,7 @@ pub fn read_named_file(path: &Path, max: u64) -> Result<Vec<u8>, String> {
     if !meta.file_type().is_file() {
         return Err(format!("{shown} is not a regular file"));
     }
-    // SAFETY: geteuid(2) has no preconditions.
-    let me = unsafe { libc::geteuid() };
+    let me = nix::unistd::geteuid().as_raw();
     if meta.uid() != me && meta.uid() != 0 {
         return Err(format!(
             "{shown} is owned by uid {}, neither medic's ({me}) nor root's",

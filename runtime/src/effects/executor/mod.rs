@@ -167,15 +167,15 @@ pub async fn run_until(
     let status = match ended {
         Some(status) => status,
         None => {
-            kill_group(pgid, libc::SIGTERM);
+            kill_group(pgid, nix::sys::signal::Signal::SIGTERM);
             match tokio::time::timeout(spec.kill_grace, child.wait()).await {
                 Ok(status) => {
                     // The leader is gone; make sure nothing of its group outlives it.
-                    kill_group(pgid, libc::SIGKILL);
+                    kill_group(pgid, nix::sys::signal::Signal::SIGKILL);
                     status
                 }
                 Err(_) => {
-                    kill_group(pgid, libc::SIGKILL);
+                    kill_group(pgid, nix::sys::signal::Signal::SIGKILL);
                     child.wait().await
                 }
             }
@@ -226,13 +226,11 @@ fn find_program(program: &str, path: &str) -> Option<std::path::PathBuf> {
         })
 }
 
-fn kill_group(pgid: Option<i32>, signal: i32) {
+/// Signal the child's own process group (`process_group(0)` made the child its leader).
+fn kill_group(pgid: Option<i32>, signal: nix::sys::signal::Signal) {
     if let Some(pgid) = pgid.filter(|&p| p > 0) {
-        // SAFETY: killpg has no memory-safety preconditions; the group is the child's own
-        // (process_group(0) made the child its leader).
-        unsafe {
-            libc::killpg(pgid, signal);
-        }
+        // Gone already is fine: there is nothing left to stop.
+        let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pgid), signal);
     }
 }
 
