@@ -25,6 +25,7 @@
 //! SIGHUP reloads the config ([`reload`]): what can change live does, the rest is named.
 
 mod reload;
+mod steps;
 
 use std::future::Future;
 use std::path::Path;
@@ -38,23 +39,21 @@ use tokio::task::JoinHandle;
 use crate::config::{Config, Mqtt};
 use crate::effects::Effects;
 use crate::effects::executor::{Executor, ExecutorHandle};
-use crate::engine::compiler::Compiler;
-use crate::engine::dispatcher::Dispatcher;
-use crate::engine::instance::Limits;
-use crate::engine::registry::{Registry, RegistryParts};
-use crate::engine::routes::{Routes, TopicFilters};
-use crate::engine::rule::HostParts;
+use crate::engine::registry::Registry;
+use crate::engine::routes::TopicFilters;
 use crate::engine::series::{SeriesLimits, SeriesTable};
 use crate::engine::status::StatusBoard;
 use crate::event::Ingested;
-use crate::http::SourceInfo;
 use crate::mqtt::link::Backoff;
 use crate::mqtt::options::Connect;
 use crate::mqtt::session::{self, Session, SessionHandle};
 use crate::shutdown::{self, Shutdown};
-use crate::sources::putval::PutvalServer;
 use crate::store::Store;
-use crate::store::history::{History, Retention};
+use crate::store::history::History;
+use steps::{
+    RulesParts, open_store, prepare_process, start_collectd_sources, start_dispatcher,
+    start_history, start_http, start_rules,
+};
 
 /// Values waiting for the dispatcher. Sources that can wait (PUTVAL clients) are slowed down
 /// when it is full; the dispatcher itself never waits on a rule.
@@ -167,49 +166,19 @@ struct Running {
 }
 
 async fn start(config: Arc<Config>, shutdown: Shutdown) -> anyhow::Result<Running> {
-    crate::effects::executor::check_accounts(&config).map_err(anyhow::Error::msg)?;
-    crate::os::catch_file_size_signal().context("cannot catch SIGXFSZ")?;
-    let nofile = match crate::os::raise_nofile_limit() {
-        Ok(limit) => {
-            tracing::debug!(limit, "open files limit");
-            limit
-        }
-        Err(e) => {
-            tracing::warn!("cannot raise the open files limit: {e}");
-            1024
-        }
-    };
+    let nofile = prepare_process(&config)?;
     let types = Arc::new(crate::types_db::load(&config.ingest.types_db));
-    let store = Store::open(&config.state_db())?;
-    match store.history_interrupt_running() {
-        Ok(0) => {}
-        Ok(n) => tracing::warn!(
-            commands = n,
-            "commands that were running when medic last stopped (crash or kill) are recorded as \
-             interrupted"
-        ),
-        Err(e) => store.report("the audit history cannot be updated", &e),
-    }
+    let store = open_store(&config)?;
     let (sinks, sink_tasks) = crate::effects::sinks::Sinks::start(&config)?;
-    let mut history = History::start(
-        store.clone(),
-        Retention {
-            max_age: config.history.max_age,
-            max_rows: config.history.max_rows,
+    let history = start_history(&config, &store, &sinks)?;
+    let series = Arc::new(SeriesTable::with_limits(
+        types.clone(),
+        SeriesLimits {
+            max_series: config.ingest.max_series,
+            max_future_intervals: config.ingest.max_future_intervals,
+            timeout_intervals: config.ingest.series_timeout,
         },
-    )?;
-    if let Some(sink) = config.history.forward.clone() {
-        let sinks = sinks.clone();
-        history = history.forwarding(Arc::new(move |entry| {
-            sinks.forward(&sink, entry.to_json().to_string().into_bytes())
-        }));
-    }
-    let limits = SeriesLimits {
-        max_series: config.ingest.max_series,
-        max_future_intervals: config.ingest.max_future_intervals,
-        timeout_intervals: config.ingest.series_timeout,
-    };
-    let series = Arc::new(SeriesTable::with_limits(types.clone(), limits));
+    ));
     let status = StatusBoard::default();
 
     let (commands, commands_rx) = mpsc::channel(crate::effects::COMMAND_QUEUE);
@@ -219,22 +188,8 @@ async fn start(config: Arc<Config>, shutdown: Shutdown) -> anyhow::Result<Runnin
     let executor_handle = executor.handle();
     tokio::spawn(executor.serve(commands_rx));
 
-    let (routes_tx, routes_rx) = crossbeam_channel::unbounded();
-    let (routes, rule_topics) = Routes::new(routes_tx);
-    let (ingest, ingest_rx) = mpsc::channel(INGEST_QUEUE);
-    let dispatcher = Dispatcher::new(series.clone(), routes_rx, status.clone());
-    let (dispatcher_gone, dispatcher_ended) = oneshot::channel::<()>();
-    let dispatcher = std::thread::Builder::new()
-        .name("dispatcher".into())
-        .spawn(move || {
-            // Dropped however the thread ends, a panic included.
-            let _gone = dispatcher_gone;
-            dispatcher.run(ingest_rx)
-        })?;
-
+    let engine = start_dispatcher(&series, &status)?;
     let mut sources = Vec::new();
-    // What the HTTP side lists: each input with its metric labels.
-    let mut inputs = Vec::new();
     let mut effects = Effects::new(crate::effects::Parts {
         sinks,
         commands,
@@ -246,113 +201,58 @@ async fn start(config: Arc<Config>, shutdown: Shutdown) -> anyhow::Result<Runnin
     });
     let session = match &config.mqtt {
         Some(m) => {
-            let (session, handle) = start_mqtt(&config, m, &store, &effects, &ingest, &shutdown)?;
+            let ingest = &engine.ingest;
+            let (session, handle) = start_mqtt(&config, m, &store, &effects, ingest, &shutdown)?;
             effects.with_mqtt(session.outbound);
             sources.extend(session.tasks);
-            watch_rule_topics(rule_topics, handle.clone());
+            watch_rule_topics(engine.rule_topics, handle.clone());
             tracing::info!(broker = %m.broker, "MQTT client started");
             Some(handle)
         }
         None => None,
     };
-
-    let mut registry = Registry::new(RegistryParts {
-        compiler: Compiler::new(Some(config.cache_dir()))?,
-        host: HostParts {
-            state: store,
-            held: Default::default(),
+    let (watcher, rules_tx) = start_rules(
+        &config,
+        RulesParts {
+            store,
             series: series.clone(),
-            clock: Default::default(),
-            limits: Limits::from_config(&config.rules),
-            history: Some(history.clone()),
+            history: history.clone(),
+            effects: effects.clone(),
+            routes: engine.routes,
+            status: status.clone(),
         },
-        config: config.rules.clone(),
-        effects: effects.clone().port(),
-        routes,
-        status: status.clone(),
-    });
-    registry.load_all()?;
-    let (ready_tx, ready) = crossbeam_channel::bounded::<()>(1);
-    let (rules_tx, rules_rx) = crossbeam_channel::unbounded();
-    let watch_shutdown = shutdown.clone();
-    let watcher = std::thread::Builder::new()
-        .name("rules-watch".into())
-        .spawn(move || registry.watch(watch_shutdown, ready_tx, rules_rx))?;
-    let _ = tokio::task::spawn_blocking(move || ready.recv()).await;
-
-    if let Some(p) = &config.ingest.putval {
-        let interval = config.ingest.default_interval.as_nanos() as u64;
-        let server = PutvalServer::bind(p, types.clone(), interval, ingest.clone())
-            .with_context(|| format!("cannot listen on {}", p.socket.display()))?
-            .with_latest(series.clone());
-        tracing::info!(socket = %p.socket.display(), "PUTVAL/PUTNOTIF socket ready");
-        inputs.push(SourceInfo {
-            kind: "putval",
-            listener: p.socket.display().to_string(),
-            reasons: crate::sources::putval::REFUSAL_REASONS,
-        });
-        sources.push(tokio::spawn(server.serve(shutdown.clone())));
-    }
-    if let Some(n) = &config.ingest.network {
-        use crate::sources::collectd::udp;
-        let (bound, tasks) = udp::start(n, ingest.clone(), shutdown.clone())?;
-        sources.extend(tasks);
-        inputs.extend(bound.iter().map(|addr| SourceInfo {
-            kind: "network",
-            listener: addr.to_string(),
-            reasons: udp::REFUSAL_REASONS,
-        }));
-        tracing::info!(
-            listen = ?bound,
-            security_level = ?n.security_level,
-            "collectd network receiver ready"
-        );
-    }
-    if let Some(u) = &config.ingest.unixsock {
-        let poller = crate::sources::unixsock::Poller::new(u, ingest.clone());
-        sources.push(tokio::spawn(poller.run(shutdown.clone())));
-        inputs.push(SourceInfo {
-            kind: "unixsock",
-            listener: u.socket.display().to_string(),
-            reasons: crate::sources::unixsock::REFUSAL_REASONS,
-        });
-    }
+        &shutdown,
+    )
+    .await?;
+    let inputs = start_collectd_sources(
+        &config,
+        &types,
+        &series,
+        &engine.ingest,
+        &shutdown,
+        &mut sources,
+    )?;
     if !config.probes.is_empty() {
         let probes = crate::sources::probe::start(
             &config,
             effects.commands().clone(),
-            ingest.clone(),
+            engine.ingest.clone(),
             &shutdown,
         );
         sources.extend(probes);
         tracing::info!(probes = config.probes.len(), "probes scheduled");
     }
     if let Some(h) = &config.http {
-        let commands = executor_handle.clone();
-        let parts = crate::http::Parts {
-            node: config.daemon.node.clone(),
-            listen: h.listen,
-            token: h.token_file.as_deref().map(read_token).transpose()?,
-            board: status.clone(),
-            commands: Arc::new(move || commands.commands()),
-            sinks: {
-                let sinks = effects.sinks().clone();
-                Arc::new(move || sinks.view())
-            },
-            store: Store::open_read_only(&config.state_db())?,
-            sources: inputs,
-            mqtt_broker: config.mqtt.as_ref().map(|m| m.broker.to_string()),
-            limits: http_limits(h, nofile, &config),
-        };
-        let server = crate::http::Server::bind(parts)
-            .await
-            .with_context(|| format!("cannot listen on http.listen {}", h.listen))?;
-        tracing::info!(
-            listen = %server.local_addr()?,
-            token = h.token_file.is_some(),
-            "HTTP status endpoints ready"
+        let server = start_http(
+            &config,
+            h,
+            nofile,
+            &status,
+            &executor_handle,
+            &effects,
+            inputs,
         );
-        sources.push(server.serve(shutdown.clone()));
+        sources.push(server.await?.serve(shutdown.clone()));
     }
     // From here the sources hold the ingest queue, and `ingest` stays in `Running` until they
     // have ended (shutdown step 1): the dispatcher then drains and ends. Kept rather than
@@ -368,9 +268,9 @@ async fn start(config: Arc<Config>, shutdown: Shutdown) -> anyhow::Result<Runnin
         status,
         reload,
         sources,
-        ingest,
-        dispatcher,
-        dispatcher_ended,
+        ingest: engine.ingest,
+        dispatcher: engine.thread,
+        dispatcher_ended: engine.ended,
         watcher,
         executor: executor_handle,
         effects,
