@@ -452,3 +452,44 @@ proptest::proptest! {
         );
     }
 }
+
+#[test]
+fn items_become_records_only_when_collectd_would_dispatch_them() {
+    let fields = |host: &str| Fields {
+        host: host.into(),
+        plugin: "load".into(),
+        type_: "load".into(),
+        time_hr: 0,
+        interval_hr: 10 << 30,
+        ..Fields::default()
+    };
+    let values = Item::Values {
+        fields: fields("web"),
+        samples: vec![Sample::Gauge(1.0)],
+    };
+    let Ok(Record::Values(list)) = values.into_record(42) else {
+        panic!("a value list")
+    };
+    assert_eq!((list.time, list.interval), (42, 10_000_000_000));
+    let nameless = Item::Values {
+        fields: fields(""),
+        samples: vec![Sample::Gauge(1.0)],
+    };
+    assert_eq!(
+        nameless.into_record(42).unwrap_err(),
+        "value list without host, plugin or type: `/load/load`"
+    );
+    let notification = |severity| Item::Notification {
+        fields: fields(""),
+        severity,
+        message: "disk full".into(),
+    };
+    let Ok(Record::Notification(n)) = notification(2).into_record(42) else {
+        panic!("a notification (collectd sends some without a host)")
+    };
+    assert_eq!(n.severity, Severity::Warning);
+    assert_eq!(
+        notification(3).into_record(42).unwrap_err(),
+        "notification with unknown severity 3"
+    );
+}
