@@ -217,3 +217,28 @@ fn program_exists(program: &str) -> bool {
         .map(|paths| std::env::split_paths(&paths).any(|d| d.join(program).is_file()))
         .unwrap_or(false)
 }
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[arg(long, short)]
+    config: std::path::PathBuf,
+}
+
+pub fn run(args: Args) -> std::process::ExitCode {
+    let config = match Config::load(&args.config) {
+        Ok(c) => c,
+        Err(e) => return super::fail(e),
+    };
+    match check(&config) {
+        Ok((report, ok)) => {
+            print!("{report}");
+            if ok {
+                println!("{}: ok", args.config.display());
+                std::process::ExitCode::SUCCESS
+            } else {
+                std::process::ExitCode::FAILURE
+            }
+        }
+        Err(e) => super::fail(format!("{e:#}")),
+    }
+}

@@ -128,3 +128,44 @@ pub fn to_json(d: &Decoded, types: &TypesDb) -> Json {
         }
     }
 }
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[arg(long, default_value = "none", value_parser = super::security_level())]
+    security_level: SecurityLevel,
+    /// collectd AuthFile (`user: password` lines), for signed and encrypted data.
+    #[arg(long)]
+    auth_file: Option<PathBuf>,
+    /// types.db for data-source names (repeatable).
+    #[arg(long, default_value = "/usr/share/collectd/types.db")]
+    types_db: Vec<PathBuf>,
+    /// Listen on this address and print live traffic instead of reading files.
+    #[arg(long, conflicts_with = "files")]
+    listen: Option<SocketAddr>,
+    #[arg(required_unless_present = "listen")]
+    files: Vec<PathBuf>,
+}
+
+/// Exit 1 when a file could not be decoded (named on stderr).
+pub fn run(a: Args) -> std::process::ExitCode {
+    let options = Options {
+        level: a.security_level,
+        auth_file: a.auth_file,
+        types_db: a.types_db,
+    };
+    if let Some(addr) = a.listen {
+        let runtime = match super::runtime() {
+            Ok(r) => r,
+            Err(code) => return code,
+        };
+        return match runtime.block_on(listen(&options, addr)) {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => super::fail(format!("{e:#}")),
+        };
+    }
+    match files(&options, &a.files) {
+        Ok(true) => std::process::ExitCode::SUCCESS,
+        Ok(false) => std::process::ExitCode::FAILURE,
+        Err(e) => super::fail(format!("{e:#}")),
+    }
+}

@@ -99,3 +99,42 @@ fn clip(s: &str, width: usize) -> String {
     cut.push('…');
     cut
 }
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[arg(long, short)]
+    config: std::path::PathBuf,
+    /// Only decisions taken this long ago or less (e.g. 1h, 30m, 2d).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    since: Option<Duration>,
+    /// Only decisions of this rule (or `mqtt:<task id>`).
+    #[arg(long)]
+    rule: Option<String>,
+    #[arg(long)]
+    service: Option<String>,
+    /// Only what did not succeed: failed, timed out, interrupted, refused.
+    #[arg(long)]
+    failed: bool,
+    #[arg(long, default_value_t = 50)]
+    limit: u32,
+    /// One JSON object per line, every field.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(a: Args) -> std::process::ExitCode {
+    let filter = Filter {
+        since: a.since,
+        rule: a.rule,
+        service: a.service,
+        failed: a.failed,
+        limit: a.limit,
+    };
+    match history(&a.config, filter, a.json) {
+        Ok(text) => {
+            print!("{text}");
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => super::fail(format!("{e:#}")),
+    }
+}

@@ -385,6 +385,42 @@ fn unmapped_comment(unmapped: &[String]) -> String {
     out
 }
 
+#[derive(clap::Args)]
+pub struct Args {
+    /// lua-collectd-monitor's config.json.
+    config: std::path::PathBuf,
+    /// `daemon.state_dir` of the generated config.
+    #[arg(long, default_value = "/var/lib/medic")]
+    state_dir: std::path::PathBuf,
+    /// `rules.dir` of the generated config.
+    #[arg(long, default_value = "/etc/medic/rules")]
+    rules_dir: std::path::PathBuf,
+    /// lua-collectd-monitor's local handler scripts (its LocalMonitorConfigDir, which is
+    /// taken from the config when this is not given): every `*.lua` there runs in the
+    /// lcm-lua rule.
+    #[arg(long)]
+    local_dir: Option<std::path::PathBuf>,
+}
+
+pub fn run(a: Args) -> std::process::ExitCode {
+    let json = match std::fs::read_to_string(&a.config) {
+        Ok(j) => j,
+        Err(e) => return super::fail(format!("cannot read {}: {e}", a.config.display())),
+    };
+    let paths = Paths {
+        state_dir: &a.state_dir,
+        rules_dir: &a.rules_dir,
+        local_dir: a.local_dir.as_deref(),
+    };
+    match convert(&json, &a.config, &paths) {
+        Ok(toml) => {
+            print!("{toml}");
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => super::fail(format!("{e:#}")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -184,6 +184,40 @@ const FEED: &str = r#"{"kind":"values","host":"web","plugin":"memory","plugin_in
 {"kind":"values","host":"web","plugin":"memory","plugin_instance":"","type":"memory","type_instance":"free","time":1764500020,"interval":10,"dsnames":["value"],"dstypes":["gauge"],"values":[400000000]}
 "#;
 
+#[derive(clap::Args)]
+pub struct Args {
+    /// The rule's name (its crate, .wasm file stem and config table): lower case, digits, `_`.
+    name: String,
+    /// Where to write it (default: ./NAME).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// The rules-sdk directory of medic's sources (default: the one medic was built from).
+    #[arg(long)]
+    sdk: Option<PathBuf>,
+}
+
+pub fn run(a: Args) -> std::process::ExitCode {
+    let dir = a.dir.unwrap_or_else(|| PathBuf::from(&a.name));
+    let Some(sdk) = a.sdk.or_else(default_sdk) else {
+        return super::fail(
+            "where is the rules SDK? give --sdk the rules-sdk directory of medic's sources",
+        );
+    };
+    match new_rule(&a.name, &dir, &sdk) {
+        Ok(files) => {
+            for f in files {
+                println!("wrote {}", f.display());
+            }
+            println!(
+                "next: cd {} && cargo test && cargo build --target wasm32-wasip2 --release",
+                dir.display()
+            );
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => super::fail(format!("{e:#}")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

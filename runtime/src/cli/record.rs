@@ -158,3 +158,46 @@ fn write(out: &mut impl Write, event: &Ingested, types: &TypesDb) -> anyhow::Res
     writeln!(out, "{}", feed::to_line(event, now_ns(), types))?;
     Ok(1)
 }
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[arg(long, short)]
+    config: PathBuf,
+    /// The feed to write (JSON lines, mode 0600, replaced if it exists).
+    #[arg(long)]
+    out: PathBuf,
+    /// Stop after this long (e.g. 10m); default: until interrupted.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    duration: Option<Duration>,
+    /// Also record MQTT messages on this topic filter (repeatable), from the config's
+    /// [mqtt] broker.
+    #[arg(long = "topic")]
+    topics: Vec<String>,
+}
+
+pub fn run(a: Args) -> std::process::ExitCode {
+    let options = Options {
+        config: a.config,
+        out: a.out,
+        duration: a.duration,
+        topics: a.topics,
+    };
+    let runtime = match super::runtime() {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    let recorded = async {
+        let stop = crate::daemon::signal();
+        record(&options, stop).await
+    };
+    match runtime.block_on(recorded) {
+        Ok(n) => {
+            eprintln!(
+                "medic record: {n} events written to {}",
+                options.out.display()
+            );
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => super::fail(format!("{e:#}")),
+    }
+}

@@ -64,6 +64,25 @@ fn ensure_medic(pid: i32) -> anyhow::Result<()> {
     Ok(())
 }
 
+#[derive(clap::Args)]
+pub struct Args {
+    #[arg(long, short)]
+    config: std::path::PathBuf,
+}
+
+pub fn run(args: Args) -> std::process::ExitCode {
+    match reload(&args.config) {
+        Ok(pid) => {
+            println!(
+                "medic (pid {pid}) asked to reload {}",
+                args.config.display()
+            );
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => super::fail(format!("{e:#}")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

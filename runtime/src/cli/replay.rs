@@ -118,3 +118,52 @@ fn describe(s: &Summary, actions: usize, took: Duration) -> String {
         s.faults
     )
 }
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The medic.toml whose rule configs, allow-list, policy and MQTT grants apply.
+    #[arg(long, short)]
+    config: PathBuf,
+    /// A directory of .wasm rules or one .wasm file (default: the config's rules.dir).
+    #[arg(long)]
+    rules: Option<PathBuf>,
+    /// Compare the actions with this file (JSON lines, as replay prints them).
+    #[arg(long)]
+    expect: Option<PathBuf>,
+    /// Let every admitted command "exit" at once with this status and hand the rule that
+    /// result (default: no result, nothing ran; refused commands always give theirs).
+    #[arg(long, allow_negative_numbers = true)]
+    assume_exit: Option<i32>,
+    /// For a directory of datagrams: the security level they were sent with.
+    #[arg(long, default_value = "none", value_parser = super::security_level())]
+    security_level: SecurityLevel,
+    /// For a directory of datagrams: collectd's AuthFile, to read encrypted ones.
+    #[arg(long)]
+    auth_file: Option<PathBuf>,
+    /// JSON lines (as `medic record` or `medic decode` write them; `-` for stdin), or a
+    /// directory of collectd network datagrams (`.bin`).
+    feed: PathBuf,
+}
+
+/// Exit 0 as expected, 1 on a difference or a fault, 2 when the replay cannot be done.
+pub fn run(a: Args) -> std::process::ExitCode {
+    let options = Options {
+        config: a.config,
+        rules: a.rules,
+        feed: a.feed,
+        expect: a.expect,
+        level: a.security_level,
+        auth_file: a.auth_file,
+        replay: crate::replay::Options {
+            assume_exit: a.assume_exit,
+        },
+    };
+    match replay(&options) {
+        Ok(Verdict::Passed) => std::process::ExitCode::SUCCESS,
+        Ok(Verdict::Failed) => std::process::ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("medic: {e:#}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}

@@ -188,3 +188,37 @@ fn render(s: &Value) -> String {
     }
     out
 }
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The daemon's medic.toml: its `[http]` says where to ask and with which token.
+    #[arg(long, short, required_unless_present = "url", conflicts_with = "url")]
+    config: Option<std::path::PathBuf>,
+    /// Ask this medic instead (e.g. http://127.0.0.1:9105).
+    #[arg(long)]
+    url: Option<String>,
+    /// With --url: the bearer token's file.
+    #[arg(long, requires = "url")]
+    token_file: Option<std::path::PathBuf>,
+    /// The JSON itself.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(a: Args) -> std::process::ExitCode {
+    let target = match (&a.config, &a.url) {
+        (Some(c), _) => Target::Config(c),
+        (None, Some(url)) => Target::Url {
+            url,
+            token_file: a.token_file.as_deref(),
+        },
+        (None, None) => unreachable!("clap requires --config or --url"),
+    };
+    match status(target, a.json) {
+        Ok(text) => {
+            print!("{text}");
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => super::fail(format!("{e:#}")),
+    }
+}
