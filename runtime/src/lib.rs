@@ -11,7 +11,9 @@ pub mod config;
 pub mod daemon;
 pub mod effects;
 pub mod engine;
-pub mod event;
+/// The event model every layer shares: the `medic-event` crate, so by construction it
+/// imports nothing of medic.
+pub use medic_event as event;
 pub mod http;
 pub mod logging;
 pub mod metrics;

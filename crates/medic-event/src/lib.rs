@@ -2,9 +2,10 @@
 //! notifications, MQTT messages), what the engine consumes, and what comes back from an effect
 //! (command results), with the clock they are stamped by.
 //!
-//! Invariant: this file imports nothing of medic (collectd's model comes from `collectd_codec`,
-//! which knows nothing of medic). It sits at the bottom of the house, so any
-//! module may use it and it can never be part of an import circle.
+//! A crate of its own, so the compiler keeps its invariant: it imports nothing of medic
+//! (collectd's model comes from `collectd_codec`, which knows nothing of medic either). It sits
+//! at the bottom of the house, so any layer may use it and it can never be part of an import
+//! circle. The runtime re-exports it as `medic::event`.
 
 use std::fmt;
 use std::sync::Arc;
