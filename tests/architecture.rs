@@ -426,11 +426,7 @@ fn the_checker_catches_circles_upward_imports_and_missing_docs() {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(path, text).unwrap();
     };
-    write(
-        "lib.rs",
-        "//! root\npub mod event;\npub mod engine;\npub mod effects;\n",
-    );
-    write("event.rs", "//! model\n");
+    write("lib.rs", "//! root\npub mod engine;\npub mod effects;\n");
     write(
         "engine/mod.rs",
         "//! engine\npub mod worker;\npub mod port;\n",
