@@ -85,8 +85,8 @@ fn log_times(site: &Site, needle: &str) -> Vec<u64> {
         .collect()
 }
 
-/// Send `n` crossings; return each one's stages.
-fn crossings(site: &Site, port: u16, n: usize, runs_before: usize) -> Vec<Stages> {
+/// Send `n` crossings, each cleared 100 ms later; returns when each was sent.
+fn send_crossings(port: u16, n: usize) -> Vec<u64> {
     let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
     socket.connect(("127.0.0.1", port)).unwrap();
     let mut sent = Vec::with_capacity(n);
@@ -97,6 +97,12 @@ fn crossings(site: &Site, port: u16, n: usize, runs_before: usize) -> Vec<Stages
         socket.send(watched(0.0).bytes()).unwrap();
         std::thread::sleep(Duration::from_millis(100));
     }
+    sent
+}
+
+/// Send `n` crossings; return each one's stages.
+fn crossings(site: &Site, port: u16, n: usize, runs_before: usize) -> Vec<Stages> {
+    let sent = send_crossings(port, n);
     let started = || -> Vec<u64> {
         let mut rows: Vec<(u64, u64)> = site
             .history()
@@ -167,17 +173,8 @@ fn lock_database(db: &Path) -> Locker {
 /// Crossings while the database takes no writes: the audit rows wait in the history's queue,
 /// so each process start is read from the command's own log line instead.
 fn crossings_locked(site: &Site, port: u16, n: usize) -> Vec<Stages> {
-    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-    socket.connect(("127.0.0.1", port)).unwrap();
     let before = log_times(site, "running command").len();
-    let mut sent = Vec::with_capacity(n);
-    for _ in 0..n {
-        sent.push(now_ns());
-        socket.send(watched(200.0).bytes()).unwrap();
-        std::thread::sleep(Duration::from_millis(100));
-        socket.send(watched(0.0).bytes()).unwrap();
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let sent = send_crossings(port, n);
     assert!(
         wait_until(Duration::from_secs(30), || log_times(
             site,

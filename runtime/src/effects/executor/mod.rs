@@ -69,13 +69,8 @@ pub async fn run_until(
 ) -> RunResult {
     let started = Instant::now();
     let not_started = |error: String| RunResult {
-        code: None,
-        signal: None,
-        output: String::new(),
-        error: Some(error),
-        timed_out: false,
-        interrupted: false,
         duration: started.elapsed(),
+        ..RunResult::not_run(error)
     };
     // The program is found here, in the PATH the command will get, rather than by the child:
     // a command whose PATH differs from medic's would make the standard library fork medic's
