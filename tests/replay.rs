@@ -645,3 +645,150 @@ fn record_takes_mqtt_messages_on_its_topic_filters() {
     assert!(line["time"].as_f64().unwrap() > 1.7e9);
     assert!(!text.contains("not recorded"));
 }
+
+/// One feed through the daemon and through `medic replay`: the rule decides the same. The
+/// threshold example's own feed and rule config, its times moved to just before now, go in as
+/// PUTVAL lines to a running medic whose `restart` records its arguments; the same feed is
+/// replayed with the same config. Both run the one rule driver; this holds them to it.
+#[test]
+fn the_daemon_and_replay_decide_the_same_on_one_feed() {
+    let example = workspace().join("rules-examples/threshold/tests");
+    let feed: Vec<serde_json::Value> = std::fs::read_to_string(example.join("feed.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let last = feed
+        .iter()
+        .map(|e| e["time"].as_f64().unwrap())
+        .fold(0.0, f64::max);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    // Whole seconds, so the feed's fractions stay as they are.
+    let shift = (now - last - 1.0).floor();
+
+    let site = Site::new();
+    site.add_rule("threshold", "threshold");
+    let example_config = std::fs::read_to_string(example.join("medic.toml")).unwrap();
+    let rule_config = &example_config[example_config.find("[rules.config.threshold]").unwrap()
+        ..example_config.find("[services").unwrap()];
+    let runs = site.path("runs.log");
+    site.write_config(&format!(
+        "{rule_config}\n[services.web.commands]\nrestart = {{ run = [\"sh\", \"-c\", \
+         \"echo \\\"$MEDIC_ORIGIN|$MEDIC_REASON\\\" >> {}\"], cooldown = \"5m\" }}\n",
+        runs.display()
+    ));
+    let mut shifted = String::new();
+    let mut putvals = Vec::new();
+    for mut entry in feed {
+        let time = entry["time"].as_f64().unwrap() + shift;
+        entry["time"] = time.into();
+        shifted.push_str(&format!("{entry}\n"));
+        let values: Vec<String> = entry["values"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.to_string())
+            .collect();
+        putvals.push(format!(
+            "PUTVAL {}/{}/{} interval={} {time}:{}",
+            entry["host"].as_str().unwrap(),
+            entry["plugin"].as_str().unwrap(),
+            entry["type"].as_str().unwrap(),
+            entry["interval"],
+            values.join(":")
+        ));
+    }
+    let feed_path = site.path("feed.jsonl");
+    std::fs::write(&feed_path, shifted).unwrap();
+
+    // Replay first: what the daemon must do.
+    let out = replay(&[
+        "--config",
+        site.path("medic.toml").to_str().unwrap(),
+        "--rules",
+        rule("threshold").to_str().unwrap(),
+        feed_path.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let replayed = lines(&out);
+    let replayed_runs: Vec<(String, bool)> = replayed
+        .iter()
+        .filter(|l| l["action"] == "run")
+        .map(|l| {
+            (
+                l["reason"].as_str().unwrap().to_string(),
+                l["gate"] == "run",
+            )
+        })
+        .collect();
+    let replayed_notes: Vec<String> = replayed
+        .iter()
+        .filter(|l| l["action"] == "notify")
+        .map(|l| {
+            format!(
+                "{}: {}",
+                l["severity"].as_str().unwrap(),
+                l["message"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(replayed_runs.len(), 2, "{replayed:?}");
+    assert_eq!(replayed_notes.len(), 2, "{replayed:?}");
+
+    let medic = site.start();
+    let replies = medic.connect().send_many(&putvals);
+    assert!(replies.iter().all(|r| r.starts_with('0')), "{replies:?}");
+    let decided = || {
+        let rows = site.history();
+        let runs: Vec<&serde_json::Value> = rows.iter().filter(|r| r["service"] == "web").collect();
+        let notes: Vec<&serde_json::Value> = rows
+            .iter()
+            .filter(|r| r["kind"] == "notification")
+            .collect();
+        runs.len() >= replayed_runs.len() && notes.len() >= replayed_notes.len()
+    };
+    assert!(
+        medic_integration::wait_until(std::time::Duration::from_secs(30), decided),
+        "{:?}\n{}",
+        site.history(),
+        medic.log()
+    );
+    let mut rows = site.history();
+    rows.sort_by_key(|r| r["action_id"].as_u64());
+    let served_runs: Vec<(String, bool)> = rows
+        .iter()
+        .filter(|r| r["service"] == "web")
+        .map(|r| {
+            (
+                r["reason"].as_str().unwrap().to_string(),
+                r["state"] != "refused",
+            )
+        })
+        .collect();
+    let served_notes: Vec<String> = rows
+        .iter()
+        .filter(|r| r["kind"] == "notification")
+        .map(|r| r["reason"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(served_runs, replayed_runs, "{rows:?}");
+    assert_eq!(served_notes, replayed_notes, "{rows:?}");
+    // The admitted run ran, with the decision's own words.
+    let ran: Vec<String> = replayed_runs
+        .iter()
+        .filter(|(_, admitted)| *admitted)
+        .map(|(reason, _)| format!("threshold|{reason}"))
+        .collect();
+    let recorded = || {
+        std::fs::read_to_string(&runs)
+            .map(|t| t.lines().map(String::from).collect::<Vec<_>>() == ran)
+            .unwrap_or(false)
+    };
+    assert!(
+        medic_integration::wait_until(std::time::Duration::from_secs(30), recorded),
+        "{:?} != {ran:?}",
+        std::fs::read_to_string(&runs)
+    );
+}

@@ -238,6 +238,12 @@ impl ReplyTo {
             to(result);
         }
     }
+
+    /// Leave the request unanswered on purpose: for a run that is only recorded, never carried
+    /// out (`medic replay` without `--assume-exit`), so no result exists to give.
+    pub fn withhold(mut self) {
+        self.to = None;
+    }
 }
 
 impl Drop for ReplyTo {

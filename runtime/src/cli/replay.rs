@@ -103,9 +103,13 @@ fn entries(o: &Options) -> anyhow::Result<Box<dyn Iterator<Item = Result<Entry, 
 
 fn describe(s: &Summary, actions: usize, took: Duration) -> String {
     let rate = s.entries as f64 / took.as_secs_f64().max(1e-9);
+    let dropped = match s.dropped {
+        0 => String::new(),
+        n => format!(" ({n} events dropped while a rule waited out its fault backoff)"),
+    };
     format!(
         "replayed {} events ({} value lists, {} refused) spanning {} in {:.2?} ({:.0} events/s): \
-         {} rule calls, {} timers fired, {} actions, {} faults",
+         {} rule calls, {} timers fired, {} actions, {} faults{dropped}",
         s.entries,
         s.value_lists,
         s.refused,

@@ -21,6 +21,34 @@ impl Clock {
     }
 }
 
+/// The clock a rule's timers and fault backoff count on, in nanoseconds: monotonic in service
+/// (a wall-clock step must not fire or stall timers), the virtual clock in `medic replay`, so
+/// a replayed rule's timers and restarts happen at the feed's times.
+#[derive(Clone)]
+pub enum Ticks {
+    Monotonic(std::time::Instant),
+    Virtual(VirtualClock),
+}
+
+impl Ticks {
+    /// The ticks that go with what rules read: a virtual clock drives both.
+    pub fn for_clock(clock: &Clock) -> Self {
+        match clock {
+            Clock::Wall => Ticks::Monotonic(std::time::Instant::now()),
+            Clock::Virtual(v) => Ticks::Virtual(v.clone()),
+        }
+    }
+
+    pub fn now(&self) -> u64 {
+        match self {
+            Ticks::Monotonic(start) => {
+                u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX)
+            }
+            Ticks::Virtual(v) => v.now_ns(),
+        }
+    }
+}
+
 /// A clock that moves only when told to, shared by every instance that reads it.
 #[derive(Clone, Default)]
 pub struct VirtualClock(Arc<AtomicU64>);

@@ -12,8 +12,8 @@ use crossbeam_channel::Receiver;
 use tokio::sync::mpsc;
 
 use super::batch::{NotQueued, QueueSender, Queued};
-use super::bindings as wit;
 use super::interest::Interest;
+use super::routing::{Refused, Target};
 use super::rule::Subscription;
 use super::series::{Expired, Now, Rejected, SeriesTable};
 use super::status::StatusBoard;
@@ -169,53 +169,25 @@ impl Dispatcher {
     }
 
     fn dispatch(&mut self, item: Ingested, now: Now) {
-        match item {
-            Ingested::Values(vl) => match self.series.observe(&vl, now) {
-                Ok(observed) => {
-                    for route in self.routes.values_mut() {
-                        if route.interest.wants_values(observed.slot, &observed.key) {
-                            route.send(Queued::Values(observed.obs.clone()));
-                        }
-                    }
-                }
-                Err(why) => {
-                    self.rejected += 1;
-                    crate::metrics::metrics()
-                        .series_refused
-                        .get_or_create(&crate::metrics::ReasonLabels {
-                            reason: why.reason(),
-                        })
-                        .inc();
-                    let total = self.rejected;
-                    self.rejected_log
-                        .log(std::mem::discriminant(&why), |suppressed| {
-                            tracing::warn!(
-                                identifier = %Untrusted(&vl.identifier.to_string()),
-                                total_rejected = total,
-                                suppressed,
-                                "value list dropped: {why}"
-                            )
-                        });
-                }
-            },
-            Ingested::Notification(n) => {
-                let key = n.identifier.to_string();
-                let event = wit::Event::from(n);
-                for route in self.routes.values_mut() {
-                    if route.interest.wants_notification(&key) {
-                        route.send(Queued::Event(event.clone()));
-                    }
-                }
-            }
-            Ingested::Mqtt(m) => {
-                let topic = m.topic.clone();
-                let event = wit::Event::from(m);
-                for route in self.routes.values_mut() {
-                    if route.interest.wants_topic(&topic) {
-                        route.send(Queued::Event(event.clone()));
-                    }
-                }
-            }
+        let routed = super::routing::route(&self.series, item, now, self.routes.values_mut());
+        if let Err(Refused { why, identifier }) = routed {
+            self.rejected += 1;
+            crate::metrics::metrics()
+                .series_refused
+                .get_or_create(&crate::metrics::ReasonLabels {
+                    reason: why.reason(),
+                })
+                .inc();
+            let total = self.rejected;
+            self.rejected_log
+                .log(std::mem::discriminant(&why), |suppressed| {
+                    tracing::warn!(
+                        identifier = %Untrusted(&identifier.to_string()),
+                        total_rejected = total,
+                        suppressed,
+                        "value list dropped: {why}"
+                    )
+                });
         }
     }
 
@@ -241,8 +213,12 @@ impl Dispatcher {
     }
 }
 
-impl Route {
-    fn send(&mut self, event: Queued) {
+impl Target for Route {
+    fn interest(&mut self) -> &mut Interest {
+        &mut self.interest
+    }
+
+    fn take(&mut self, event: Queued) {
         match self.queue.try_send(event) {
             Ok(()) => {}
             Err(NotQueued::Full) => self.dropped += 1,

@@ -19,6 +19,7 @@ use notify_debouncer_full::{DebounceEventResult, new_debouncer};
 use super::batch::queue;
 use super::compiler::{Compiler, Tier};
 use super::dispatcher::RouteUpdate;
+use super::driver::Backoff;
 use super::port::EffectPort;
 use super::routes::Routes;
 use super::rule::{HostParts, RuleSpec, StartError, Subscription, rule_config, topics_granted};
@@ -243,8 +244,10 @@ impl Registry {
             status: self.status.clone(),
             cfg: WorkerConfig {
                 max_batch: self.config.max_batch,
-                fault_backoff: self.config.fault_backoff,
-                max_backoff: self.config.max_backoff,
+                backoff: Backoff {
+                    first: self.config.fault_backoff,
+                    max: self.config.max_backoff,
+                },
             },
             on_subscription: Box::new(move |subscription: Subscription| {
                 routes.send(RouteUpdate::Subscribe {

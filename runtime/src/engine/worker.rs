@@ -1,18 +1,18 @@
-//! One thread per rule. It owns the rule's instance (one wasmtime `Store`), drains the rule's
-//! queue into batches, runs its timers, carries its actions out, swaps in new versions between
-//! batches, and re-instantiates it with backoff after a fault. The queue belongs to the worker,
-//! not to an instance, so a swap or a fault never loses queued events.
+//! One thread per rule in service: it drains the rule's queue into batches and hands them to the
+//! rule's [`RuleDriver`] (the instance, timers, the act step, restarts after a fault: the same
+//! code `medic replay` runs), swaps in new versions between batches, and plugs the driver into
+//! the daemon's effects and status board. The queue belongs to the worker, not to an instance,
+//! so a swap or a fault never loses queued events.
 
-use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender, select};
 
-use super::batch::{BatchBuilder, Queued};
-use super::bindings as wit;
+use super::batch::Queued;
+use super::driver::{Backoff, Port, Report, RuleDriver};
 use super::instance::RuleInstance;
 use super::port::{Decision, EffectPort};
-use super::rule::{HostParts, RuleSpec, StartError, Started, Subscription};
+use super::rule::{HostParts, RuleSpec, Started, Subscription};
 use super::status::{Health, StatusBoard};
 use crate::event::{CommandRequest, CommandResult, ReplyTo, next_action_id};
 
@@ -35,26 +35,15 @@ pub enum Control {
 
 pub struct WorkerConfig {
     pub max_batch: usize,
-    pub fault_backoff: Duration,
-    pub max_backoff: Duration,
+    pub backoff: Backoff,
 }
 
 pub struct Worker {
-    spec: RuleSpec,
-    instance: Option<RuleInstance>,
-    host: HostParts,
+    driver: RuleDriver,
+    port: ServicePort,
     events: Receiver<Queued>,
     control: Receiver<Control>,
-    control_tx: Sender<Control>,
-    effects: EffectPort,
-    status: StatusBoard,
-    cfg: WorkerConfig,
-    timers: BTreeMap<String, Instant>,
-    /// When faulted: when to try a fresh instance, and the wait after that.
-    retry: Option<(Instant, Duration)>,
-    /// An instance just started: call it once with nothing, so what it asked for in `init`
-    /// (timers) is carried out now rather than at its first event.
-    started: bool,
+    max_batch: usize,
     /// Subscription changes after a re-instantiation are reported here.
     on_subscription: Box<dyn Fn(Subscription) + Send>,
 }
@@ -82,18 +71,21 @@ impl Worker {
         let (control_tx, control) = crossbeam_channel::unbounded();
         let name = parts.spec.name.clone();
         let worker = Worker {
-            spec: parts.spec,
-            instance: Some(parts.started.instance),
-            host: parts.host,
+            port: ServicePort {
+                effects: parts.effects,
+                status: parts.status,
+                host: parts.host.clone(),
+                control: control_tx.clone(),
+            },
+            driver: RuleDriver::new(
+                parts.spec,
+                parts.started.instance,
+                parts.host,
+                parts.cfg.backoff,
+            ),
             events: parts.events,
             control,
-            control_tx: control_tx.clone(),
-            effects: parts.effects,
-            status: parts.status,
-            cfg: parts.cfg,
-            timers: BTreeMap::new(),
-            retry: None,
-            started: true,
+            max_batch: parts.cfg.max_batch,
             on_subscription: parts.on_subscription,
         };
         let thread = std::thread::Builder::new()
@@ -106,23 +98,22 @@ impl Worker {
     }
 
     fn run(mut self) {
-        let mut batch = BatchBuilder::default();
         loop {
-            if std::mem::take(&mut self.started) {
-                // Everything batched was delivered at the end of the last round: an empty call.
-                self.deliver(&batch);
-            }
+            // The first call after a start, a restart that is due, what is batched.
+            self.step();
             let wait = self
+                .driver
                 .next_wakeup()
-                .map(|t| t.saturating_duration_since(Instant::now()));
-            let wait = wait.unwrap_or(Duration::from_secs(3600));
+                .map_or(Duration::from_secs(3600), |at| {
+                    Duration::from_nanos(at.saturating_sub(self.driver.now()))
+                });
             select! {
                 recv(self.control) -> msg => match msg {
-                    Ok(msg) => if !self.handle_control(msg, &mut batch) { return },
-                    Err(_) => return self.stop(&mut batch),
+                    Ok(msg) => if !self.handle_control(msg) { return },
+                    Err(_) => return self.driver.stop(&mut self.port),
                 },
                 recv(self.events) -> ev => match ev {
-                    Ok(ev) => batch.push(ev),
+                    Ok(ev) => self.driver.push(ev),
                     // The dispatcher is gone (shutdown): results may still come, and the
                     // registry says when to stop.
                     Err(_) => self.events = crossbeam_channel::never(),
@@ -132,28 +123,32 @@ impl Worker {
             // Results and swaps that arrived meanwhile come first: they are rarer and decide
             // which version handles the events.
             while let Ok(msg) = self.control.try_recv() {
-                if !self.handle_control(msg, &mut batch) {
+                if !self.handle_control(msg) {
                     return;
                 }
             }
-            while batch.len() < self.cfg.max_batch {
-                match self.events.try_recv() {
-                    Ok(ev) => batch.push(ev),
-                    Err(_) => break,
-                }
-            }
-            self.fire_timers(&mut batch);
-            if self.instance.is_none() {
-                self.try_restart();
-            }
-            if !batch.is_empty() {
-                self.deliver_or_drop(&mut batch);
+            self.fill_batch();
+            self.driver.fire_due_timers();
+        }
+    }
+
+    fn step(&mut self) {
+        if let Some(subscription) = self.driver.step(&mut self.port) {
+            (self.on_subscription)(subscription);
+        }
+    }
+
+    fn fill_batch(&mut self) {
+        while self.driver.batched() < self.max_batch {
+            match self.events.try_recv() {
+                Ok(ev) => self.driver.push(ev),
+                Err(_) => break,
             }
         }
     }
 
     /// Returns false when the worker must end.
-    fn handle_control(&mut self, msg: Control, batch: &mut BatchBuilder) -> bool {
+    fn handle_control(&mut self, msg: Control) -> bool {
         match msg {
             Control::Swap {
                 spec,
@@ -161,289 +156,159 @@ impl Worker {
                 reply,
             } => {
                 // Events already batched belong to the old version.
-                if !batch.is_empty() && self.instance.is_some() {
-                    self.deliver(batch);
-                    batch.clear();
+                if self.driver.batched() > 0 {
+                    self.step();
                 }
-                let _ = reply.send(self.swap(spec, instance));
+                let _ = reply.send(self.driver.swap(spec, instance));
                 true
             }
             Control::Result(r) => {
-                batch.push_event(r.into());
+                self.driver.push_event(r.into());
                 true
             }
             Control::Drain(done) => {
-                self.drain(batch);
+                // Deliver everything queued now, in batches.
+                loop {
+                    self.fill_batch();
+                    if self.driver.batched() == 0 {
+                        break;
+                    }
+                    self.step();
+                }
                 let _ = done.send(());
                 true
             }
             Control::Stop => {
-                self.stop(batch);
+                self.driver.stop(&mut self.port);
                 false
             }
         }
     }
+}
 
-    fn swap(&mut self, spec: RuleSpec, instance: RuleInstance) -> Result<Subscription, String> {
-        // Let the old version flush its memory into state before the new one reads it.
-        if let Some(old) = &mut self.instance
-            && let Err(fault) = old.suspend()
-        {
-            tracing::warn!(
-                rule = &*self.spec.name,
-                "old version faulted in suspend: {fault}"
-            );
-            self.instance = None;
-        }
-        match spec.start(instance) {
-            Ok(started) => {
-                self.spec = spec;
-                self.instance = Some(started.instance);
-                self.retry = None;
-                self.started = true;
-                // Timers belong to the rule, not the version: the new version keeps them.
-                Ok(started.subscription)
-            }
-            Err(e) => Err(e.to_string()),
-        }
+/// The daemon's side of a rule's driver: decisions to the effects, results back into this
+/// worker's control queue, reports to the status board, the log and the audit history.
+struct ServicePort {
+    effects: EffectPort,
+    status: StatusBoard,
+    host: HostParts,
+    control: Sender<Control>,
+}
+
+impl Port for ServicePort {
+    fn action_id(&mut self) -> u64 {
+        next_action_id()
     }
 
-    /// Deliver everything queued now, in batches.
-    fn drain(&mut self, batch: &mut BatchBuilder) {
-        loop {
-            while batch.len() < self.cfg.max_batch {
-                match self.events.try_recv() {
-                    Ok(ev) => batch.push(ev),
-                    Err(_) => break,
-                }
-            }
-            if batch.is_empty() {
-                return;
-            }
-            self.deliver_or_drop(batch);
-        }
-    }
-
-    fn deliver_or_drop(&mut self, batch: &mut BatchBuilder) {
-        if self.instance.is_some() {
-            self.deliver(batch);
-        } else {
-            self.status
-                .count_dropped(&self.spec.name, batch.len() as u64);
-        }
-        batch.clear();
-    }
-
-    fn stop(&mut self, batch: &mut BatchBuilder) {
-        if !batch.is_empty() {
-            self.deliver_or_drop(batch);
-        }
-        if let Some(instance) = &mut self.instance
-            && let Err(fault) = instance.suspend()
-        {
-            tracing::warn!(
-                rule = &*self.spec.name,
-                "faulted in suspend at shutdown: {fault}"
-            );
-        }
-    }
-
-    fn next_wakeup(&self) -> Option<Instant> {
-        let timer = self.timers.values().min().copied();
-        let retry = self.retry.map(|(at, _)| at);
-        match (timer, retry) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
-    }
-
-    fn fire_timers(&mut self, batch: &mut BatchBuilder) {
-        let now = Instant::now();
-        let due: Vec<String> = self
-            .timers
-            .iter()
-            .filter(|(_, at)| **at <= now)
-            .map(|(name, _)| name.clone())
-            .collect();
-        for name in due {
-            self.timers.remove(&name);
-            batch.push_event(wit::Event::Timer(name));
-        }
-    }
-
-    fn deliver(&mut self, batch: &BatchBuilder) {
-        let Some(instance) = &mut self.instance else {
-            return;
-        };
-        let started = Instant::now();
-        match instance.on_events(batch.batch()) {
-            Ok(actions) => {
-                self.status
-                    .count_batch(&self.spec.name, batch.len() as u64, started.elapsed());
-                if self.retry.take().is_some() || self.status.is_faulted(&self.spec.name) {
-                    self.status.set_health(&self.spec.name, Health::Running);
-                }
-                for action in actions {
-                    self.act(action);
-                }
-            }
-            Err(fault) => {
-                // A trapped component can never be entered again: drop its Store.
-                self.instance = None;
-                let wait = self.retry.map_or(self.cfg.fault_backoff, |(_, w)| w);
-                tracing::error!(
-                    rule = &*self.spec.name,
-                    batch = batch.len(),
-                    "rule faulted: {fault}; retrying in {wait:?} (the batch is dropped)"
-                );
-                self.host.record_fault(
-                    &self.spec.name,
-                    fault.kind(),
-                    Some(&self.spec.compiled.hash),
-                    format!("faulted: {fault}; {} events dropped", batch.len()),
-                );
-                self.status
-                    .count_dropped(&self.spec.name, batch.len() as u64);
-                self.status.set_health(
-                    &self.spec.name,
-                    Health::Faulted {
-                        reason: fault.to_string(),
-                        retry_in: wait,
-                    },
-                );
-                self.retry = Some((Instant::now() + wait, wait));
-            }
-        }
-    }
-
-    /// Re-instantiate after a fault once the backoff has passed; on failure, wait longer.
-    fn try_restart(&mut self) {
-        let Some((at, wait)) = self.retry else { return };
-        if Instant::now() < at {
-            return;
-        }
-        let result = self
-            .spec
-            .instantiate(&self.host)
-            .map_err(StartError::from)
-            .and_then(|i| self.spec.start(i));
-        let next = (wait * 2).min(self.cfg.max_backoff);
-        match result {
-            Ok(started) => {
-                tracing::info!(
-                    rule = &*self.spec.name,
-                    "rule re-instantiated after a fault"
-                );
-                self.instance = Some(started.instance);
-                self.started = true;
-                // Keep `retry` until a batch succeeds, so a rule that faults on every batch
-                // backs off further instead of retrying at the first interval forever.
-                self.retry = Some((Instant::now() + next, next));
-                (self.on_subscription)(started.subscription);
-            }
-            Err(e) => {
-                tracing::error!(
-                    rule = &*self.spec.name,
-                    "rule could not be restarted: {e}; retrying in {next:?}"
-                );
-                self.host.record_fault(
-                    &self.spec.name,
-                    "restart",
-                    Some(&self.spec.compiled.hash),
-                    format!("could not be restarted: {e}"),
-                );
-                self.status.set_health(
-                    &self.spec.name,
-                    Health::Faulted {
-                        reason: e.to_string(),
-                        retry_in: next,
-                    },
-                );
-                self.retry = Some((Instant::now() + next, next));
-            }
-        }
-    }
-
-    fn act(&mut self, action: wit::Action) {
-        let rule = self.spec.name.clone();
-        let decision = match action {
-            wit::Action::Run(run) => {
-                let action_id = next_action_id();
-                tracing::info!(
-                    rule = &*rule,
-                    action_id,
-                    service = run.service,
-                    command = run.command,
-                    reason = run.reason,
-                    "rule asks to run a command"
-                );
-                Decision::Run(CommandRequest {
-                    reply: self.reply_here(action_id, &run.service, &run.command),
-                    origin: rule,
-                    build: Some(self.spec.compiled.hash.as_str().into()),
-                    action_id,
-                    service: run.service,
-                    command: run.command,
-                    reason: run.reason,
-                })
-            }
-            wit::Action::RunRemote(r) => {
-                let action_id = next_action_id();
-                tracing::info!(
-                    rule = &*rule,
-                    action_id,
-                    node = r.node,
-                    service = r.service,
-                    command = r.command,
-                    reason = r.reason,
-                    "rule asks another node to run a command"
-                );
-                Decision::RunRemote {
-                    reply: self.reply_here(action_id, &r.service, &r.command),
-                    rule,
-                    action_id,
-                    node: r.node,
-                    service: r.service,
-                    command: r.command,
-                    reason: r.reason,
-                }
-            }
-            wit::Action::Publish(p) => Decision::Publish {
-                rule,
-                topic: p.topic,
-                payload: p.payload,
-                retain: p.retain,
-            },
-            wit::Action::Emit(e) => Decision::Emit {
-                rule,
-                sink: e.sink,
-                record: e.record,
-            },
-            wit::Action::Notify(n) => Decision::Notify {
-                rule,
-                severity: n.severity.into(),
-                message: n.message,
-                source: n.source.and_then(wit::notify_source),
-            },
-            // Timers belong to the rule's worker, not to the outside world.
-            wit::Action::SetTimer(t) => {
-                let at = Instant::now() + Duration::from_nanos(t.after);
-                self.timers.insert(t.name, at);
-                return;
-            }
-            wit::Action::CancelTimer(name) => {
-                self.timers.remove(&name);
-                return;
-            }
-        };
-        (self.effects)(decision);
-    }
-
-    /// Where the result of this rule's request goes: back into this worker, as an event.
-    fn reply_here(&self, action_id: u64, service: &str, command: &str) -> ReplyTo {
-        let control = self.control_tx.clone();
+    fn reply_to(&mut self, action_id: u64, service: &str, command: &str) -> ReplyTo {
+        let control = self.control.clone();
         ReplyTo::new(action_id, service, command, move |result| {
             let _ = control.send(Control::Result(result));
         })
+    }
+
+    fn decide(&mut self, decision: Decision) {
+        match &decision {
+            Decision::Run(CommandRequest {
+                origin,
+                action_id,
+                service,
+                command,
+                reason,
+                ..
+            }) => tracing::info!(
+                rule = &**origin,
+                action_id,
+                service,
+                command,
+                reason,
+                "rule asks to run a command"
+            ),
+            Decision::RunRemote {
+                rule,
+                action_id,
+                node,
+                service,
+                command,
+                reason,
+                ..
+            } => tracing::info!(
+                rule = &**rule,
+                action_id,
+                node,
+                service,
+                command,
+                reason,
+                "rule asks another node to run a command"
+            ),
+            _ => {}
+        }
+        (self.effects)(decision);
+    }
+
+    fn report(&mut self, rule: &RuleSpec, report: Report) {
+        let name = &*rule.name;
+        let build = Some(rule.compiled.hash.as_str());
+        match report {
+            Report::Delivered {
+                events,
+                took,
+                recovered,
+            } => {
+                self.status.count_batch(name, events as u64, took);
+                if recovered || self.status.is_faulted(name) {
+                    self.status.set_health(name, Health::Running);
+                }
+            }
+            Report::Faulted {
+                kind,
+                error,
+                events,
+                retry_in,
+            } => {
+                tracing::error!(
+                    rule = name,
+                    batch = events,
+                    "rule faulted: {error}; retrying in {retry_in:?} (the batch is dropped)"
+                );
+                self.host.record_fault(
+                    name,
+                    kind,
+                    build,
+                    format!("faulted: {error}; {events} events dropped"),
+                );
+                self.status.count_dropped(name, events as u64);
+                self.status.set_health(
+                    name,
+                    Health::Faulted {
+                        reason: error,
+                        retry_in,
+                    },
+                );
+            }
+            Report::Restarted => {
+                tracing::info!(rule = name, "rule re-instantiated after a fault");
+            }
+            Report::NotRestarted { error, retry_in } => {
+                tracing::error!(
+                    rule = name,
+                    "rule could not be restarted: {error}; retrying in {retry_in:?}"
+                );
+                self.host.record_fault(
+                    name,
+                    "restart",
+                    build,
+                    format!("could not be restarted: {error}"),
+                );
+                self.status.set_health(
+                    name,
+                    Health::Faulted {
+                        reason: error,
+                        retry_in,
+                    },
+                );
+            }
+            Report::Dropped { events } => self.status.count_dropped(name, events as u64),
+        }
     }
 }

@@ -8,35 +8,40 @@
 //! is carried out, and no command result comes back. The same feed gives the same actions,
 //! every time: this is how rule authors test rules in CI.
 //!
-//! Routing, rates, batches and the gate are the daemon's own ([`Interest`], [`SeriesTable`],
-//! [`BatchBuilder`], [`Gate`]); rule state lives in memory, so a replay never touches a
+//! What happens to a rule is the daemon's own code: routing ([`route`]), rates
+//! ([`SeriesTable`]), the rule's life ([`RuleDriver`]: calls, the act step, timers, restarts
+//! with backoff after a fault, counted on the virtual clock) and the policy gate (in
+//! [`recorder`], the driver's port). Only the gathering of batches is the replay's own: the
+//! feed's events of one instant. Rule state lives in memory, so a replay never touches a
 //! daemon's database.
 
 pub mod expect;
 pub mod feed;
+mod recorder;
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
+use crossbeam_channel::{Receiver, Sender};
 use serde::Serialize;
 
 use crate::config::Config;
-use crate::effects::policy::Gate;
-use crate::engine::batch::{BatchBuilder, Queued};
-use crate::engine::bindings as wit;
+use crate::engine::batch::Queued;
 use crate::engine::clock::{Clock, VirtualClock};
 use crate::engine::compiler::Compiler;
-use crate::engine::instance::{Limits, RuleInstance};
+use crate::engine::driver::{Backoff, RuleDriver};
+use crate::engine::instance::Limits;
 use crate::engine::interest::Interest;
 use crate::engine::registry::{rule_files, rule_name};
+use crate::engine::routing::{Target, route};
 use crate::engine::rule::{HostParts, RuleSpec, StartError, rule_config};
 use crate::engine::series::{SeriesLimits, SeriesTable};
-use crate::event::Ingested;
+use crate::event::{CommandResult, Ingested};
 use crate::store::Store;
 use feed::Entry;
+use recorder::{Call, Recorder};
 
 /// One line of a replay's output: an action a rule took, or a fault.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -122,21 +127,41 @@ pub struct Summary {
     pub timers_fired: u64,
     pub calls: u64,
     pub faults: u64,
+    /// Events that reached a rule while it was faulted and waiting out its backoff (lost, as
+    /// in service).
+    pub dropped: u64,
     /// Virtual time from the first entry to the last.
     pub span: Duration,
 }
 
+/// One replayed rule: the daemon's driver, its routing, and where its results come back.
 struct Replayed {
-    spec: RuleSpec,
-    instance: Option<RuleInstance>,
+    driver: RuleDriver,
     interest: Interest,
-    batch: BatchBuilder,
-    /// Due times on the virtual clock.
-    timers: BTreeMap<String, u64>,
     /// Feed lines of what is batched: first and last.
     origins: Option<(String, String)>,
-    /// Results of this rule's runs, for its next call.
-    results: Vec<crate::event::CommandResult>,
+    results: Receiver<CommandResult>,
+    results_tx: Sender<CommandResult>,
+}
+
+/// A rule receiving a routed item from feed line `origin`.
+struct Receiving<'a> {
+    rule: &'a mut Replayed,
+    origin: &'a str,
+}
+
+impl Target for Receiving<'_> {
+    fn interest(&mut self) -> &mut Interest {
+        &mut self.rule.interest
+    }
+
+    fn take(&mut self, item: Queued) {
+        self.rule.driver.push(item);
+        match &mut self.rule.origins {
+            Some((_, last)) => self.origin.clone_into(last),
+            None => self.rule.origins = Some((self.origin.to_string(), self.origin.to_string())),
+        }
+    }
 }
 
 /// How a replay treats the commands rules ask for.
@@ -149,21 +174,18 @@ pub struct Options {
 }
 
 pub struct Replay {
-    config: Config,
-    options: Options,
-    next_action_id: u64,
+    max_batch: usize,
     clock: VirtualClock,
-    host: HostParts,
+    series: Arc<SeriesTable>,
     rules: Vec<Replayed>,
-    gate: Gate,
-    /// The gate counts in `Instant`s: virtual nanoseconds are laid out from this one.
-    origin: Instant,
+    recorder: Recorder,
     first_ns: Option<u64>,
     /// The time of what is batched, if anything is.
     batch_time: Option<u64>,
     batched: usize,
-    lines: Vec<Line>,
     summary: Summary,
+    /// Compiled rules, until the first entry starts them.
+    pending: Vec<RuleSpec>,
     // Last: the compiler's epoch ticker must outlive the instances.
     _compiler: Compiler,
 }
@@ -210,14 +232,7 @@ impl Replay {
             timeout_intervals: config.ingest.series_timeout,
         };
         let clock = VirtualClock::default();
-        let host = HostParts {
-            state: Store::in_memory()?,
-            held: Default::default(),
-            series: Arc::new(SeriesTable::with_limits(types, limits)),
-            clock: Clock::Virtual(clock.clone()),
-            limits: replay_limits(&config.rules),
-            history: None,
-        };
+        let series = Arc::new(SeriesTable::with_limits(types, limits));
         let mut specs = Vec::new();
         for path in &files {
             let name = rule_name(path)
@@ -233,33 +248,18 @@ impl Replay {
             });
         }
         specs.sort_by(|a, b| a.name.cmp(&b.name));
-        let rules = specs
-            .into_iter()
-            .map(|spec| Replayed {
-                spec,
-                instance: None,
-                interest: Interest::new(Arc::new(crate::engine::rule::Subscription::none())),
-                batch: BatchBuilder::default(),
-                timers: BTreeMap::new(),
-                origins: None,
-                results: Vec::new(),
-            })
-            .collect();
         Ok(Self {
-            config,
-            options,
-            next_action_id: 1,
+            max_batch: config.rules.max_batch,
+            series,
+            rules: Vec::new(),
+            recorder: Recorder::new(config, options, clock.clone()),
             clock,
-            host,
-            rules,
-            gate: Gate::default(),
-            origin: Instant::now(),
             first_ns: None,
             batch_time: None,
             batched: 0,
-            lines: Vec::new(),
             summary: Summary::default(),
             _compiler: compiler,
+            pending: specs,
         })
     }
 
@@ -268,18 +268,37 @@ impl Replay {
     fn start(&mut self, time_ns: u64) -> anyhow::Result<()> {
         self.clock.advance_to(time_ns);
         self.first_ns = Some(time_ns);
-        for rule in &mut self.rules {
-            let started = rule
-                .spec
-                .instantiate(&self.host)
+        self.recorder.start_at(time_ns);
+        let config = self.recorder.config();
+        let host = HostParts {
+            state: Store::in_memory()?,
+            held: Default::default(),
+            series: self.series.clone(),
+            clock: Clock::Virtual(self.clock.clone()),
+            limits: replay_limits(&config.rules),
+            history: None,
+        };
+        let backoff = Backoff {
+            first: config.rules.fault_backoff,
+            max: config.rules.max_backoff,
+        };
+        for spec in std::mem::take(&mut self.pending) {
+            let started = spec
+                .instantiate(&host)
                 .map_err(StartError::from)
-                .and_then(|i| rule.spec.start(i))
-                .with_context(|| format!("rule {} cannot start", rule.spec.name))?;
-            rule.interest.set(Arc::new(started.subscription));
-            rule.instance = Some(started.instance);
+                .and_then(|i| spec.start(i))
+                .with_context(|| format!("rule {} cannot start", spec.name))?;
+            let (results_tx, results) = crossbeam_channel::unbounded();
+            self.rules.push(Replayed {
+                driver: RuleDriver::new(spec, started.instance, host.clone(), backoff),
+                interest: Interest::new(Arc::new(started.subscription)),
+                origins: None,
+                results,
+                results_tx,
+            });
         }
-        // As the daemon does after a start: one empty call, which carries out what the rules
-        // asked for in `init` (timers).
+        // As the daemon does after a start: one call, which carries out what the rules asked
+        // for in `init` (timers).
         for i in 0..self.rules.len() {
             self.deliver(i);
         }
@@ -293,8 +312,7 @@ impl Replay {
         }
         // Time never goes back: an entry older than the clock is taken at the clock's time.
         let time = entry.time_ns.max(self.clock.now_ns());
-        if self.batch_time.is_some_and(|t| t != time) || self.batched >= self.config.rules.max_batch
-        {
+        if self.batch_time.is_some_and(|t| t != time) || self.batched >= self.max_batch {
             self.flush();
         }
         self.fire_timers(time);
@@ -311,59 +329,28 @@ impl Replay {
     pub fn finish(mut self) -> (Vec<Line>, Summary) {
         self.flush();
         for rule in &mut self.rules {
-            if let Some(instance) = &mut rule.instance {
-                let _ = instance.suspend();
-            }
+            rule.driver.stop(&mut self.recorder);
         }
-        (self.lines, self.summary)
+        let r = self.recorder;
+        self.summary.calls = r.calls;
+        self.summary.faults = r.faults;
+        self.summary.dropped = r.dropped;
+        (r.lines, self.summary)
     }
 
     fn route(&mut self, event: Ingested, origin: &str, time: u64) {
-        let to = |rule: &mut Replayed, item: Queued| {
-            rule.batch.push(item);
-            match &mut rule.origins {
-                Some((_, last)) => origin.clone_into(last),
-                None => rule.origins = Some((origin.to_string(), origin.to_string())),
-            }
-        };
-        match event {
-            Ingested::Values(vl) => {
-                self.summary.value_lists += 1;
-                let elapsed = Duration::from_nanos(time - self.first_ns.unwrap_or(time));
-                let now = SeriesTable::now_virtual(time, elapsed);
-                match self.host.series.observe(&vl, now) {
-                    Ok(observed) => {
-                        for rule in &mut self.rules {
-                            if rule.interest.wants_values(observed.slot, &observed.key) {
-                                to(rule, Queued::Values(observed.obs.clone()));
-                            }
-                        }
-                    }
-                    Err(why) => {
-                        self.summary.refused += 1;
-                        if self.summary.refusals.len() < REFUSALS_KEPT {
-                            self.summary.refusals.push(format!("{origin}: {why}"));
-                        }
-                    }
-                }
-            }
-            Ingested::Notification(n) => {
-                let key = n.identifier.to_string();
-                let event = wit::Event::from(n);
-                for rule in &mut self.rules {
-                    if rule.interest.wants_notification(&key) {
-                        to(rule, Queued::Event(event.clone()));
-                    }
-                }
-            }
-            Ingested::Mqtt(m) => {
-                let topic = m.topic.clone();
-                let event = wit::Event::from(m);
-                for rule in &mut self.rules {
-                    if rule.interest.wants_topic(&topic) {
-                        to(rule, Queued::Event(event.clone()));
-                    }
-                }
+        if matches!(event, Ingested::Values(_)) {
+            self.summary.value_lists += 1;
+        }
+        let elapsed = Duration::from_nanos(time - self.first_ns.unwrap_or(time));
+        let now = SeriesTable::now_virtual(time, elapsed);
+        let targets = self.rules.iter_mut().map(|rule| Receiving { rule, origin });
+        if let Err(refused) = route(&self.series, event, now, targets) {
+            self.summary.refused += 1;
+            if self.summary.refusals.len() < REFUSALS_KEPT {
+                self.summary
+                    .refusals
+                    .push(format!("{origin}: {}", refused.why));
             }
         }
         self.batch_time = Some(time);
@@ -372,7 +359,7 @@ impl Replay {
 
     fn flush(&mut self) {
         for i in 0..self.rules.len() {
-            if !self.rules[i].batch.is_empty() {
+            if self.rules[i].driver.batched() > 0 {
                 self.deliver(i);
             }
         }
@@ -391,10 +378,10 @@ impl Replay {
                 .rules
                 .iter()
                 .enumerate()
-                .flat_map(|(i, r)| r.timers.iter().map(move |(name, at)| (*at, i, name)))
+                .flat_map(|(i, r)| r.driver.timers().map(move |(name, at)| (at, i, name)))
                 .filter(|(at, _, _)| *at <= until)
                 .min()
-                .map(|(at, i, name)| (at, i, name.clone()));
+                .map(|(at, i, name)| (at, i, name.to_string()));
             let Some((at, i, name)) = due else { return };
             instant = if instant.0 == at {
                 (at, instant.1 + 1)
@@ -403,19 +390,18 @@ impl Replay {
             };
             if instant.1 > TIMERS_PER_INSTANT {
                 let rule = &mut self.rules[i];
-                rule.timers.remove(&name);
+                rule.driver.drop_timer(&name);
                 eprintln!(
                     "rule {}: timer `{name}` fired {TIMERS_PER_INSTANT} times at one instant; \
                      dropped",
-                    rule.spec.name
+                    rule.driver.name()
                 );
                 continue;
             }
             self.flush();
             self.clock.advance_to(at);
             let rule = &mut self.rules[i];
-            rule.timers.remove(&name);
-            rule.batch.push_event(wit::Event::Timer(name.clone()));
+            rule.driver.fire_timer(&name);
             rule.origins = Some((format!("timer `{name}`"), format!("timer `{name}`")));
             self.summary.timers_fired += 1;
             self.deliver(i);
@@ -429,212 +415,38 @@ impl Replay {
     fn deliver(&mut self, i: usize) {
         self.call(i);
         for _ in 0..RESULT_ROUNDS {
-            let results = std::mem::take(&mut self.rules[i].results);
-            if results.is_empty() {
-                return;
-            }
             let rule = &mut self.rules[i];
-            for r in results {
-                rule.batch.push_event(r.into());
+            let mut any = false;
+            for result in rule.results.try_iter() {
+                rule.driver.push_event(result.into());
+                any = true;
+            }
+            if !any {
+                return;
             }
             rule.origins = Some(("command results".into(), "command results".into()));
             self.call(i);
         }
         let rule = &mut self.rules[i];
-        if !rule.results.is_empty() {
-            rule.results.clear();
-            let name = rule.spec.name.to_string();
+        if rule.results.try_iter().count() > 0 {
             eprintln!(
-                "rule {name}: still asking after {RESULT_ROUNDS} rounds of command results at \
-                 one instant; the rest are dropped"
+                "rule {}: still asking after {RESULT_ROUNDS} rounds of command results at \
+                 one instant; the rest are dropped",
+                rule.driver.name()
             );
         }
     }
 
+    /// One step of rule `i`'s driver: the call the daemon's worker would make now.
     fn call(&mut self, i: usize) {
-        let now = self.clock.now_ns();
         let rule = &mut self.rules[i];
-        let origins = rule.origins.take();
-        if rule.instance.is_none() {
-            // As after a fault in service (without the backoff: virtual time has no wait).
-            let started = rule
-                .spec
-                .instantiate(&self.host)
-                .map_err(StartError::from)
-                .and_then(|inst| rule.spec.start(inst));
-            match started {
-                Ok(started) => {
-                    rule.interest.set(Arc::new(started.subscription));
-                    rule.instance = Some(started.instance);
-                }
-                Err(e) => {
-                    let line = fault_line(now, &rule.spec.name, "restart", e.to_string(), origins);
-                    rule.batch.clear();
-                    self.summary.faults += 1;
-                    self.lines.push(line);
-                    return;
-                }
-            }
-        }
-        let instance = rule.instance.as_mut().expect("started above");
-        self.summary.calls += 1;
-        let result = instance.on_events(rule.batch.batch());
-        rule.batch.clear();
-        match result {
-            Ok(actions) => {
-                for action in actions {
-                    self.act(i, action, now);
-                }
-            }
-            Err(fault) => {
-                rule.instance = None;
-                let line = fault_line(
-                    now,
-                    &rule.spec.name,
-                    fault.kind(),
-                    fault.to_string(),
-                    origins,
-                );
-                self.summary.faults += 1;
-                self.lines.push(line);
-            }
-        }
-    }
-
-    fn act(&mut self, i: usize, action: wit::Action, now: u64) {
-        let rule = &mut self.rules[i];
-        let what = match action {
-            wit::Action::Run(run) => {
-                let at = self.origin + Duration::from_nanos(now - self.first_ns.unwrap_or(now));
-                let action_id = self.next_action_id;
-                self.next_action_id += 1;
-                let result = |code: Option<i32>, error: Option<String>| {
-                    let mut r = crate::event::CommandResult::error(
-                        action_id,
-                        run.service.clone(),
-                        run.command.clone(),
-                        String::new(),
-                    );
-                    r.run.code = code;
-                    r.run.error = error;
-                    r
-                };
-                // Nothing runs: each admitted run ends at once (successfully, unless
-                // `assume_exit` says otherwise), so its concurrency never refuses the next.
-                let verdict = match self
-                    .gate
-                    .admit(&self.config, &run.service, &run.command, at)
-                {
-                    Ok((_, admitted)) => {
-                        let failed = self.options.assume_exit.is_some_and(|c| c != 0);
-                        self.gate.finish(&self.config, admitted, failed, at);
-                        if let Some(code) = self.options.assume_exit {
-                            rule.results.push(result(Some(code), None));
-                        }
-                        None
-                    }
-                    Err(refusal) => {
-                        let why = refusal.to_string();
-                        rule.results.push(result(None, Some(why.clone())));
-                        Some(why)
-                    }
-                };
-                What::Run {
-                    service: run.service,
-                    command: run.command,
-                    reason: run.reason,
-                    gate: if verdict.is_some() { "refused" } else { "run" },
-                    why: verdict,
-                }
-            }
-            wit::Action::RunRemote(r) => What::RunRemote {
-                node: r.node,
-                service: r.service,
-                command: r.command,
-                reason: r.reason,
-            },
-            wit::Action::Publish(p) => {
-                let why = match &self.config.mqtt {
-                    Some(m) => {
-                        crate::effects::mqtt::publish_refusal(&m.grants, &rule.spec.name, &p.topic)
-                    }
-                    None => Some("MQTT is not configured ([mqtt])".into()),
-                };
-                What::Publish {
-                    topic: p.topic,
-                    payload: String::from_utf8_lossy(&p.payload).into_owned(),
-                    retain: p.retain,
-                    gate: if why.is_some() { "refused" } else { "publish" },
-                    why,
-                }
-            }
-            wit::Action::Emit(e) => {
-                let why = crate::effects::sinks::emit_refusal(
-                    &self.config.rules.grants,
-                    &self.config.sinks,
-                    &rule.spec.name,
-                    &e.sink,
-                );
-                What::Emit {
-                    sink: e.sink,
-                    record: String::from_utf8_lossy(&e.record).into_owned(),
-                    gate: if why.is_some() { "refused" } else { "emit" },
-                    why,
-                }
-            }
-            wit::Action::Notify(n) => {
-                let source = n.source.and_then(wit::notify_source);
-                let why = source.as_ref().and_then(|s| {
-                    crate::effects::notify_source_refusal(
-                        &self.config.rules.grants,
-                        &rule.spec.name,
-                        s,
-                    )
-                });
-                What::Notify {
-                    severity: crate::event::Severity::from(n.severity).as_str(),
-                    message: n.message,
-                    source: source.filter(|_| why.is_none()).map(|s| s.to_string()),
-                    why,
-                }
-            }
-            wit::Action::SetTimer(t) => {
-                rule.timers.insert(t.name, now.saturating_add(t.after));
-                return;
-            }
-            wit::Action::CancelTimer(name) => {
-                rule.timers.remove(&name);
-                return;
-            }
-        };
-        self.lines.push(Line {
-            time: rfc3339(now),
-            rule: rule.spec.name.to_string(),
-            what,
+        self.recorder.begin(Call {
+            results: rule.results_tx.clone(),
+            origins: rule.origins.take(),
         });
-    }
-}
-
-fn fault_line(
-    now: u64,
-    rule: &str,
-    kind: &'static str,
-    error: String,
-    origins: Option<(String, String)>,
-) -> Line {
-    let events = match origins {
-        Some((first, last)) if first == last => first,
-        Some((first, last)) => format!("{first} .. {last}"),
-        None => String::new(),
-    };
-    Line {
-        time: rfc3339(now),
-        rule: rule.to_string(),
-        what: What::Fault {
-            kind,
-            error,
-            events,
-        },
+        if let Some(subscription) = rule.driver.step(&mut self.recorder) {
+            rule.interest.set(Arc::new(subscription));
+        }
     }
 }
 
