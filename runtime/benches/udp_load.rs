@@ -4,6 +4,11 @@
 //!
 //! `cargo bench -p medic --bench udp_load` (100 k values/s for 60 s; override with
 //! MEDIC_LOAD_RATE and MEDIC_LOAD_SECS). Needs target/rules/counter.wasm.
+//!
+//! `MEDIC_LOAD_RULES=20`: instead of `counter` (which writes its state and logs on every
+//! batch), 20 copies of the `threshold` example subscribed to every value and never firing:
+//! the data path's own cost (decode, series table, routing, batches, wasm calls) into 20 rules.
+//! What reached each rule is read from `/metrics` (`medic_rule_events_total`).
 
 use medic_integration::bench::{cpu_seconds, env_or};
 use std::net::UdpSocket;
@@ -35,32 +40,84 @@ fn seen(log: &Path) -> u64 {
     medic_integration::max_seen(text.lines())
 }
 
+/// The fewest events any of the `rules` threshold copies was handed, from `/metrics`.
+fn least_delivered(http: &str, rules: usize) -> u64 {
+    let Ok(mut stream) = std::net::TcpStream::connect(http) else {
+        return 0;
+    };
+    use std::io::{Read, Write};
+    let _ = write!(
+        stream,
+        "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    );
+    let mut text = String::new();
+    let _ = stream.read_to_string(&mut text);
+    (1..=rules)
+        .map(|i| {
+            let prefix = format!("medic_rule_events_total{{rule=\"t-{i}\"}} ");
+            text.lines()
+                .find_map(|l| l.strip_prefix(&prefix)?.trim().parse::<f64>().ok())
+                .unwrap_or(0.0) as u64
+        })
+        .min()
+        .unwrap_or(0)
+}
+
 fn main() {
     let rate = env_or("MEDIC_LOAD_RATE", 100_000);
     let secs = env_or("MEDIC_LOAD_SECS", 60);
+    let rules: usize = env_or("MEDIC_LOAD_RULES", 0);
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("rules")).unwrap();
-    std::fs::copy(
-        medic_integration::rule("counter"),
-        dir.path().join("rules/counter.wasm"),
-    )
-    .expect("run scripts/build-rules.sh first");
-    let port = UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let free_port = || {
+        UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let port = free_port();
+    let http = format!("127.0.0.1:{}", free_port());
+    let mut rule_config = String::new();
+    if rules == 0 {
+        std::fs::copy(
+            medic_integration::rule("counter"),
+            dir.path().join("rules/counter.wasm"),
+        )
+        .expect("run scripts/build-rules.sh first");
+        rule_config.push_str("[rules.config.counter]\npattern = \"load-gen/load/*\"\n");
+    }
+    for i in 1..=rules {
+        std::fs::copy(
+            medic_integration::rule("threshold"),
+            dir.path().join(format!("rules/t-{i}.wasm")),
+        )
+        .expect("run scripts/build-rules.sh first");
+        rule_config.push_str(&format!(
+            "[rules.config.t-{i}]\npattern = \"load-gen/load/*\"\ndata_source = \"value\"\n\
+             above = 1e300\nclear = 1e299\nservice = \"none\"\ncommand = \"never\"\n"
+        ));
+    }
     let config = dir.path().join("medic.toml");
     std::fs::write(
         &config,
         format!(
             "[daemon]\nstate_dir = \"state\"\n[rules]\ndir = \"rules\"\nqueue_capacity = 262144\n\
-             [rules.config.counter]\npattern = \"load-gen/load/*\"\n\
+             {rule_config}\
+             [services.none.commands]\nnever = \"true\"\n\
+             [http]\nlisten = \"{http}\"\n\
              [ingest]\ntypes_db = [\"/usr/share/collectd/types.db\"]\n\
              [ingest.network]\nlisten = [\"127.0.0.1:{port}\"]\nreceive_buffer = 8388608\n"
         ),
     )
     .unwrap();
+    let seen = |log: &Path| {
+        if rules == 0 {
+            seen(log)
+        } else {
+            least_delivered(&http, rules)
+        }
+    };
     let log = dir.path().join("medic.log");
     let mut medic = Command::new(env!("CARGO_BIN_EXE_medic"))
         .args(["run", "--log-level", "info", "--config"])
@@ -116,9 +173,15 @@ fn main() {
     let _ = medic.kill();
     let _ = medic.wait();
     println!(
-        "UDP ingest: {sent} values in {:.1} s ({:.0} values/s offered), seen by the rule {got}, \
+        "UDP ingest into {}: {sent} values in {:.1} s ({:.0} values/s offered), seen by the \
+         rule {got}, \
          lost {} (kernel receive-buffer drops: {kernel_drops} datagrams); \
-         medic CPU {:.1} s ({:.0} % of one core)",
+         medic CPU {:.1} s ({:.1} % of one core)",
+        if rules == 0 {
+            "counter".to_string()
+        } else {
+            format!("{rules} threshold rules (the fewest events any of them got:)")
+        },
         took.as_secs_f64(),
         sent as f64 / took.as_secs_f64(),
         sent.saturating_sub(got),

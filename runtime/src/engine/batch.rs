@@ -32,45 +32,10 @@ impl Observation {
 /// An entry of a rule's queue.
 pub enum Queued {
     Values(Arc<Observation>),
-    /// Notifications, MQTT messages: anything that is not a value list.
-    Event(wit::Event),
-}
-
-/// A new rule's events queue (the registry makes one per worker).
-pub fn queue(capacity: usize) -> (QueueSender, crossbeam_channel::Receiver<Queued>) {
-    let (tx, rx) = crossbeam_channel::unbounded();
-    (QueueSender { tx, capacity }, rx)
-}
-
-/// Why an event did not go into a rule's queue.
-#[derive(Debug, PartialEq)]
-pub enum NotQueued {
-    Full,
-    /// The worker ended.
-    Gone,
-}
-
-/// The sending side of a rule's events queue: bounded at `rules.queue_capacity`, but holding
-/// memory only for what waits. (crossbeam's `bounded` allocates and writes every slot up front:
-/// 2.6 MiB resident per rule at the default 16 384, whether events ever wait or not.)
-#[derive(Clone)]
-pub struct QueueSender {
-    tx: crossbeam_channel::Sender<Queued>,
-    capacity: usize,
-}
-
-impl QueueSender {
-    /// Full at `capacity` waiting. Exact with one sender (the dispatcher); the worker only
-    /// ever makes room. A refused event is dropped (the caller counts it).
-    pub fn try_send(&self, event: Queued) -> Result<(), NotQueued> {
-        if self.tx.len() >= self.capacity {
-            return Err(NotQueued::Full);
-        }
-        self.tx.try_send(event).map_err(|e| match e {
-            crossbeam_channel::TrySendError::Full(_) => NotQueued::Full,
-            crossbeam_channel::TrySendError::Disconnected(_) => NotQueued::Gone,
-        })
-    }
+    /// Notifications, MQTT messages: anything that is not a value list. Boxed: they are rare,
+    /// and a queue entry stays two words, which is what the dispatcher moves per value list
+    /// and rule.
+    Event(Box<wit::Event>),
 }
 
 /// Builds the `batch` record one `on-events` call gets, as the columns of `medic:rules@0.2.0`:
@@ -104,7 +69,7 @@ impl BatchBuilder {
     pub fn push(&mut self, item: Queued) {
         match item {
             Queued::Values(obs) => self.push_values(&obs),
-            Queued::Event(event) => self.push_event(event),
+            Queued::Event(event) => self.push_event(*event),
         }
     }
 
@@ -171,19 +136,6 @@ mod tests {
             sample: wit::Sample::Gauge(v),
             rate: None,
         }
-    }
-
-    #[test]
-    fn a_rule_queue_is_full_at_its_capacity_and_takes_more_once_drained() {
-        let (tx, rx) = queue(2);
-        let event = || Queued::Event(wit::Event::Timer("t".into()));
-        assert_eq!(tx.try_send(event()), Ok(()));
-        assert_eq!(tx.try_send(event()), Ok(()));
-        assert_eq!(tx.try_send(event()), Err(NotQueued::Full));
-        rx.recv().unwrap();
-        assert_eq!(tx.try_send(event()), Ok(()));
-        drop(rx);
-        assert_eq!(tx.try_send(event()), Err(NotQueued::Gone));
     }
 
     #[test]

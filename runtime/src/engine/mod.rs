@@ -18,6 +18,7 @@ pub mod driver;
 pub mod instance;
 pub mod interest;
 pub(crate) mod port;
+pub(crate) mod queue;
 pub(crate) mod registry;
 pub(crate) mod routes;
 pub mod routing;

@@ -16,11 +16,11 @@ use notify::event::{AccessKind, AccessMode};
 use notify::{EventKind, RecursiveMode};
 use notify_debouncer_full::{DebounceEventResult, new_debouncer};
 
-use super::batch::queue;
 use super::compiler::{Compiler, Tier};
 use super::dispatcher::RouteUpdate;
 use super::driver::Backoff;
 use super::port::EffectPort;
+use super::queue::queue;
 use super::routes::Routes;
 use super::rule::{HostParts, RuleSpec, StartError, Subscription, rule_config, topics_granted};
 use super::status::StatusBoard;

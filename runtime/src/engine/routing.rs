@@ -59,7 +59,7 @@ pub fn route<T: Target>(
             let event = wit::Event::from(n);
             for mut target in targets {
                 if target.interest().wants_notification(&key) {
-                    target.take(Queued::Event(event.clone()));
+                    target.take(Queued::Event(Box::new(event.clone())));
                 }
             }
         }
@@ -68,7 +68,7 @@ pub fn route<T: Target>(
             let event = wit::Event::from(m);
             for mut target in targets {
                 if target.interest().wants_topic(&topic) {
-                    target.take(Queued::Event(event.clone()));
+                    target.take(Queued::Event(Box::new(event.clone())));
                 }
             }
         }

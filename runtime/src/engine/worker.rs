@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender, select};
 
-use super::batch::Queued;
 use super::driver::{Backoff, Port, Report, RuleDriver};
 use super::instance::RuleInstance;
 use super::port::{Decision, EffectPort};
+use super::queue::QueueReceiver;
 use super::rule::{HostParts, RuleSpec, Started, Subscription};
 use super::status::{Health, StatusBoard};
 use crate::event::{CommandRequest, CommandResult, ReplyTo, next_action_id};
@@ -41,7 +41,7 @@ pub struct WorkerConfig {
 pub struct Worker {
     driver: RuleDriver,
     port: ServicePort,
-    events: Receiver<Queued>,
+    events: QueueReceiver,
     control: Receiver<Control>,
     max_batch: usize,
     /// Subscription changes after a re-instantiation are reported here.
@@ -58,7 +58,7 @@ pub struct WorkerParts {
     pub spec: RuleSpec,
     pub started: Started,
     pub host: HostParts,
-    pub events: Receiver<Queued>,
+    pub events: QueueReceiver,
     pub effects: EffectPort,
     pub status: StatusBoard,
     pub cfg: WorkerConfig,
@@ -101,22 +101,27 @@ impl Worker {
         loop {
             // The first call after a start, a restart that is due, what is batched.
             self.step();
-            let wait = self
-                .driver
-                .next_wakeup()
-                .map_or(Duration::from_secs(3600), |at| {
-                    Duration::from_nanos(at.saturating_sub(self.driver.now()))
-                });
+            // A chunk larger than a batch left events behind: take them now.
+            let wait = if self.events.has_taken() {
+                Duration::ZERO
+            } else {
+                self.driver
+                    .next_wakeup()
+                    .map_or(Duration::from_secs(3600), |at| {
+                        Duration::from_nanos(at.saturating_sub(self.driver.now()))
+                    })
+            };
+            let chunks = self.events.channel().clone();
             select! {
                 recv(self.control) -> msg => match msg {
                     Ok(msg) => if !self.handle_control(msg) { return },
                     Err(_) => return self.driver.stop(&mut self.port),
                 },
-                recv(self.events) -> ev => match ev {
-                    Ok(ev) => self.driver.push(ev),
+                recv(chunks) -> chunk => match chunk {
+                    Ok(chunk) => self.events.take_chunk(chunk),
                     // The dispatcher is gone (shutdown): results may still come, and the
                     // registry says when to stop.
-                    Err(_) => self.events = crossbeam_channel::never(),
+                    Err(_) => self.events.close(),
                 },
                 default(wait) => {}
             }
@@ -140,9 +145,9 @@ impl Worker {
 
     fn fill_batch(&mut self) {
         while self.driver.batched() < self.max_batch {
-            match self.events.try_recv() {
-                Ok(ev) => self.driver.push(ev),
-                Err(_) => break,
+            match self.events.next() {
+                Some(ev) => self.driver.push(ev),
+                None => break,
             }
         }
     }
