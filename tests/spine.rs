@@ -758,3 +758,36 @@ fn what_rules_print_is_logged_with_their_name_and_bounded() {
     assert!(medic.is_running());
     medic.stop();
 }
+
+/// A burst many batches long (`rules.max_batch = 4`, 2 000 value lists pipelined on one PUTVAL
+/// connection) reaches the rule whole: the dispatcher cuts each rule's chunk at the batch size,
+/// and the worker takes what it has already received before it waits for more.
+#[test]
+fn a_burst_many_batches_long_reaches_the_rule_whole() {
+    let site = Site::new();
+    site.add_rule("counter", "counter");
+    site.write_config("[rules.config.counter]\npattern = \"burst/load/*\"\n");
+    site.set("rules", "max_batch = 4");
+    let medic = site.start();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let lines: Vec<String> = (0..2000u64)
+        .map(|i| {
+            let time = now - 2000 + i;
+            format!("PUTVAL burst/load/gauge-{} interval=1 {time}:{i}", i % 50)
+        })
+        .collect();
+    let replies = medic.connect().send_many(&lines);
+    assert!(replies.iter().all(|r| r.starts_with('0')), "{replies:?}");
+    let all = || {
+        let log = medic.log();
+        medic_integration::max_seen(log.lines()) == 2000
+    };
+    assert!(
+        wait_until(WAIT, all),
+        "seen {}",
+        medic_integration::max_seen(medic.log().lines())
+    );
+}

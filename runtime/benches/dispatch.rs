@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use medic::engine::batch::{BatchBuilder, Queued};
+use medic::engine::batch::BatchBuilder;
 use medic::engine::bindings as wit;
 use medic::engine::compiler::{Compiler, Tier};
 use medic::engine::instance::{Limits, RuleInstance};
@@ -102,9 +102,7 @@ fn wasm_batch(series: &SeriesTable, n: usize, offset: usize) -> wit::Batch {
             interval: 10_000_000_000,
             samples: vec![Sample::Gauge(free_bytes(k))],
         };
-        b.push(Queued::Values(
-            series.observe(&vl, series.now()).unwrap().obs,
-        ));
+        b.push_values(&series.observe(&vl, series.now()).unwrap().obs);
     }
     b.batch().clone()
 }

@@ -1,41 +1,19 @@
-//! What waits in a rule's queue, and the batch a rule receives.
+//! The batch a rule receives, built as columns: by the dispatcher for each rule (a rule's
+//! queue carries these batches), or by `medic replay`.
 
-use std::sync::Arc;
+use smallvec::SmallVec;
 
 use super::bindings as wit;
 
-/// One value list as observed by the host: shared (not copied) between every rule that wants it.
+/// One value list as observed by the host, handed by reference to every rule that wants it.
+/// Its values live inline (no allocation per value list) up to four, which covers collectd's
+/// types but a few.
 #[derive(Debug)]
 pub struct Observation {
     pub series: u32,
     pub time: u64,
     pub interval: u64,
-    pub values: Vec<wit::Value>,
-}
-
-impl Observation {
-    /// The WIT form, for `last-value`.
-    pub fn snapshot(&self) -> wit::Snapshot {
-        wit::Snapshot {
-            list: wit::ValueList {
-                series: self.series,
-                time: self.time,
-                interval: self.interval,
-                first: 0,
-                count: self.values.len() as u32,
-            },
-            values: self.values.clone(),
-        }
-    }
-}
-
-/// An entry of a rule's queue.
-pub enum Queued {
-    Values(Arc<Observation>),
-    /// Notifications, MQTT messages: anything that is not a value list. Boxed: they are rare,
-    /// and a queue entry stays two words, which is what the dispatcher moves per value list
-    /// and rule.
-    Event(Box<wit::Event>),
+    pub values: SmallVec<[wit::Value; 4]>,
 }
 
 /// Builds the `batch` record one `on-events` call gets, as the columns of `medic:rules@0.2.0`:
@@ -66,14 +44,7 @@ impl Default for BatchBuilder {
 pub const HAS_RATE: u8 = 0x80;
 
 impl BatchBuilder {
-    pub fn push(&mut self, item: Queued) {
-        match item {
-            Queued::Values(obs) => self.push_values(&obs),
-            Queued::Event(event) => self.push_event(*event),
-        }
-    }
-
-    fn push_values(&mut self, obs: &Observation) {
+    pub fn push_values(&mut self, obs: &Observation) {
         let b = &mut self.batch;
         b.series.push(obs.series);
         b.times.push(obs.time);
@@ -114,6 +85,30 @@ impl BatchBuilder {
         &self.batch
     }
 
+    /// Add `other`'s events after these, and return a builder to reuse (emptied): when this
+    /// one is empty, `other` is taken whole and nothing is copied.
+    pub fn append(&mut self, mut other: BatchBuilder) -> BatchBuilder {
+        if self.is_empty() {
+            std::mem::swap(self, &mut other);
+            other.clear();
+            return other;
+        }
+        let offset = self.batch.series.len() as u32;
+        let (a, b) = (&mut self.batch, &mut other.batch);
+        a.series.append(&mut b.series);
+        a.times.append(&mut b.times);
+        a.intervals.append(&mut b.intervals);
+        a.value_counts.append(&mut b.value_counts);
+        a.kinds.append(&mut b.kinds);
+        a.raws.append(&mut b.raws);
+        a.rates.append(&mut b.rates);
+        a.events.extend(b.events.drain(..).map(|mut e| {
+            e.after += offset;
+            e
+        }));
+        other
+    }
+
     pub fn clear(&mut self) {
         let b = &mut self.batch;
         b.series.clear();
@@ -141,21 +136,19 @@ mod tests {
     #[test]
     fn value_lists_travel_as_columns_and_other_events_keep_their_place() {
         let mut b = BatchBuilder::default();
-        let obs = |series, values| {
-            Queued::Values(Arc::new(Observation {
-                series,
-                time: 1,
-                interval: 2,
-                values,
-            }))
+        let obs = |series, values: &[wit::Value]| Observation {
+            series,
+            time: 1,
+            interval: 2,
+            values: values.iter().cloned().collect(),
         };
-        b.push(obs(0, vec![gauge(1.0), gauge(2.0)]));
+        b.push_values(&obs(0, &[gauge(1.0), gauge(2.0)]));
         b.push_event(wit::Event::Timer("t".into()));
         let counter = wit::Value {
             sample: wit::Sample::Derive(-3),
             rate: Some(0.5),
         };
-        b.push(obs(1, vec![counter]));
+        b.push_values(&obs(1, &[counter]));
         assert_eq!(b.len(), 3);
         let batch = b.batch();
         assert_eq!(batch.series, [0, 1]);
@@ -170,5 +163,32 @@ mod tests {
         );
         b.clear();
         assert!(b.is_empty() && b.batch().kinds.is_empty());
+    }
+
+    #[test]
+    fn appended_batches_keep_their_order_and_events_their_place() {
+        let obs = |series| Observation {
+            series,
+            time: 1,
+            interval: 2,
+            values: [gauge(f64::from(series))].into_iter().collect(),
+        };
+        let mut a = BatchBuilder::default();
+        let mut b = BatchBuilder::default();
+        b.push_values(&obs(1));
+        b.push_event(wit::Event::Timer("after 1".into()));
+        // Into an empty batch: taken whole.
+        let spare = a.append(b);
+        assert!(spare.is_empty());
+        let mut c = BatchBuilder::default();
+        c.push_event(wit::Event::Timer("first of c".into()));
+        c.push_values(&obs(2));
+        let spare = a.append(c);
+        assert!(spare.is_empty());
+        let batch = a.batch();
+        assert_eq!(batch.series, [1, 2]);
+        let places: Vec<u32> = batch.events.iter().map(|e| e.after).collect();
+        assert_eq!(places, [1, 1], "c's timer comes after a's one value list");
+        assert_eq!(a.len(), 4);
     }
 }

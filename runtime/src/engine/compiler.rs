@@ -80,8 +80,9 @@ impl Drop for Compiler {
 /// A compiled rule, linked against the host, not yet instantiated.
 pub struct Compiled {
     pub pre: InstancePre<HostState>,
-    /// SHA-256 of the `.wasm`, hex: identifies the build in logs and status.
-    pub hash: String,
+    /// SHA-256 of the `.wasm`, hex: identifies the build in logs, status and every decision's
+    /// audit row (shared, not copied, per decision).
+    pub hash: Arc<str>,
     pub from_cache: bool,
     pub tier: Tier,
 }
@@ -161,7 +162,7 @@ impl Compiler {
         if let Some(pre) = self.loaded().get(&hash) {
             return Ok(Compiled {
                 pre: pre.clone(),
-                hash,
+                hash: hash.into(),
                 from_cache: true,
                 tier: Tier::Optimized,
             });
@@ -177,7 +178,7 @@ impl Compiler {
         self.loaded().insert(hash.clone(), pre.clone());
         Ok(Compiled {
             pre,
-            hash,
+            hash: hash.into(),
             from_cache,
             tier: Tier::Optimized,
         })
@@ -215,7 +216,7 @@ impl Compiler {
             .map_err(|e| anyhow!("{e:#}"))?;
         Ok(Some(Compiled {
             pre,
-            hash: Self::hash(bytes),
+            hash: Self::hash(bytes).into(),
             from_cache: false,
             tier: Tier::Quick,
         }))

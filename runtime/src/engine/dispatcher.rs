@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Receiver;
 use tokio::sync::mpsc;
 
-use super::batch::Queued;
+use super::batch::{BatchBuilder, Observation};
+use super::bindings as wit;
 use super::interest::Interest;
 use super::queue::{NotQueued, QueueSender};
 use super::routing::{Refused, Target};
@@ -27,6 +28,8 @@ pub enum RouteUpdate {
         rule: Arc<str>,
         subscription: Arc<Subscription>,
         queue: QueueSender,
+        /// The rule's worker calls it with at most this many events: chunks are no larger.
+        max_batch: usize,
     },
     Subscribe {
         rule: Arc<str>,
@@ -40,8 +43,10 @@ pub enum RouteUpdate {
 struct Route {
     interest: Interest,
     queue: QueueSender,
-    /// What this round routed to the rule: sent as one chunk at the round's end.
-    pending: Vec<Queued>,
+    /// What this round routed to the rule, as the batch it will receive: sent as one chunk
+    /// at the round's end, or as soon as it holds `max_batch` events.
+    pending: BatchBuilder,
+    max_batch: usize,
     dropped: u64,
 }
 
@@ -170,13 +175,15 @@ impl Dispatcher {
                     rule,
                     subscription,
                     queue,
+                    max_batch,
                 } => {
                     self.routes.insert(
                         rule,
                         Route {
                             interest: Interest::new(subscription),
+                            pending: queue.spare(),
                             queue,
-                            pending: Vec::new(),
+                            max_batch,
                             dropped: 0,
                         },
                     );
@@ -243,15 +250,27 @@ impl Target for Route {
         &mut self.interest
     }
 
-    fn take(&mut self, event: Queued) {
-        self.pending.push(event);
+    fn take_values(&mut self, obs: &Observation) {
+        if self.pending.len() >= self.max_batch {
+            self.flush();
+        }
+        self.pending.push_values(obs);
+    }
+
+    fn take_event(&mut self, event: &wit::Event) {
+        if self.pending.len() >= self.max_batch {
+            self.flush();
+        }
+        self.pending.push_event(event.clone());
     }
 }
 
 impl Route {
     fn flush(&mut self) {
-        // The next round's chunk starts at this one's size: no regrowing on the way.
-        let next = Vec::with_capacity(self.pending.len());
+        if self.pending.is_empty() {
+            return;
+        }
+        let next = self.queue.spare();
         match self.queue.send(std::mem::replace(&mut self.pending, next)) {
             Ok(()) => {}
             Err(NotQueued::Full(dropped)) => self.dropped += dropped as u64,

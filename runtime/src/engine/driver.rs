@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::batch::{BatchBuilder, Queued};
+use super::batch::{BatchBuilder, Observation};
 use super::bindings as wit;
 use super::clock::Ticks;
 use super::instance::RuleInstance;
@@ -38,13 +38,9 @@ pub trait Port {
 /// What the driver tells its port about the rule.
 #[derive(Debug)]
 pub enum Report {
-    /// A call returned: `events` delivered in `took`. `recovered`: the first success after a
-    /// fault.
-    Delivered {
-        events: usize,
-        took: Duration,
-        recovered: bool,
-    },
+    /// A call returned: `events` delivered in `took` (the rule is running, also if it had
+    /// faulted before).
+    Delivered { events: usize, took: Duration },
     /// A call faulted: its `events` are lost, and a fresh instance is tried after `retry_in`.
     Faulted {
         kind: &'static str,
@@ -105,8 +101,14 @@ impl RuleDriver {
         &self.spec.name
     }
 
-    pub fn push(&mut self, item: Queued) {
-        self.batch.push(item);
+    pub fn push_values(&mut self, obs: &Observation) {
+        self.batch.push_values(obs);
+    }
+
+    /// Add a batch the dispatcher built after what is batched; returns an emptied batch to
+    /// reuse.
+    pub fn append(&mut self, chunk: BatchBuilder) -> BatchBuilder {
+        self.batch.append(chunk)
     }
 
     pub fn push_event(&mut self, event: wit::Event) {
@@ -265,13 +267,12 @@ impl RuleDriver {
         let started = Instant::now();
         match instance.on_events(self.batch.batch()) {
             Ok(actions) => {
-                let recovered = self.retry.take().is_some();
+                self.retry = None;
                 port.report(
                     &self.spec,
                     Report::Delivered {
                         events,
                         took: started.elapsed(),
-                        recovered,
                     },
                 );
                 for action in actions {
@@ -305,7 +306,7 @@ impl RuleDriver {
                 Decision::Run(CommandRequest {
                     reply: port.reply_to(action_id, &run.service, &run.command),
                     origin: rule,
-                    build: Some(self.spec.compiled.hash.as_str().into()),
+                    build: Some(self.spec.compiled.hash.clone()),
                     action_id,
                     service: run.service,
                     command: run.command,

@@ -260,6 +260,7 @@ impl Registry {
             rule: name.clone(),
             subscription,
             queue: events_tx,
+            max_batch: self.config.max_batch,
         });
         self.optimize_later(tier, path, bytes, hash.clone());
         let path = path.to_path_buf();

@@ -1,9 +1,9 @@
 //! Which rules an ingested item goes to, written once for the dispatcher and `medic replay`:
 //! the series table numbers a value list and computes its rates, each rule's [`Interest`] says
-//! whether it wants the item, and a value list's observation is shared between the rules that
-//! want it, never copied.
+//! whether it wants the item, and each rule that wants it takes it by reference (into its
+//! batch's columns).
 
-use super::batch::Queued;
+use super::batch::Observation;
 use super::bindings as wit;
 use super::interest::Interest;
 use super::series::{Now, Rejected, SeriesTable};
@@ -12,15 +12,20 @@ use crate::event::{Identifier, Ingested};
 /// A rule as routing sees it: what it wants, and where what it wants goes.
 pub trait Target {
     fn interest(&mut self) -> &mut Interest;
-    fn take(&mut self, item: Queued);
+    fn take_values(&mut self, obs: &Observation);
+    /// A notification or MQTT message (rare: a rule that wants one clones it).
+    fn take_event(&mut self, event: &wit::Event);
 }
 
 impl<T: Target + ?Sized> Target for &mut T {
     fn interest(&mut self) -> &mut Interest {
         (**self).interest()
     }
-    fn take(&mut self, item: Queued) {
-        (**self).take(item)
+    fn take_values(&mut self, obs: &Observation) {
+        (**self).take_values(obs)
+    }
+    fn take_event(&mut self, event: &wit::Event) {
+        (**self).take_event(event)
     }
 }
 
@@ -43,7 +48,7 @@ pub fn route<T: Target>(
             Ok(observed) => {
                 for mut target in targets {
                     if target.interest().wants_values(observed.slot, &observed.key) {
-                        target.take(Queued::Values(observed.obs.clone()));
+                        target.take_values(&observed.obs);
                     }
                 }
             }
@@ -59,7 +64,7 @@ pub fn route<T: Target>(
             let event = wit::Event::from(n);
             for mut target in targets {
                 if target.interest().wants_notification(&key) {
-                    target.take(Queued::Event(Box::new(event.clone())));
+                    target.take_event(&event);
                 }
             }
         }
@@ -68,7 +73,7 @@ pub fn route<T: Target>(
             let event = wit::Event::from(m);
             for mut target in targets {
                 if target.interest().wants_topic(&topic) {
-                    target.take(Queued::Event(Box::new(event.clone())));
+                    target.take_event(&event);
                 }
             }
         }

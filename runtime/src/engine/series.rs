@@ -8,6 +8,7 @@
 //! in one allocation reused for every update, and index tables that hold slot numbers rather
 //! than copies of the keys.
 
+use std::fmt::Write as _;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
@@ -181,7 +182,7 @@ pub struct Observed {
     /// Where the series lives in the table: dense and reused, unlike `obs.series`, so routing
     /// caches indexed by it stay as small as the table.
     pub slot: u32,
-    pub obs: Arc<Observation>,
+    pub obs: Observation,
 }
 
 /// What one expiry pass forgot.
@@ -243,7 +244,9 @@ pub struct SeriesTable {
     started: Instant,
     /// Held by whoever changes the table, for the whole change: work done under the read lock
     /// (rebuilding indexes, finding expired series) relies on no one else writing meanwhile.
-    writer: Mutex<()>,
+    /// It holds the writer's scratch buffer for a value list's key: building the key string
+    /// allocates nothing once the buffer has grown.
+    writer: Mutex<String>,
     inner: RwLock<Inner>,
 }
 
@@ -260,7 +263,7 @@ impl SeriesTable {
             types,
             limits,
             started: Instant::now(),
-            writer: Mutex::new(()),
+            writer: Mutex::new(String::new()),
             inner: RwLock::new(Inner {
                 hasher: RandomState::new(),
                 indexes: Indexes {
@@ -308,11 +311,13 @@ impl SeriesTable {
         let timeout_s = (interval.div_ceil(1_000_000_000))
             .saturating_mul(u64::from(self.limits.timeout_intervals));
         let deadline = u32::try_from(u64::from(now.tick) + timeout_s).unwrap_or(u32::MAX);
-        let key = vl.identifier.to_string();
-        let _writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let mut key = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        key.clear();
+        write!(key, "{}", vl.identifier).expect("writing to a String cannot fail");
+        let key = key.as_str();
         let mut guard = self.write();
-        let hash = guard.hasher.hash_one(key.as_str());
-        let found = guard.find(hash, &key);
+        let hash = guard.hasher.hash_one(key);
+        let found = guard.find(hash, key);
         let slot_no = match found {
             Some(s) => s,
             None => {
@@ -321,7 +326,7 @@ impl SeriesTable {
                     self.resize_indexes(|live| (live * 2).max(1024));
                     guard = self.write();
                 }
-                self.add(&mut guard, vl, key, hash)?
+                self.add(&mut guard, vl, key.to_owned(), hash)?
             }
         };
         let inner = &mut *guard;
@@ -348,12 +353,12 @@ impl SeriesTable {
         entry.seen = true;
         entry.time = vl.time;
         entry.interval = vl.interval;
-        let obs = Arc::new(Observation {
+        let obs = Observation {
             series: entry.number,
             time: vl.time,
             interval: vl.interval,
-            values: entry.values.as_slice().to_vec(),
-        });
+            values: entry.values.as_slice().iter().cloned().collect(),
+        };
         Ok(Observed {
             key: entry.key.clone(),
             slot: slot_no,

@@ -13,7 +13,7 @@ use super::instance::RuleInstance;
 use super::port::{Decision, EffectPort};
 use super::queue::QueueReceiver;
 use super::rule::{HostParts, RuleSpec, Started, Subscription};
-use super::status::{Health, StatusBoard};
+use super::status::{Health, RuleMeter, StatusBoard};
 use crate::event::{CommandRequest, CommandResult, ReplyTo, next_action_id};
 
 /// Messages that must never be dropped, unlike events.
@@ -72,6 +72,7 @@ impl Worker {
         let name = parts.spec.name.clone();
         let worker = Worker {
             port: ServicePort {
+                meter: parts.status.meter(&name),
                 effects: parts.effects,
                 status: parts.status,
                 host: parts.host.clone(),
@@ -144,11 +145,14 @@ impl Worker {
     }
 
     fn fill_batch(&mut self) {
-        while self.driver.batched() < self.max_batch {
-            match self.events.next() {
-                Some(ev) => self.driver.push(ev),
-                None => break,
-            }
+        loop {
+            let batched = self.driver.batched();
+            let room = self.max_batch.saturating_sub(batched);
+            let Some(chunk) = self.events.next_chunk(room, batched == 0) else {
+                break;
+            };
+            let spare = self.driver.append(chunk);
+            self.events.recycle(spare);
         }
     }
 
@@ -194,6 +198,7 @@ impl Worker {
 /// The daemon's side of a rule's driver: decisions to the effects, results back into this
 /// worker's control queue, reports to the status board, the log and the audit history.
 struct ServicePort {
+    meter: RuleMeter,
     effects: EffectPort,
     status: StatusBoard,
     host: HostParts,
@@ -253,17 +258,10 @@ impl Port for ServicePort {
 
     fn report(&mut self, rule: &RuleSpec, report: Report) {
         let name = &*rule.name;
-        let build = Some(rule.compiled.hash.as_str());
+        let build = Some(&*rule.compiled.hash);
         match report {
-            Report::Delivered {
-                events,
-                took,
-                recovered,
-            } => {
-                self.status.count_batch(name, events as u64, took);
-                if recovered || self.status.is_faulted(name) {
-                    self.status.set_health(name, Health::Running);
-                }
+            Report::Delivered { events, took } => {
+                self.meter.count_call(events as u64, took);
             }
             Report::Faulted {
                 kind,

@@ -28,7 +28,8 @@ use crossbeam_channel::{Receiver, Sender};
 use serde::Serialize;
 
 use crate::config::Config;
-use crate::engine::batch::Queued;
+use crate::engine::batch::Observation;
+use crate::engine::bindings as wit;
 use crate::engine::clock::{Clock, VirtualClock};
 use crate::engine::compiler::Compiler;
 use crate::engine::driver::{Backoff, RuleDriver};
@@ -155,8 +156,19 @@ impl Target for Receiving<'_> {
         &mut self.rule.interest
     }
 
-    fn take(&mut self, item: Queued) {
-        self.rule.driver.push(item);
+    fn take_values(&mut self, obs: &Observation) {
+        self.rule.driver.push_values(obs);
+        self.note_origin();
+    }
+
+    fn take_event(&mut self, event: &wit::Event) {
+        self.rule.driver.push_event(event.clone());
+        self.note_origin();
+    }
+}
+
+impl Receiving<'_> {
+    fn note_origin(&mut self) {
         match &mut self.rule.origins {
             Some((_, last)) => self.origin.clone_into(last),
             None => self.rule.origins = Some((self.origin.to_string(), self.origin.to_string())),
