@@ -1,5 +1,27 @@
-//! What the benchmarks under runtime/benches share: settings from the environment, a process's
-//! CPU time, percentiles.
+//! What the benchmarks under benches/ share: the release binary, settings from the environment,
+//! a process's CPU time, percentiles.
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+/// The release `medic` (`target/release/medic`), built by this call the first time in a
+/// process (`cargo build --release -p medic --bin medic`: quick when it is up to date), so a
+/// bench never measures a stale binary. The benches live in a crate of their own (so that
+/// `cargo test` does not build their dependencies), where cargo gives no `CARGO_BIN_EXE_medic`.
+pub fn release_medic() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let status = std::process::Command::new(env!("CARGO"))
+                .args(["build", "--release", "-p", "medic", "--bin", "medic"])
+                .current_dir(crate::workspace())
+                .status()
+                .expect("cargo runs");
+            assert!(status.success(), "cannot build the release medic");
+            crate::target_dir().join("release/medic")
+        })
+        .clone()
+}
 
 /// `name` from the environment, or `default` when unset or unreadable.
 pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {

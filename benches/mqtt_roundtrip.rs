@@ -3,7 +3,7 @@
 //! topic and waits for the result with that task id. Reports p50/p99/max over sequential
 //! commands, commands/s with 16 in flight, and the wall time of the `medic send` command line.
 //!
-//! `cargo bench -p medic --bench mqtt_roundtrip` (MEDIC_RT_COUNT commands, default 1000;
+//! `cargo bench -p medic-benches --bench mqtt_roundtrip` (MEDIC_RT_COUNT commands, default 1000;
 //! MEDIC_RT_SENDS `medic send` runs, default 100). Needs `mosquitto` on PATH.
 
 use medic_integration::bench::{env_or, percentile};
@@ -84,7 +84,7 @@ exec = {{ run = ["echo", "Hello World!"], concurrency = 32 }}
     )
     .unwrap();
     let log = dir.join("medic.log");
-    let child = Command::new(env!("CARGO_BIN_EXE_medic"))
+    let child = Command::new(medic_integration::bench::release_medic())
         .args(["run", "--log-level", "warn", "--config"])
         .arg(&config)
         .env("RUST_LOG", "warn,medic::mqtt=info")
@@ -238,7 +238,7 @@ fn main() {
     let mut wall = Vec::with_capacity(sends);
     for _ in 0..sends {
         let started = Instant::now();
-        let out = Command::new(env!("CARGO_BIN_EXE_medic"))
+        let out = Command::new(medic_integration::bench::release_medic())
             .args(["send", "hello", "exec", "--node", "bench"])
             .args(["--broker", &format!("mqtt://127.0.0.1:{port}")])
             .output()

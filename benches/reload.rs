@@ -9,7 +9,7 @@
 //! with a unique custom section appended, so its hash is new and it must really be compiled.
 //!
 //! Needs target/rules/counter.wasm (scripts/build-rules.sh). Run:
-//! `cargo bench -p medic --bench reload`
+//! `cargo bench -p medic-benches --bench reload`
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
@@ -99,7 +99,7 @@ fn main() {
 
 fn start(config: &Path, log: &Path) -> Child {
     let file = std::fs::File::create(log).unwrap();
-    Command::new(env!("CARGO_BIN_EXE_medic"))
+    Command::new(medic_integration::bench::release_medic())
         .args(["run", "--log-level", "info", "--config"])
         .arg(config)
         .env_remove("RUST_LOG")

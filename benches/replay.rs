@@ -4,7 +4,7 @@
 //! per iteration; events/s is the figure, the day is 864 000 / that.
 //!
 //! Needs target/rules/threshold.wasm (scripts/build-rules.sh). Run:
-//! `cargo bench -p medic --bench replay`
+//! `cargo bench -p medic-benches --bench replay`
 
 use std::path::Path;
 use std::time::Duration;

@@ -4,12 +4,11 @@
 //! command, so the policy gate and the history are busy too. Then the page (`GET /`, which also
 //! reads the last 50 decisions) and `/metrics` for comparison.
 //!
-//! Budget (issue 8): `/status` < 10 ms. `cargo bench -p medic --bench status_http`
+//! Budget (issue 8): `/status` < 10 ms. `cargo bench -p medic-benches --bench status_http`
 //! (MEDIC_STATUS_REQUESTS overrides the 1 000 requests per endpoint). Needs
 //! target/rules/threshold.wasm.
 
 use medic_integration::bench::{env_or, percentile};
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use medic_integration::{Site, free_tcp_port, http_get};
@@ -31,7 +30,7 @@ fn main() {
     }
     config.push_str("[services.svc.commands]\nfix = { run = \"true\", cooldown = \"1s\" }\n");
     site.write_config(&config);
-    let medic = site.start_binary(Path::new(env!("CARGO_BIN_EXE_medic")), "info");
+    let medic = site.start_binary(&medic_integration::bench::release_medic(), "info");
     let addr = format!("127.0.0.1:{http}");
 
     // Values for every rule, crossing t0's level now and then, until the measurement ends.

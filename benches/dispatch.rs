@@ -10,7 +10,7 @@
 //! The `emit` group: the rule-side cost of emitting a record per value (`influx-forward`).
 //!
 //! Needs target/rules/threshold.wasm (scripts/build-rules.sh). Run:
-//! `cargo bench -p medic --bench dispatch`
+//! `cargo bench -p medic-benches --bench dispatch`
 
 use std::hint::black_box;
 use std::sync::Arc;

@@ -5,7 +5,7 @@
 //! rows on disk at the end.
 //!
 //! Budget (issue 8): < 5 % of a core at 1 000 decisions/s, and `record` never blocks.
-//! `cargo bench -p medic --bench history_load` (MEDIC_DECISIONS_PER_SEC, MEDIC_HISTORY_SECS).
+//! `cargo bench -p medic-benches --bench history_load` (MEDIC_DECISIONS_PER_SEC, MEDIC_HISTORY_SECS).
 
 use medic_integration::bench::env_or;
 use std::sync::Arc;

@@ -8,7 +8,7 @@
 //! /proc/net/udp), values received (medic's `medic_values_received_total`), CPU time, CPU per
 //! value. Budget (issue 15): `-n 100000 -H 1000 -p 20 -i 1` for 60 s loses 0 datagrams at medic.
 //!
-//! `cargo bench -p medic --bench collectd_tg` (MEDIC_TG_SECS overrides the 60 s per run).
+//! `cargo bench -p medic-benches --bench collectd_tg` (MEDIC_TG_SECS overrides the 60 s per run).
 //! Needs `scripts/build-rules.sh` (target/rules) and collectd-core + collectd-utils.
 
 use medic_integration::bench::{cpu_seconds, env_or};
@@ -130,7 +130,7 @@ fn run(n: u64, hosts: u64, secs: u64) {
     let (udp, collectd_udp, http) = (free_udp_port(), free_udp_port(), free_tcp_port());
     let site = Site::new();
     shipped_config(&site, udp, http);
-    let medic = site.start_binary(Path::new(env!("CARGO_BIN_EXE_medic")), "info");
+    let medic = site.start_binary(&medic_integration::bench::release_medic(), "info");
     let collectd = Collectd::start(
         site.dir.path(),
         &format!(

@@ -2,7 +2,7 @@
 //! (plain, 40 gauge value lists each) to the release `medic` at a fixed rate; the `counter` rule
 //! counts what reaches it. Reports values sent, received by the rule, lost, and medic's CPU time.
 //!
-//! `cargo bench -p medic --bench udp_load` (100 k values/s for 60 s; override with
+//! `cargo bench -p medic-benches --bench udp_load` (100 k values/s for 60 s; override with
 //! MEDIC_LOAD_RATE and MEDIC_LOAD_SECS). Needs target/rules/counter.wasm.
 //!
 //! `MEDIC_LOAD_RULES=20`: instead of `counter` (which writes its state and logs on every
@@ -119,7 +119,7 @@ fn main() {
         }
     };
     let log = dir.path().join("medic.log");
-    let mut medic = Command::new(env!("CARGO_BIN_EXE_medic"))
+    let mut medic = Command::new(medic_integration::bench::release_medic())
         .args(["run", "--log-level", "info", "--config"])
         .arg(&config)
         .stdin(Stdio::null())

@@ -3,7 +3,7 @@
 //! line protocol emitted at once, timed until the last batch is acknowledged (2xx). Budget:
 //! ≥ 100 000 records/s, and emitting never waits. A load tool: it prints its figures.
 //!
-//! Run: `cargo bench -p medic --bench sink_http`
+//! Run: `cargo bench -p medic-benches --bench sink_http`
 
 use std::path::Path;
 use std::time::{Duration, Instant};

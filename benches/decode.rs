@@ -1,6 +1,6 @@
 //! collectd network-protocol decode throughput, in values/s, on datagrams captured from real
 //! collectd 5.12 (plain, signed, encrypted; 28-29 value lists each). Budget: ≥ 3 M values/s
-//! plain per core, ≥ 1 M/s signed. Run: `cargo bench -p medic --bench decode`
+//! plain per core, ≥ 1 M/s signed. Run: `cargo bench -p medic-benches --bench decode`
 
 use std::hint::black_box;
 

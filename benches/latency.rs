@@ -6,7 +6,7 @@
 //!
 //! Two phases: idle (only the crossings), and under load (100 000 other values/s on the same
 //! listener, 40 gauge value lists per datagram). Budget (issue 9): p99 < 5 ms at 100 000
-//! values/s. `cargo bench -p medic --bench latency` (MEDIC_LATENCY_CROSSINGS overrides the 100
+//! values/s. `cargo bench -p medic-benches --bench latency` (MEDIC_LATENCY_CROSSINGS overrides the 100
 //! crossings per phase). Needs target/rules/threshold.wasm.
 
 use medic_integration::bench::{env_or, percentile};
@@ -264,7 +264,7 @@ command = "stamp"
 stamp = {{ run = ["date", "+%s%N"], max_runs = {{ count = 1000000, within = "1h" }} }}
 "#
     ));
-    let medic = site.start_binary(Path::new(env!("CARGO_BIN_EXE_medic")), "info");
+    let medic = site.start_binary(&medic_integration::bench::release_medic(), "info");
     println!("latency: crossing datagram sent → recovery command started (release medic)");
     report("idle", crossings(&site, port, n, 0));
     let stop = Arc::new(AtomicBool::new(false));

@@ -4,12 +4,11 @@
 //! they fall silent and expire (`ingest.series_timeout = 1`, so 20 s after their last value).
 //!
 //! Budget (issue 14): < 256 MiB RSS with all live, and back within 20 % of the RSS before them.
-//! `cargo bench -p medic --bench series_memory` (MEDIC_SERIES and MEDIC_SERIES_RATE override the
+//! `cargo bench -p medic-benches --bench series_memory` (MEDIC_SERIES and MEDIC_SERIES_RATE override the
 //! count and the values per second, 100 000). Needs target/rules/counter.wasm.
 
 use medic_integration::bench::env_or;
 use std::net::UdpSocket;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use medic_integration::packet::{
@@ -63,7 +62,7 @@ fn main() {
     ));
     site.set("ingest", &format!("max_series = {}", series + 1000));
     site.set("ingest", "series_timeout = 1");
-    let medic = site.start_binary(Path::new(env!("CARGO_BIN_EXE_medic")), "info");
+    let medic = site.start_binary(&medic_integration::bench::release_medic(), "info");
     let seen = || max_seen(medic.log().lines());
     std::thread::sleep(Duration::from_secs(2));
     let before = rss_mib(&medic);

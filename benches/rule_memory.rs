@@ -2,10 +2,9 @@
 //! `threshold` under different names, each with its own config), idle; RSS and PSS from
 //! /proc/PID/smaps_rollup, and what each rule adds.
 //!
-//! Budget (issue 9): < 40 MiB RSS with 20 rules. `cargo bench -p medic --bench rule_memory`.
+//! Budget (issue 9): < 40 MiB RSS with 20 rules. `cargo bench -p medic-benches --bench rule_memory`.
 //! Needs target/rules/threshold.wasm (scripts/build-rules.sh).
 
-use std::path::Path;
 use std::time::Duration;
 
 use medic_integration::{Medic, Site};
@@ -35,12 +34,12 @@ fn measure(rules: usize) -> (f64, f64, f64) {
     site.write_config(&config);
     // Twice: the second start loads every build from the compile cache, as a restart does. A
     // new build is cached once its optimized compile (in the background) is done.
-    let first = site.start_binary(Path::new(env!("CARGO_BIN_EXE_medic")), "info");
+    let first = site.start_binary(&medic_integration::bench::release_medic(), "info");
     if rules > 0 {
         first.expect_log("rule tiered up", Duration::from_secs(60));
     }
     first.stop();
-    let medic = site.start_binary(Path::new(env!("CARGO_BIN_EXE_medic")), "info");
+    let medic = site.start_binary(&medic_integration::bench::release_medic(), "info");
     medic.putval(&["PUTVAL bench/load0/gauge N:1"]);
     std::thread::sleep(Duration::from_secs(2));
     let measured = (
