@@ -482,13 +482,15 @@ exec = "echo still acting"
     for i in 0..20 {
         medic.putval(&[&format!("PUTVAL h/load/load N:{i}:1:1")]);
     }
-    medic.expect_log("cannot write its state", BOUND);
+    // The rule's state goes to the store's writer thread, which says it cannot write.
+    medic.expect_log("nor rule and policy state (kept", BOUND);
     medic.expect_log(
         r#"counter result hello/exec code=Some(0) output="still acting\n""#,
         BOUND,
     );
     std::thread::sleep(Duration::from_millis(500));
-    // Once a minute for each kind of write (rule state, history, policy), not once per write.
+    // Once a minute for each kind of write (the writer's transactions, the outbox...), not once
+    // per write.
     let log = medic.log();
     let kinds: Vec<&str> = log
         .lines()
@@ -502,7 +504,10 @@ exec = "echo still acting"
         "said once a minute per kind, not once per write:\n{log}"
     );
     assert!(
-        distinct.contains("rule load cannot write its state (kept, retried)"),
+        distinct.contains(
+            "audit history cannot be written, nor rule and policy state (kept, retried every \
+             second)"
+        ),
         "{distinct:?}"
     );
     // Room again: what the rule set while the disk was full was kept in memory and is written

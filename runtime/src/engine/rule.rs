@@ -140,7 +140,12 @@ impl RuleSpec {
         RuleInstance::instantiate(
             &self.compiled.pre,
             self.name.clone(),
-            RuleState::new(self.name.clone(), host.state.clone(), &host.held),
+            RuleState::new(
+                self.name.clone(),
+                host.state.clone(),
+                &host.held,
+                host.history.clone(),
+            ),
             host.series.clone(),
             host.clock.clone(),
             host.limits,

@@ -1,65 +1,104 @@
-//! A rule's key/value state as its calls see it: written through to the store, except while
-//! the store cannot take writes (another process holds the lock, the disk is full). Then
-//! changes wait here, reads see them, and they are written once the store takes writes again:
-//! a rule's call never spends its deadline waiting on the disk, and nothing it set is lost
-//! while medic runs. Held changes belong to the rule, not to one instance: the next instance
-//! (a new version, the optimized build, a restart after a fault) reads and writes them.
+//! A rule's key/value state as its calls see it: in memory, read from the store once (when the
+//! rule's first instance is made, outside any call), and every change handed to the store's
+//! writer thread (`History::keep_rule_state`), which writes it in its own transactions. So a
+//! rule's call never makes a database call: it cannot spend its deadline waiting on a lock held
+//! by another process or on a full disk, and what it set is read back from memory at once.
+//!
+//! The state belongs to the rule, not to one instance: the next instance (a new version, the
+//! optimized build, a restart after a fault) sees it. Without a writer (`medic check`,
+//! benchmarks, `medic replay` on its in-memory store) changes are written to the store directly.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
 
 use crate::store::Store;
+use crate::store::history::History;
 
-/// After a failed write, how long calls use only the changes held here before trying again.
-const RETRY_EVERY: Duration = Duration::from_secs(1);
+/// One rule's state, shared by its instances.
+type SharedHeld = Arc<Mutex<Held>>;
 
-/// Every rule's held changes, by rule name (shared by the registry's instances).
+/// Every rule's state, by rule name (shared by the registry's instances).
 #[derive(Clone, Default)]
 pub struct HeldChanges(Arc<Mutex<HashMap<Arc<str>, SharedHeld>>>);
 
-/// One rule's held changes, shared by its instances.
-type SharedHeld = Arc<Mutex<Held>>;
-
 impl HeldChanges {
-    fn of(&self, rule: &Arc<str>) -> Arc<Mutex<Held>> {
+    fn of(&self, rule: &Arc<str>) -> SharedHeld {
         let mut all = self.0.lock().unwrap_or_else(|p| p.into_inner());
         all.entry(rule.clone()).or_default().clone()
     }
 }
 
+/// One rule's state, shared by its instances.
 #[derive(Default)]
 pub struct Held {
-    /// Changes not yet written: a value, or `None` for a deletion. Only the last change of a
-    /// key is kept.
-    unwritten: BTreeMap<String, Option<Vec<u8>>>,
-    /// No write is tried before then.
-    retry_at: Option<Instant>,
+    /// The rule's state, once read from the store.
+    values: Option<BTreeMap<String, Vec<u8>>>,
+    /// While the state could not be read yet: the changes made since (`None`: deleted), which
+    /// reads see before the store, and which go on top of what the store holds once it is read
+    /// (the writer may not have written them yet).
+    since_unread: BTreeMap<String, Option<Vec<u8>>>,
+    /// Changes the writer's queue had no room for: handed to it again with the next change,
+    /// or when the instance goes. Only the last change of a key is kept.
+    unsent: BTreeMap<String, Option<Vec<u8>>>,
 }
 
 pub struct RuleState {
     rule: Arc<str>,
     store: Store,
-    held: Arc<Mutex<Held>>,
+    writer: Option<History>,
+    held: SharedHeld,
 }
 
 impl RuleState {
-    pub fn new(rule: Arc<str>, store: Store, held: &HeldChanges) -> Self {
-        Self {
+    /// Called when an instance is made (outside any call): the first instance of a rule reads
+    /// its state from the store.
+    pub fn new(rule: Arc<str>, store: Store, held: &HeldChanges, writer: Option<History>) -> Self {
+        let me = Self {
             held: held.of(&rule),
             rule,
             store,
-        }
+            writer,
+        };
+        me.load();
+        me
     }
 
     fn held(&self) -> MutexGuard<'_, Held> {
         self.held.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    fn load(&self) {
+        let mut held = self.held();
+        if held.values.is_some() {
+            return;
+        }
+        match self.store.state_all(&self.rule) {
+            Ok(all) => {
+                let mut values: BTreeMap<String, Vec<u8>> = all.into_iter().collect();
+                for (key, change) in std::mem::take(&mut held.since_unread) {
+                    match change {
+                        Some(v) => values.insert(key, v),
+                        None => values.remove(&key),
+                    };
+                }
+                held.values = Some(values);
+            }
+            // Tried again by the next instance; meanwhile reads go to the store.
+            Err(e) => self
+                .store
+                .report(&format!("rule {} cannot read its state", self.rule), &e),
+        }
+    }
+
     pub fn get(&mut self, key: &str) -> Option<Vec<u8>> {
-        self.try_flush();
-        if let Some(change) = self.held().unwritten.get(key) {
-            return change.clone();
+        {
+            let held = self.held();
+            if let Some(values) = &held.values {
+                return values.get(key).cloned();
+            }
+            if let Some(change) = held.since_unread.get(key) {
+                return change.clone();
+            }
         }
         self.store.state_get(&self.rule, key).unwrap_or_else(|e| {
             self.store
@@ -69,51 +108,69 @@ impl RuleState {
     }
 
     pub fn set(&mut self, key: String, value: Option<Vec<u8>>) {
-        self.held().unwritten.insert(key, value);
-        self.try_flush();
+        let mut held = self.held();
+        match &mut held.values {
+            Some(values) => {
+                match &value {
+                    Some(v) => values.insert(key.clone(), v.clone()),
+                    None => values.remove(&key),
+                };
+            }
+            None => {
+                held.since_unread.insert(key.clone(), value.clone());
+            }
+        }
+        held.unsent.insert(key, value);
+        self.send(&mut held);
     }
 
-    /// Write what is held, unless a recent failure says to wait. Returns whether all is
-    /// written.
-    pub fn try_flush(&mut self) -> bool {
-        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
-        if held.unwritten.is_empty() {
-            return true;
-        }
-        if held.retry_at.is_some_and(|at| Instant::now() < at) {
-            return false;
-        }
-        while let Some((key, change)) = held.unwritten.pop_first() {
-            let written = match &change {
-                Some(value) => self.store.state_set(&self.rule, &key, value),
-                None => self.store.state_delete(&self.rule, &key),
+    /// Hand what is unsent to the writer (or, without one, write it). Returns whether all went.
+    fn send(&self, held: &mut Held) -> bool {
+        while let Some((key, value)) = held.unsent.pop_first() {
+            let refused = match &self.writer {
+                Some(writer) => writer.keep_rule_state(&self.rule, key, value).err(),
+                None => self.write_now(key, value),
             };
-            if let Err(e) = written {
-                held.unwritten.insert(key, change);
-                held.retry_at = Some(Instant::now() + RETRY_EVERY);
+            if let Some((key, value)) = refused {
+                held.unsent.insert(key, value);
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Without a writer thread: write one change now; it is given back when the store refuses
+    /// it (kept, tried with the next change).
+    fn write_now(&self, key: String, value: Option<Vec<u8>>) -> Option<(String, Option<Vec<u8>>)> {
+        let written = match &value {
+            Some(v) => self.store.state_set(&self.rule, &key, v),
+            None => self.store.state_delete(&self.rule, &key),
+        };
+        match written {
+            Ok(()) => None,
+            Err(e) => {
                 self.store.report(
                     &format!("rule {} cannot write its state (kept, retried)", self.rule),
                     &e,
                 );
-                return false;
+                Some((key, value))
             }
         }
-        held.retry_at = None;
-        true
     }
 }
 
 impl Drop for RuleState {
-    /// The instance goes (reload, fault, stop): a last try for what is still held. What stays
-    /// held waits for the rule's next instance; it is lost only if medic stops first.
+    /// The instance goes (reload, fault, stop): a last try for what is unsent. What stays
+    /// waits for the rule's next instance; it is lost only if medic stops first.
     fn drop(&mut self) {
-        self.held().retry_at = None;
-        if !self.try_flush() {
+        let held = self.held.clone();
+        let mut held = held.lock().unwrap_or_else(|p| p.into_inner());
+        if !self.send(&mut held) {
             tracing::warn!(
                 rule = &*self.rule,
-                keys = self.held().unwritten.len(),
-                "rule state changes not written yet: the state database takes no writes; \
-                 kept for the rule's next instance, lost if medic stops before it can write"
+                keys = held.unsent.len(),
+                "rule state changes not handed to the store's writer yet (its queue is full); \
+                 kept for the rule's next instance, lost if medic stops before"
             );
         }
     }
@@ -121,12 +178,16 @@ impl Drop for RuleState {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
+    use crate::store::history::Retention;
 
     #[test]
-    fn changes_are_read_back_and_written() {
+    fn without_a_writer_changes_are_read_back_and_written_at_once() {
         let store = Store::in_memory().unwrap();
-        let mut state = RuleState::new(Arc::from("r"), store.clone(), &HeldChanges::default());
+        let held = HeldChanges::default();
+        let mut state = RuleState::new(Arc::from("r"), store.clone(), &held, None);
         state.set("a".into(), Some(b"1".to_vec()));
         assert_eq!(state.get("a"), Some(b"1".to_vec()));
         assert_eq!(store.state_get("r", "a").unwrap(), Some(b"1".to_vec()));
@@ -135,26 +196,51 @@ mod tests {
         assert_eq!(store.state_get("r", "a").unwrap(), None);
     }
 
-    /// What one instance could not write (the database is locked), the next instance of the
-    /// same rule reads, and writes once the database takes writes.
+    /// With the database locked by another process, a change returns at once and is read back;
+    /// the rule's next instance sees it, another rule does not; the writer thread writes it
+    /// once the lock is gone.
     #[test]
-    fn held_changes_pass_to_the_rules_next_instance() {
+    fn a_change_never_waits_on_the_database_and_the_writer_writes_it_later() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("medic.db");
         let store = Store::open(&path).unwrap();
+        store.state_set("r", "kept", b"0").unwrap();
+        let writer = History::start(
+            store.clone(),
+            Retention {
+                max_age: Duration::from_secs(3600),
+                max_rows: 1000,
+            },
+        )
+        .unwrap();
         let held = HeldChanges::default();
         let rule: Arc<str> = Arc::from("r");
-        let mut first = RuleState::new(rule.clone(), store.clone(), &held);
+        let mut first = RuleState::new(rule.clone(), store.clone(), &held, Some(writer.clone()));
+        assert_eq!(
+            first.get("kept"),
+            Some(b"0".to_vec()),
+            "read from the store once"
+        );
         let locker = rusqlite::Connection::open(&path).unwrap();
         locker.execute_batch("BEGIN IMMEDIATE").unwrap();
         first.set("seen".into(), Some(b"7".to_vec()));
+        assert_eq!(first.get("seen"), Some(b"7".to_vec()));
+        assert_eq!(
+            store.state_get("r", "seen").unwrap(),
+            None,
+            "handed to the writer, not written on the caller's thread"
+        );
         drop(first);
-        let mut other = RuleState::new(Arc::from("other"), store.clone(), &held);
-        assert_eq!(other.get("seen"), None, "held changes are per rule");
-        let mut second = RuleState::new(rule, store.clone(), &held);
+        let mut other = RuleState::new(Arc::from("other"), store.clone(), &held, None);
+        assert_eq!(other.get("seen"), None, "state is per rule");
+        let mut second = RuleState::new(rule, store.clone(), &held, Some(writer.clone()));
         assert_eq!(second.get("seen"), Some(b"7".to_vec()));
+        assert!(
+            !writer.flush(Duration::from_millis(200)),
+            "not written while locked"
+        );
         locker.execute_batch("ROLLBACK").unwrap();
-        drop(second);
+        assert!(writer.flush(Duration::from_secs(10)));
         assert_eq!(store.state_get("r", "seen").unwrap(), Some(b"7".to_vec()));
     }
 }

@@ -7,6 +7,7 @@
 //! transaction that fails (another process holds the lock, the disk is full) is retried every
 //! second with what came meanwhile, so a passing problem loses nothing.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::time::{Duration, Instant};
@@ -143,6 +144,12 @@ enum Msg {
     /// A command's policy state (the gate's serialization): only the latest of each command
     /// is written.
     Policy(PolicyState),
+    /// A rule's state under one key (`None`: deleted): only the latest of each key is written.
+    RuleState {
+        rule: Arc<str>,
+        key: String,
+        value: Option<Vec<u8>>,
+    },
     /// Answered once everything queued before it is written.
     Flush(SyncSender<()>),
 }
@@ -154,8 +161,24 @@ struct PolicyState {
     state: Vec<u8>,
 }
 
-/// Policy states waiting to be written, the latest per command.
-type PendingPolicy = std::collections::BTreeMap<(String, String), Vec<u8>>;
+/// Keyed state waiting to be written, only the latest of each key: the commands' policy states,
+/// and the rules' state (a value, or `None` for a deletion).
+#[derive(Default)]
+struct Coalesced {
+    policy: BTreeMap<(String, String), Vec<u8>>,
+    rule_state: BTreeMap<(Arc<str>, String), Option<Vec<u8>>>,
+}
+
+impl Coalesced {
+    fn is_empty(&self) -> bool {
+        self.policy.is_empty() && self.rule_state.is_empty()
+    }
+
+    fn clear(&mut self) {
+        self.policy.clear();
+        self.rule_state.clear();
+    }
+}
 
 /// Records entries without waiting. Cheap to clone.
 #[derive(Clone)]
@@ -229,6 +252,27 @@ impl History {
         }
     }
 
+    /// Keep a rule's state under `key` (`None`: delete it), written by this writer thread, so
+    /// a rule's call never waits on the database. Changes to one key are coalesced. Returns the
+    /// change when the queue is full: the caller keeps it and hands it again later.
+    pub fn keep_rule_state(
+        &self,
+        rule: &Arc<str>,
+        key: String,
+        value: Option<Vec<u8>>,
+    ) -> Result<(), (String, Option<Vec<u8>>)> {
+        let msg = Msg::RuleState {
+            rule: rule.clone(),
+            key,
+            value,
+        };
+        match self.tx.try_send(msg) {
+            Ok(()) | Err(TrySendError::Disconnected(_)) => Ok(()),
+            Err(TrySendError::Full(Msg::RuleState { key, value, .. })) => Err((key, value)),
+            Err(TrySendError::Full(_)) => unreachable!("the message sent is a rule state"),
+        }
+    }
+
     /// Entries dropped because the queue was full.
     pub fn dropped(&self) -> u64 {
         self.dropped.total()
@@ -261,7 +305,7 @@ fn write_all(store: &Store, rx: Receiver<Msg>, retention: Retention) {
     // Entries a failed transaction left behind (database locked, disk full): retried, in order,
     // before anything newer; flushes wait for them.
     let mut pending: Vec<Entry> = Vec::new();
-    let mut policy = PendingPolicy::new();
+    let mut policy = Coalesced::default();
     let mut flushed: Vec<SyncSender<()>> = Vec::new();
     loop {
         let first = if pending.is_empty() && policy.is_empty() {
@@ -289,7 +333,10 @@ fn write_all(store: &Store, rx: Receiver<Msg>, retention: Retention) {
             match msg {
                 Msg::Entry(e) => pending.push(e),
                 Msg::Policy(p) => {
-                    policy.insert((p.service, p.command), p.state);
+                    policy.policy.insert((p.service, p.command), p.state);
+                }
+                Msg::RuleState { rule, key, value } => {
+                    policy.rule_state.insert((rule, key), value);
                 }
                 Msg::Flush(done) => flushed.push(done),
             }
@@ -302,7 +349,11 @@ fn write_all(store: &Store, rx: Receiver<Msg>, retention: Retention) {
                 }
                 Err(e) => {
                     metrics().history_write_failures.inc();
-                    store.report("audit history cannot be written (retried every second)", &e);
+                    store.report(
+                        "audit history cannot be written, nor rule and policy state (kept, \
+                         retried every second)",
+                        &e,
+                    );
                     if pending.len() > QUEUE {
                         let excess = pending.len() - QUEUE;
                         pending.drain(..excess);
@@ -392,11 +443,17 @@ pub struct Query {
 
 impl Store {
     /// The audit entries and the latest policy states, in one transaction.
-    fn history_write(&self, entries: &[Entry], policy: &PendingPolicy) -> rusqlite::Result<()> {
+    fn history_write(&self, entries: &[Entry], keyed: &Coalesced) -> rusqlite::Result<()> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
-        for ((service, command), state) in policy {
+        for ((service, command), state) in &keyed.policy {
             super::policy_state_put(&tx, service, command, state)?;
+        }
+        for ((rule, key), value) in &keyed.rule_state {
+            match value {
+                Some(value) => super::rule_state_put(&tx, rule, key, value)?,
+                None => super::rule_state_delete(&tx, rule, key)?,
+            }
         }
         for entry in entries {
             match entry {

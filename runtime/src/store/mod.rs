@@ -193,22 +193,37 @@ impl Store {
             .optional()
     }
 
-    pub fn state_set(&self, rule: &str, key: &str, value: &[u8]) -> rusqlite::Result<()> {
+    /// Every key of `rule`'s state: read once when the rule's first instance starts; from then
+    /// on its state lives in memory and changes go to the writer thread.
+    pub fn state_all(&self, rule: &str) -> rusqlite::Result<Vec<(String, Vec<u8>)>> {
         self.conn()
-            .prepare_cached(
-                "INSERT INTO rule_state (rule, key, value) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (rule, key) DO UPDATE SET value = excluded.value",
-            )?
-            .execute(params![rule, key, value])
-            .map(drop)
+            .prepare_cached("SELECT key, value FROM rule_state WHERE rule = ?1")?
+            .query_map(params![rule], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect()
+    }
+
+    pub fn state_set(&self, rule: &str, key: &str, value: &[u8]) -> rusqlite::Result<()> {
+        rule_state_put(&self.conn(), rule, key, value)
     }
 
     pub fn state_delete(&self, rule: &str, key: &str) -> rusqlite::Result<()> {
-        self.conn()
-            .prepare_cached("DELETE FROM rule_state WHERE rule = ?1 AND key = ?2")?
-            .execute(params![rule, key])
-            .map(drop)
+        rule_state_delete(&self.conn(), rule, key)
     }
+}
+
+fn rule_state_put(conn: &Connection, rule: &str, key: &str, value: &[u8]) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO rule_state (rule, key, value) VALUES (?1, ?2, ?3)
+         ON CONFLICT (rule, key) DO UPDATE SET value = excluded.value",
+    )?
+    .execute(params![rule, key, value])
+    .map(drop)
+}
+
+fn rule_state_delete(conn: &Connection, rule: &str, key: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached("DELETE FROM rule_state WHERE rule = ?1 AND key = ?2")?
+        .execute(params![rule, key])
+        .map(drop)
 }
 
 /// How much the MQTT outbox keeps while the broker is away; past either bound the oldest
