@@ -497,25 +497,6 @@ impl SeriesTable {
         }
     }
 
-    pub fn info(&self, number: u32) -> Option<wit::SeriesInfo> {
-        let inner = self.read();
-        let entry = inner.by_number(number)?;
-        Some(wit::SeriesInfo {
-            identifier: entry.identifier(),
-            ds_names: entry.sources.iter().map(|d| d.name.clone()).collect(),
-        })
-    }
-
-    pub fn last_value(&self, identifier: &str) -> Option<wit::Snapshot> {
-        let inner = self.read();
-        let s = inner.find(inner.hasher.hash_one(identifier), identifier)?;
-        let entry = slot(&inner.slots, s);
-        entry.seen.then(|| wit::Snapshot {
-            list: entry.list(),
-            values: entry.values.as_slice().to_vec(),
-        })
-    }
-
     /// Series known now.
     pub fn len(&self) -> usize {
         self.read().live
@@ -619,38 +600,6 @@ impl Inner {
     }
 }
 
-impl event::LatestValues for SeriesTable {
-    fn getval(&self, identifier: &str) -> Option<Vec<(String, f64)>> {
-        let inner = self.read();
-        let s = inner.find(inner.hasher.hash_one(identifier), identifier)?;
-        let entry = slot(&inner.slots, s);
-        let values = entry.values.as_slice().iter().zip(entry.sources.iter());
-        Some(
-            values
-                .map(|(v, ds)| {
-                    let value = match v.sample {
-                        wit::Sample::Gauge(g) => g,
-                        _ => v.rate.unwrap_or(f64::NAN),
-                    };
-                    (ds.name.clone(), value)
-                })
-                .collect(),
-        )
-    }
-
-    fn listval(&self) -> Vec<(u64, String)> {
-        let inner = self.read();
-        let mut all: Vec<(u64, String)> = inner
-            .slots
-            .iter()
-            .flatten()
-            .map(|e| (e.time, e.key.to_string()))
-            .collect();
-        all.sort_unstable_by(|a, b| a.1.cmp(&b.1));
-        all
-    }
-}
-
 /// Per-second rate as collectd computes it. Counters that went backwards wrapped: at 32 bits if
 /// the old value fit in 32 bits, else at 64 (collectd's `counter_diff`). Derives may go down.
 fn rate(now: Sample, previous: Option<(u64, Sample)>, time: u64, interval: u64) -> Option<f64> {
@@ -672,6 +621,8 @@ fn rate(now: Sample, previous: Option<(u64, Sample)>, time: u64, interval: u64) 
     };
     Some(diff / dt)
 }
+
+mod read;
 
 #[cfg(test)]
 mod tests;

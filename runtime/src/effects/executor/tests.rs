@@ -1,6 +1,7 @@
 //! Unit tests of `executor`.
 
 use super::*;
+use crate::config::Program;
 use crate::event::ReplyTo;
 
 /// Run to completion, never stopped early.
