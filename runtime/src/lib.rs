@@ -7,7 +7,9 @@
 //! ARCHITECTURE.md at the repository root is the map.
 
 pub mod cli;
-pub mod config;
+/// medic.toml as typed values: the `medic-config` crate, so by construction it imports nothing
+/// of medic.
+pub use medic_config as config;
 pub mod daemon;
 pub mod effects;
 pub mod engine;

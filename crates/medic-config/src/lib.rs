@@ -565,7 +565,7 @@ impl Config {
                 Sink::File(f) => f.queue,
                 Sink::Http(h) => {
                     if !(h.url.starts_with("http://") || h.url.starts_with("https://"))
-                        || h.url.parse::<hyper::Uri>().is_err()
+                        || h.url.parse::<http::Uri>().is_err()
                     {
                         return Err(format!(
                             "sinks.{name}.url `{}` is not an http:// or https:// URL",

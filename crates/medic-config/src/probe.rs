@@ -107,7 +107,7 @@ mod tests {
     use std::path::Path;
 
     use super::*;
-    use crate::config::{Config, Program};
+    use crate::{Config, Program};
 
     fn parse(text: &str) -> Result<Config, String> {
         Config::parse(text, Path::new("medic.toml"), Path::new("/etc/medic"))
