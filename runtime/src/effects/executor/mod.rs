@@ -172,13 +172,18 @@ impl Executor {
     pub async fn serve(self, mut requests: Receiver<CommandRequest>) {
         let me = Arc::new(self);
         while let Some(request) = requests.recv().await {
+            // The gate decides here, in the order the requests were made (a rule that asks
+            // twice in a row, with room for one run, gets its first ask run), and the run goes
+            // on in a task of its own.
+            let admitted = me.admit_and_record(&request);
             let me = me.clone();
-            tokio::spawn(async move { me.handle_request(request).await });
+            tokio::spawn(async move { me.handle_request(request, admitted).await });
         }
     }
 
-    async fn handle_request(&self, req: CommandRequest) {
-        let admitted = self.admit(&req);
+    /// The gate's verdict on `req`, recorded as asked.
+    fn admit_and_record(&self, req: &CommandRequest) -> Result<(Command, Admitted), Refusal> {
+        let admitted = self.admit(req);
         self.record(|| Entry::Asked {
             action_id: req.action_id,
             at_ns: crate::event::now_ns(),
@@ -189,6 +194,14 @@ impl Executor {
             command: req.command.clone(),
             refusal: admitted.as_ref().err().map(ToString::to_string),
         });
+        admitted
+    }
+
+    async fn handle_request(
+        &self,
+        req: CommandRequest,
+        admitted: Result<(Command, Admitted), Refusal>,
+    ) {
         let origin = &*req.origin;
         let mut refused = None;
         let result = match admitted {

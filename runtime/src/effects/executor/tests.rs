@@ -162,6 +162,47 @@ async fn executor_refuses_a_concurrent_run_and_reports_back() {
     );
 }
 
+/// Requests are admitted in the order they were made: of 20 asks queued at once for a command
+/// that runs one at a time, the first runs and the 19 after it are refused (before, each ask
+/// was admitted in a task of its own, and any of them could win).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gate_admits_requests_in_the_order_they_were_made() {
+    let config = Config::parse(
+        "[services.s.commands]
+slow = \"sleep 0.3\"
+",
+        std::path::Path::new("t.toml"),
+        std::path::Path::new("/"),
+    )
+    .unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    let (otx, mut orx) = tokio::sync::mpsc::unbounded_channel();
+    for id in 0..20 {
+        let otx = otx.clone();
+        tx.try_send(CommandRequest {
+            build: None,
+            origin: "test".into(),
+            action_id: id,
+            service: "s".into(),
+            command: "slow".into(),
+            reason: "test".into(),
+            reply: ReplyTo::new(id, "s", "slow", move |o| {
+                let _ = otx.send(o);
+            }),
+        })
+        .unwrap();
+    }
+    tokio::spawn(Executor::new(Arc::new(config)).serve(rx));
+    let mut ran = Vec::new();
+    for _ in 0..20 {
+        let r = orx.recv().await.unwrap();
+        if r.refusal.is_none() {
+            ran.push(r.action_id);
+        }
+    }
+    assert_eq!(ran, [0], "only the first ask runs");
+}
+
 /// The shutdown order's step 3: wait for running commands up to the grace, then kill what is
 /// left; every asker still gets its result, and nothing new starts.
 #[tokio::test]
