@@ -16,7 +16,6 @@
 //! `[collectd] user` where set, and every text sent back is masked (`redact`).
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -555,155 +554,11 @@ fn write_new(path: &Path, content: &[u8]) -> std::io::Result<()> {
     f.sync_all()
 }
 
-/// The pid in `pid_file`, if that process is alive (not a zombie).
-fn running_pid(pid_file: &Path) -> Option<u32> {
-    let pid: u32 = std::fs::read_to_string(pid_file)
-        .ok()?
-        .trim()
-        .parse()
-        .ok()?;
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The state follows the command name in parentheses.
-    let state = stat.rsplit_once(") ")?.1.chars().next()?;
-    (pid > 0 && state != 'Z' && state != 'X').then_some(pid)
-}
+mod collectd_process;
+mod redact;
 
-/// Whether `pid` runs `binary` (`/proc/PID/exe`): a stale pid file may name a pid the kernel
-/// has since given to another process, which must not get collectd's SIGTERM.
-fn is_collectd(pid: u32, binary: &Path) -> Result<(), String> {
-    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).map_err(|e| {
-        format!("cannot tell what pid {pid} runs (/proc/{pid}/exe: {e}): not signalled")
-    })?;
-    let expected = std::fs::canonicalize(binary).unwrap_or_else(|_| binary.to_path_buf());
-    if exe == expected {
-        Ok(())
-    } else {
-        Err(format!(
-            "collectd's pid file names pid {pid}, which runs {}, not {}: not signalled",
-            exe.display(),
-            expected.display()
-        ))
-    }
-}
-
-async fn wait_for(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let until = Instant::now() + timeout;
-    loop {
-        if done() {
-            return true;
-        }
-        if Instant::now() >= until {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// collectd runs under systemd here: systemd is init and knows a collectd unit.
-async fn systemd_unit() -> bool {
-    if !Path::new("/run/systemd/system").exists() {
-        return false;
-    }
-    let status = tokio::process::Command::new("systemctl")
-        .args(["cat", "collectd.service"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .await;
-    status.is_ok_and(|s| s.success())
-}
-
-/// Words that mark a config line or message as carrying a secret: collectd's own option names
-/// (`Password`, `SecurityLevel`'s `AuthFile`, SNMP's `Community`, `AuthPassphrase`,
-/// `PrivacyPassphrase`, write_http's `Header "Authorization: …"`, `Token`s), matched anywhere in
-/// a word, case aside.
-const SECRET_WORDS: &[&str] = &[
-    "password",
-    "passphrase",
-    "passwd",
-    "secret",
-    "key",
-    "community",
-    "token",
-    "authorization",
-    "credential",
-    "auth",
-    "bearer",
-    "cookie",
-];
-
-/// What a replacement says back, made safe to send: collectd's parser echoes characters it
-/// cannot read and quotes the text it failed on, from the submitted config or from any file it
-/// `Include`s (`/etc/shadow`). So: the text after a word of `SECRET_WORDS` is masked, the
-/// fragment after `near` is masked, credentials in URLs are masked, and characters echoed
-/// before a line's first word (the lexer's) are dropped.
-pub fn redact(output: &str) -> String {
-    output
-        .lines()
-        .map(|line| line.trim_start_matches(|c: char| !c.is_ascii_alphanumeric()))
-        .filter(|line| !line.is_empty())
-        .map(|line| mask_url_credentials(&mask_near(&mask_secret_value(line))))
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
-/// `… Password "x"` → `… Password ****`: everything after the first secret word.
-fn mask_secret_value(line: &str) -> String {
-    let lower = line.to_ascii_lowercase();
-    let Some(at) = SECRET_WORDS
-        .iter()
-        .filter_map(|w| lower.find(w).map(|i| i + w.len()))
-        .min()
-    else {
-        return line.to_string();
-    };
-    // The rest of the word (`Passwords`, `KeyFile`), then the value.
-    let rest = &line[at..];
-    let word_end = rest
-        .find(|c: char| !c.is_ascii_alphanumeric())
-        .unwrap_or(rest.len());
-    let (name, value) = line.split_at(at + word_end);
-    if value
-        .trim_matches(|c: char| c.is_whitespace() || c == ':')
-        .is_empty()
-    {
-        line.to_string()
-    } else {
-        format!("{name} ****")
-    }
-}
-
-/// collectd's parser: `… near `<text>': syntax error` → `near `****'`.
-fn mask_near(line: &str) -> String {
-    let Some(at) = line.find("near `") else {
-        return line.to_string();
-    };
-    let open = at + "near `".len();
-    let close = line[open..].find('\'').map_or(line.len(), |i| open + i);
-    format!("{}****{}", &line[..open], &line[close..])
-}
-
-/// `scheme://user:pass@host` → `scheme://****@host`.
-fn mask_url_credentials(line: &str) -> String {
-    let mut out = String::with_capacity(line.len());
-    let mut rest = line;
-    while let Some(at) = rest.find("://") {
-        let (before, after) = rest.split_at(at + 3);
-        out.push_str(before);
-        let authority_end = after
-            .find(|c: char| c == '/' || c.is_whitespace() || c == '"' || c == '\'')
-            .unwrap_or(after.len());
-        match after[..authority_end].rfind('@') {
-            Some(userinfo_end) => {
-                out.push_str("****");
-                rest = &after[userinfo_end..];
-            }
-            None => rest = after,
-        }
-    }
-    out.push_str(rest);
-    out
-}
+use collectd_process::{is_collectd, running_pid, systemd_unit, wait_for};
+use redact::redact;
 
 #[cfg(test)]
 mod tests;
