@@ -25,7 +25,11 @@ const MAX_DATAGRAM: usize = 65_536;
 /// sending 64 KiB datagrams cannot make medic buffer without end).
 pub const MAX_IN_FLIGHT: usize = 64 << 20;
 
-/// Datagrams read in one call, back to back in one buffer.
+/// Datagrams read in one call, back to back in one buffer. The decoder gives each back when it
+/// is done ([`Recycle`]), so a steady flow allocates nothing here: with one malloc arena, every
+/// buffer of a kilobyte or more made glibc consolidate the whole arena's freed small blocks
+/// (`malloc_consolidate` was 40 % of this thread's time at 2 500 datagrams/s).
+#[derive(Default)]
 pub struct Datagrams {
     pub data: Vec<u8>,
     /// End offset in `data` and sender of each datagram.
@@ -43,6 +47,17 @@ impl Datagrams {
     }
 }
 
+/// The way emptied batches go back from the decoder to the reader.
+pub type Recycle = crossbeam_channel::Sender<Datagrams>;
+
+/// Emptied batches kept for reuse.
+const SPARE_BATCHES: usize = 8;
+
+/// A channel for emptied batches: the decoder's end, and the reader's.
+pub fn recycling() -> (Recycle, crossbeam_channel::Receiver<Datagrams>) {
+    crossbeam_channel::bounded(SPARE_BATCHES)
+}
+
 /// What the reader shares with the decoder: the bytes it has handed on and not yet decoded.
 #[derive(Clone, Default)]
 pub struct InFlight(Arc<AtomicUsize>);
@@ -55,22 +70,25 @@ impl InFlight {
 }
 
 /// Read `socket` on a thread of its own until `shutdown`, handing batches to `out`.
+/// `spares`: emptied batches the decoder gives back.
 pub fn spawn(
     socket: std::net::UdpSocket,
     out: mpsc::Sender<Datagrams>,
+    spares: crossbeam_channel::Receiver<Datagrams>,
     in_flight: InFlight,
     counters: SourceCounters,
     shutdown: Shutdown,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     let name = format!("udp:{}", socket.local_addr()?.port());
-    std::thread::Builder::new()
-        .name(name)
-        .spawn(move || read_until_shutdown(&socket, &out, &in_flight, &counters, &shutdown))
+    std::thread::Builder::new().name(name).spawn(move || {
+        read_until_shutdown(&socket, &out, &spares, &in_flight, &counters, &shutdown)
+    })
 }
 
 fn read_until_shutdown(
     socket: &std::net::UdpSocket,
     out: &mpsc::Sender<Datagrams>,
+    spares: &crossbeam_channel::Receiver<Datagrams>,
     in_flight: &InFlight,
     counters: &SourceCounters,
     shutdown: &Shutdown,
@@ -85,6 +103,10 @@ fn read_until_shutdown(
     let mut handoff_log = RateLimited::default();
     let mut drops_seen: Option<u32> = None;
     let mut got: Vec<(usize, Option<SocketAddr>)> = Vec::with_capacity(BATCH);
+    // How many datagrams one call may take: twice what the last call took (at least 2, at most
+    // BATCH), so the headers made for each call stay small while datagrams come one at a time
+    // and grow at once in a burst.
+    let mut want = 2;
     while !shutdown.is_triggered() {
         got.clear();
         let mut drops_now = None;
@@ -92,10 +114,11 @@ fn read_until_shutdown(
         // (nothing, while there are no drops), and nix does not restore it, so reused headers
         // would never see the drop count again.
         let mut headers =
-            MultiHeaders::<SockaddrStorage>::preallocate(BATCH, Some(nix::cmsg_space!(u32)));
+            MultiHeaders::<SockaddrStorage>::preallocate(want, Some(nix::cmsg_space!(u32)));
         {
             let mut slices: Vec<[IoSliceMut<'_>; 1]> = buffers
                 .iter_mut()
+                .take(want)
                 .map(|b| [IoSliceMut::new(b.as_mut_slice())])
                 .collect();
             // Blocks for the first datagram (up to the socket's read timeout), then takes what
@@ -136,6 +159,7 @@ fn read_until_shutdown(
             kernel_drops.inc_by(u64::from(n.wrapping_sub(before)));
             drops_seen = Some(n);
         }
+        want = (got.len() * 2).clamp(2, BATCH);
         datagrams.inc_by(got.len() as u64);
         let size: usize = got.iter().map(|(n, _)| n).sum();
         if in_flight.0.load(Ordering::Relaxed) + size > MAX_IN_FLIGHT {
@@ -149,10 +173,9 @@ fn read_until_shutdown(
             });
             continue;
         }
-        let mut batch = Datagrams {
-            data: Vec::with_capacity(size),
-            ends: Vec::with_capacity(got.len()),
-        };
+        let mut batch = spares.try_recv().unwrap_or_default();
+        batch.data.clear();
+        batch.ends.clear();
         for (buffer, &(n, from)) in buffers.iter().zip(&got) {
             batch.data.extend_from_slice(&buffer[..n]);
             batch.ends.push((batch.data.len(), from));
@@ -198,7 +221,15 @@ mod tests {
         let counters = metrics().source("network", addr.to_string());
         let (tx, mut rx) = mpsc::channel(1024);
         let (mut trigger, shutdown) = crate::shutdown::channel();
-        let reader = spawn(socket, tx, InFlight::default(), counters, shutdown).unwrap();
+        let reader = spawn(
+            socket,
+            tx,
+            recycling().1,
+            InFlight::default(),
+            counters,
+            shutdown,
+        )
+        .unwrap();
         let drain = |rx: &mut mpsc::Receiver<Datagrams>| {
             let mut n = 0;
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);

@@ -101,10 +101,12 @@ pub fn start(
         let auth = AuthFile::load(config.auth_file.as_deref())?;
         let counters = metrics().source("network", local.to_string());
         let (handoff, batches) = mpsc::channel(HANDOFF);
+        let (recycle, spares) = reader::recycling();
         let in_flight = InFlight::default();
         reader::spawn(
             socket,
             handoff,
+            spares,
             in_flight.clone(),
             counters.clone(),
             shutdown.clone(),
@@ -116,6 +118,7 @@ pub fn start(
             sink: sink.clone(),
             counters,
             in_flight,
+            recycle,
             decoded: Vec::new(),
             refusals: RateLimitedByKind::default(),
             drops: RateLimited::default(),
@@ -144,6 +147,8 @@ struct Decoder {
     sink: mpsc::Sender<Ingested>,
     counters: SourceCounters,
     in_flight: InFlight,
+    /// Where decoded batches go back to the reader, to be filled again.
+    recycle: reader::Recycle,
     /// Reused for every datagram.
     decoded: Vec<Decoded>,
     refusals: RateLimitedByKind<Option<std::mem::Discriminant<DecodeError>>>,
@@ -160,6 +165,7 @@ impl Decoder {
                 }
             }
             self.in_flight.done(&batch);
+            let _ = self.recycle.try_send(batch);
         }
     }
 
