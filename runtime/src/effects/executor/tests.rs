@@ -118,6 +118,26 @@ async fn background_child_holding_the_pipe_does_not_hang_the_result() {
     );
 }
 
+/// A request from `test` for `s`/`command`, answered into `results`.
+fn ask(
+    id: u64,
+    command: &str,
+    results: &tokio::sync::mpsc::UnboundedSender<CommandResult>,
+) -> CommandRequest {
+    let results = results.clone();
+    CommandRequest {
+        build: None,
+        origin: "test".into(),
+        action_id: id,
+        service: "s".into(),
+        command: command.into(),
+        reason: "test".into(),
+        reply: ReplyTo::new(id, "s", command, move |o| {
+            let _ = results.send(o);
+        }),
+    }
+}
+
 #[tokio::test]
 async fn executor_refuses_a_concurrent_run_and_reports_back() {
     let config = Config::parse(
@@ -130,19 +150,7 @@ async fn executor_refuses_a_concurrent_run_and_reports_back() {
     tokio::spawn(Executor::new(Arc::new(config)).serve(rx));
     let (otx, mut orx) = tokio::sync::mpsc::unbounded_channel();
     for id in 0..2 {
-        let otx = otx.clone();
-        tx.try_send(CommandRequest {
-            build: None,
-            origin: "test".into(),
-            action_id: id,
-            service: "s".into(),
-            command: "slow".into(),
-            reason: "test".into(),
-            reply: ReplyTo::new(id, "s", "slow", move |o| {
-                let _ = otx.send(o);
-            }),
-        })
-        .unwrap();
+        tx.try_send(ask(id, "slow", &otx)).unwrap();
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let first = orx.recv().await.unwrap();
@@ -178,19 +186,7 @@ slow = \"sleep 0.3\"
     let (tx, rx) = tokio::sync::mpsc::channel(64);
     let (otx, mut orx) = tokio::sync::mpsc::unbounded_channel();
     for id in 0..20 {
-        let otx = otx.clone();
-        tx.try_send(CommandRequest {
-            build: None,
-            origin: "test".into(),
-            action_id: id,
-            service: "s".into(),
-            command: "slow".into(),
-            reason: "test".into(),
-            reply: ReplyTo::new(id, "s", "slow", move |o| {
-                let _ = otx.send(o);
-            }),
-        })
-        .unwrap();
+        tx.try_send(ask(id, "slow", &otx)).unwrap();
     }
     tokio::spawn(Executor::new(Arc::new(config)).serve(rx));
     let mut ran = Vec::new();
