@@ -215,23 +215,9 @@ async fn drain_waits_then_kills_and_refuses_new_runs() {
     let (tx, rx) = tokio::sync::mpsc::channel(16);
     tokio::spawn(executor.serve(rx));
     let (otx, mut orx) = tokio::sync::mpsc::unbounded_channel();
-    let ask = |id: u64, command: &str| {
-        let otx = otx.clone();
-        tx.try_send(CommandRequest {
-            build: None,
-            origin: "test".into(),
-            action_id: id,
-            service: "s".into(),
-            command: command.into(),
-            reason: "test".into(),
-            reply: ReplyTo::new(id, "s", command, move |r| {
-                let _ = otx.send(r);
-            }),
-        })
-        .unwrap();
-    };
-    ask(1, "quick");
-    ask(2, "slow");
+    let send = |id: u64, command: &str| tx.try_send(ask(id, command, &otx)).unwrap();
+    send(1, "quick");
+    send(2, "slow");
     tokio::time::sleep(Duration::from_millis(50)).await;
     let started = Instant::now();
     let forced = handle.drain(Duration::from_millis(500)).await;
@@ -251,7 +237,7 @@ async fn drain_waits_then_kills_and_refuses_new_runs() {
         results[1].run.error.as_deref(),
         Some("medic is stopping: process group killed")
     );
-    ask(3, "quick");
+    send(3, "quick");
     let refused = orx.recv().await.unwrap();
     assert_eq!(refused.refusal, Some(Refusal::Stopping));
 }
